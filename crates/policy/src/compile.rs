@@ -1,0 +1,256 @@
+//! Loading policy text: parse, strict validation against the schema, and consentry's own rules.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use cedar_policy::{PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+/// The schema text every policy is validated against.
+pub const SCHEMA_TEXT: &str = include_str!("consentry.cedarschema");
+
+/// The Cedar schema of the Groups API, loaded once.
+pub fn schema() -> Result<&'static Schema, PolicyError> {
+    static SCHEMA: OnceLock<Result<Schema, String>> = OnceLock::new();
+    let loaded = SCHEMA.get_or_init(|| {
+        Schema::from_cedarschema_str(SCHEMA_TEXT)
+            .map(|(schema, _warnings)| schema)
+            .map_err(|e| e.to_string())
+    });
+    loaded.as_ref().map_err(|e| PolicyError::Schema(e.clone()))
+}
+
+/// One problem in policy text, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDiagnostic {
+    /// 1-based line, 0 when the problem has no place in the text.
+    pub line: usize,
+    /// 1-based column, 0 when the problem has no place in the text.
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyDiagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.line, self.column, self.message)
+        }
+    }
+}
+
+/// Why policy text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy does not parse: {}", join(.0))]
+    Parse(Vec<PolicyDiagnostic>),
+    #[error("policy does not validate against the schema: {}", join(.0))]
+    Invalid(Vec<PolicyDiagnostic>),
+    #[error("policy is empty: it would deny every field")]
+    Empty,
+    #[error("the built-in schema does not load: {0}")]
+    Schema(String),
+    #[error("cedar could not evaluate a request: {0}")]
+    Evaluation(String),
+}
+
+impl PolicyError {
+    /// Every diagnostic, each with line and column where known.
+    pub fn diagnostics(&self) -> Vec<PolicyDiagnostic> {
+        match self {
+            PolicyError::Parse(d) | PolicyError::Invalid(d) => d.clone(),
+            other => vec![PolicyDiagnostic {
+                line: 0,
+                column: 0,
+                message: other.to_string(),
+            }],
+        }
+    }
+}
+
+fn join(diagnostics: &[PolicyDiagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Turns a byte offset into 1-based (line, column).
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn diagnostic(text: &str, error: &dyn Diagnostic) -> PolicyDiagnostic {
+    let offset = error
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| l.offset());
+    let mut message = error.to_string();
+    if let Some(help) = error.help() {
+        message = format!("{message} ({help})");
+    }
+    match offset {
+        Some(offset) => {
+            let (line, column) = line_column(text, offset);
+            PolicyDiagnostic {
+                line,
+                column,
+                message,
+            }
+        }
+        None => PolicyDiagnostic {
+            line: 0,
+            column: 0,
+            message,
+        },
+    }
+}
+
+/// A policy version, parsed and validated, ready to decide.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// Unique to this compilation, so that decisions memoized under it are a pure function
+    /// of this exact text, even if a draft and a stored version share a number.
+    pub(crate) id: u64,
+    pub(crate) version: u32,
+    pub(crate) policies: Arc<PolicySet>,
+}
+
+impl CompiledPolicy {
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+    pub(crate) fn schema(&self) -> Result<&'static Schema, PolicyError> {
+        schema()
+    }
+}
+
+/// Parses and strictly validates policy text.
+///
+/// Besides Cedar's own checks, a policy may not name a member: decisions depend on a
+/// subject's facts, never on who the subject is (so decisions can be memoized per facts).
+pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> {
+    let policies = PolicySet::from_str(text).map_err(|errors| {
+        PolicyError::Parse(errors.iter().map(|e| diagnostic(text, e)).collect())
+    })?;
+    if policies.policies().next().is_none() {
+        return Err(PolicyError::Empty);
+    }
+    let validator = Validator::new(schema()?.clone());
+    let result = validator.validate(&policies, ValidationMode::Strict);
+    let mut problems: Vec<PolicyDiagnostic> = result
+        .validation_errors()
+        .map(|e| diagnostic(text, e))
+        .collect();
+    for policy in policies.policies() {
+        for literal in policy.entity_literals() {
+            if literal.type_name().to_string() == "Consentry::Member" {
+                let offset = text
+                    .find(&literal.to_string())
+                    .or_else(|| text.find("Consentry::Member"));
+                let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
+                problems.push(PolicyDiagnostic {
+                    line,
+                    column,
+                    message: format!(
+                        "policy {} names member {}: decide on the subject's facts (context.subject_*), not on its identity",
+                        policy.id(),
+                        literal
+                    ),
+                });
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid(problems));
+    }
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    Ok(CompiledPolicy {
+        id,
+        version,
+        policies: Arc::new(policies),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
+    const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
+
+    #[test]
+    fn shipped_policies_validate() {
+        assert!(compile(1, LEGACY).is_ok(), "{:?}", compile(1, LEGACY).err());
+        assert!(
+            compile(2, GROUPS_2018).is_ok(),
+            "{:?}",
+            compile(2, GROUPS_2018).err()
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_a_validation_error_with_its_place() {
+        let text =
+            "permit (principal,\n  action == Consentry::Action::\"member.email\", resource);";
+        let err = compile(1, text).err();
+        let Some(PolicyError::Invalid(diagnostics)) = err else {
+            unreachable!("expected a validation error, got {err:?}")
+        };
+        assert_eq!(
+            diagnostics.first().map(|d| d.line),
+            Some(2),
+            "{diagnostics:?}"
+        );
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.message.contains("member.email")),
+            "{diagnostics:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_says_line_and_column() {
+        let text = "permit (principal, action, resource)\nwhen { context.installed && };";
+        let err = compile(1, text).err();
+        let Some(PolicyError::Parse(diagnostics)) = err else {
+            unreachable!("expected parse error, got {err:?}")
+        };
+        assert_eq!(
+            diagnostics.first().map(|d| d.line),
+            Some(2),
+            "{diagnostics:?}"
+        );
+        assert!(diagnostics.first().is_some_and(|d| d.column > 1));
+    }
+
+    #[test]
+    fn attribute_of_wrong_type_fails_strict_validation() {
+        let text = "permit (principal, action, resource) when { context.installed == \"yes\" };";
+        assert!(matches!(compile(1, text), Err(PolicyError::Invalid(_))));
+    }
+
+    #[test]
+    fn naming_a_member_is_refused() {
+        let text = "permit (principal, action == Consentry::Action::\"member.name\", resource == Consentry::Member::\"alice\");";
+        let err = compile(1, text).err();
+        assert!(
+            matches!(&err, Some(PolicyError::Invalid(d)) if d.iter().any(|d| d.message.contains("names member"))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn empty_text_is_refused() {
+        assert_eq!(compile(1, "// nothing").err(), Some(PolicyError::Empty));
+    }
+}
