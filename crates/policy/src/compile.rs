@@ -15,9 +15,7 @@ pub const SCHEMA_TEXT: &str = include_str!("consentry.cedarschema");
 pub fn schema() -> Result<&'static Schema, PolicyError> {
     static SCHEMA: OnceLock<Result<Schema, String>> = OnceLock::new();
     let loaded = SCHEMA.get_or_init(|| {
-        Schema::from_cedarschema_str(SCHEMA_TEXT)
-            .map(|(schema, _warnings)| schema)
-            .map_err(|e| e.to_string())
+        Schema::from_cedarschema_str(SCHEMA_TEXT).map(|(schema, _warnings)| schema).map_err(|e| e.to_string())
     });
     loaded.as_ref().map_err(|e| PolicyError::Schema(e.clone()))
 }
@@ -62,21 +60,13 @@ impl PolicyError {
     pub fn diagnostics(&self) -> Vec<PolicyDiagnostic> {
         match self {
             PolicyError::Parse(d) | PolicyError::Invalid(d) => d.clone(),
-            other => vec![PolicyDiagnostic {
-                line: 0,
-                column: 0,
-                message: other.to_string(),
-            }],
+            other => vec![PolicyDiagnostic { line: 0, column: 0, message: other.to_string() }],
         }
     }
 }
 
 fn join(diagnostics: &[PolicyDiagnostic]) -> String {
-    diagnostics
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// Turns a byte offset into 1-based (line, column).
@@ -88,10 +78,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 fn diagnostic(text: &str, error: &dyn Diagnostic) -> PolicyDiagnostic {
-    let offset = error
-        .labels()
-        .and_then(|mut labels| labels.next())
-        .map(|l| l.offset());
+    let offset = error.labels().and_then(|mut labels| labels.next()).map(|l| l.offset());
     let mut message = error.to_string();
     if let Some(help) = error.help() {
         message = format!("{message} ({help})");
@@ -99,17 +86,9 @@ fn diagnostic(text: &str, error: &dyn Diagnostic) -> PolicyDiagnostic {
     match offset {
         Some(offset) => {
             let (line, column) = line_column(text, offset);
-            PolicyDiagnostic {
-                line,
-                column,
-                message,
-            }
+            PolicyDiagnostic { line, column, message }
         }
-        None => PolicyDiagnostic {
-            line: 0,
-            column: 0,
-            message,
-        },
+        None => PolicyDiagnostic { line: 0, column: 0, message },
     }
 }
 
@@ -137,24 +116,19 @@ impl CompiledPolicy {
 /// Besides Cedar's own checks, a policy may not name a member: decisions depend on a
 /// subject's facts, never on who the subject is (so decisions can be memoized per facts).
 pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> {
-    let policies = PolicySet::from_str(text).map_err(|errors| {
-        PolicyError::Parse(errors.iter().map(|e| diagnostic(text, e)).collect())
-    })?;
+    let policies = PolicySet::from_str(text)
+        .map_err(|errors| PolicyError::Parse(errors.iter().map(|e| diagnostic(text, e)).collect()))?;
     if policies.policies().next().is_none() {
         return Err(PolicyError::Empty);
     }
     let validator = Validator::new(schema()?.clone());
     let result = validator.validate(&policies, ValidationMode::Strict);
-    let mut problems: Vec<PolicyDiagnostic> = result
-        .validation_errors()
-        .map(|e| diagnostic(text, e))
-        .collect();
+    let mut problems: Vec<PolicyDiagnostic> =
+        result.validation_errors().map(|e| diagnostic(text, e)).collect();
     for policy in policies.policies() {
         for literal in policy.entity_literals() {
             if literal.type_name().to_string() == "Consentry::Member" {
-                let offset = text
-                    .find(&literal.to_string())
-                    .or_else(|| text.find("Consentry::Member"));
+                let offset = text.find(&literal.to_string()).or_else(|| text.find("Consentry::Member"));
                 let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
                 problems.push(PolicyDiagnostic {
                     line,
@@ -173,11 +147,7 @@ pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> 
     }
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Ok(CompiledPolicy {
-        id,
-        version,
-        policies: Arc::new(policies),
-    })
+    Ok(CompiledPolicy { id, version, policies: Arc::new(policies) })
 }
 
 #[cfg(test)]
@@ -190,32 +160,18 @@ mod tests {
     #[test]
     fn shipped_policies_validate() {
         assert!(compile(1, LEGACY).is_ok(), "{:?}", compile(1, LEGACY).err());
-        assert!(
-            compile(2, GROUPS_2018).is_ok(),
-            "{:?}",
-            compile(2, GROUPS_2018).err()
-        );
+        assert!(compile(2, GROUPS_2018).is_ok(), "{:?}", compile(2, GROUPS_2018).err());
     }
 
     #[test]
     fn unknown_field_is_a_validation_error_with_its_place() {
-        let text =
-            "permit (principal,\n  action == Consentry::Action::\"member.email\", resource);";
+        let text = "permit (principal,\n  action == Consentry::Action::\"member.email\", resource);";
         let err = compile(1, text).err();
         let Some(PolicyError::Invalid(diagnostics)) = err else {
             unreachable!("expected a validation error, got {err:?}")
         };
-        assert_eq!(
-            diagnostics.first().map(|d| d.line),
-            Some(2),
-            "{diagnostics:?}"
-        );
-        assert!(
-            diagnostics
-                .iter()
-                .any(|d| d.message.contains("member.email")),
-            "{diagnostics:?}"
-        );
+        assert_eq!(diagnostics.first().map(|d| d.line), Some(2), "{diagnostics:?}");
+        assert!(diagnostics.iter().any(|d| d.message.contains("member.email")), "{diagnostics:?}");
     }
 
     #[test]
@@ -225,11 +181,7 @@ mod tests {
         let Some(PolicyError::Parse(diagnostics)) = err else {
             unreachable!("expected parse error, got {err:?}")
         };
-        assert_eq!(
-            diagnostics.first().map(|d| d.line),
-            Some(2),
-            "{diagnostics:?}"
-        );
+        assert_eq!(diagnostics.first().map(|d| d.line), Some(2), "{diagnostics:?}");
         assert!(diagnostics.first().is_some_and(|d| d.column > 1));
     }
 

@@ -33,10 +33,7 @@ pub struct DecisionCache {
 
 impl DecisionCache {
     pub fn with_capacity(capacity: usize) -> DecisionCache {
-        DecisionCache {
-            decisions: RwLock::new(HashMap::new()),
-            capacity,
-        }
+        DecisionCache { decisions: RwLock::new(HashMap::new()), capacity }
     }
 
     fn get(&self, key: &DecisionKey) -> Option<bool> {
@@ -76,9 +73,7 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new() -> Engine {
-        Engine {
-            cache: DecisionCache::with_capacity(1 << 16),
-        }
+        Engine { cache: DecisionCache::with_capacity(1 << 16) }
     }
 
     pub fn cache(&self) -> &DecisionCache {
@@ -87,12 +82,7 @@ impl Engine {
 
     /// A decider for one page: all its decisions share `page`.
     pub fn page<'a>(&'a self, policy: &'a CompiledPolicy, page: PageFacts) -> PageDecider<'a> {
-        PageDecider {
-            engine: self,
-            policy,
-            page,
-            local: HashMap::new(),
-        }
+        PageDecider { engine: self, policy, page, local: HashMap::new() }
     }
 
     fn decide(
@@ -102,24 +92,13 @@ impl Engine {
         field: Field,
         subject: SubjectFacts,
     ) -> Result<bool, PolicyError> {
-        let subject = if field.has_member_subject() {
-            subject
-        } else {
-            SubjectFacts::NONE
-        };
-        let key = DecisionKey {
-            policy: policy.id,
-            page: page.clone(),
-            field,
-            subject,
-        };
+        let subject = if field.has_member_subject() { subject } else { SubjectFacts::NONE };
+        let key = DecisionKey { policy: policy.id, page: page.clone(), field, subject };
         if let Some(allow) = self.cache.get(&key) {
             return Ok(allow);
         }
         let (request, entities) = cedar_input(policy, page, field, subject, SUBJECT_PLACEHOLDER)?;
-        let allow = Authorizer::new()
-            .is_authorized(&request, &policy.policies, &entities)
-            .decision()
+        let allow = Authorizer::new().is_authorized(&request, &policy.policies, &entities).decision()
             == Decision::Allow;
         self.cache.put(key, allow);
         Ok(allow)
@@ -138,17 +117,11 @@ impl PageDecider<'_> {
     /// Whether the app may read `field` of a resource whose subject has these facts.
     /// Fields without a member subject ignore `subject`.
     pub fn allows(&mut self, field: Field, subject: SubjectFacts) -> Result<bool, PolicyError> {
-        let subject = if field.has_member_subject() {
-            subject
-        } else {
-            SubjectFacts::NONE
-        };
+        let subject = if field.has_member_subject() { subject } else { SubjectFacts::NONE };
         if let Some(allow) = self.local.get(&(field, subject)) {
             return Ok(*allow);
         }
-        let allow = self
-            .engine
-            .decide(self.policy, &self.page, field, subject)?;
+        let allow = self.engine.decide(self.policy, &self.page, field, subject)?;
         self.local.insert((field, subject), allow);
         Ok(allow)
     }

@@ -33,20 +33,13 @@ pub struct SubjectFacts {
 
 impl SubjectFacts {
     /// What Cedar is told for fields that have no member subject.
-    pub const NONE: SubjectFacts = SubjectFacts {
-        is_member: false,
-        role: None,
-        consented_profile: false,
-    };
+    pub const NONE: SubjectFacts = SubjectFacts { is_member: false, role: None, consented_profile: false };
 }
 
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
     let type_name =
         EntityTypeName::from_str(type_name).map_err(|e| PolicyError::Evaluation(e.to_string()))?;
-    Ok(EntityUid::from_type_name_and_id(
-        type_name,
-        EntityId::new(id),
-    ))
+    Ok(EntityUid::from_type_name_and_id(type_name, EntityId::new(id)))
 }
 
 fn evaluation(error: impl std::fmt::Display) -> PolicyError {
@@ -70,14 +63,8 @@ pub(crate) fn cedar_input(
     let app = Entity::new(
         principal.clone(),
         HashMap::from([
-            (
-                "status".to_string(),
-                RestrictedExpression::new_string(page.app_status.as_str().to_string()),
-            ),
-            (
-                "category".to_string(),
-                RestrictedExpression::new_string(page.app_category.clone()),
-            ),
+            ("status".to_string(), RestrictedExpression::new_string(page.app_status.as_str().to_string())),
+            ("category".to_string(), RestrictedExpression::new_string(page.app_category.clone())),
         ]),
         HashSet::new(),
     )
@@ -89,39 +76,21 @@ pub(crate) fn cedar_input(
     };
     let resource_entity = Entity::new_no_attrs(resource.clone(), HashSet::new());
     // With the schema, Cedar checks the entities conform and adds the action hierarchy.
-    let entities =
-        Entities::from_entities([app, resource_entity], Some(schema)).map_err(evaluation)?;
-    let subject = if field.has_member_subject() {
-        subject
-    } else {
-        SubjectFacts::NONE
-    };
+    let entities = Entities::from_entities([app, resource_entity], Some(schema)).map_err(evaluation)?;
+    let subject = if field.has_member_subject() { subject } else { SubjectFacts::NONE };
     let context = Context::from_pairs([
-        (
-            "installed".to_string(),
-            RestrictedExpression::new_bool(page.installed),
-        ),
-        (
-            "installed_since".to_string(),
-            RestrictedExpression::new_long(page.installed_since),
-        ),
-        (
-            "subject_is_member".to_string(),
-            RestrictedExpression::new_bool(subject.is_member),
-        ),
+        ("installed".to_string(), RestrictedExpression::new_bool(page.installed)),
+        ("installed_since".to_string(), RestrictedExpression::new_long(page.installed_since)),
+        ("subject_is_member".to_string(), RestrictedExpression::new_bool(subject.is_member)),
         (
             "subject_role".to_string(),
             RestrictedExpression::new_string(subject.role.map_or("none", Role::as_str).to_string()),
         ),
-        (
-            "subject_consented_profile".to_string(),
-            RestrictedExpression::new_bool(subject.consented_profile),
-        ),
+        ("subject_consented_profile".to_string(), RestrictedExpression::new_bool(subject.consented_profile)),
     ])
     .map_err(evaluation)?;
     let action = uid("Consentry::Action", field.as_str())?;
-    let request =
-        Request::new(principal, action, resource, context, Some(schema)).map_err(evaluation)?;
+    let request = Request::new(principal, action, resource, context, Some(schema)).map_err(evaluation)?;
     Ok((request, entities))
 }
 

@@ -1,1 +1,142 @@
-//! placeholder
+//! The `Store` trait: the platform's facts, their full history, credentials, and policy versions.
+//!
+//! Every change of an access fact (membership, installation, consent, app status, policy
+//! activation) is appended with the instant it took effect, so [`Store::facts_as_of`] can
+//! reconstruct any past instant (invariant 5). The trait names no backend type.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod facts;
+
+use std::collections::HashSet;
+
+use consentry_types::{
+    App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
+    OperatorRole, PolicyActivation, PolicyVersion, Post, PostId, Role,
+};
+
+pub use facts::Facts;
+
+/// What a store could not do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The write refers to something that does not exist (e.g. a post by an unknown member).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The write conflicts with what is stored (e.g. a duplicate client id).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend failed; the message is for logs, not for clients.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An app as stored, with the argon2 hash of its client secret (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCredentials {
+    pub app: App,
+    pub secret_hash: String,
+}
+
+/// An issued access token, known only by the hash of its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Hex BLAKE3 hash of the token text.
+    pub hash: String,
+    pub app: AppId,
+    pub issued_at: Instant,
+    pub expires_at: Instant,
+    pub revoked_at: Option<Instant>,
+}
+
+/// An operator API key, known by its public id and the hash of its secret part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorKey {
+    pub id: String,
+    /// Hex BLAKE3 hash of the secret part.
+    pub hash: String,
+    pub name: String,
+    pub role: OperatorRole,
+    pub created_at: Instant,
+    pub revoked_at: Option<Instant>,
+}
+
+/// The platform's facts and their history. Implementations must be safe to share between
+/// request handlers; each method is one atomic transaction.
+pub trait Store: Send + Sync {
+    // Values: what members, groups, posts and developers are called and say.
+    fn put_member(&self, member: &Member, at: Instant) -> StoreResult<()>;
+    fn member(&self, id: &MemberId) -> StoreResult<Option<Member>>;
+    fn put_group(&self, group: &Group, at: Instant) -> StoreResult<()>;
+    fn group(&self, id: &GroupId) -> StoreResult<Option<Group>>;
+    /// Fails with `NotFound` if the group or the author does not exist.
+    fn put_post(&self, post: &Post) -> StoreResult<()>;
+    fn put_developer(&self, developer: &Developer, at: Instant) -> StoreResult<()>;
+    fn developer(&self, id: &DeveloperId) -> StoreResult<Option<Developer>>;
+
+    // Access facts, each change appended to history.
+    /// Sets or (with `None`) ends a membership. Unchanged values append nothing.
+    fn set_membership(
+        &self,
+        group: &GroupId,
+        member: &MemberId,
+        role: Option<Role>,
+        at: Instant,
+    ) -> StoreResult<()>;
+    fn membership(&self, group: &GroupId, member: &MemberId) -> StoreResult<Option<Role>>;
+    fn register_app(&self, app: &App, secret_hash: &str, at: Instant) -> StoreResult<()>;
+    fn set_app_status(&self, app: &AppId, status: AppStatus, at: Instant) -> StoreResult<()>;
+    fn app(&self, id: &AppId) -> StoreResult<Option<App>>;
+    fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<AppCredentials>>;
+    fn apps(&self) -> StoreResult<Vec<App>>;
+    /// Installs (keeping the original instant if already installed) or, with `None`, removes.
+    fn set_installation(
+        &self,
+        app: &AppId,
+        group: &GroupId,
+        authorized_by: Option<&MemberId>,
+        at: Instant,
+    ) -> StoreResult<()>;
+    fn installation(&self, app: &AppId, group: &GroupId) -> StoreResult<Option<Installation>>;
+    /// Grants (`true`) or withdraws the member's `profile` consent to the app.
+    fn set_consent(&self, member: &MemberId, app: &AppId, profile: bool, at: Instant) -> StoreResult<()>;
+    /// Which of `members` consent now to `app` seeing their profile.
+    fn profile_consents(&self, app: &AppId, members: &[MemberId]) -> StoreResult<HashSet<MemberId>>;
+
+    // Pages, for serving.
+    fn member_count(&self, group: &GroupId) -> StoreResult<u64>;
+    /// Members of the group with their roles, ordered by member id, after `after`.
+    fn members_page(
+        &self,
+        group: &GroupId,
+        after: Option<&MemberId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Member, Role)>>;
+    /// Posts of the group ordered by post id, after `after`.
+    fn posts_page(&self, group: &GroupId, after: Option<&PostId>, limit: usize) -> StoreResult<Vec<Post>>;
+
+    // Policies.
+    /// Stores new policy text and returns its version number (1, 2, …).
+    fn add_policy_version(&self, text: &str, author: &str, at: Instant) -> StoreResult<u32>;
+    fn policy_version(&self, version: u32) -> StoreResult<Option<PolicyVersion>>;
+    fn policy_versions(&self) -> StoreResult<Vec<PolicyVersion>>;
+    fn activate_policy(&self, activation: &PolicyActivation) -> StoreResult<()>;
+    /// Every activation, oldest first; the last is the active policy.
+    fn policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
+    fn active_policy(&self) -> StoreResult<Option<PolicyVersion>>;
+
+    // Credentials.
+    fn put_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    fn token(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+    /// Returns whether a live token was revoked.
+    fn revoke_token(&self, hash: &str, at: Instant) -> StoreResult<bool>;
+    fn put_operator_key(&self, key: &OperatorKey) -> StoreResult<()>;
+    fn operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
+    fn operator_key_count(&self) -> StoreResult<u64>;
+
+    // History.
+    /// Exactly the access facts that were true at `at`.
+    fn facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
+}

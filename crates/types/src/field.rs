@@ -81,10 +81,7 @@ impl Field {
 
     /// Whether the datum belongs to a member (so a decision needs that member's facts).
     pub fn has_member_subject(self) -> bool {
-        matches!(
-            self,
-            Field::PostAuthor | Field::MemberName | Field::MemberPicture
-        )
+        matches!(self, Field::PostAuthor | Field::MemberName | Field::MemberPicture)
     }
 
     /// Parses a qualified name such as `member.name`.
@@ -160,29 +157,20 @@ mod tests {
     fn every_field_round_trips_through_both_names() {
         for field in Field::ALL {
             assert_eq!(Field::parse(field.as_str()), Ok(field));
-            assert_eq!(
-                Field::parse_short(field.resource(), field.short_name()),
-                Ok(field)
-            );
+            assert_eq!(Field::parse_short(field.resource(), field.short_name()), Ok(field));
         }
     }
 
     #[test]
     fn short_names_do_not_cross_resources() {
         assert!(Field::parse_short(ResourceKind::Group, "picture").is_err());
-        assert_eq!(
-            Field::parse("member.email"),
-            Err(UnknownField("member.email".into()))
-        );
+        assert_eq!(Field::parse("member.email"), Err(UnknownField("member.email".into())));
     }
 
     #[test]
     fn field_set_holds_exactly_what_was_inserted() {
         let set: FieldSet = [Field::MemberName, Field::PostAuthor].into_iter().collect();
-        assert_eq!(
-            set.iter().collect::<Vec<_>>(),
-            vec![Field::PostAuthor, Field::MemberName]
-        );
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![Field::PostAuthor, Field::MemberName]);
         assert!(!set.contains(Field::MemberPicture));
     }
 }

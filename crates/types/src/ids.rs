@@ -13,9 +13,7 @@ pub struct InvalidId {
 fn valid(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 macro_rules! id_type {
@@ -77,10 +75,7 @@ mod tests {
         for bad in ["", "../etc", "a b", "x/y", "é", &"a".repeat(65)] {
             assert!(MemberId::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(
-            GroupId::parse("g-1.x:2").map(|g| g.to_string()),
-            Ok("g-1.x:2".to_string())
-        );
+        assert_eq!(GroupId::parse("g-1.x:2").map(|g| g.to_string()), Ok("g-1.x:2".to_string()));
     }
 
     proptest! {

@@ -54,11 +54,7 @@ impl Instant {
     /// Parses RFC 3339 (`2018-04-04T00:00:00Z`) or a bare date (`2018-04-04`, midnight UTC).
     pub fn parse(text: &str) -> Result<Instant, InvalidInstant> {
         let bad = || InvalidInstant(text.to_string());
-        let full = if text.len() == 10 {
-            format!("{text}T00:00:00Z")
-        } else {
-            text.to_string()
-        };
+        let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
         let at = OffsetDateTime::parse(&full, &Rfc3339).map_err(|_| bad())?;
         let millis = at.unix_timestamp_nanos() / 1_000_000;
         i64::try_from(millis).map(Instant).map_err(|_| bad())
@@ -68,10 +64,7 @@ impl Instant {
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = i128::from(self.0) * 1_000_000;
-        match OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-        {
+        match OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(|t| t.format(&Rfc3339).ok()) {
             Some(text) => f.write_str(&text),
             None => write!(f, "@{}ms", self.0),
         }

@@ -1,0 +1,348 @@
+//! The conformance suite every `Store` backend must pass; backends call [`run_all`] from a test.
+
+use std::collections::HashSet;
+
+use consentry_types::{
+    App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Instant, Member, MemberId, OperatorRole,
+    PolicyActivation, Post, PostId, Role,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+use crate::{Facts, OperatorKey, Store, StoreError, TokenRecord};
+
+fn member_id(text: &str) -> MemberId {
+    MemberId::parse(text).unwrap_or_else(|e| unreachable!("{e}"))
+}
+fn group_id(text: &str) -> GroupId {
+    GroupId::parse(text).unwrap_or_else(|e| unreachable!("{e}"))
+}
+fn app_id(text: &str) -> AppId {
+    AppId::parse(text).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+fn at(secs: i64) -> Instant {
+    Instant::from_secs(1_500_000_000 + secs)
+}
+
+/// A small world: members m0..m4, groups g0..g1, developer d0 with apps a0..a1.
+pub fn seed(store: &dyn Store) -> Result<(), StoreError> {
+    for i in 0..5 {
+        let member = Member {
+            id: member_id(&format!("m{i}")),
+            name: format!("Member {i}"),
+            picture_url: format!("https://pics.example/{i}.jpg"),
+        };
+        store.put_member(&member, at(0))?;
+    }
+    for i in 0..2 {
+        store.put_group(&Group { id: group_id(&format!("g{i}")), name: format!("Group {i}") }, at(0))?;
+    }
+    let developer = Developer {
+        id: DeveloperId::parse("d0").unwrap_or_else(|e| unreachable!("{e}")),
+        name: "Dev Zero".into(),
+        contact_email: "privacy@dev0.example".into(),
+        webhook_url: "https://dev0.example/hook".into(),
+    };
+    store.put_developer(&developer, at(0))?;
+    for i in 0..2 {
+        let app = App {
+            id: app_id(&format!("a{i}")),
+            developer: developer.id.clone(),
+            name: format!("App {i}"),
+            category: "video_streaming".into(),
+            status: AppStatus::Active,
+            client_id: format!("client-a{i}"),
+        };
+        store.register_app(&app, "$argon2id$fake", at(0))?;
+    }
+    Ok(())
+}
+
+/// Runs every check against fresh stores from `make`.
+pub fn run_all<S: Store>(make: impl Fn() -> S) {
+    values_round_trip(&make());
+    posts_need_a_known_group_and_author(&make());
+    installation_keeps_its_first_instant(&make());
+    pages_are_ordered_and_resume_after_the_cursor(&make());
+    consents_are_per_app(&make());
+    policy_versions_number_from_one_and_the_last_activation_wins(&make());
+    tokens_and_keys_are_found_by_hash_and_revocable(&make());
+    duplicate_client_id_is_a_conflict(&make());
+    facts_as_of_reconstructs_every_change(&make);
+}
+
+fn values_round_trip(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    let m = store.member(&member_id("m3")).ok().flatten();
+    assert_eq!(m.map(|m| m.name), Some("Member 3".to_string()));
+    let renamed =
+        Member { id: member_id("m3"), name: "Renamed".into(), picture_url: "https://x/y.png".into() };
+    assert_eq!(store.put_member(&renamed, at(5)), Ok(()));
+    assert_eq!(store.member(&member_id("m3")), Ok(Some(renamed)));
+    assert_eq!(store.member(&member_id("nobody")), Ok(None));
+    assert_eq!(store.group(&group_id("g1")).ok().flatten().map(|g| g.name), Some("Group 1".to_string()));
+    let app = store.app(&app_id("a1")).ok().flatten();
+    assert_eq!(app.as_ref().map(|a| a.client_id.as_str()), Some("client-a1"));
+    let by_client = store.app_by_client_id("client-a1").ok().flatten();
+    assert_eq!(by_client.map(|c| (c.app, c.secret_hash)), app.map(|a| (a, "$argon2id$fake".to_string())));
+    assert_eq!(store.apps().map(|a| a.len()), Ok(2));
+}
+
+fn posts_need_a_known_group_and_author(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    let post = |group: &str, author: &str| Post {
+        id: PostId::parse("p1").unwrap_or_else(|e| unreachable!("{e}")),
+        group: group_id(group),
+        author: member_id(author),
+        content: "hello".into(),
+        created_at: at(1),
+    };
+    assert!(matches!(store.put_post(&post("g0", "ghost")), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.put_post(&post("nogroup", "m0")), Err(StoreError::NotFound(_))));
+    assert_eq!(store.put_post(&post("g0", "m0")), Ok(()));
+    let page = store.posts_page(&group_id("g0"), None, 10).unwrap_or_default();
+    assert_eq!(page, vec![post("g0", "m0")]);
+}
+
+fn installation_keeps_its_first_instant(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    let (a, g) = (app_id("a0"), group_id("g0"));
+    assert_eq!(store.set_installation(&a, &g, Some(&member_id("m0")), at(10)), Ok(()));
+    assert_eq!(store.set_installation(&a, &g, Some(&member_id("m1")), at(20)), Ok(()));
+    let installation = store.installation(&a, &g).ok().flatten();
+    assert_eq!(installation.as_ref().map(|i| i.installed_at), Some(at(10)));
+    assert_eq!(installation.map(|i| i.authorized_by), Some(member_id("m1")));
+    assert_eq!(store.set_installation(&a, &g, None, at(30)), Ok(()));
+    assert_eq!(store.installation(&a, &g), Ok(None));
+    assert_eq!(store.set_installation(&a, &g, Some(&member_id("m0")), at(40)), Ok(()));
+    assert_eq!(store.installation(&a, &g).ok().flatten().map(|i| i.installed_at), Some(at(40)));
+}
+
+fn pages_are_ordered_and_resume_after_the_cursor(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    let g = group_id("g0");
+    for (i, m) in ["m4", "m1", "m3", "m0"].iter().enumerate() {
+        let role = if i == 0 { Role::Admin } else { Role::Member };
+        assert_eq!(store.set_membership(&g, &member_id(m), Some(role), at(i as i64)), Ok(()));
+    }
+    assert_eq!(store.member_count(&g), Ok(4));
+    let first: Vec<String> = store
+        .members_page(&g, None, 2)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(m, _)| m.id.to_string())
+        .collect();
+    assert_eq!(first, ["m0", "m1"]);
+    let rest = store.members_page(&g, Some(&member_id("m1")), 10).unwrap_or_default();
+    let rest: Vec<(String, Role)> = rest.into_iter().map(|(m, r)| (m.id.to_string(), r)).collect();
+    assert_eq!(rest, [("m3".to_string(), Role::Member), ("m4".to_string(), Role::Admin)]);
+    assert_eq!(store.set_membership(&g, &member_id("m3"), None, at(9)), Ok(()));
+    assert_eq!(store.member_count(&g), Ok(3));
+    assert_eq!(store.membership(&g, &member_id("m3")), Ok(None));
+    assert_eq!(store.membership(&g, &member_id("m4")), Ok(Some(Role::Admin)));
+}
+
+fn consents_are_per_app(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    assert_eq!(store.set_consent(&member_id("m1"), &app_id("a0"), true, at(1)), Ok(()));
+    assert_eq!(store.set_consent(&member_id("m2"), &app_id("a1"), true, at(1)), Ok(()));
+    let asked: Vec<MemberId> = (0..5).map(|i| member_id(&format!("m{i}"))).collect();
+    assert_eq!(store.profile_consents(&app_id("a0"), &asked), Ok(HashSet::from([member_id("m1")])));
+    assert_eq!(store.set_consent(&member_id("m1"), &app_id("a0"), false, at(2)), Ok(()));
+    assert_eq!(store.profile_consents(&app_id("a0"), &asked), Ok(HashSet::new()));
+}
+
+fn policy_versions_number_from_one_and_the_last_activation_wins(store: &dyn Store) {
+    assert_eq!(store.active_policy(), Ok(None));
+    assert_eq!(store.add_policy_version("permit(principal, action, resource);", "alice", at(1)), Ok(1));
+    assert_eq!(store.add_policy_version("forbid(principal, action, resource);", "bob", at(2)), Ok(2));
+    let activate = |version, secs| PolicyActivation {
+        version,
+        author: "carol".into(),
+        reason: "test".into(),
+        at: at(secs),
+    };
+    assert_eq!(store.activate_policy(&activate(2, 3)), Ok(()));
+    assert_eq!(store.activate_policy(&activate(1, 4)), Ok(()));
+    assert_eq!(
+        store.active_policy().ok().flatten().map(|p| (p.version, p.author)),
+        Some((1, "alice".to_string()))
+    );
+    assert!(matches!(store.activate_policy(&activate(7, 5)), Err(StoreError::NotFound(_))));
+    assert_eq!(store.policy_activations().map(|a| a.len()), Ok(2));
+    assert_eq!(store.policy_versions().map(|v| v.len()), Ok(2));
+}
+
+fn tokens_and_keys_are_found_by_hash_and_revocable(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    let token = TokenRecord {
+        hash: "ab".repeat(32),
+        app: app_id("a0"),
+        issued_at: at(0),
+        expires_at: at(3600),
+        revoked_at: None,
+    };
+    assert_eq!(store.put_token(&token), Ok(()));
+    assert_eq!(store.token(&token.hash), Ok(Some(token.clone())));
+    assert_eq!(store.revoke_token(&token.hash, at(5)), Ok(true));
+    assert_eq!(store.revoke_token(&token.hash, at(6)), Ok(false));
+    assert_eq!(store.token(&token.hash).ok().flatten().and_then(|t| t.revoked_at), Some(at(5)));
+    assert_eq!(store.token("00"), Ok(None));
+    let key = OperatorKey {
+        id: "key1".into(),
+        hash: "cd".repeat(32),
+        name: "bootstrap".into(),
+        role: OperatorRole::Operator,
+        created_at: at(0),
+        revoked_at: None,
+    };
+    assert_eq!(store.operator_key_count(), Ok(0));
+    assert_eq!(store.put_operator_key(&key), Ok(()));
+    assert_eq!(store.operator_key("key1"), Ok(Some(key)));
+    assert_eq!(store.operator_key_count(), Ok(1));
+}
+
+fn duplicate_client_id_is_a_conflict(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    let app = App {
+        id: app_id("a9"),
+        developer: DeveloperId::parse("d0").unwrap_or_else(|e| unreachable!("{e}")),
+        name: "Copy".into(),
+        category: "x".into(),
+        status: AppStatus::Active,
+        client_id: "client-a0".into(),
+    };
+    assert!(matches!(store.register_app(&app, "h", at(1)), Err(StoreError::Conflict(_))));
+    assert_eq!(store.app(&app_id("a9")), Ok(None), "nothing half-written");
+}
+
+/// One change of an access fact.
+#[derive(Debug, Clone)]
+enum Change {
+    Membership(usize, usize, Option<Role>),
+    Installation(usize, usize, Option<usize>),
+    Consent(usize, usize, bool),
+    AppStatus(usize, AppStatus),
+    Activate(u32),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let role = prop::option::of(prop_oneof![Just(Role::Member), Just(Role::Admin)]);
+    let status = prop_oneof![Just(AppStatus::Active), Just(AppStatus::Suspended), Just(AppStatus::Banned)];
+    prop_oneof![
+        (0..2usize, 0..5usize, role).prop_map(|(g, m, r)| Change::Membership(g, m, r)),
+        (0..2usize, 0..2usize, prop::option::of(0..5usize))
+            .prop_map(|(a, g, by)| Change::Installation(a, g, by)),
+        (0..5usize, 0..2usize, any::<bool>()).prop_map(|(m, a, c)| Change::Consent(m, a, c)),
+        (0..2usize, status).prop_map(|(a, s)| Change::AppStatus(a, s)),
+        (1..3u32).prop_map(Change::Activate),
+    ]
+}
+
+/// Applies `change` to the model the way a store must.
+fn apply_to_model(model: &mut Facts, change: &Change, when: Instant) {
+    match change {
+        Change::Membership(g, m, role) => {
+            let key = (group_id(&format!("g{g}")), member_id(&format!("m{m}")));
+            match role {
+                Some(role) => model.memberships.insert(key, *role),
+                None => model.memberships.remove(&key),
+            };
+        }
+        Change::Installation(a, g, by) => {
+            let key = (app_id(&format!("a{a}")), group_id(&format!("g{g}")));
+            match by {
+                Some(by) => {
+                    let since = model.installations.get(&key).map_or(when, |(_, since)| *since);
+                    model.installations.insert(key, (member_id(&format!("m{by}")), since));
+                }
+                None => {
+                    model.installations.remove(&key);
+                }
+            }
+        }
+        Change::Consent(m, a, granted) => {
+            let key = (member_id(&format!("m{m}")), app_id(&format!("a{a}")));
+            if *granted {
+                model.profile_consents.insert(key);
+            } else {
+                model.profile_consents.remove(&key);
+            }
+        }
+        Change::AppStatus(a, status) => {
+            model.app_statuses.insert(app_id(&format!("a{a}")), *status);
+        }
+        Change::Activate(version) => model.active_policy = Some(*version),
+    }
+}
+
+fn apply_to_store(store: &dyn Store, change: &Change, when: Instant) -> Result<(), StoreError> {
+    match change {
+        Change::Membership(g, m, role) => {
+            store.set_membership(&group_id(&format!("g{g}")), &member_id(&format!("m{m}")), *role, when)
+        }
+        Change::Installation(a, g, by) => {
+            let by = by.map(|b| member_id(&format!("m{b}")));
+            store.set_installation(&app_id(&format!("a{a}")), &group_id(&format!("g{g}")), by.as_ref(), when)
+        }
+        Change::Consent(m, a, granted) => {
+            store.set_consent(&member_id(&format!("m{m}")), &app_id(&format!("a{a}")), *granted, when)
+        }
+        Change::AppStatus(a, status) => store.set_app_status(&app_id(&format!("a{a}")), *status, when),
+        Change::Activate(version) => store.activate_policy(&PolicyActivation {
+            version: *version,
+            author: "ops".into(),
+            reason: "conformance".into(),
+            at: when,
+        }),
+    }
+}
+
+/// Random sequences of changes of every fact kind, some at the same instant: after applying
+/// them, `facts_as_of(t)` equals the model at every instant t seen, and between them.
+fn facts_as_of_reconstructs_every_change<S: Store>(make: &impl Fn() -> S) {
+    let mut runner = TestRunner::new(Config { cases: 64, failure_persistence: None, ..Config::default() });
+    let strategy = prop::collection::vec((change(), 0..3i64), 1..40);
+    let result = runner.run(&strategy, |changes| {
+        let store = make();
+        seed(&store).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for text in ["permit(principal, action, resource);", "forbid(principal, action, resource);"] {
+            store.add_policy_version(text, "ops", at(0)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        let mut model = Facts::default();
+        for i in 0..2 {
+            model.app_statuses.insert(app_id(&format!("a{i}")), AppStatus::Active);
+        }
+        let mut snapshots = vec![(at(0), model.clone())];
+        let mut now = at(0);
+        for (change, step) in &changes {
+            now = now.plus_secs(*step);
+            apply_to_model(&mut model, change, now);
+            apply_to_store(&store, change, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            match snapshots.last_mut() {
+                Some((t, snapshot)) if *t == now => *snapshot = model.clone(),
+                _ => snapshots.push((now, model.clone())),
+            }
+        }
+        for (t, expected) in &snapshots {
+            let actual = store.facts_as_of(*t).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&actual, expected, "at {}", t);
+            // Just before the next change, nothing has moved yet.
+            let later =
+                store.facts_as_of(t.plus_millis(999)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&later, expected, "at {} + 999ms", t);
+        }
+        let before =
+            store.facts_as_of(at(0).plus_millis(-1)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(before, Facts::default());
+        // The current facts are the last snapshot.
+        for ((g, m), role) in &model.memberships {
+            prop_assert_eq!(store.membership(g, m).ok().flatten(), Some(*role));
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        unreachable!("facts_as_of diverged from the model: {failure}");
+    }
+}
