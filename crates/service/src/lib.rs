@@ -1,1 +1,165 @@
-//! placeholder
+//! The serving path and the platform's operations: authentication, field decisions,
+//! redaction, and every write of a fact. No HTTP, no SQL.
+//!
+//! Every decision is made here, when a request is served, from the active policy and the
+//! current facts read from the store (invariant 1). Nothing computed earlier is honored.
+
+mod auth;
+mod clock;
+mod groups;
+mod platform;
+mod secrets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use consentry_policy::{compile, CompiledPolicy, Engine, PolicyError};
+use consentry_store::{Store, StoreError};
+
+pub use auth::{AppSession, IssuedToken, OperatorSession, TokenIntrospection};
+pub use clock::{Clock, SimulatedClock, SystemClock};
+pub use groups::{
+    parse_fields, AuthorView, Disclosure, GroupView, MemberView, Page, PageRequest, PostView, Served, Subject,
+};
+pub use platform::{NewOperatorKey, RegisteredApp};
+pub use secrets::ServerKey;
+
+/// Why a service call did not succeed. Messages are safe to show to the caller, except
+/// `Internal`, whose detail is for logs only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Well-formed but refused by a rule of the domain (e.g. installer is not an admin).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Policy(PolicyError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> ServiceError {
+        match error {
+            StoreError::NotFound(what) => ServiceError::NotFound(what),
+            StoreError::Conflict(what) => ServiceError::Conflict(what),
+            StoreError::Backend(detail) => ServiceError::Internal(detail),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Tunables with production defaults.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Lifetime of access tokens.
+    pub token_ttl_secs: i64,
+    /// Page size when the app gives no `limit`.
+    pub default_page_size: usize,
+    /// Largest `limit` an app may ask for.
+    pub max_page_size: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> ServiceConfig {
+        ServiceConfig { token_ttl_secs: 3600, default_page_size: 25, max_page_size: 500 }
+    }
+}
+
+/// consentry's core: holds the store, the decision engine and the clock.
+pub struct Service {
+    store: Arc<dyn Store>,
+    engine: Engine,
+    /// Compiled policy per stored version. Stored versions never change, so this is a pure
+    /// function of the version's text.
+    compiled: Mutex<HashMap<u32, Arc<CompiledPolicy>>>,
+    clock: Arc<dyn Clock>,
+    key: ServerKey,
+    config: ServiceConfig,
+    #[cfg(feature = "bench-bypass")]
+    bypass_enforcement: std::sync::atomic::AtomicBool,
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        key: ServerKey,
+        config: ServiceConfig,
+    ) -> Service {
+        Service {
+            store,
+            engine: Engine::new(),
+            compiled: Mutex::new(HashMap::new()),
+            clock,
+            key,
+            config,
+            #[cfg(feature = "bench-bypass")]
+            bypass_enforcement: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> consentry_types::Instant {
+        self.clock.now()
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Benchmarks only: serve every requested field without deciding (the baseline that
+    /// enforcement is measured against). Not compiled into the product.
+    #[cfg(feature = "bench-bypass")]
+    pub fn bypass_enforcement_for_benchmark(&self, bypass: bool) {
+        self.bypass_enforcement.store(bypass, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn enforcement_bypassed(&self) -> bool {
+        #[cfg(feature = "bench-bypass")]
+        {
+            self.bypass_enforcement.load(std::sync::atomic::Ordering::Relaxed)
+        }
+        #[cfg(not(feature = "bench-bypass"))]
+        {
+            false
+        }
+    }
+
+    /// The compiled form of a stored policy version.
+    fn compiled_policy(&self, version: u32) -> ServiceResult<Arc<CompiledPolicy>> {
+        if let Some(policy) = self.compiled.lock().ok().and_then(|c| c.get(&version).cloned()) {
+            return Ok(policy);
+        }
+        let stored = self
+            .store
+            .policy_version(version)?
+            .ok_or_else(|| ServiceError::NotFound(format!("policy version {version}")))?;
+        let policy = Arc::new(compile(version, &stored.text).map_err(ServiceError::Policy)?);
+        if let Ok(mut compiled) = self.compiled.lock() {
+            compiled.insert(version, policy.clone());
+        }
+        Ok(policy)
+    }
+
+    /// The policy in force for this request, read now (never remembered across requests).
+    fn active_policy(&self) -> ServiceResult<Option<Arc<CompiledPolicy>>> {
+        match self.store.active_policy()? {
+            Some(version) => self.compiled_policy(version.version).map(Some),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Authentication: OAuth 2.0 client credentials for apps, API keys for operators.
+
+use consentry_store::{OperatorKey, TokenRecord};
+use consentry_types::{AppId, AppStatus, Instant, OperatorRole};
+
+use crate::secrets::{constant_time_eq, fast_hash, random_text, slow_verify};
+use crate::{Service, ServiceError, ServiceResult};
+
+/// Prefix of access tokens, so a leaked one is recognizable by secret scanners.
+pub const TOKEN_PREFIX: &str = "cst_";
+/// Prefix of operator API keys.
+pub const OPERATOR_KEY_PREFIX: &str = "csk_";
+
+/// A token just issued; the only moment its text exists outside the app.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub app: AppId,
+}
+
+/// An app whose token was checked for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSession {
+    pub app: AppId,
+    /// Hash of the token, to name it in logs and records without its text.
+    pub token_hash: String,
+}
+
+/// What RFC 7662 introspection tells the token's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIntrospection {
+    pub active: bool,
+    pub client_id: Option<String>,
+    pub expires_at: Option<Instant>,
+    pub issued_at: Option<Instant>,
+}
+
+/// An operator whose API key was checked for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorSession {
+    pub key_id: String,
+    pub name: String,
+    pub role: OperatorRole,
+}
+
+impl OperatorSession {
+    /// Refuses unless the operator has one of `roles`.
+    pub fn require(&self, roles: &[OperatorRole]) -> ServiceResult<()> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ServiceError::Forbidden(format!(
+                "this needs the role {}; key {} has {}",
+                wanted.join(" or "),
+                self.key_id,
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+fn invalid_client() -> ServiceError {
+    ServiceError::Unauthenticated("client authentication failed".into())
+}
+
+impl Service {
+    /// Checks client credentials; the app must exist, match the secret and be active.
+    pub fn authenticate_client(&self, client_id: &str, client_secret: &str) -> ServiceResult<AppId> {
+        if client_id.is_empty() || client_id.len() > 128 || client_secret.len() > 256 {
+            return Err(invalid_client());
+        }
+        let Some(credentials) = self.store.app_by_client_id(client_id)? else {
+            return Err(invalid_client());
+        };
+        if !slow_verify(client_secret, &credentials.secret_hash) {
+            return Err(invalid_client());
+        }
+        Ok(credentials.app.id)
+    }
+
+    /// RFC 6749 §4.4: exchanges client credentials for an access token.
+    pub fn issue_token(&self, client_id: &str, client_secret: &str) -> ServiceResult<IssuedToken> {
+        let app = self.authenticate_client(client_id, client_secret)?;
+        let status = self.store.app(&app)?.map(|a| a.status);
+        if status != Some(AppStatus::Active) {
+            return Err(ServiceError::Forbidden(format!(
+                "app {app} is {}",
+                status.map_or("unknown", AppStatus::as_str)
+            )));
+        }
+        let text = format!("{TOKEN_PREFIX}{}", random_text(32));
+        let now = self.clock.now();
+        let record = TokenRecord {
+            hash: fast_hash(&text),
+            app: app.clone(),
+            issued_at: now,
+            expires_at: now.plus_secs(self.config.token_ttl_secs),
+            revoked_at: None,
+        };
+        self.store.put_token(&record)?;
+        Ok(IssuedToken { access_token: text, expires_in: self.config.token_ttl_secs, app })
+    }
+
+    /// Checks a bearer token for this request: known, unexpired, unrevoked, app active.
+    pub fn authenticate_app(&self, token: &str) -> ServiceResult<AppSession> {
+        let refused = |why: &str| ServiceError::Unauthenticated(why.to_string());
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+            return Err(refused("the access token is malformed"));
+        }
+        let hash = fast_hash(token);
+        let record = self.store.token(&hash)?.ok_or_else(|| refused("the access token is unknown"))?;
+        if record.revoked_at.is_some() {
+            return Err(refused("the access token was revoked"));
+        }
+        if record.expires_at <= self.clock.now() {
+            return Err(refused("the access token expired"));
+        }
+        match self.store.app(&record.app)?.map(|a| a.status) {
+            Some(AppStatus::Active) => Ok(AppSession { app: record.app, token_hash: hash }),
+            Some(status) => Err(refused(&format!("the app is {}", status.as_str()))),
+            None => Err(refused("the app no longer exists")),
+        }
+    }
+
+    /// RFC 7009: revokes a token of the authenticated client. Unknown tokens, or tokens of
+    /// other clients, are ignored (the RFC's answer is 200 either way).
+    pub fn revoke_token(&self, client: &AppId, token: &str) -> ServiceResult<()> {
+        let hash = fast_hash(token);
+        if let Some(record) = self.store.token(&hash)? {
+            if &record.app == client {
+                self.store.revoke_token(&hash, self.clock.now())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 7662: tells the authenticated client whether one of its tokens is active.
+    /// Another client's token is reported inactive, so a client learns nothing of others.
+    pub fn introspect_token(&self, client: &AppId, token: &str) -> ServiceResult<TokenIntrospection> {
+        let inactive =
+            TokenIntrospection { active: false, client_id: None, expires_at: None, issued_at: None };
+        let Some(record) = self.store.token(&fast_hash(token))? else { return Ok(inactive) };
+        if &record.app != client {
+            return Ok(inactive);
+        }
+        let app = self.store.app(&record.app)?;
+        let live = record.revoked_at.is_none()
+            && record.expires_at > self.clock.now()
+            && app.as_ref().is_some_and(|a| a.status == AppStatus::Active);
+        if !live {
+            return Ok(inactive);
+        }
+        Ok(TokenIntrospection {
+            active: true,
+            client_id: app.map(|a| a.client_id),
+            expires_at: Some(record.expires_at),
+            issued_at: Some(record.issued_at),
+        })
+    }
+
+    /// Checks an operator API key (`csk_<id>_<secret>`).
+    pub fn authenticate_operator(&self, key: &str) -> ServiceResult<OperatorSession> {
+        let refused = || ServiceError::Unauthenticated("the API key is not valid".into());
+        let rest = key.strip_prefix(OPERATOR_KEY_PREFIX).ok_or_else(refused)?;
+        let (id, secret) = rest.split_once('_').ok_or_else(refused)?;
+        if id.is_empty() || id.len() > 64 || secret.len() > 128 {
+            return Err(refused());
+        }
+        let stored: OperatorKey = self.store.operator_key(id)?.ok_or_else(refused)?;
+        if stored.revoked_at.is_some()
+            || !constant_time_eq(stored.hash.as_bytes(), fast_hash(secret).as_bytes())
+        {
+            return Err(refused());
+        }
+        Ok(OperatorSession { key_id: stored.id, name: stored.name, role: stored.role })
+    }
+}

@@ -1,0 +1,391 @@
+//! The Groups API's serving path: load the page and its facts, decide every (field, subject),
+//! redact what is denied, and say exactly what was disclosed.
+
+use std::sync::Arc;
+
+use consentry_policy::{CompiledPolicy, PageFacts, SubjectFacts};
+use consentry_types::{
+    Field, FieldSet, GroupId, Installation, Instant, Member, MemberId, PostId, ResourceKind, Role,
+};
+
+use crate::auth::AppSession;
+use crate::{Service, ServiceError, ServiceResult};
+
+/// Whose datum a disclosure is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Group(GroupId),
+    Member(MemberId),
+}
+
+/// The fields of one subject sent in one response (identities only, never values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disclosure {
+    pub subject: Subject,
+    pub fields: FieldSet,
+}
+
+/// A response body together with the record of what it discloses.
+#[derive(Debug, Clone)]
+pub struct Served<T> {
+    pub body: T,
+    pub disclosures: Vec<Disclosure>,
+    /// The policy version every decision of this response was made under (0: none active).
+    pub policy_version: u32,
+    pub decided_at: Instant,
+}
+
+/// One page of a list and the cursor for the next, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// What the app asked for: an opaque cursor and a page size.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    pub id: GroupId,
+    pub name: Option<String>,
+    pub member_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorView {
+    /// App-scoped member id.
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostView {
+    pub id: PostId,
+    pub content: Option<String>,
+    pub created_time: Option<Instant>,
+    pub author: Option<AuthorView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// App-scoped member id.
+    pub id: String,
+    pub name: Option<String>,
+    pub picture: Option<String>,
+}
+
+/// Parses a Graph-API style `fields=` list for one resource kind; `None` gives the defaults
+/// (every field of the kind). Unknown or repeated names are errors.
+pub fn parse_fields(kind: ResourceKind, text: Option<&str>) -> ServiceResult<FieldSet> {
+    let Some(text) = text else {
+        return Ok(consentry_types::Field::ALL.into_iter().filter(|f| f.resource() == kind).collect());
+    };
+    let mut set = FieldSet::EMPTY;
+    for name in text.split(',').map(str::trim) {
+        let field = consentry_types::Field::parse_short(kind, name).map_err(|_| {
+            let known: Vec<&str> = consentry_types::Field::ALL
+                .into_iter()
+                .filter(|f| f.resource() == kind)
+                .map(|f| f.short_name())
+                .collect();
+            ServiceError::InvalidInput(format!(
+                "unknown field {:?} for a {}; known fields: {}",
+                name.chars().take(40).collect::<String>(),
+                kind.as_str(),
+                known.join(", ")
+            ))
+        })?;
+        if set.contains(field) {
+            return Err(ServiceError::InvalidInput(format!("field {name:?} is listed twice")));
+        }
+        set.insert(field);
+    }
+    Ok(set)
+}
+
+/// Everything a page's decisions share, read fresh for this request.
+struct PageContext {
+    policy: Option<Arc<CompiledPolicy>>,
+    facts: PageFacts,
+    now: Instant,
+}
+
+/// How many members a single request may scan to fill one page of visible members.
+const SCAN_FACTOR: usize = 8;
+
+impl Service {
+    /// Loads what every decision of a request about `group` needs. A group the app is not
+    /// installed in answers exactly like a group that does not exist.
+    fn page_context(&self, session: &AppSession, group: &GroupId) -> ServiceResult<PageContext> {
+        let now = self.clock.now();
+        let not_found = || ServiceError::NotFound(format!("group {:?}", group.as_str()));
+        let app = self
+            .store
+            .app(&session.app)?
+            .ok_or_else(|| ServiceError::Unauthenticated("the app no longer exists".into()))?;
+        let installation: Option<Installation> = self.store.installation(&app.id, group)?;
+        let Some(installation) = installation else { return Err(not_found()) };
+        if self.store.group(group)?.is_none() {
+            return Err(not_found());
+        }
+        let facts = PageFacts {
+            app: app.id,
+            app_status: app.status,
+            app_category: app.category,
+            group: group.clone(),
+            installed: true,
+            installed_since: installation.installed_at.secs(),
+        };
+        Ok(PageContext { policy: self.active_policy()?, facts, now })
+    }
+
+    fn page_limit(&self, page: &PageRequest) -> ServiceResult<usize> {
+        match page.limit {
+            None => Ok(self.config.default_page_size),
+            Some(0) => Err(ServiceError::InvalidInput("limit must be at least 1".into())),
+            Some(n) if n > self.config.max_page_size => Err(ServiceError::InvalidInput(format!(
+                "limit must be at most {}",
+                self.config.max_page_size
+            ))),
+            Some(n) => Ok(n),
+        }
+    }
+
+    fn open_cursor(&self, scope: &str, after: Option<&str>) -> ServiceResult<Option<String>> {
+        match after {
+            None => Ok(None),
+            Some(cursor) => self
+                .key
+                .open_cursor(scope, cursor)
+                .map(Some)
+                .ok_or_else(|| ServiceError::InvalidInput("the cursor is not valid for this list".into())),
+        }
+    }
+
+    /// Decides `fields` for each subject and returns the permitted subset per subject, in order.
+    fn decide(
+        &self,
+        context: &PageContext,
+        requests: &[(FieldSet, SubjectFacts)],
+    ) -> ServiceResult<Vec<FieldSet>> {
+        if self.enforcement_bypassed() {
+            return Ok(requests.iter().map(|(fields, _)| *fields).collect());
+        }
+        let Some(policy) = &context.policy else {
+            // Deny by default: with no active policy nothing is disclosed.
+            return Ok(vec![FieldSet::EMPTY; requests.len()]);
+        };
+        let mut decider = self.engine.page(policy, context.facts.clone());
+        requests
+            .iter()
+            .map(|(fields, subject)| {
+                let mut allowed = FieldSet::EMPTY;
+                for field in fields.iter() {
+                    if decider.allows(field, *subject).map_err(ServiceError::Policy)? {
+                        allowed.insert(field);
+                    }
+                }
+                Ok(allowed)
+            })
+            .collect()
+    }
+
+    /// The facts of members as subjects of this app's request about this group.
+    fn subject_facts(
+        &self,
+        context: &PageContext,
+        members: &[(MemberId, Option<Role>)],
+    ) -> ServiceResult<Vec<SubjectFacts>> {
+        if self.enforcement_bypassed() {
+            return Ok(vec![SubjectFacts::NONE; members.len()]);
+        }
+        let ids: Vec<MemberId> = members.iter().map(|(m, _)| m.clone()).collect();
+        let consents = self.store.profile_consents(&context.facts.app, &ids)?;
+        Ok(members
+            .iter()
+            .map(|(member, role)| SubjectFacts {
+                is_member: role.is_some(),
+                role: *role,
+                consented_profile: consents.contains(member),
+            })
+            .collect())
+    }
+
+    fn served<T>(&self, context: &PageContext, body: T, disclosures: Vec<Disclosure>) -> Served<T> {
+        Served {
+            body,
+            disclosures,
+            policy_version: context.policy.as_ref().map_or(0, |p| p.version()),
+            decided_at: context.now,
+        }
+    }
+
+    /// `GET /v1/groups/{id}`.
+    pub fn read_group(
+        &self,
+        session: &AppSession,
+        group: &GroupId,
+        fields: FieldSet,
+    ) -> ServiceResult<Served<GroupView>> {
+        let context = self.page_context(session, group)?;
+        let allowed =
+            self.decide(&context, &[(fields, SubjectFacts::NONE)])?.first().copied().unwrap_or_default();
+        let name =
+            if allowed.contains(Field::GroupName) { self.store.group(group)?.map(|g| g.name) } else { None };
+        let member_count = if allowed.contains(Field::GroupMemberCount) {
+            Some(self.store.member_count(group)?)
+        } else {
+            None
+        };
+        let disclosures = if allowed.is_empty() {
+            Vec::new()
+        } else {
+            vec![Disclosure { subject: Subject::Group(group.clone()), fields: allowed }]
+        };
+        Ok(self.served(&context, GroupView { id: group.clone(), name, member_count }, disclosures))
+    }
+
+    /// `GET /v1/groups/{id}/posts`. Post content and time are the group's data; the author
+    /// field is the author's, decided with the author's facts.
+    pub fn read_posts(
+        &self,
+        session: &AppSession,
+        group: &GroupId,
+        fields: FieldSet,
+        page: &PageRequest,
+    ) -> ServiceResult<Served<Page<PostView>>> {
+        let context = self.page_context(session, group)?;
+        let limit = self.page_limit(page)?;
+        let scope = format!("{}/{}/posts", session.app, group);
+        let after = self.open_cursor(&scope, page.after.as_deref())?;
+        let after = after
+            .map(|a| PostId::parse(&a))
+            .transpose()
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let posts = self.store.posts_page(group, after.as_ref(), limit)?;
+        let group_fields: FieldSet = fields.iter().filter(|f| !f.has_member_subject()).collect();
+        let author_fields: FieldSet = fields.iter().filter(|f| f.has_member_subject()).collect();
+        let group_allowed = self
+            .decide(&context, &[(group_fields, SubjectFacts::NONE)])?
+            .first()
+            .copied()
+            .unwrap_or_default();
+        let mut authors: Vec<(MemberId, Option<Role>)> = Vec::new();
+        if !author_fields.is_empty() {
+            for post in &posts {
+                if !authors.iter().any(|(m, _)| m == &post.author) {
+                    authors.push((post.author.clone(), self.store.membership(group, &post.author)?));
+                }
+            }
+        }
+        let author_facts = self.subject_facts(&context, &authors)?;
+        let requests: Vec<(FieldSet, SubjectFacts)> =
+            author_facts.iter().map(|f| (author_fields, *f)).collect();
+        let author_allowed = self.decide(&context, &requests)?;
+        let mut disclosures = Vec::new();
+        let mut group_disclosed = FieldSet::EMPTY;
+        let mut items = Vec::with_capacity(posts.len());
+        for post in &posts {
+            let author_ok = authors
+                .iter()
+                .position(|(m, _)| m == &post.author)
+                .and_then(|i| author_allowed.get(i))
+                .is_some_and(|a| a.contains(Field::PostAuthor));
+            let author = if author_ok {
+                let name = self.store.member(&post.author)?.map(|m| m.name).unwrap_or_default();
+                Some(AuthorView { id: self.key.scoped_member_id(&session.app, &post.author), name })
+            } else {
+                None
+            };
+            // Post content is the author's words: record it against the author.
+            let mut fields_of_author = FieldSet::EMPTY;
+            for field in [Field::PostContent, Field::PostCreatedTime] {
+                if group_allowed.contains(field) {
+                    fields_of_author.insert(field);
+                    group_disclosed.insert(field);
+                }
+            }
+            if author.is_some() {
+                fields_of_author.insert(Field::PostAuthor);
+            }
+            if !fields_of_author.is_empty() {
+                merge(&mut disclosures, Subject::Member(post.author.clone()), fields_of_author);
+            }
+            items.push(PostView {
+                id: post.id.clone(),
+                content: group_allowed.contains(Field::PostContent).then(|| post.content.clone()),
+                created_time: group_allowed.contains(Field::PostCreatedTime).then_some(post.created_at),
+                author,
+            });
+        }
+        let next = (posts.len() == limit)
+            .then(|| posts.last().map(|p| self.key.seal_cursor(&scope, p.id.as_str())))
+            .flatten();
+        Ok(self.served(&context, Page { items, next }, disclosures))
+    }
+
+    /// `GET /v1/groups/{id}/members`: lists only members the policy lets this app see; the
+    /// others leave no trace but the group's member count.
+    pub fn read_members(
+        &self,
+        session: &AppSession,
+        group: &GroupId,
+        fields: FieldSet,
+        page: &PageRequest,
+    ) -> ServiceResult<Served<Page<MemberView>>> {
+        let context = self.page_context(session, group)?;
+        let limit = self.page_limit(page)?;
+        let scope = format!("{}/{}/members", session.app, group);
+        let mut after = self
+            .open_cursor(&scope, page.after.as_deref())?
+            .map(|a| MemberId::parse(&a))
+            .transpose()
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut items = Vec::with_capacity(limit);
+        let mut disclosures = Vec::with_capacity(limit);
+        let mut scanned = 0;
+        let mut exhausted = false;
+        while items.len() < limit && scanned < limit * SCAN_FACTOR {
+            let want = limit - items.len();
+            let batch: Vec<(Member, Role)> = self.store.members_page(group, after.as_ref(), want)?;
+            scanned += batch.len();
+            if batch.len() < want {
+                exhausted = true;
+            }
+            let subjects: Vec<(MemberId, Option<Role>)> =
+                batch.iter().map(|(m, r)| (m.id.clone(), Some(*r))).collect();
+            let facts = self.subject_facts(&context, &subjects)?;
+            let requests: Vec<(FieldSet, SubjectFacts)> = facts.iter().map(|f| (fields, *f)).collect();
+            let allowed = self.decide(&context, &requests)?;
+            for ((member, _), allowed) in batch.iter().zip(allowed) {
+                if allowed.is_empty() {
+                    continue;
+                }
+                disclosures.push(Disclosure { subject: Subject::Member(member.id.clone()), fields: allowed });
+                items.push(MemberView {
+                    id: self.key.scoped_member_id(&session.app, &member.id),
+                    name: allowed.contains(Field::MemberName).then(|| member.name.clone()),
+                    picture: allowed.contains(Field::MemberPicture).then(|| member.picture_url.clone()),
+                });
+            }
+            after = batch.last().map(|(m, _)| m.id.clone()).or(after);
+            if exhausted {
+                break;
+            }
+        }
+        let next = if exhausted { None } else { after.map(|a| self.key.seal_cursor(&scope, a.as_str())) };
+        Ok(self.served(&context, Page { items, next }, disclosures))
+    }
+}
+
+fn merge(disclosures: &mut Vec<Disclosure>, subject: Subject, fields: FieldSet) {
+    match disclosures.iter_mut().find(|d| d.subject == subject) {
+        Some(existing) => existing.fields = existing.fields.iter().chain(fields.iter()).collect(),
+        None => disclosures.push(Disclosure { subject, fields }),
+    }
+}

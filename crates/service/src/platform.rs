@@ -1,0 +1,255 @@
+//! The platform's own operations: ingest of facts, apps and credentials, installations,
+//! consents, and policy versions. Each write takes effect for the very next request.
+
+use consentry_policy::compile;
+use consentry_store::OperatorKey;
+use consentry_types::{
+    App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Member, MemberId, OperatorRole,
+    PolicyActivation, Post, PostId, Role, Scope,
+};
+
+use crate::auth::OPERATOR_KEY_PREFIX;
+use crate::secrets::{fast_hash, random_hex, random_text, slow_hash};
+use crate::{Service, ServiceError, ServiceResult};
+
+/// A newly registered app and its client secret, shown once.
+#[derive(Debug, Clone)]
+pub struct RegisteredApp {
+    pub app: App,
+    pub client_secret: String,
+}
+
+/// A newly created operator API key, shown once.
+#[derive(Debug, Clone)]
+pub struct NewOperatorKey {
+    pub key: String,
+    pub id: String,
+    pub role: OperatorRole,
+}
+
+fn text(what: &str, value: &str, max: usize) -> ServiceResult<()> {
+    if value.trim().is_empty() {
+        return Err(ServiceError::InvalidInput(format!("{what} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ServiceError::InvalidInput(format!("{what} must be at most {max} characters")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ServiceError::InvalidInput(format!("{what} must not contain control characters")));
+    }
+    Ok(())
+}
+
+fn url(what: &str, value: &str) -> ServiceResult<()> {
+    text(what, value, 2048)?;
+    let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !value.chars().any(char::is_whitespace) => Ok(()),
+        _ => Err(ServiceError::InvalidInput(format!("{what} must be an http(s) URL"))),
+    }
+}
+
+fn category(value: &str) -> ServiceResult<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::InvalidInput("category must be 1 to 64 characters from a-z 0-9 _".into()))
+    }
+}
+
+impl Service {
+    pub fn put_member(&self, id: &MemberId, name: &str, picture_url: &str) -> ServiceResult<()> {
+        text("name", name, 200)?;
+        url("picture_url", picture_url)?;
+        let member = Member { id: id.clone(), name: name.to_string(), picture_url: picture_url.to_string() };
+        Ok(self.store.put_member(&member, self.clock.now())?)
+    }
+
+    pub fn put_group(&self, id: &GroupId, name: &str) -> ServiceResult<()> {
+        text("name", name, 200)?;
+        Ok(self.store.put_group(&Group { id: id.clone(), name: name.to_string() }, self.clock.now())?)
+    }
+
+    /// Adds the member to the group, changes their role, or (with `None`) removes them.
+    pub fn set_membership(
+        &self,
+        group: &GroupId,
+        member: &MemberId,
+        role: Option<Role>,
+    ) -> ServiceResult<()> {
+        Ok(self.store.set_membership(group, member, role, self.clock.now())?)
+    }
+
+    /// Stores a post; its author must be a member of the group now.
+    pub fn put_post(
+        &self,
+        group: &GroupId,
+        id: &PostId,
+        author: &MemberId,
+        content: &str,
+    ) -> ServiceResult<()> {
+        text("content", content, 65_536)?;
+        if self.store.group(group)?.is_none() {
+            return Err(ServiceError::NotFound(format!("group {:?}", group.as_str())));
+        }
+        if self.store.membership(group, author)?.is_none() {
+            return Err(ServiceError::Rejected(format!(
+                "author {:?} is not a member of group {:?}",
+                author.as_str(),
+                group.as_str()
+            )));
+        }
+        let post = Post {
+            id: id.clone(),
+            group: group.clone(),
+            author: author.clone(),
+            content: content.to_string(),
+            created_at: self.clock.now(),
+        };
+        Ok(self.store.put_post(&post)?)
+    }
+
+    pub fn put_developer(
+        &self,
+        id: &DeveloperId,
+        name: &str,
+        contact_email: &str,
+        webhook_url: &str,
+    ) -> ServiceResult<()> {
+        text("name", name, 200)?;
+        text("contact_email", contact_email, 320)?;
+        if !contact_email.contains('@') || contact_email.chars().any(char::is_whitespace) {
+            return Err(ServiceError::InvalidInput("contact_email must be an email address".into()));
+        }
+        url("webhook_url", webhook_url)?;
+        let developer = Developer {
+            id: id.clone(),
+            name: name.to_string(),
+            contact_email: contact_email.to_string(),
+            webhook_url: webhook_url.to_string(),
+        };
+        Ok(self.store.put_developer(&developer, self.clock.now())?)
+    }
+
+    /// Registers an app for a developer; the client secret is returned once and kept only as
+    /// an argon2 hash.
+    pub fn register_app(
+        &self,
+        developer: &DeveloperId,
+        name: &str,
+        app_category: &str,
+    ) -> ServiceResult<RegisteredApp> {
+        text("name", name, 200)?;
+        category(app_category)?;
+        if self.store.developer(developer)?.is_none() {
+            return Err(ServiceError::NotFound(format!("developer {:?}", developer.as_str())));
+        }
+        let id = AppId::parse(&format!("app_{}", random_hex(8)))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let app = App {
+            id,
+            developer: developer.clone(),
+            name: name.to_string(),
+            category: app_category.to_string(),
+            status: AppStatus::Active,
+            client_id: format!("cid_{}", random_hex(16)),
+        };
+        let client_secret = format!("css_{}", random_text(32));
+        let hash = slow_hash(&client_secret).map_err(ServiceError::Internal)?;
+        self.store.register_app(&app, &hash, self.clock.now())?;
+        Ok(RegisteredApp { app, client_secret })
+    }
+
+    pub fn set_app_status(&self, app: &AppId, status: AppStatus) -> ServiceResult<()> {
+        Ok(self.store.set_app_status(app, status, self.clock.now())?)
+    }
+
+    /// A group admin authorizes an app for the group. `authorized_by` must be an admin of the
+    /// group at this instant.
+    pub fn install_app(&self, app: &AppId, group: &GroupId, authorized_by: &MemberId) -> ServiceResult<()> {
+        if self.store.app(app)?.is_none() {
+            return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
+        }
+        if self.store.group(group)?.is_none() {
+            return Err(ServiceError::NotFound(format!("group {:?}", group.as_str())));
+        }
+        if self.store.membership(group, authorized_by)? != Some(Role::Admin) {
+            return Err(ServiceError::Rejected(format!(
+                "member {:?} is not an admin of group {:?}, so cannot authorize an app for it",
+                authorized_by.as_str(),
+                group.as_str()
+            )));
+        }
+        Ok(self.store.set_installation(app, group, Some(authorized_by), self.clock.now())?)
+    }
+
+    pub fn uninstall_app(&self, app: &AppId, group: &GroupId) -> ServiceResult<()> {
+        Ok(self.store.set_installation(app, group, None, self.clock.now())?)
+    }
+
+    /// Sets a member's consent to an app: the given scopes, or none to withdraw.
+    pub fn set_consent(&self, member: &MemberId, app: &AppId, scopes: &[Scope]) -> ServiceResult<()> {
+        if self.store.app(app)?.is_none() {
+            return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
+        }
+        let profile = scopes.contains(&Scope::Profile);
+        Ok(self.store.set_consent(member, app, profile, self.clock.now())?)
+    }
+
+    /// Validates policy text against the schema and stores it as a new version.
+    pub fn submit_policy(&self, text: &str, author: &str) -> ServiceResult<u32> {
+        if text.len() > 1 << 20 {
+            return Err(ServiceError::InvalidInput("policy text must be at most 1 MiB".into()));
+        }
+        compile(0, text).map_err(ServiceError::Policy)?;
+        Ok(self.store.add_policy_version(text, author, self.clock.now())?)
+    }
+
+    /// Makes a stored version the active policy from this instant on.
+    pub fn activate_policy(
+        &self,
+        version: u32,
+        author: &str,
+        reason: &str,
+    ) -> ServiceResult<PolicyActivation> {
+        text("reason", reason, 2000)?;
+        // Refuse to activate anything that does not compile today.
+        self.compiled_policy(version)?;
+        let activation = PolicyActivation {
+            version,
+            author: author.to_string(),
+            reason: reason.to_string(),
+            at: self.clock.now(),
+        };
+        self.store.activate_policy(&activation)?;
+        Ok(activation)
+    }
+
+    /// Creates an operator API key; its text is returned once and kept only as a hash.
+    pub fn create_operator_key(&self, name: &str, role: OperatorRole) -> ServiceResult<NewOperatorKey> {
+        text("name", name, 200)?;
+        let id = random_hex(6);
+        let secret = random_text(32);
+        let key = OperatorKey {
+            id: id.clone(),
+            hash: fast_hash(&secret),
+            name: name.to_string(),
+            role,
+            created_at: self.clock.now(),
+            revoked_at: None,
+        };
+        self.store.put_operator_key(&key)?;
+        Ok(NewOperatorKey { key: format!("{OPERATOR_KEY_PREFIX}{id}_{secret}"), id, role })
+    }
+
+    /// On a store with no operator key yet, creates the first one (role `operator`).
+    pub fn bootstrap_operator_key(&self) -> ServiceResult<Option<NewOperatorKey>> {
+        if self.store.operator_key_count()? > 0 {
+            return Ok(None);
+        }
+        self.create_operator_key("bootstrap", OperatorRole::Operator).map(Some)
+    }
+}
