@@ -1,1 +1,143 @@
-//! placeholder
+//! consentry's HTTP surfaces: OAuth 2.0 for apps, the Groups API, the platform API and the
+//! OpenAPI document. The only crate that knows HTTP; it maps every error to problem+json.
+
+mod extract;
+mod groups;
+mod oauth;
+mod openapi;
+mod platform;
+mod problem;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use consentry_service::{DisclosureRecord, DisclosureSink, Service};
+
+pub use openapi::ApiDoc;
+pub use problem::{ApiError, Problem};
+
+/// Largest JSON body the platform API accepts.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+/// Largest policy text accepted.
+pub const POLICY_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub service: Arc<Service>,
+    /// Where disclosure records go before a response leaves; `None` records nothing.
+    pub disclosures: Option<Arc<dyn DisclosureSink>>,
+}
+
+impl ApiState {
+    pub fn new(service: Arc<Service>) -> ApiState {
+        ApiState { service, disclosures: None }
+    }
+
+    pub fn with_disclosures(mut self, sink: Arc<dyn DisclosureSink>) -> ApiState {
+        self.disclosures = Some(sink);
+        self
+    }
+
+    /// Waits until the record is durable; if it cannot be, the response is a 503 and
+    /// nothing is disclosed (invariant 3).
+    async fn record(&self, record: DisclosureRecord) -> Result<(), ApiError> {
+        let Some(sink) = self.disclosures.clone() else { return Ok(()) };
+        let outcome = tokio::task::spawn_blocking(move || sink.record(&record)).await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(detail)) => {
+                tracing::error!(detail, "disclosure could not be recorded; nothing disclosed");
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ledger-unavailable",
+                    "the disclosure could not be recorded, so nothing was sent; try again later",
+                ))
+            }
+            Err(e) => Err(ApiError::internal(&format!("recording failed: {e}"))),
+        }
+    }
+}
+
+/// A request's id, also sent back as `x-request-id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = consentry_service::request_id();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this route does not take that method",
+    )
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn openapi_json() -> Response {
+    Json(openapi::document()).into_response()
+}
+
+/// The whole HTTP application, testable without a socket.
+pub fn app(state: ApiState) -> Router {
+    let platform = Router::new()
+        .route("/members/{id}", put(platform::put_member))
+        .route("/groups/{id}", put(platform::put_group))
+        .route(
+            "/groups/{gid}/members/{mid}",
+            put(platform::put_membership).delete(platform::delete_membership),
+        )
+        .route("/groups/{gid}/posts/{pid}", put(platform::put_post))
+        .route("/developers/{id}", put(platform::put_developer))
+        .route("/apps", post(platform::create_app).get(platform::list_apps))
+        .route("/apps/{id}/suspend", post(platform::suspend_app))
+        .route("/apps/{id}/reinstate", post(platform::reinstate_app))
+        .route(
+            "/groups/{gid}/installations/{app}",
+            put(platform::put_installation).delete(platform::delete_installation),
+        )
+        .route("/members/{mid}/consents/{app}", put(platform::put_consent).delete(platform::delete_consent))
+        .route("/policies/{version}/activate", post(platform::activate_policy))
+        .route("/keys", post(platform::create_key))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .merge(
+            Router::new()
+                .route("/policies", post(platform::submit_policy).get(platform::list_policies))
+                .layer(DefaultBodyLimit::max(POLICY_BODY_LIMIT)),
+        );
+    Router::new()
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/v1/groups/{id}", get(groups::read_group))
+        .route("/v1/groups/{id}/posts", get(groups::read_posts))
+        .route("/v1/groups/{id}/members", get(groups::read_members))
+        .route("/openapi.json", get(openapi_json))
+        .route("/healthz", get(health))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .nest("/platform/v1", platform)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}

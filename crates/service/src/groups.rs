@@ -5,25 +5,12 @@ use std::sync::Arc;
 
 use consentry_policy::{CompiledPolicy, PageFacts, SubjectFacts};
 use consentry_types::{
-    Field, FieldSet, GroupId, Installation, Instant, Member, MemberId, PostId, ResourceKind, Role,
+    Disclosure, Field, FieldSet, GroupId, Installation, Instant, Member, MemberId, PostId, ResourceKind,
+    Role, Subject,
 };
 
 use crate::auth::AppSession;
 use crate::{Service, ServiceError, ServiceResult};
-
-/// Whose datum a disclosure is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Subject {
-    Group(GroupId),
-    Member(MemberId),
-}
-
-/// The fields of one subject sent in one response (identities only, never values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Disclosure {
-    pub subject: Subject,
-    pub fields: FieldSet,
-}
 
 /// A response body together with the record of what it discloses.
 #[derive(Debug, Clone)]
@@ -33,6 +20,8 @@ pub struct Served<T> {
     /// The policy version every decision of this response was made under (0: none active).
     pub policy_version: u32,
     pub decided_at: Instant,
+    /// The group the request was about.
+    pub group: GroupId,
 }
 
 /// One page of a list and the cursor for the next, if any.
@@ -222,6 +211,7 @@ impl Service {
             disclosures,
             policy_version: context.policy.as_ref().map_or(0, |p| p.version()),
             decided_at: context.now,
+            group: context.facts.group.clone(),
         }
     }
 

@@ -18,11 +18,15 @@ use consentry_store::{Store, StoreError};
 
 pub use auth::{AppSession, IssuedToken, OperatorSession, TokenIntrospection};
 pub use clock::{Clock, SimulatedClock, SystemClock};
-pub use groups::{
-    parse_fields, AuthorView, Disclosure, GroupView, MemberView, Page, PageRequest, PostView, Served, Subject,
-};
+pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
+pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
 pub use platform::{NewOperatorKey, RegisteredApp};
 pub use secrets::ServerKey;
+
+/// A fresh id for one request (64 random bits, hex).
+pub fn request_id() -> String {
+    secrets::random_hex(8)
+}
 
 /// Why a service call did not succeed. Messages are safe to show to the caller, except
 /// `Internal`, whose detail is for logs only.
@@ -58,6 +62,28 @@ impl From<StoreError> for ServiceError {
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Where disclosure records go before a response may leave (the ledger implements it).
+pub trait DisclosureSink: Send + Sync {
+    /// Returns only once the record is durable; an error means nothing may be disclosed.
+    fn record(&self, record: &DisclosureRecord) -> Result<(), String>;
+}
+
+impl<T> Served<T> {
+    /// The record describing this response.
+    pub fn record(&self, request_id: &str, route: &str, session: &AppSession) -> DisclosureRecord {
+        DisclosureRecord {
+            at: self.decided_at,
+            request_id: request_id.to_string(),
+            app: session.app.clone(),
+            group: self.group.clone(),
+            token_hash: session.token_hash.clone(),
+            policy_version: self.policy_version,
+            route: route.to_string(),
+            disclosures: self.disclosures.clone(),
+        }
+    }
+}
 
 /// Tunables with production defaults.
 #[derive(Debug, Clone)]

@@ -2,10 +2,12 @@
 //!
 //! Nothing here does I/O or knows about HTTP, SQL or Cedar.
 
+mod disclosure;
 mod field;
 mod ids;
 mod instant;
 
+pub use disclosure::{Disclosure, DisclosureRecord, Subject};
 pub use field::{Field, FieldSet, ResourceKind, UnknownField};
 pub use ids::{AppId, DeveloperId, GroupId, InvalidId, MemberId, PostId};
 pub use instant::{Instant, InvalidInstant};

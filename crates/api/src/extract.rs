@@ -1,0 +1,153 @@
+//! Request extractors that turn every kind of bad input into a problem+json error.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use consentry_service::{AppSession, OperatorSession, Service};
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+use crate::ApiState;
+
+/// Runs blocking service work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    service: &Arc<Service>,
+    work: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || work(&service))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(&format!("worker failed: {e}"))))
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "the request body is larger than this endpoint accepts",
+        )
+    } else {
+        ApiError::bad_request(format!("the request body could not be read: {rejection}"))
+    }
+}
+
+/// Reads the whole body within the route's limit.
+pub async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(body_rejection)
+}
+
+/// A JSON body, strictly parsed (types define `deny_unknown_fields`).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let json =
+            request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send the body as application/json",
+            ));
+        }
+        let bytes = body_bytes(request, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("the JSON body is not valid: {e}")))
+    }
+}
+
+/// Decoded `application/x-www-form-urlencoded` pairs (query string or form body), with
+/// repeated or unknown names refused.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(raw: &[u8], allowed: &[&str]) -> Result<Params, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(raw) {
+            if !allowed.contains(&name.as_ref()) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter {:?}; this endpoint takes: {}",
+                    name.chars().take(40).collect::<String>(),
+                    allowed.join(", ")
+                )));
+            }
+            if pairs.iter().any(|(n, _)| n == name.as_ref()) {
+                return Err(ApiError::bad_request(format!("parameter {name:?} is given more than once")));
+            }
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Params(pairs))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn usize(&self, name: &str) -> Result<Option<usize>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("{name} must be a whole number")))
+            })
+            .transpose()
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// An app authenticated by its bearer token.
+pub struct AppAuth(pub AppSession);
+
+impl FromRequestParts<ApiState> for AppAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let Some(token) = bearer(parts).map(str::to_string) else {
+            let mut error =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "an access token is required");
+            error.challenge = Some("Bearer realm=\"consentry\"".to_string());
+            return Err(error);
+        };
+        blocking(&state.service, move |s| s.authenticate_app(&token).map_err(ApiError::from))
+            .await
+            .map(AppAuth)
+    }
+}
+
+/// An operator authenticated by an API key.
+pub struct OperatorAuth(pub OperatorSession);
+
+impl FromRequestParts<ApiState> for OperatorAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let Some(key) = bearer(parts).map(str::to_string) else {
+            return Err(ApiError::operator_key(
+                "an operator API key is required (Authorization: Bearer csk_…)",
+            ));
+        };
+        blocking(&state.service, move |s| {
+            s.authenticate_operator(&key).map_err(|e| match e {
+                consentry_service::ServiceError::Unauthenticated(m) => ApiError::operator_key(m),
+                other => ApiError::from(other),
+            })
+        })
+        .await
+        .map(OperatorAuth)
+    }
+}

@@ -1,0 +1,492 @@
+//! The platform API under `/platform/v1`: ingest with the platform's own ids, apps,
+//! installations, consents, policies and operator keys. Every call needs an operator key.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use consentry_types::{AppId, AppStatus, DeveloperId, GroupId, MemberId, OperatorRole, PostId, Role, Scope};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::extract::{blocking, body_bytes, JsonBody, OperatorAuth};
+use crate::problem::{ApiError, Problem};
+use crate::ApiState;
+
+const WRITERS: &[OperatorRole] = &[OperatorRole::Operator];
+const POLICY_AUTHORS: &[OperatorRole] = &[OperatorRole::Operator, OperatorRole::PrivacyOfficer];
+const READERS: &[OperatorRole] =
+    &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor];
+
+fn id<T>(raw: &str, parse: impl Fn(&str) -> Result<T, consentry_types::InvalidId>) -> Result<T, ApiError> {
+    parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn one(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(p)| p).map_err(|e| ApiError::bad_request(format!("bad path: {e}")))
+}
+
+fn two(path: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), ApiError> {
+    path.map(|Path(p)| p).map_err(|e| ApiError::bad_request(format!("bad path: {e}")))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInput {
+    pub name: String,
+    pub picture_url: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupInput {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipInput {
+    /// `member` or `admin`.
+    pub role: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostInput {
+    /// The author's platform member id; must be a member of the group.
+    pub author: String,
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeveloperInput {
+    pub name: String,
+    pub contact_email: String,
+    pub webhook_url: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppInput {
+    pub developer: String,
+    pub name: String,
+    /// e.g. `social_media_management`, `video_streaming`.
+    pub category: String,
+}
+
+/// A registered app. The client secret is shown here once and never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppCreated {
+    pub id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppBody {
+    pub id: String,
+    pub developer: String,
+    pub name: String,
+    pub category: String,
+    pub status: String,
+    pub client_id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallationInput {
+    /// The platform member id of the group admin who authorized the app.
+    pub authorized_by: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentInput {
+    /// Today only `profile` (name and picture).
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyCreated {
+    pub version: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyBody {
+    pub version: u32,
+    pub author: String,
+    pub created_at: String,
+    pub active: bool,
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationInput {
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivationBody {
+    pub version: u32,
+    pub author: String,
+    pub reason: String,
+    pub at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInput {
+    pub name: String,
+    /// `operator`, `privacy_officer` or `auditor`.
+    pub role: String,
+}
+
+/// A new operator key. Its text is shown here once and kept only as a hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub id: String,
+    pub key: String,
+    pub role: String,
+}
+
+type NoContent = Result<StatusCode, ApiError>;
+
+macro_rules! write_call {
+    ($state:expr, $operator:expr, $roles:expr, |$s:ident| $body:expr) => {{
+        $operator.require($roles)?;
+        blocking(&$state.service, move |$s| $body.map_err(ApiError::from)).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }};
+}
+
+#[utoipa::path(put, path = "/platform/v1/members/{id}", tag = "platform", request_body = MemberInput,
+    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn put_member(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(input): JsonBody<MemberInput>,
+) -> NoContent {
+    let member = id(&one(path)?, MemberId::parse)?;
+    write_call!(state, op, WRITERS, |s| s.put_member(&member, &input.name, &input.picture_url))
+}
+
+#[utoipa::path(put, path = "/platform/v1/groups/{id}", tag = "platform", request_body = GroupInput,
+    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn put_group(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(input): JsonBody<GroupInput>,
+) -> NoContent {
+    let group = id(&one(path)?, GroupId::parse)?;
+    write_call!(state, op, WRITERS, |s| s.put_group(&group, &input.name))
+}
+
+#[utoipa::path(put, path = "/platform/v1/groups/{gid}/members/{mid}", tag = "platform", request_body = MembershipInput,
+    params(("gid" = String, Path), ("mid" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn put_membership(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(input): JsonBody<MembershipInput>,
+) -> NoContent {
+    let (g, m) = two(path)?;
+    let (group, member) = (id(&g, GroupId::parse)?, id(&m, MemberId::parse)?);
+    let role =
+        Role::parse(&input.role).ok_or_else(|| ApiError::bad_request("role must be member or admin"))?;
+    write_call!(state, op, WRITERS, |s| s.set_membership(&group, &member, Some(role)))
+}
+
+#[utoipa::path(delete, path = "/platform/v1/groups/{gid}/members/{mid}", tag = "platform",
+    params(("gid" = String, Path), ("mid" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn delete_membership(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> NoContent {
+    let (g, m) = two(path)?;
+    let (group, member) = (id(&g, GroupId::parse)?, id(&m, MemberId::parse)?);
+    write_call!(state, op, WRITERS, |s| s.set_membership(&group, &member, None))
+}
+
+#[utoipa::path(put, path = "/platform/v1/groups/{gid}/posts/{pid}", tag = "platform", request_body = PostInput,
+    params(("gid" = String, Path), ("pid" = String, Path)), responses((status = 204), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn put_post(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(input): JsonBody<PostInput>,
+) -> NoContent {
+    let (g, p) = two(path)?;
+    let (group, post) = (id(&g, GroupId::parse)?, id(&p, PostId::parse)?);
+    let author = id(&input.author, MemberId::parse)?;
+    write_call!(state, op, WRITERS, |s| s.put_post(&group, &post, &author, &input.content))
+}
+
+#[utoipa::path(put, path = "/platform/v1/developers/{id}", tag = "platform", request_body = DeveloperInput,
+    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn put_developer(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(input): JsonBody<DeveloperInput>,
+) -> NoContent {
+    let developer = id(&one(path)?, DeveloperId::parse)?;
+    write_call!(state, op, WRITERS, |s| s.put_developer(
+        &developer,
+        &input.name,
+        &input.contact_email,
+        &input.webhook_url
+    ))
+}
+
+#[utoipa::path(post, path = "/platform/v1/apps", tag = "platform", request_body = AppInput,
+    responses((status = 201, body = AppCreated), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn create_app(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    JsonBody(input): JsonBody<AppInput>,
+) -> Result<(StatusCode, Json<AppCreated>), ApiError> {
+    op.require(WRITERS)?;
+    let developer = id(&input.developer, DeveloperId::parse)?;
+    let created = blocking(&state.service, move |s| {
+        s.register_app(&developer, &input.name, &input.category).map_err(ApiError::from)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AppCreated {
+            id: created.app.id.to_string(),
+            client_id: created.app.client_id,
+            client_secret: created.client_secret,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/platform/v1/apps", tag = "platform",
+    responses((status = 200, body = Vec<AppBody>), (status = 401, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn list_apps(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+) -> Result<Json<Vec<AppBody>>, ApiError> {
+    op.require(READERS)?;
+    let apps = blocking(&state.service, |s| {
+        s.store().apps().map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))
+    })
+    .await?;
+    Ok(Json(
+        apps.into_iter()
+            .map(|a| AppBody {
+                id: a.id.to_string(),
+                developer: a.developer.to_string(),
+                name: a.name,
+                category: a.category,
+                status: a.status.as_str().to_string(),
+                client_id: a.client_id,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/platform/v1/apps/{id}/suspend", tag = "platform",
+    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn suspend_app(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> NoContent {
+    let app = id(&one(path)?, AppId::parse)?;
+    write_call!(state, op, POLICY_AUTHORS, |s| s.set_app_status(&app, AppStatus::Suspended))
+}
+
+#[utoipa::path(post, path = "/platform/v1/apps/{id}/reinstate", tag = "platform",
+    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn reinstate_app(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> NoContent {
+    let app = id(&one(path)?, AppId::parse)?;
+    write_call!(state, op, POLICY_AUTHORS, |s| s.set_app_status(&app, AppStatus::Active))
+}
+
+#[utoipa::path(put, path = "/platform/v1/groups/{gid}/installations/{app}", tag = "platform", request_body = InstallationInput,
+    params(("gid" = String, Path), ("app" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem), (status = 422, body = Problem, description = "authorized_by is not an admin of the group")),
+    security(("operator_key" = [])))]
+pub async fn put_installation(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(input): JsonBody<InstallationInput>,
+) -> NoContent {
+    let (g, a) = two(path)?;
+    let (group, app) = (id(&g, GroupId::parse)?, id(&a, AppId::parse)?);
+    let by = id(&input.authorized_by, MemberId::parse)?;
+    write_call!(state, op, WRITERS, |s| s.install_app(&app, &group, &by))
+}
+
+#[utoipa::path(delete, path = "/platform/v1/groups/{gid}/installations/{app}", tag = "platform",
+    params(("gid" = String, Path), ("app" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn delete_installation(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> NoContent {
+    let (g, a) = two(path)?;
+    let (group, app) = (id(&g, GroupId::parse)?, id(&a, AppId::parse)?);
+    write_call!(state, op, WRITERS, |s| s.uninstall_app(&app, &group))
+}
+
+#[utoipa::path(put, path = "/platform/v1/members/{mid}/consents/{app}", tag = "platform", request_body = ConsentInput,
+    params(("mid" = String, Path), ("app" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn put_consent(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(input): JsonBody<ConsentInput>,
+) -> NoContent {
+    let (m, a) = two(path)?;
+    let (member, app) = (id(&m, MemberId::parse)?, id(&a, AppId::parse)?);
+    let scopes = input
+        .scopes
+        .iter()
+        .map(|s| {
+            Scope::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown scope {s:?}; known: profile")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    write_call!(state, op, WRITERS, |s| s.set_consent(&member, &app, &scopes))
+}
+
+#[utoipa::path(delete, path = "/platform/v1/members/{mid}/consents/{app}", tag = "platform",
+    params(("mid" = String, Path), ("app" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn delete_consent(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> NoContent {
+    let (m, a) = two(path)?;
+    let (member, app) = (id(&m, MemberId::parse)?, id(&a, AppId::parse)?);
+    write_call!(state, op, WRITERS, |s| s.set_consent(&member, &app, &[]))
+}
+
+/// Submits Cedar policy text (validated against the schema) as a new version.
+#[utoipa::path(post, path = "/platform/v1/policies", tag = "policies",
+    request_body(content = String, content_type = "text/plain", description = "Cedar policy text"),
+    responses((status = 201, body = PolicyCreated), (status = 415, body = Problem), (status = 422, body = Problem, description = "does not parse or validate; errors carry line and column")),
+    security(("operator_key" = [])))]
+pub async fn submit_policy(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    request: Request,
+) -> Result<(StatusCode, Json<PolicyCreated>), ApiError> {
+    op.require(POLICY_AUTHORS)?;
+    let plain =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/plain"))
+        });
+    if !plain {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send Cedar text as text/plain",
+        ));
+    }
+    let bytes = body_bytes(request, &state).await?;
+    let text =
+        String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("policy text must be UTF-8"))?;
+    let author = op.name.clone();
+    let version =
+        blocking(&state.service, move |s| s.submit_policy(&text, &author).map_err(ApiError::from)).await?;
+    Ok((StatusCode::CREATED, Json(PolicyCreated { version })))
+}
+
+#[utoipa::path(get, path = "/platform/v1/policies", tag = "policies",
+    responses((status = 200, body = Vec<PolicyBody>), (status = 401, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn list_policies(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+) -> Result<Json<Vec<PolicyBody>>, ApiError> {
+    op.require(READERS)?;
+    let (versions, active) = blocking(&state.service, |s| {
+        let store = s.store();
+        let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
+        Ok((store.policy_versions().map_err(map)?, store.active_policy().map_err(map)?.map(|p| p.version)))
+    })
+    .await?;
+    Ok(Json(
+        versions
+            .into_iter()
+            .map(|v| PolicyBody {
+                active: Some(v.version) == active,
+                version: v.version,
+                author: v.author,
+                created_at: v.created_at.to_string(),
+                text: v.text,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/platform/v1/policies/{version}/activate", tag = "policies", request_body = ActivationInput,
+    params(("version" = u32, Path)), responses((status = 200, body = ActivationBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn activate_policy(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(input): JsonBody<ActivationInput>,
+) -> Result<Json<ActivationBody>, ApiError> {
+    op.require(POLICY_AUTHORS)?;
+    let version: u32 =
+        one(path)?.parse().map_err(|_| ApiError::bad_request("version must be a whole number"))?;
+    let author = op.name.clone();
+    let activation = blocking(&state.service, move |s| {
+        s.activate_policy(version, &author, &input.reason).map_err(ApiError::from)
+    })
+    .await?;
+    Ok(Json(ActivationBody {
+        version: activation.version,
+        author: activation.author,
+        reason: activation.reason,
+        at: activation.at.to_string(),
+    }))
+}
+
+#[utoipa::path(post, path = "/platform/v1/keys", tag = "platform", request_body = KeyInput,
+    responses((status = 201, body = KeyCreated), (status = 400, body = Problem), (status = 403, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn create_key(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    JsonBody(input): JsonBody<KeyInput>,
+) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
+    op.require(WRITERS)?;
+    let role = OperatorRole::parse(&input.role)
+        .ok_or_else(|| ApiError::bad_request("role must be operator, privacy_officer or auditor"))?;
+    let created =
+        blocking(&state.service, move |s| s.create_operator_key(&input.name, role).map_err(ApiError::from))
+            .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyCreated { id: created.id, key: created.key, role: created.role.as_str().to_string() }),
+    ))
+}

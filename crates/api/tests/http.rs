@@ -1,0 +1,620 @@
+//! The HTTP surfaces end to end without a socket: OAuth, the Groups API, the platform API,
+//! every kind of bad input, and each write taking effect for the very next request.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use consentry_api::{app, ApiState};
+use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
+use consentry_store_sqlite::SqliteStore;
+use consentry_types::{Instant, OperatorRole};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
+const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+struct Harness {
+    router: Router,
+    service: Arc<Service>,
+    clock: Arc<SimulatedClock>,
+    operator: String,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_600_000_000)));
+        let store = Arc::new(SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}")));
+        let service =
+            Arc::new(Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default()));
+        let operator = service.bootstrap_operator_key().ok().flatten().map(|k| k.key).unwrap_or_default();
+        let router = app(ApiState::new(service.clone()));
+        Harness { router, service, clock, operator }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap_or_else(|e| match e {});
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    async fn call(&self, method: Method, uri: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(auth) = auth {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {auth}"));
+        }
+        let body = match body {
+            Some(json) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).unwrap_or_default()).await
+    }
+
+    async fn op(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+        let key = self.operator.clone();
+        self.call(method, uri, Some(&key), body).await
+    }
+
+    async fn form(&self, uri: &str, form: &str, basic: Option<(&str, &str)>) -> Reply {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((id, secret)) = basic {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+            builder = builder.header(header::AUTHORIZATION, format!("Basic {encoded}"));
+        }
+        self.send(builder.body(Body::from(form.to_string())).unwrap_or_default()).await
+    }
+
+    async fn policy(&self, text: &str) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/platform/v1/policies")
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.operator))
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(text.to_string()))
+            .unwrap_or_default();
+        self.send(request).await
+    }
+
+    /// Ingests a small world through the platform API and returns (app id, client id, secret).
+    async fn world(&self) -> (String, String, String) {
+        let ok = |r: &Reply| assert!(r.status.is_success(), "{} {}", r.status, r.body);
+        ok(&self.op(Method::PUT, "/platform/v1/groups/hikers", Some(json!({"name": "Hikers"}))).await);
+        for (id, role) in [("ann", "admin"), ("bob", "member"), ("cat", "member")] {
+            let member = json!({"name": format!("{id} name"), "picture_url": format!("https://pics.example/{id}.jpg")});
+            ok(&self.op(Method::PUT, &format!("/platform/v1/members/{id}"), Some(member)).await);
+            ok(&self
+                .op(
+                    Method::PUT,
+                    &format!("/platform/v1/groups/hikers/members/{id}"),
+                    Some(json!({"role": role})),
+                )
+                .await);
+        }
+        ok(&self
+            .op(
+                Method::PUT,
+                "/platform/v1/groups/hikers/posts/p1",
+                Some(json!({"author": "bob", "content": "hello"})),
+            )
+            .await);
+        let dev = json!({"name": "Acme", "contact_email": "privacy@acme.example", "webhook_url": "https://acme.example/h"});
+        ok(&self.op(Method::PUT, "/platform/v1/developers/acme", Some(dev)).await);
+        let created = self
+            .op(
+                Method::POST,
+                "/platform/v1/apps",
+                Some(
+                    json!({"developer": "acme", "name": "Scheduler", "category": "social_media_management"}),
+                ),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let app_id = created.body["id"].as_str().unwrap_or_default().to_string();
+        ok(&self
+            .op(
+                Method::PUT,
+                &format!("/platform/v1/groups/hikers/installations/{app_id}"),
+                Some(json!({"authorized_by": "ann"})),
+            )
+            .await);
+        ok(&self
+            .op(
+                Method::PUT,
+                &format!("/platform/v1/members/bob/consents/{app_id}"),
+                Some(json!({"scopes": ["profile"]})),
+            )
+            .await);
+        let policy = self.policy(GROUPS_2018).await;
+        assert_eq!(policy.status, StatusCode::CREATED, "{}", policy.body);
+        ok(&self
+            .op(Method::POST, "/platform/v1/policies/1/activate", Some(json!({"reason": "the 2018 rules"})))
+            .await);
+        (
+            app_id,
+            created.body["client_id"].as_str().unwrap_or_default().to_string(),
+            created.body["client_secret"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    async fn token(&self, client_id: &str, secret: &str) -> String {
+        let reply = self
+            .form(
+                "/oauth/token",
+                &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["access_token"].as_str().unwrap_or_default().to_string()
+    }
+
+    async fn names(&self, token: &str) -> Vec<String> {
+        let reply = self.call(Method::GET, "/v1/groups/hikers/members", Some(token), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["data"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["name"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn is_problem(reply: &Reply, status: StatusCode) -> bool {
+    reply.status == status
+        && reply.headers.get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json")
+        && reply.body["status"] == status.as_u16()
+        && reply.body["detail"].as_str().is_some_and(|d| !d.is_empty())
+}
+
+#[tokio::test]
+async fn token_then_group_members_and_posts() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    // client_secret_basic works as well as client_secret_post.
+    let basic = h.form("/oauth/token", "grant_type=client_credentials", Some((&client_id, &secret))).await;
+    assert_eq!(basic.status, StatusCode::OK, "{}", basic.body);
+    assert_eq!(basic.body["token_type"], "Bearer");
+    assert_eq!(basic.body["expires_in"], 3600);
+    assert_eq!(basic.headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()), Some(&b"no-store"[..]));
+    let token = basic.body["access_token"].as_str().unwrap_or_default().to_string();
+    let group = h.call(Method::GET, "/v1/groups/hikers?fields=name,member_count", Some(&token), None).await;
+    assert_eq!(group.body, json!({"id": "hikers", "name": "Hikers", "member_count": 3}));
+    assert_eq!(h.names(&token).await, ["bob name"]);
+    let members = h.call(Method::GET, "/v1/groups/hikers/members", Some(&token), None).await;
+    let scoped = members.body["data"][0]["id"].as_str().unwrap_or_default();
+    assert!(scoped.starts_with("m_") && !scoped.contains("bob"), "{scoped}");
+    let posts =
+        h.call(Method::GET, "/v1/groups/hikers/posts?fields=content,author", Some(&token), None).await;
+    assert_eq!(posts.body["data"][0]["content"], "hello");
+    assert_eq!(posts.body["data"][0]["author"]["id"], scoped, "the author's id is the same app-scoped id");
+    assert!(members.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn each_write_takes_effect_for_the_very_next_request() {
+    let h = Harness::new();
+    let (app_id, client_id, secret) = h.world().await;
+    let token = h.token(&client_id, &secret).await;
+    assert_eq!(h.names(&token).await, ["bob name"]);
+
+    // Policy activated: legacy shows everyone at once.
+    assert_eq!(h.policy(LEGACY).await.status, StatusCode::CREATED);
+    let activated =
+        h.op(Method::POST, "/platform/v1/policies/2/activate", Some(json!({"reason": "test"}))).await;
+    assert_eq!(activated.status, StatusCode::OK, "{}", activated.body);
+    assert_eq!(h.names(&token).await, ["ann name", "bob name", "cat name"]);
+    h.clock.advance_secs(1);
+    assert_eq!(
+        h.op(Method::POST, "/platform/v1/policies/1/activate", Some(json!({"reason": "back"}))).await.status,
+        StatusCode::OK
+    );
+
+    // Consent revoked.
+    assert_eq!(
+        h.op(Method::DELETE, &format!("/platform/v1/members/bob/consents/{app_id}"), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(h.names(&token).await.is_empty());
+
+    // Installation removed: the group is now indistinguishable from a missing one.
+    assert_eq!(
+        h.op(Method::DELETE, &format!("/platform/v1/groups/hikers/installations/{app_id}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let gone = h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await;
+    let missing = h.call(Method::GET, "/v1/groups/nowhere", Some(&token), None).await;
+    assert!(is_problem(&gone, StatusCode::NOT_FOUND));
+    assert_eq!(
+        gone.body["detail"].as_str().map(|d| d.replace("hikers", "X")),
+        missing.body["detail"].as_str().map(|d| d.replace("nowhere", "X"))
+    );
+    assert_eq!(
+        h.op(
+            Method::PUT,
+            &format!("/platform/v1/groups/hikers/installations/{app_id}"),
+            Some(json!({"authorized_by": "ann"}))
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await.status, StatusCode::OK);
+
+    // Token revoked.
+    let revoke = h.form("/oauth/revoke", &format!("token={token}"), Some((&client_id, &secret))).await;
+    assert_eq!(revoke.status, StatusCode::OK);
+    let refused = h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await;
+    assert!(is_problem(&refused, StatusCode::UNAUTHORIZED));
+    assert!(refused
+        .headers
+        .get(header::WWW_AUTHENTICATE)
+        .is_some_and(|v| v.to_str().unwrap_or("").contains("invalid_token")));
+
+    // App suspended.
+    let token = h.token(&client_id, &secret).await;
+    assert_eq!(h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/suspend"), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    let again = h
+        .form(
+            "/oauth/token",
+            &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
+}
+
+#[tokio::test]
+async fn introspection_tells_only_the_owner() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let token = h.token(&client_id, &secret).await;
+    let own = h.form("/oauth/introspect", &format!("token={token}"), Some((&client_id, &secret))).await;
+    assert_eq!(
+        (own.status, own.body["active"].as_bool(), own.body["client_id"].as_str()),
+        (StatusCode::OK, Some(true), Some(client_id.as_str()))
+    );
+    let other = h
+        .op(
+            Method::POST,
+            "/platform/v1/apps",
+            Some(json!({"developer": "acme", "name": "Other", "category": "analytics"})),
+        )
+        .await;
+    let (other_id, other_secret) =
+        (other.body["client_id"].as_str().unwrap_or(""), other.body["client_secret"].as_str().unwrap_or(""));
+    let theirs = h.form("/oauth/introspect", &format!("token={token}"), Some((other_id, other_secret))).await;
+    assert_eq!(theirs.body, json!({"active": false}));
+    h.clock.advance_secs(3601);
+    let expired = h.form("/oauth/introspect", &format!("token={token}"), Some((&client_id, &secret))).await;
+    assert_eq!(expired.body, json!({"active": false}));
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+}
+
+#[tokio::test]
+async fn oauth_errors_follow_rfc_6749() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let cases = [
+        (format!("grant_type=client_credentials&client_id={client_id}&client_secret=wrong"), StatusCode::UNAUTHORIZED, "invalid_client"),
+        (format!("grant_type=password&client_id={client_id}&client_secret={secret}"), StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        (format!("client_id={client_id}&client_secret={secret}"), StatusCode::BAD_REQUEST, "invalid_request"),
+        (format!("grant_type=client_credentials&grant_type=client_credentials&client_id={client_id}&client_secret={secret}"), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=client_credentials&client_id=nobody&client_secret=x".to_string(), StatusCode::UNAUTHORIZED, "invalid_client"),
+        ("grant_type=client_credentials&bogus=1".to_string(), StatusCode::BAD_REQUEST, "invalid_request"),
+    ];
+    for (form, status, error) in cases {
+        let reply = h.form("/oauth/token", &form, None).await;
+        assert_eq!((reply.status, reply.body["error"].as_str()), (status, Some(error)), "{form}");
+    }
+    let both = h
+        .form(
+            "/oauth/token",
+            &format!("grant_type=client_credentials&client_id={client_id}"),
+            Some((&client_id, &secret)),
+        )
+        .await;
+    assert_eq!(both.body["error"], "invalid_request");
+    let json_body =
+        h.call(Method::POST, "/oauth/token", None, Some(json!({"grant_type": "client_credentials"}))).await;
+    assert_eq!(json_body.body["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
+    let h = Harness::new();
+    let (app_id, client_id, secret) = h.world().await;
+    let token = h.token(&client_id, &secret).await;
+    let raw = |body: &str, content_type: &str| {
+        Request::builder()
+            .method(Method::PUT)
+            .uri("/platform/v1/members/dan")
+            .header(header::AUTHORIZATION, format!("Bearer {}", h.operator))
+            .header(header::CONTENT_TYPE, content_type.to_string())
+            .body(Body::from(body.to_string()))
+            .unwrap_or_default()
+    };
+    // Malformed JSON, unknown fields, wrong media type, oversized body.
+    assert!(is_problem(&h.send(raw("{\"name\": ", "application/json")).await, StatusCode::BAD_REQUEST));
+    assert!(is_problem(
+        &h.send(raw(r#"{"name":"Dan","picture_url":"https://p/x.jpg","email":"d@x"}"#, "application/json"))
+            .await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.send(raw(r#"{"name":"Dan","picture_url":"https://p/x.jpg"}"#, "text/plain")).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    ));
+    let huge = format!(r#"{{"name":"{}","picture_url":"https://p/x.jpg"}}"#, "x".repeat(100_000));
+    assert!(is_problem(&h.send(raw(&huge, "application/json")).await, StatusCode::PAYLOAD_TOO_LARGE));
+    assert!(is_problem(
+        &h.send(raw(r#"{"name":"","picture_url":"https://p/x.jpg"}"#, "application/json")).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.send(raw(r#"{"name":"Dan","picture_url":"ftp://p/x.jpg"}"#, "application/json")).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert_eq!(
+        h.service
+            .store()
+            .member(&consentry_types::MemberId::parse("dan").unwrap_or_else(|e| unreachable!("{e}"))),
+        Ok(None),
+        "nothing half-written"
+    );
+
+    // Bad ids, roles, scopes; installer who is not an admin.
+    assert!(is_problem(
+        &h.op(Method::PUT, "/platform/v1/groups/bad%20id", Some(json!({"name": "x"}))).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.op(Method::PUT, "/platform/v1/groups/hikers/members/bob", Some(json!({"role": "owner"}))).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.op(
+            Method::PUT,
+            &format!("/platform/v1/members/bob/consents/{app_id}"),
+            Some(json!({"scopes": ["email"]}))
+        )
+        .await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.op(
+            Method::PUT,
+            &format!("/platform/v1/groups/hikers/installations/{app_id}"),
+            Some(json!({"authorized_by": "cat"}))
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    ));
+    assert!(is_problem(
+        &h.op(
+            Method::PUT,
+            "/platform/v1/groups/hikers/posts/p9",
+            Some(json!({"author": "ghost", "content": "boo"}))
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    ));
+    assert!(is_problem(
+        &h.op(Method::POST, "/platform/v1/policies/99/activate", Some(json!({"reason": "x"}))).await,
+        StatusCode::NOT_FOUND
+    ));
+
+    // Invalid Cedar: 422 with line and column; nothing stored.
+    let invalid =
+        h.policy("permit (principal, action == Consentry::Action::\"member.email\", resource);").await;
+    assert!(is_problem(&invalid, StatusCode::UNPROCESSABLE_ENTITY), "{}", invalid.body);
+    assert_eq!(invalid.body["errors"][0]["line"], 1);
+    let unparsable = h.policy("permit (principal, action, resource)\nwhen { && };").await;
+    assert!(is_problem(&unparsable, StatusCode::UNPROCESSABLE_ENTITY));
+    assert_eq!(unparsable.body["errors"][0]["line"], 2);
+    assert_eq!(h.service.store().policy_versions().map(|v| v.len()), Ok(1));
+
+    // App API: unknown field, unknown parameter, bad limit, bad cursor, bad tokens.
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers/members?fields=name,email", Some(&token), None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers/members?sort=name", Some(&token), None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers/members?limit=-1", Some(&token), None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers/members?limit=0", Some(&token), None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers/members?after=zzz", Some(&token), None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers", Some("cst_forged"), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers", Some("garbage"), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    let anonymous = h.call(Method::GET, "/v1/groups/hikers", None, None).await;
+    assert!(is_problem(&anonymous, StatusCode::UNAUTHORIZED));
+    assert!(anonymous.headers.contains_key(header::WWW_AUTHENTICATE));
+    // An operator key is not an app token, and an app token is not an operator key.
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers", Some(&h.operator), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/apps", Some(&token), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(&h.call(Method::GET, "/no/such/route", None, None).await, StatusCode::NOT_FOUND));
+    assert!(is_problem(
+        &h.call(Method::DELETE, "/v1/groups/hikers", Some(&token), None).await,
+        StatusCode::METHOD_NOT_ALLOWED
+    ));
+}
+
+#[tokio::test]
+async fn platform_endpoints_need_a_key_and_the_right_role() {
+    let h = Harness::new();
+    h.world().await;
+    let auditor =
+        h.service.create_operator_key("auditor", OperatorRole::Auditor).map(|k| k.key).unwrap_or_default();
+    let officer = h
+        .service
+        .create_operator_key("officer", OperatorRole::PrivacyOfficer)
+        .map(|k| k.key)
+        .unwrap_or_default();
+    let writes: Vec<(Method, &str, Option<Value>)> = vec![
+        (
+            Method::PUT,
+            "/platform/v1/members/zed",
+            Some(json!({"name": "Zed", "picture_url": "https://p/z.jpg"})),
+        ),
+        (Method::PUT, "/platform/v1/groups/g2", Some(json!({"name": "G2"}))),
+        (Method::PUT, "/platform/v1/groups/hikers/members/cat", Some(json!({"role": "admin"}))),
+        (Method::DELETE, "/platform/v1/groups/hikers/members/cat", None),
+        (Method::PUT, "/platform/v1/groups/hikers/posts/p2", Some(json!({"author": "bob", "content": "x"}))),
+        (
+            Method::PUT,
+            "/platform/v1/developers/d2",
+            Some(json!({"name": "D", "contact_email": "a@b.c", "webhook_url": "https://b.c/h"})),
+        ),
+        (Method::POST, "/platform/v1/apps", Some(json!({"developer": "acme", "name": "X", "category": "x"}))),
+        (Method::POST, "/platform/v1/apps/app_x/suspend", None),
+        (
+            Method::PUT,
+            "/platform/v1/groups/hikers/installations/app_x",
+            Some(json!({"authorized_by": "ann"})),
+        ),
+        (Method::DELETE, "/platform/v1/groups/hikers/installations/app_x", None),
+        (Method::PUT, "/platform/v1/members/bob/consents/app_x", Some(json!({"scopes": ["profile"]}))),
+        (Method::DELETE, "/platform/v1/members/bob/consents/app_x", None),
+        (Method::POST, "/platform/v1/policies/1/activate", Some(json!({"reason": "x"}))),
+        (Method::POST, "/platform/v1/keys", Some(json!({"name": "k", "role": "operator"}))),
+    ];
+    for (method, uri, body) in &writes {
+        let anonymous = h.call(method.clone(), uri, None, body.clone()).await;
+        assert!(
+            is_problem(&anonymous, StatusCode::UNAUTHORIZED),
+            "{method} {uri} without a key: {}",
+            anonymous.status
+        );
+        let forged = h.call(method.clone(), uri, Some("csk_000000000000_forged"), body.clone()).await;
+        assert!(is_problem(&forged, StatusCode::UNAUTHORIZED), "{method} {uri} with a forged key");
+        let read_only = h.call(method.clone(), uri, Some(&auditor), body.clone()).await;
+        assert!(
+            is_problem(&read_only, StatusCode::FORBIDDEN),
+            "{method} {uri} as auditor: {}",
+            read_only.status
+        );
+    }
+    let policy_post = Request::builder()
+        .method(Method::POST)
+        .uri("/platform/v1/policies")
+        .header(header::AUTHORIZATION, format!("Bearer {auditor}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(LEGACY))
+        .unwrap_or_default();
+    assert!(is_problem(&h.send(policy_post).await, StatusCode::FORBIDDEN));
+    // Auditors read; privacy officers may not ingest facts.
+    assert_eq!(
+        h.call(Method::GET, "/platform/v1/policies", Some(&auditor), None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(h.call(Method::GET, "/platform/v1/apps", Some(&auditor), None).await.status, StatusCode::OK);
+    let officer_ingest =
+        h.call(Method::PUT, "/platform/v1/groups/g3", Some(&officer), Some(json!({"name": "G3"}))).await;
+    assert!(is_problem(&officer_ingest, StatusCode::FORBIDDEN));
+    // A key created through the API works once and for what its role allows.
+    let created =
+        h.op(Method::POST, "/platform/v1/keys", Some(json!({"name": "ops2", "role": "auditor"}))).await;
+    let key = created.body["key"].as_str().unwrap_or_default();
+    assert_eq!(h.call(Method::GET, "/platform/v1/policies", Some(key), None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let h = Harness::new();
+    let doc = h.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc.body["openapi"]);
+    let routes = [
+        ("post", "/oauth/token"),
+        ("post", "/oauth/revoke"),
+        ("post", "/oauth/introspect"),
+        ("get", "/v1/groups/{id}"),
+        ("get", "/v1/groups/{id}/posts"),
+        ("get", "/v1/groups/{id}/members"),
+        ("put", "/platform/v1/members/{id}"),
+        ("put", "/platform/v1/groups/{id}"),
+        ("put", "/platform/v1/groups/{gid}/members/{mid}"),
+        ("delete", "/platform/v1/groups/{gid}/members/{mid}"),
+        ("put", "/platform/v1/groups/{gid}/posts/{pid}"),
+        ("put", "/platform/v1/developers/{id}"),
+        ("post", "/platform/v1/apps"),
+        ("get", "/platform/v1/apps"),
+        ("post", "/platform/v1/apps/{id}/suspend"),
+        ("post", "/platform/v1/apps/{id}/reinstate"),
+        ("put", "/platform/v1/groups/{gid}/installations/{app}"),
+        ("delete", "/platform/v1/groups/{gid}/installations/{app}"),
+        ("put", "/platform/v1/members/{mid}/consents/{app}"),
+        ("delete", "/platform/v1/members/{mid}/consents/{app}"),
+        ("post", "/platform/v1/policies"),
+        ("get", "/platform/v1/policies"),
+        ("post", "/platform/v1/policies/{version}/activate"),
+        ("post", "/platform/v1/keys"),
+    ];
+    for (method, path) in routes {
+        assert!(
+            doc.body["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    let documented: usize = doc.body["paths"]
+        .as_object()
+        .map(|p| p.values().map(|v| v.as_object().map_or(0, |o| o.len())).sum())
+        .unwrap_or(0);
+    assert_eq!(documented, routes.len(), "the document and the list above disagree");
+}
