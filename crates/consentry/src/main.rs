@@ -1,1 +1,178 @@
-fn main() {}
+//! The `consentry` command: serve the APIs, play the demo, validate and activate policies.
+
+mod data_dir;
+mod demo;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use consentry_service::{Service, ServiceConfig, SystemClock};
+
+use data_dir::DataDir;
+
+#[derive(Parser)]
+#[command(
+    name = "consentry",
+    version,
+    about = "The data-access layer between members' data and third-party apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the app API and the platform API over HTTP.
+    Serve {
+        /// Where the store and keys live.
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, env = "CONSENTRY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Lifetime of access tokens, in seconds.
+        #[arg(long, env = "CONSENTRY_TOKEN_TTL", default_value_t = 3600)]
+        token_ttl: i64,
+    },
+    /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
+    Demo {
+        /// Where the demo's world is written (replaced on every run).
+        #[arg(long, default_value = "data/demo")]
+        data_dir: PathBuf,
+        #[arg(long, env = "CONSENTRY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Seed of the simulated world.
+        #[arg(long, default_value_t = 2019)]
+        seed: u64,
+        /// `full` (thousands of members) or `small` (for quick checks).
+        #[arg(long, default_value = "full")]
+        scale: String,
+        /// Stop after the story instead of serving it.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Work with Cedar policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file against the schema; errors give line and column.
+    Validate { file: PathBuf },
+    /// Store a policy file as a new version and make it the active policy now.
+    Activate {
+        file: PathBuf,
+        /// Why this policy becomes active (kept with the activation).
+        #[arg(long)]
+        reason: String,
+        /// Who activates it.
+        #[arg(long, env = "USER", default_value = "cli")]
+        author: String,
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "consentry=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one readable line.
+fn one_line(error: &anyhow::Error) -> String {
+    error.chain().map(|e| e.to_string().replace('\n', " ")).collect::<Vec<_>>().join(": ")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { data_dir, listen, token_ttl } => {
+            let dir = DataDir::open(&data_dir)?;
+            let store = Arc::new(dir.store()?);
+            let config =
+                ServiceConfig { token_ttl_secs: token_ttl.clamp(60, 86_400), ..ServiceConfig::default() };
+            let service =
+                Arc::new(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config));
+            serve::announce_bootstrap_key(&service, &dir)?;
+            serve::run(service, &listen, None)
+        }
+        Command::Demo { data_dir, listen, seed, scale, no_serve } => {
+            let scale = demo::Scale::parse(&scale)?;
+            let story = demo::play(&data_dir, seed, scale)?;
+            if no_serve {
+                return Ok(());
+            }
+            let after = story.after_story.clone();
+            serve::run(story.service, &listen, Some(Box::new(move |addr| after(addr))))
+        }
+        Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),
+        Command::Policy { command: PolicyCommand::Activate { file, reason, author, data_dir } } => {
+            let text = read_policy(&file)?;
+            let dir = DataDir::open(&data_dir)?;
+            let store = Arc::new(dir.store()?);
+            let service = Service::new(
+                store,
+                Arc::new(SystemClock::default()),
+                dir.server_key()?,
+                ServiceConfig::default(),
+            );
+            let version = service.submit_policy(&text, &author).map_err(|e| policy_error(&file, e))?;
+            let activation =
+                service.activate_policy(version, &author, &reason).map_err(|e| policy_error(&file, e))?;
+            println!("activated policy version {version} from {} at {}", file.display(), activation.at);
+            Ok(())
+        }
+    }
+}
+
+fn read_policy(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn policy_error(file: &Path, error: consentry_service::ServiceError) -> anyhow::Error {
+    match error {
+        consentry_service::ServiceError::Policy(policy) => {
+            let lines: Vec<String> =
+                policy.diagnostics().iter().map(|d| format!("{}:{d}", file.display())).collect();
+            anyhow::anyhow!("{}", lines.join("; "))
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+fn validate(file: &Path) -> Result<()> {
+    let text = read_policy(file)?;
+    match consentry_policy::compile(0, &text) {
+        Ok(_) => {
+            let count = text.matches("permit").count() + text.matches("forbid").count();
+            println!("ok: {} is valid against the consentry schema ({count} rules)", file.display());
+            Ok(())
+        }
+        Err(error) => {
+            for diagnostic in error.diagnostics() {
+                eprintln!("{}:{diagnostic}", file.display());
+            }
+            anyhow::bail!("{} is not a valid policy", file.display())
+        }
+    }
+}

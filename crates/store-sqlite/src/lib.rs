@@ -98,6 +98,13 @@ impl SqliteStore {
         Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
     }
 
+    /// Bulk loading (e.g. the demo seeding a world it can regenerate): commits stop waiting
+    /// for the disk. Turn it off again before serving; off is the default.
+    pub fn set_bulk_load(&self, bulk: bool) -> StoreResult<()> {
+        let level = if bulk { "OFF" } else { "FULL" };
+        self.writer()?.pragma_update(None, "synchronous", level).map_err(backend)
+    }
+
     fn writer(&self) -> StoreResult<MutexGuard<'_, Connection>> {
         self.writer.lock().map_err(|_| StoreError::Backend("writer connection poisoned".into()))
     }

@@ -1,0 +1,542 @@
+//! `consentry demo`: a seeded world plays the Groups API story from 2017 to 2019 through the
+//! same service path the HTTP server uses, prints what apps could see before and after the
+//! April 2018 change, then hands the world to the server.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant as WallClock;
+
+use anyhow::{bail, Context, Result};
+use consentry_service::{
+    AppSession, PageRequest, Service, ServiceConfig, SimulatedClock, Subject, SystemClock,
+};
+use consentry_store::Store;
+use consentry_types::{AppId, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, PostId, Role, Scope};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::data_dir::DataDir;
+use crate::serve::announce_bootstrap_key;
+
+const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
+const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
+const MARKER: &str = "demo-world.txt";
+
+const CATEGORIES: [&str; 5] =
+    ["social_media_management", "video_streaming", "analytics", "event_planning", "community_moderation"];
+const FIRST: [&str; 16] = [
+    "Ada", "Bao", "Chiara", "Dmitri", "Esi", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemi", "Lars",
+    "Mei", "Nia", "Omar", "Priya",
+];
+const LAST: [&str; 12] = [
+    "Okafor",
+    "Lindqvist",
+    "Tanaka",
+    "Moreau",
+    "Silva",
+    "Novak",
+    "Haddad",
+    "Kowalski",
+    "Nguyen",
+    "Ibarra",
+    "Berg",
+    "Costa",
+];
+const TOPICS: [&str; 12] = [
+    "Hikers",
+    "Sourdough",
+    "Chess",
+    "Parents",
+    "Cyclists",
+    "Gardeners",
+    "Photographers",
+    "Runners",
+    "Birdwatchers",
+    "Makers",
+    "Readers",
+    "Climbers",
+];
+const PLACES: [&str; 10] =
+    ["Lisbon", "Osaka", "Lagos", "Oslo", "Austin", "Pune", "Lyon", "Cusco", "Leeds", "Perth"];
+
+/// How big a world to simulate.
+#[derive(Debug, Clone, Copy)]
+pub enum Scale {
+    Full,
+    Small,
+}
+
+struct Params {
+    members: usize,
+    groups: usize,
+    developers: usize,
+    group_size: (usize, usize),
+    installs_per_app: (usize, usize),
+    consent_rate: f64,
+    withdraw_rate: f64,
+    read_every_days: i64,
+}
+
+impl Scale {
+    pub fn parse(text: &str) -> Result<Scale> {
+        match text {
+            "full" => Ok(Scale::Full),
+            "small" => Ok(Scale::Small),
+            other => bail!("unknown scale {other:?}: use full or small"),
+        }
+    }
+
+    fn params(self) -> Params {
+        match self {
+            Scale::Full => Params {
+                members: 5_000,
+                groups: 300,
+                developers: 100,
+                group_size: (15, 60),
+                installs_per_app: (2, 6),
+                consent_rate: 0.06,
+                withdraw_rate: 0.25,
+                read_every_days: 14,
+            },
+            Scale::Small => Params {
+                members: 300,
+                groups: 20,
+                developers: 10,
+                group_size: (8, 20),
+                installs_per_app: (1, 3),
+                consent_rate: 0.15,
+                withdraw_rate: 0.3,
+                read_every_days: 28,
+            },
+        }
+    }
+}
+
+/// The world after the story, ready to serve.
+pub struct Story {
+    pub service: Arc<Service>,
+    pub after_story: Arc<dyn Fn(SocketAddr) + Send + Sync>,
+}
+
+fn at(text: &str) -> Result<Instant> {
+    Instant::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn id<T>(parse: fn(&str) -> Result<T, consentry_types::InvalidId>, text: &str) -> Result<T> {
+    parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A change the story makes at an instant.
+#[derive(Debug, Clone)]
+enum Event {
+    Install { app: usize, group: usize, by: MemberId },
+    Uninstall { app: usize, group: usize },
+    Consent { member: MemberId, app: usize },
+    Withdraw { member: MemberId, app: usize },
+    ActivateGroups2018,
+}
+
+struct AppInfo {
+    id: AppId,
+    category: &'static str,
+    session: AppSession,
+}
+
+/// Profile disclosures counted in one period.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    profiles: u64,
+    consented: u64,
+    members: HashSet<MemberId>,
+    apps: HashSet<AppId>,
+    unconsented_by_category: BTreeMap<&'static str, u64>,
+    after_withdrawal: u64,
+}
+
+fn random_between(rng: &mut StdRng, from: Instant, to: Instant) -> Instant {
+    if to <= from {
+        return from;
+    }
+    Instant::from_millis(rng.gen_range(from.millis()..to.millis()))
+}
+
+fn prepare_dir(path: &Path) -> Result<DataDir> {
+    if path.join("consentry.db").exists() && !path.join(MARKER).exists() {
+        bail!("{} holds data the demo did not write; give the demo its own --data-dir", path.display());
+    }
+    if path.exists() {
+        std::fs::remove_dir_all(path).with_context(|| format!("cannot clear {}", path.display()))?;
+    }
+    let dir = DataDir::open(path)?;
+    std::fs::write(dir.file(MARKER), "written by `consentry demo`; replaced on every run\n")
+        .with_context(|| format!("cannot write {}", dir.file(MARKER).display()))?;
+    Ok(dir)
+}
+
+fn fmt(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// Plays the story and returns the world ready to serve.
+pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
+    let started = WallClock::now();
+    let params = scale.params();
+    let dir = prepare_dir(path)?;
+    let store = Arc::new(dir.store()?);
+    store.set_bulk_load(true)?;
+    let key = dir.server_key()?;
+    let start = at("2017-01-02T09:00:00Z")?;
+    let change = at("2018-04-04T00:00:00Z")?;
+    let end = at("2019-11-04T00:00:00Z")?;
+    let clock = Arc::new(SimulatedClock::starting_at(start));
+    // Simulated apps keep one token for the whole story; served tokens live an hour.
+    let sim_config = ServiceConfig { token_ttl_secs: 5 * 365 * 86_400, ..ServiceConfig::default() };
+    let sim = Service::new(store.clone(), clock.clone(), key.clone(), sim_config);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let fail = |e: consentry_service::ServiceError| anyhow::anyhow!("{e}");
+
+    println!("consentry demo: the Groups API story, 2017 to 2019 (seed {seed})");
+    println!();
+
+    // Policies: legacy rules at launch; the 2018 rules are written ahead of the change.
+    let legacy = sim.submit_policy(LEGACY, "platform-policy").map_err(fail)?;
+    sim.activate_policy(legacy, "platform-policy", "Groups API rules at launch").map_err(fail)?;
+    println!(
+        "{}  policy v{legacy} legacy-2017 active: installed apps read every member's name and picture",
+        &start.to_string()[..10]
+    );
+
+    // Members, groups, memberships, posts.
+    let mut members = Vec::with_capacity(params.members);
+    for i in 0..params.members {
+        let member = id(MemberId::parse, &format!("m-{i:05}"))?;
+        let name = format!(
+            "{} {}",
+            FIRST.choose(&mut rng).unwrap_or(&"Ada"),
+            LAST.choose(&mut rng).unwrap_or(&"Berg")
+        );
+        sim.put_member(&member, &name, &format!("https://pictures.example/{member}.jpg")).map_err(fail)?;
+        members.push(member);
+    }
+    let mut group_ids = Vec::with_capacity(params.groups);
+    let mut group_members: Vec<Vec<MemberId>> = Vec::with_capacity(params.groups);
+    let mut group_admins: Vec<Vec<MemberId>> = Vec::with_capacity(params.groups);
+    for g in 0..params.groups {
+        let group = id(GroupId::parse, &format!("g-{g:04}"))?;
+        let name = format!(
+            "{} of {}",
+            TOPICS.choose(&mut rng).unwrap_or(&"Hikers"),
+            PLACES.choose(&mut rng).unwrap_or(&"Oslo")
+        );
+        sim.put_group(&group, &name).map_err(fail)?;
+        let size = rng.gen_range(params.group_size.0..=params.group_size.1);
+        let chosen: Vec<MemberId> = members.choose_multiple(&mut rng, size).cloned().collect();
+        let admins = rng.gen_range(1..=2usize);
+        for (i, member) in chosen.iter().enumerate() {
+            let role = if i < admins { Role::Admin } else { Role::Member };
+            sim.set_membership(&group, member, Some(role)).map_err(fail)?;
+        }
+        for p in 0..3 {
+            if let Some(author) = chosen.choose(&mut rng) {
+                let post = id(PostId::parse, &format!("{group}-p{p}"))?;
+                sim.put_post(&group, &post, author, &format!("Meet-up notes #{p} from {name}"))
+                    .map_err(fail)?;
+            }
+        }
+        group_admins.push(chosen.iter().take(admins).cloned().collect());
+        group_members.push(chosen);
+        group_ids.push(group);
+    }
+
+    // Developers and their apps.
+    let mut apps: Vec<AppInfo> = Vec::new();
+    let mut credentials = None;
+    for d in 0..params.developers {
+        let developer = id(DeveloperId::parse, &format!("dev-{d:03}"))?;
+        let category = CATEGORIES[d % CATEGORIES.len()];
+        sim.put_developer(
+            &developer,
+            &format!("Developer {d:03}"),
+            &format!("privacy@dev{d:03}.example"),
+            &format!("https://dev{d:03}.example/consentry-hook"),
+        )
+        .map_err(fail)?;
+        let count = if d % 8 == 0 { 2 } else { 1 };
+        for n in 0..count {
+            let registered = sim
+                .register_app(&developer, &format!("{category} app {d:03}-{n}"), category)
+                .map_err(fail)?;
+            let token =
+                sim.issue_token(&registered.app.client_id, &registered.client_secret).map_err(fail)?;
+            let session = sim.authenticate_app(&token.access_token).map_err(fail)?;
+            if credentials.is_none() {
+                credentials = Some(registered.clone());
+            }
+            apps.push(AppInfo { id: registered.app.id.clone(), category, session });
+        }
+    }
+
+    // The story's changes, in time order.
+    let mut events: Vec<(Instant, Event)> = vec![(change, Event::ActivateGroups2018)];
+    let legacy_window_end = at("2018-03-31T00:00:00Z")?;
+    let late_start = at("2018-04-10T00:00:00Z")?;
+    let late_end = at("2019-09-30T00:00:00Z")?;
+    let uninstall_from = at("2018-06-01T00:00:00Z")?;
+    let consent_until = at("2019-10-31T00:00:00Z")?;
+    for (a, _) in apps.iter().enumerate() {
+        let installs = rng.gen_range(params.installs_per_app.0..=params.installs_per_app.1);
+        let groups: Vec<usize> =
+            (0..params.groups).collect::<Vec<_>>().choose_multiple(&mut rng, installs).copied().collect();
+        for g in groups {
+            let when = if rng.gen_bool(0.75) {
+                random_between(&mut rng, start.plus_days(1), legacy_window_end)
+            } else {
+                random_between(&mut rng, late_start, late_end)
+            };
+            let by = group_admins.get(g).and_then(|a| a.first()).cloned().context("group without admin")?;
+            events.push((when, Event::Install { app: a, group: g, by }));
+            if rng.gen_bool(0.1) {
+                events.push((
+                    random_between(&mut rng, when.max(uninstall_from), end),
+                    Event::Uninstall { app: a, group: g },
+                ));
+            }
+            for member in group_members.get(g).map(Vec::as_slice).unwrap_or_default() {
+                if rng.gen_bool(params.consent_rate) {
+                    let consent_at = random_between(&mut rng, when, consent_until);
+                    events.push((consent_at, Event::Consent { member: member.clone(), app: a }));
+                    if rng.gen_bool(params.withdraw_rate) {
+                        let withdraw_at = random_between(&mut rng, consent_at.plus_secs(1), end);
+                        events.push((withdraw_at, Event::Withdraw { member: member.clone(), app: a }));
+                    }
+                }
+            }
+        }
+    }
+    events.sort_by_key(|(t, _)| *t);
+
+    // Walk the clock: apply each change, and every read_every_days let every app read the
+    // members of every group it is installed in.
+    let profile_fields: FieldSet = [Field::MemberName, Field::MemberPicture].into_iter().collect();
+    let mut installed: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); apps.len()];
+    let mut consents: HashSet<(MemberId, usize)> = HashSet::new();
+    let mut withdrawn: HashSet<(MemberId, usize)> = HashSet::new();
+    let mut before = Tally::default();
+    let mut after = Tally::default();
+    let (mut installs_before, mut installs_after, mut consent_events, mut withdrawals) =
+        (0u64, 0u64, 0u64, 0u64);
+    let mut pending = events.into_iter().peekable();
+    let mut tick = start.plus_days(7);
+    while tick <= end {
+        while let Some((when, event)) = pending.next_if(|(t, _)| *t <= tick) {
+            clock.set(when);
+            match event {
+                Event::Install { app, group, by } => {
+                    let (Some(info), Some(gid)) = (apps.get(app), group_ids.get(group)) else { continue };
+                    sim.install_app(&info.id, gid, &by).map_err(fail)?;
+                    if let Some(set) = installed.get_mut(app) {
+                        set.insert(group);
+                    }
+                    if when < change {
+                        installs_before += 1
+                    } else {
+                        installs_after += 1
+                    }
+                }
+                Event::Uninstall { app, group } => {
+                    let (Some(info), Some(gid)) = (apps.get(app), group_ids.get(group)) else { continue };
+                    sim.uninstall_app(&info.id, gid).map_err(fail)?;
+                    if let Some(set) = installed.get_mut(app) {
+                        set.remove(&group);
+                    }
+                }
+                Event::Consent { member, app } => {
+                    let Some(info) = apps.get(app) else { continue };
+                    sim.set_consent(&member, &info.id, &[Scope::Profile]).map_err(fail)?;
+                    withdrawn.remove(&(member.clone(), app));
+                    consents.insert((member, app));
+                    consent_events += 1;
+                }
+                Event::Withdraw { member, app } => {
+                    let Some(info) = apps.get(app) else { continue };
+                    sim.set_consent(&member, &info.id, &[]).map_err(fail)?;
+                    consents.remove(&(member.clone(), app));
+                    withdrawn.insert((member, app));
+                    withdrawals += 1;
+                }
+                Event::ActivateGroups2018 => {
+                    let version = sim.submit_policy(GROUPS_2018, "platform-policy").map_err(fail)?;
+                    sim.activate_policy(
+                        version,
+                        "privacy-team",
+                        "April 2018: member profiles only with opt-in",
+                    )
+                    .map_err(fail)?;
+                    println!(
+                        "{}  {} installations under legacy-2017 so far",
+                        &legacy_window_end.to_string()[..10],
+                        fmt(installs_before)
+                    );
+                    println!("{}  policy v{version} groups-2018 active: names and pictures only of members who opted in", &when.to_string()[..10]);
+                }
+            }
+        }
+        clock.set(tick);
+        let tally = if tick < change { &mut before } else { &mut after };
+        for (a, info) in apps.iter().enumerate() {
+            for &g in installed.get(a).into_iter().flatten() {
+                let Some(group) = group_ids.get(g) else { continue };
+                let served = sim
+                    .read_members(
+                        &info.session,
+                        group,
+                        profile_fields,
+                        &PageRequest { after: None, limit: Some(500) },
+                    )
+                    .map_err(fail)?;
+                tally.requests += 1;
+                for disclosure in &served.disclosures {
+                    let Subject::Member(member) = &disclosure.subject else { continue };
+                    if !disclosure.fields.contains(Field::MemberName) {
+                        continue;
+                    }
+                    tally.profiles += 1;
+                    tally.members.insert(member.clone());
+                    tally.apps.insert(info.id.clone());
+                    let key = (member.clone(), a);
+                    if consents.contains(&key) {
+                        tally.consented += 1;
+                    } else {
+                        *tally.unconsented_by_category.entry(info.category).or_default() += 1;
+                    }
+                    if withdrawn.contains(&key) {
+                        tally.after_withdrawal += 1;
+                    }
+                }
+            }
+        }
+        tick = tick.plus_days(params.read_every_days);
+    }
+    store.set_bulk_load(false)?;
+    println!(
+        "{}  {} more installations under groups-2018; {} opt-ins, {} withdrawn",
+        &end.to_string()[..10],
+        fmt(installs_after),
+        fmt(consent_events),
+        fmt(withdrawals)
+    );
+    println!();
+    report(&params, apps.len(), &before, &after);
+
+    let unconsented_after = after.profiles - after.consented;
+    if unconsented_after > 0 || after.after_withdrawal > 0 {
+        bail!(
+            "invariant broken: {unconsented_after} profiles disclosed without opt-in after the change, {} after withdrawal",
+            after.after_withdrawal
+        );
+    }
+    let facts = store.facts_as_of(change.plus_millis(-1)).context("cannot reconstruct the facts")?;
+    println!(
+        "History: on 2018-04-03 {} apps were installed in {} groups, and {} opt-ins existed; `facts_as_of` reconstructs any instant.",
+        facts.installations.keys().map(|(a, _)| a).collect::<HashSet<_>>().len(),
+        facts.installations.keys().map(|(_, g)| g).collect::<HashSet<_>>().len(),
+        facts.profile_consents.len()
+    );
+    println!("The story took {:.1} s of wall time.", started.elapsed().as_secs_f64());
+    println!();
+
+    // Serve the same world with the wall clock.
+    let service =
+        Arc::new(Service::new(store, Arc::new(SystemClock::default()), key, ServiceConfig::default()));
+    announce_bootstrap_key(&service, &dir)?;
+    let credentials = credentials.context("the demo registered no app")?;
+    let group = installed
+        .iter()
+        .zip(&apps)
+        .find(|(groups, app)| app.id == credentials.app.id && !groups.is_empty())
+        .and_then(|(groups, _)| groups.iter().next())
+        .and_then(|g| group_ids.get(*g))
+        .cloned()
+        .or_else(|| group_ids.first().cloned())
+        .context("the demo has no group")?;
+    let key_file = dir.file("bootstrap-operator.key");
+    let after_story: Arc<dyn Fn(SocketAddr) + Send + Sync> = Arc::new(move |addr: SocketAddr| {
+        let base = format!("http://{addr}");
+        println!();
+        println!("Try it (app {} is installed in group {group}):", credentials.app.id);
+        println!("  TOKEN=$(curl -s -u '{}:{}' -d grant_type=client_credentials {base}/oauth/token | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')", credentials.app.client_id, credentials.client_secret);
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/v1/groups/{group}?fields=name,member_count'");
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/v1/groups/{group}/members?fields=name,picture&limit=5'");
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/v1/groups/{group}/posts?fields=content,author'");
+        println!(
+            "  curl -s -H \"Authorization: Bearer $(cat {})\" {base}/platform/v1/policies",
+            key_file.display()
+        );
+        println!("  curl -s {base}/openapi.json");
+    });
+    Ok(Story { service, after_story })
+}
+
+fn report(params: &Params, apps: usize, before: &Tally, after: &Tally) {
+    println!(
+        "World: {} members in {} groups; {} developers with {apps} apps; every app read the members of each of its groups every {} days.",
+        fmt(params.members as u64),
+        fmt(params.groups as u64),
+        params.developers,
+        params.read_every_days
+    );
+    println!();
+    println!("What apps saw of members (name and picture, GET /v1/groups/{{id}}/members):");
+    println!("  {:<44}{:>18}{:>18}", "", "legacy-2017", "groups-2018");
+    let row = |label: &str, b: String, a: String| println!("  {label:<44}{b:>18}{a:>18}");
+    row("member pages served", fmt(before.requests), fmt(after.requests));
+    row("member profiles disclosed", fmt(before.profiles), fmt(after.profiles));
+    row("  of members who had opted in to that app", fmt(before.consented), fmt(after.consented));
+    row(
+        "  of members who had not",
+        fmt(before.profiles - before.consented),
+        fmt(after.profiles - after.consented),
+    );
+    row(
+        "  share with opt-in",
+        percent(before.consented, before.profiles),
+        percent(after.consented, after.profiles),
+    );
+    row("distinct members seen", fmt(before.members.len() as u64), fmt(after.members.len() as u64));
+    row("apps that saw any member profile", fmt(before.apps.len() as u64), fmt(after.apps.len() as u64));
+    row("profiles sent after the member withdrew", fmt(before.after_withdrawal), fmt(after.after_withdrawal));
+    println!();
+    println!("Profiles disclosed without opt-in, by app category:");
+    for category in CATEGORIES {
+        let b = before.unconsented_by_category.get(category).copied().unwrap_or(0);
+        let a = after.unconsented_by_category.get(category).copied().unwrap_or(0);
+        println!("  {category:<44}{:>18}{:>18}", fmt(b), fmt(a));
+    }
+    println!();
+    println!(
+        "Before the change every installed app saw every member. From 2018-04-04 the very next request of"
+    );
+    println!("every app was decided under groups-2018: no grant made under the old rules was honored, and a");
+    println!("withdrawn opt-in removed the member from that app's next response.");
+    println!();
+}

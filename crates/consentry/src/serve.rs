@@ -1,0 +1,49 @@
+//! Serving: bind, announce, and run the HTTP application until interrupted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use consentry_api::{app, ApiState};
+use consentry_service::Service;
+
+use crate::data_dir::DataDir;
+
+/// On an empty store, creates the first operator key and writes it where only the owner can read.
+pub fn announce_bootstrap_key(service: &Service, dir: &DataDir) -> Result<()> {
+    if let Some(key) = service.bootstrap_operator_key().context("cannot create the bootstrap operator key")? {
+        let path = dir.write_secret("bootstrap-operator.key", &format!("{}\n", key.key))?;
+        println!(
+            "created the first operator key (role operator) in {} (mode 0600); keep it secret",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Called once the listener is bound, with its address.
+pub type AfterBind = Box<dyn FnOnce(SocketAddr) + Send>;
+
+/// Serves until Ctrl-C.
+pub fn run(service: Arc<Service>, listen: &str, after_bind: Option<AfterBind>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr().context("cannot read the bound address")?;
+        println!("consentry listening on http://{addr}  (Ctrl-C stops it)");
+        if let Some(after_bind) = after_bind {
+            after_bind(addr);
+        }
+        axum::serve(listener, app(ApiState::new(service)))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the server stopped with an error")
+    })
+}
