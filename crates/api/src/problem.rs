@@ -32,7 +32,7 @@ pub struct PolicyProblem {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub problem: Problem,
+    pub problem: Box<Problem>,
     /// `WWW-Authenticate` challenge for 401s.
     pub challenge: Option<String>,
 }
@@ -41,13 +41,13 @@ impl ApiError {
     pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            problem: Problem {
+            problem: Box::new(Problem {
                 kind: format!("urn:consentry:problem:{slug}"),
                 title: status.canonical_reason().unwrap_or("error").to_string(),
                 status: status.as_u16(),
                 detail: detail.into(),
                 errors: Vec::new(),
-            },
+            }),
             challenge: None,
         }
     }

@@ -181,7 +181,7 @@ fn fmt(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -273,7 +273,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let mut credentials = None;
     for d in 0..params.developers {
         let developer = id(DeveloperId::parse, &format!("dev-{d:03}"))?;
-        let category = CATEGORIES[d % CATEGORIES.len()];
+        let category = CATEGORIES.get(d % CATEGORIES.len()).copied().unwrap_or("analytics");
         sim.put_developer(
             &developer,
             &format!("Developer {d:03}"),

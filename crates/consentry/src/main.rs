@@ -163,8 +163,8 @@ fn policy_error(file: &Path, error: consentry_service::ServiceError) -> anyhow::
 fn validate(file: &Path) -> Result<()> {
     let text = read_policy(file)?;
     match consentry_policy::compile(0, &text) {
-        Ok(_) => {
-            let count = text.matches("permit").count() + text.matches("forbid").count();
+        Ok(policy) => {
+            let count = policy.rule_count();
             println!("ok: {} is valid against the consentry schema ({count} rules)", file.display());
             Ok(())
         }

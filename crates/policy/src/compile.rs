@@ -106,6 +106,10 @@ impl CompiledPolicy {
     pub fn version(&self) -> u32 {
         self.version
     }
+    /// How many permit and forbid rules the text holds.
+    pub fn rule_count(&self) -> usize {
+        self.policies.policies().count()
+    }
     pub(crate) fn schema(&self) -> Result<&'static Schema, PolicyError> {
         schema()
     }

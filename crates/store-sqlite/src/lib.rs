@@ -557,13 +557,31 @@ impl Store for SqliteStore {
     }
 
     fn profile_consents(&self, app: &AppId, members: &[MemberId]) -> StoreResult<HashSet<MemberId>> {
+        let (Some(low), Some(high)) = (members.iter().min(), members.iter().max()) else {
+            return Ok(HashSet::new());
+        };
+        let wanted: HashSet<&MemberId> = members.iter().collect();
         self.read(|c| {
-            let mut statement =
-                c.prepare_cached("SELECT 1 FROM consents WHERE app = ?1 AND member_id = ?2")?;
             let mut consenting = HashSet::new();
-            for member in members {
-                if statement.exists([app.as_str(), member.as_str()])? {
-                    consenting.insert(member.clone());
+            if members.len() <= 8 {
+                let mut statement =
+                    c.prepare_cached("SELECT 1 FROM consents WHERE app = ?1 AND member_id = ?2")?;
+                for member in members {
+                    if statement.exists([app.as_str(), member.as_str()])? {
+                        consenting.insert(member.clone());
+                    }
+                }
+                return Ok(consenting);
+            }
+            // A page's members are contiguous in id order: one range scan of the primary key.
+            let mut statement = c.prepare_cached(
+                "SELECT member_id FROM consents WHERE app = ?1 AND member_id >= ?2 AND member_id <= ?3",
+            )?;
+            let mut rows = statement.query([app.as_str(), low.as_str(), high.as_str()])?;
+            while let Some(row) = rows.next()? {
+                let member = parse_column!(row, 0, MemberId::parse, "member id");
+                if wanted.contains(&member) {
+                    consenting.insert(member);
                 }
             }
             Ok(consenting)

@@ -66,6 +66,7 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     installation_keeps_its_first_instant(&make());
     pages_are_ordered_and_resume_after_the_cursor(&make());
     consents_are_per_app(&make());
+    consents_of_many_members_are_exactly_those_asked(&make());
     policy_versions_number_from_one_and_the_last_activation_wins(&make());
     tokens_and_keys_are_found_by_hash_and_revocable(&make());
     duplicate_client_id_is_a_conflict(&make());
@@ -151,6 +152,28 @@ fn consents_are_per_app(store: &dyn Store) {
     assert_eq!(store.profile_consents(&app_id("a0"), &asked), Ok(HashSet::from([member_id("m1")])));
     assert_eq!(store.set_consent(&member_id("m1"), &app_id("a0"), false, at(2)), Ok(()));
     assert_eq!(store.profile_consents(&app_id("a0"), &asked), Ok(HashSet::new()));
+}
+
+fn consents_of_many_members_are_exactly_those_asked(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    let ids: Vec<MemberId> = (0..30).map(|i| member_id(&format!("n{i:02}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let member =
+            Member { id: id.clone(), name: format!("N{i}"), picture_url: "https://p.example/n.jpg".into() };
+        assert_eq!(store.put_member(&member, at(0)), Ok(()));
+        if i % 3 == 0 {
+            assert_eq!(store.set_consent(id, &app_id("a0"), true, at(1)), Ok(()));
+        }
+        if i % 2 == 0 {
+            assert_eq!(store.set_consent(id, &app_id("a1"), true, at(1)), Ok(()));
+        }
+    }
+    // Ask for every other member: consenting members between them are not reported.
+    let asked: Vec<MemberId> = ids.iter().step_by(2).cloned().collect();
+    let expected: HashSet<MemberId> =
+        ids.iter().enumerate().filter(|(i, _)| i % 6 == 0).map(|(_, m)| m.clone()).collect();
+    assert_eq!(store.profile_consents(&app_id("a0"), &asked), Ok(expected));
+    assert_eq!(store.profile_consents(&app_id("a0"), &[]), Ok(HashSet::new()));
 }
 
 fn policy_versions_number_from_one_and_the_last_activation_wins(store: &dyn Store) {

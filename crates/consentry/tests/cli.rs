@@ -1,0 +1,226 @@
+//! The `consentry` command end to end: policy validation and activation, the demo, serving.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn consentry() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_consentry"));
+    command.env("RUST_LOG", "error").env_remove("CONSENTRY_DATA_DIR").env_remove("CONSENTRY_LISTEN");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    consentry().args(args).output().unwrap_or_else(|e| unreachable!("cannot run consentry: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("consentry-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Every failure is one readable line on stderr, starting with `error:`.
+fn assert_one_line_error(output: &Output, mentions: &str) {
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && last.contains(mentions), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn shipped_policies_validate() {
+    for file in ["policies/legacy-2017.cedar", "policies/groups-2018.cedar"] {
+        let output = run(&["policy", "validate", repo_file(file).to_str().unwrap_or_default()]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(text(&output.stdout).starts_with("ok: "));
+    }
+}
+
+#[test]
+fn invalid_policy_names_file_line_and_column() {
+    let dir = temp_dir("invalid");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    let file = dir.join("bad.cedar");
+    std::fs::write(
+        &file,
+        "permit (principal,\n  action == Consentry::Action::\"member.email\", resource);\n",
+    )
+    .unwrap_or_else(|e| unreachable!("{e}"));
+    let output = run(&["policy", "validate", file.to_str().unwrap_or_default()]);
+    assert_one_line_error(&output, "not a valid policy");
+    assert!(text(&output.stderr).contains("bad.cedar:2:"), "{}", text(&output.stderr));
+    let missing = run(&["policy", "validate", "/no/such/file.cedar"]);
+    assert_one_line_error(&missing, "cannot read /no/such/file.cedar");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn activate_stores_a_new_version_and_refuses_bad_text() {
+    let dir = temp_dir("activate");
+    let data = dir.to_str().unwrap_or_default().to_string();
+    let legacy = repo_file("policies/legacy-2017.cedar");
+    let first = run(&[
+        "policy",
+        "activate",
+        legacy.to_str().unwrap_or_default(),
+        "--reason",
+        "launch",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).contains("activated policy version 1"));
+    let bad = dir.join("bad.cedar");
+    std::fs::write(&bad, "permit (principal, action, resource) when { context.nope };")
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let refused =
+        run(&["policy", "activate", bad.to_str().unwrap_or_default(), "--reason", "x", "--data-dir", &data]);
+    assert_one_line_error(&refused, "bad.cedar:1:");
+    let empty_reason = run(&[
+        "policy",
+        "activate",
+        legacy.to_str().unwrap_or_default(),
+        "--reason",
+        " ",
+        "--data-dir",
+        &data,
+    ]);
+    assert_one_line_error(&empty_reason, "reason must not be empty");
+    let second = run(&[
+        "policy",
+        "activate",
+        legacy.to_str().unwrap_or_default(),
+        "--reason",
+        "again",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(
+        text(&second.stdout).contains("activated policy version 3"),
+        "the refused texts were never stored as versions: {}",
+        text(&second.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn small_demo_tells_the_story_and_keeps_the_invariants() {
+    let dir = temp_dir("demo");
+    let output =
+        run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains("2018-04-04  policy v2 groups-2018 active"), "{stdout}");
+    let share = stdout.lines().find(|l| l.contains("share with opt-in")).unwrap_or_default();
+    let values: Vec<&str> = share.split_whitespace().rev().take(2).collect();
+    assert_eq!(values.first(), Some(&"100.0%"), "after the change only opted-in profiles: {share}");
+    assert_ne!(
+        values.get(1),
+        Some(&"100.0%"),
+        "before it, legacy showed members who had not opted in: {share}"
+    );
+    // The same seed gives the same story.
+    let again =
+        run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
+    let table = |s: &str| s.lines().filter(|l| l.starts_with("  ")).map(String::from).collect::<Vec<_>>();
+    assert_eq!(table(&stdout), table(&text(&again.stdout)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_refuses_a_directory_it_did_not_write() {
+    let dir = temp_dir("foreign");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    std::fs::write(dir.join("consentry.db"), b"precious").unwrap_or_else(|e| unreachable!("{e}"));
+    let output =
+        run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
+    assert_one_line_error(&output, "did not write");
+    assert_eq!(std::fs::read(dir.join("consentry.db")).ok(), Some(b"precious".to_vec()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| unreachable!("{e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn first_serve_creates_a_private_bootstrap_key_and_serves() {
+    let dir = temp_dir("serve");
+    let mut child = consentry()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap_or_default()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| unreachable!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut said = Vec::new();
+    let mut addr = None;
+    for line in lines.by_ref().take(5) {
+        let line = line.unwrap_or_default();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            addr = rest.split_whitespace().next().map(String::from);
+            break;
+        }
+        said.push(line);
+    }
+    let addr = addr.unwrap_or_else(|| unreachable!("no listening line: {said:?}"));
+    assert!(said.iter().any(|l| l.contains("bootstrap-operator.key") && l.contains("0600")), "{said:?}");
+    let health = http_get(&addr, "/healthz");
+    let unauthenticated = http_get(&addr, "/platform/v1/policies");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
+    assert!(
+        unauthenticated.starts_with("HTTP/1.1 401") && unauthenticated.contains("application/problem+json"),
+        "{unauthenticated}"
+    );
+    let key_file = dir.join("bootstrap-operator.key");
+    let key = std::fs::read_to_string(&key_file).unwrap_or_default();
+    assert!(key.starts_with("csk_"), "{key}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode, 0o600);
+    }
+    // The key is stored only as a hash.
+    let db = std::fs::read(dir.join("consentry.db")).unwrap_or_default();
+    let secret = key.trim().rsplit('_').next().unwrap_or_default().as_bytes().to_vec();
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_slice()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupted_server_key_is_one_readable_line() {
+    let dir = temp_dir("corrupt");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    std::fs::write(dir.join("server.key"), "not hex").unwrap_or_else(|e| unreachable!("{e}"));
+    let output = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap_or_default()]);
+    assert_one_line_error(&output, "server.key is corrupted");
+    let bad_listen = run(&[
+        "serve",
+        "--listen",
+        "not-an-address",
+        "--data-dir",
+        temp_dir("listen").to_str().unwrap_or_default(),
+    ]);
+    assert_one_line_error(&bad_listen, "cannot listen on not-an-address");
+    let _ = std::fs::remove_dir_all(&dir);
+}
