@@ -620,3 +620,61 @@ async fn openapi_document_lists_every_route() {
         .unwrap_or(0);
     assert_eq!(documented, routes.len(), "the document and the list above disagree");
 }
+
+struct FailingSink;
+impl consentry_service::DisclosureSink for FailingSink {
+    fn record(&self, _: &consentry_service::DisclosureRecord) -> Result<(), String> {
+        Err("disk full".into())
+    }
+}
+
+#[derive(Default)]
+struct MemorySink(std::sync::Mutex<Vec<consentry_service::DisclosureRecord>>);
+impl consentry_service::DisclosureSink for MemorySink {
+    fn record(&self, record: &consentry_service::DisclosureRecord) -> Result<(), String> {
+        self.0.lock().map_err(|e| e.to_string())?.push(record.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_response_leaves_only_after_its_record_is_taken() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let token = h.token(&client_id, &secret).await;
+
+    let failing = Harness {
+        router: app(ApiState::new(h.service.clone()).with_disclosures(Arc::new(FailingSink))),
+        ..h
+    };
+    let refused = failing.call(Method::GET, "/v1/groups/hikers/members", Some(&token), None).await;
+    assert!(is_problem(&refused, StatusCode::SERVICE_UNAVAILABLE), "{}", refused.body);
+    assert!(!refused.body.to_string().contains("bob name"), "nothing is disclosed");
+
+    let sink = Arc::new(MemorySink::default());
+    let recording = Harness {
+        router: app(ApiState::new(failing.service.clone()).with_disclosures(sink.clone())),
+        ..failing
+    };
+    let served = recording.call(Method::GET, "/v1/groups/hikers/members", Some(&token), None).await;
+    assert_eq!(served.status, StatusCode::OK);
+    let records = sink.0.lock().map(|r| r.clone()).unwrap_or_default();
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.route, "GET /v1/groups/{id}/members");
+    assert_eq!(record.policy_version, 1);
+    assert_eq!(
+        served.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some(record.request_id.as_str())
+    );
+    let subjects: Vec<String> = record
+        .disclosures
+        .iter()
+        .map(|d| match &d.subject {
+            consentry_types::Subject::Member(m) => m.to_string(),
+            consentry_types::Subject::Group(g) => g.to_string(),
+        })
+        .collect();
+    assert_eq!(subjects, ["bob"], "the record names exactly the members sent");
+    assert!(!format!("{record:?}").contains("bob name"), "identities only, never values");
+}
