@@ -270,7 +270,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
 
     // Developers and their apps.
     let mut apps: Vec<AppInfo> = Vec::new();
-    let mut credentials = None;
+    let mut registrations = Vec::new();
     for d in 0..params.developers {
         let developer = id(DeveloperId::parse, &format!("dev-{d:03}"))?;
         let category = CATEGORIES.get(d % CATEGORIES.len()).copied().unwrap_or("analytics");
@@ -289,9 +289,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             let token =
                 sim.issue_token(&registered.app.client_id, &registered.client_secret).map_err(fail)?;
             let session = sim.authenticate_app(&token.access_token).map_err(fail)?;
-            if credentials.is_none() {
-                credentials = Some(registered.clone());
-            }
+            registrations.push(registered.clone());
             apps.push(AppInfo { id: registered.app.id.clone(), category, session });
         }
     }
@@ -469,16 +467,18 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let service =
         Arc::new(Service::new(store, Arc::new(SystemClock::default()), key, ServiceConfig::default()));
     announce_bootstrap_key(&service, &dir)?;
-    let credentials = credentials.context("the demo registered no app")?;
-    let group = installed
+    // Show the app and group where the most members opted in, so the example has people in it.
+    let (best_app, best_group) = installed
         .iter()
-        .zip(&apps)
-        .find(|(groups, app)| app.id == credentials.app.id && !groups.is_empty())
-        .and_then(|(groups, _)| groups.iter().next())
-        .and_then(|g| group_ids.get(*g))
-        .cloned()
-        .or_else(|| group_ids.first().cloned())
-        .context("the demo has no group")?;
+        .enumerate()
+        .flat_map(|(a, groups)| groups.iter().map(move |g| (a, *g)))
+        .max_by_key(|(a, g)| {
+            let in_group = group_members.get(*g).map(Vec::as_slice).unwrap_or_default();
+            (in_group.iter().filter(|m| consents.contains(&((*m).clone(), *a))).count(), usize::MAX - a)
+        })
+        .context("no app is installed anywhere at the end of the story")?;
+    let credentials = registrations.get(best_app).cloned().context("the demo registered no app")?;
+    let group = group_ids.get(best_group).cloned().context("the demo has no group")?;
     let key_file = dir.file("bootstrap-operator.key");
     let after_story: Arc<dyn Fn(SocketAddr) + Send + Sync> = Arc::new(move |addr: SocketAddr| {
         let base = format!("http://{addr}");
