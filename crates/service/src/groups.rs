@@ -22,6 +22,8 @@ pub struct Served<T> {
     pub decided_at: Instant,
     /// The group the request was about.
     pub group: GroupId,
+    /// The developer of the app that asked.
+    pub developer: consentry_types::DeveloperId,
 }
 
 /// One page of a list and the cursor for the next, if any.
@@ -99,6 +101,7 @@ pub fn parse_fields(kind: ResourceKind, text: Option<&str>) -> ServiceResult<Fie
 
 /// Everything a page's decisions share, read fresh for this request.
 struct PageContext {
+    developer: consentry_types::DeveloperId,
     policy: Option<Arc<CompiledPolicy>>,
     facts: PageFacts,
     now: Instant,
@@ -122,6 +125,7 @@ impl Service {
         if self.store.group(group)?.is_none() {
             return Err(not_found());
         }
+        let developer = app.developer.clone();
         let facts = PageFacts {
             app: app.id,
             app_status: app.status,
@@ -130,7 +134,7 @@ impl Service {
             installed: true,
             installed_since: installation.installed_at.secs(),
         };
-        Ok(PageContext { policy: self.active_policy()?, facts, now })
+        Ok(PageContext { developer, policy: self.active_policy()?, facts, now })
     }
 
     fn page_limit(&self, page: &PageRequest) -> ServiceResult<usize> {
@@ -212,6 +216,7 @@ impl Service {
             policy_version: context.policy.as_ref().map_or(0, |p| p.version()),
             decided_at: context.now,
             group: context.facts.group.clone(),
+            developer: context.developer.clone(),
         }
     }
 

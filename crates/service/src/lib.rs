@@ -76,6 +76,7 @@ impl<T> Served<T> {
             at: self.decided_at,
             request_id: request_id.to_string(),
             app: session.app.clone(),
+            developer: self.developer.clone(),
             group: self.group.clone(),
             token_hash: session.token_hash.clone(),
             policy_version: self.policy_version,

@@ -1,6 +1,6 @@
 //! Disclosures: which fields of whom went to which app, as identities only (invariant 4).
 
-use crate::{AppId, FieldSet, GroupId, Instant, MemberId};
+use crate::{AppId, DeveloperId, FieldSet, GroupId, Instant, MemberId};
 
 /// Whose datum a disclosure is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,6 +22,8 @@ pub struct DisclosureRecord {
     pub at: Instant,
     pub request_id: String,
     pub app: AppId,
+    pub developer: DeveloperId,
+    /// The group of the installation the app used.
     pub group: GroupId,
     /// Hash of the access token used (never the token).
     pub token_hash: String,

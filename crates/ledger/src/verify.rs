@@ -1,0 +1,236 @@
+//! `verify`: re-reads every byte and reports OK or the first bad segment and record.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Instant as WallClock;
+
+use consentry_types::Instant;
+
+use crate::codec::{decode, merkle_root, Dictionary, Entry};
+use crate::seal::{read_verifying_key, Checkpoint, Seal};
+use crate::segment::{continues, seal_path, segment_files, FrameReader, Stop};
+use crate::LedgerError;
+
+/// Where verification found the first problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub segment: u64,
+    /// The last good record's sequence number before the problem (0: none).
+    pub after_record: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "segment {}, after record {}: {}", self.segment, self.after_record, self.reason)
+    }
+}
+
+/// What `verify` read and found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub segments: u64,
+    pub records: u64,
+    pub disclosures: u64,
+    pub bytes: u64,
+    pub checkpoints: u64,
+    /// Bytes of a torn tail in the active segment (reported as a problem: a crash left them,
+    /// and the next open cuts them, or they were altered).
+    pub torn_bytes: u64,
+    pub seconds: f64,
+    pub problem: Option<Problem>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Verifies the ledger in `dir`: the hash chain frame by frame, record numbering, every
+/// sealed segment against its signed seal (frame count, length, head, Merkle root), the
+/// chaining of segments, and every signed checkpoint, plus any `extra_checkpoints` an
+/// outside auditor kept.
+pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, LedgerError> {
+    let started = WallClock::now();
+    let key = read_verifying_key(dir)?;
+    let mut report = VerifyReport::default();
+    let mut dictionary = Dictionary::default();
+    let (mut head, mut next_seq, mut last_at) = ([0u8; 32], 1u64, Instant::from_millis(0));
+    // The chain head after each record, for checkpoints.
+    let mut heads_at: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
+    let mut wanted: Vec<(String, Checkpoint)> = Vec::new();
+    let checkpoints_file = dir.join("checkpoints");
+    let kept = match std::fs::read(&checkpoints_file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => {
+                let reason = "the checkpoints file is not text: it was altered".to_string();
+                report.problem = Some(Problem { segment: 0, after_record: 0, reason });
+                return Ok(report);
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(LedgerError::io(&checkpoints_file, e)),
+    };
+    for (origin, line) in kept
+        .lines()
+        .map(|l| ("checkpoints file", l))
+        .chain(extra_checkpoints.iter().map(|l| ("given checkpoint", l.trim())))
+    {
+        if line.is_empty() && origin == "given checkpoint" {
+            continue;
+        }
+        match Checkpoint::parse(line, &key) {
+            Ok(checkpoint) => wanted.push((origin.to_string(), checkpoint)),
+            Err(reason) => {
+                report.problem =
+                    Some(Problem { segment: 0, after_record: 0, reason: format!("{origin}: {reason}") });
+                return Ok(report);
+            }
+        }
+    }
+    if !kept.is_empty() && (!kept.ends_with('\n') || kept.contains('\r')) {
+        let reason = "the checkpoints file was altered (a line is not whole)".to_string();
+        report.problem = Some(Problem { segment: 0, after_record: 0, reason });
+        return Ok(report);
+    }
+    let needed: std::collections::HashSet<u64> = wanted.iter().map(|(_, c)| c.seq).collect();
+    let files = segment_files(dir)?;
+    let fail = |report: &mut VerifyReport, segment: u64, after: u64, reason: String| {
+        report.problem = Some(Problem { segment, after_record: after, reason });
+    };
+    for (expected_number, (index, (number, path))) in (1..).zip(files.iter().enumerate()) {
+        let is_last = index + 1 == files.len();
+        if *number != expected_number {
+            fail(&mut report, expected_number, next_seq - 1, "segment is missing".into());
+            return Ok(finish(report, started));
+        }
+        report.segments += 1;
+        let segment_previous = head;
+        let (mut hashes, mut first_seq, mut last_seq, mut length) = (Vec::new(), 0u64, 0u64, 0u64);
+        let mut reader = FrameReader::open(path)?;
+        loop {
+            match reader.next_frame() {
+                Ok(Some(frame)) => {
+                    if !continues(&frame, &head) {
+                        let reason = format!("record at byte {} does not continue the hash chain (changed, missing or reordered)", frame.offset);
+                        fail(&mut report, *number, next_seq - 1, reason);
+                        return Ok(finish(report, started));
+                    }
+                    head = frame.stored_hash;
+                    length = frame.offset + 4 + frame.payload.len() as u64 + 32;
+                    match decode(&frame.payload, &mut dictionary, last_at) {
+                        Ok(Entry::Name) => {}
+                        Ok(Entry::Disclosure { seq, record }) => {
+                            if seq != next_seq {
+                                fail(
+                                    &mut report,
+                                    *number,
+                                    next_seq - 1,
+                                    format!("record {seq} where {next_seq} was due"),
+                                );
+                                return Ok(finish(report, started));
+                            }
+                            next_seq += 1;
+                            last_at = record.at;
+                            first_seq = if first_seq == 0 { seq } else { first_seq };
+                            last_seq = seq;
+                            report.records += 1;
+                            report.disclosures += record.disclosures.len() as u64;
+                            if needed.contains(&seq) {
+                                heads_at.insert(seq, head);
+                            }
+                        }
+                        Err(e) => {
+                            fail(&mut report, *number, next_seq - 1, e.to_string());
+                            return Ok(finish(report, started));
+                        }
+                    }
+                    hashes.push(frame.stored_hash);
+                }
+                Ok(None) => break,
+                Err(Stop::Torn { offset }) => {
+                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(offset);
+                    if is_last && !seal_path(dir, *number).exists() {
+                        report.torn_bytes = size - offset;
+                        let reason = format!(
+                            "the last {} bytes are not a whole record: a crash left them (opening the ledger cuts them) or they were altered",
+                            size - offset
+                        );
+                        fail(&mut report, *number, next_seq - 1, reason);
+                        return Ok(finish(report, started));
+                    }
+                    fail(
+                        &mut report,
+                        *number,
+                        next_seq - 1,
+                        format!("segment is cut short at byte {offset}"),
+                    );
+                    return Ok(finish(report, started));
+                }
+                Err(Stop::Io(e)) => return Err(LedgerError::io(path, e)),
+            }
+        }
+        report.bytes += length + report.torn_bytes;
+        let seal_file = seal_path(dir, *number);
+        if seal_file.exists() {
+            let seal = match Seal::read(&seal_file, &key) {
+                Ok(seal) => seal,
+                Err(reason) => {
+                    fail(&mut report, *number, next_seq - 1, reason);
+                    return Ok(finish(report, started));
+                }
+            };
+            let mismatch = if seal.segment != *number {
+                Some("the seal names another segment")
+            } else if seal.bytes != length {
+                Some("the segment's length differs from its seal (truncated or extended)")
+            } else if seal.frames != hashes.len() as u64 {
+                Some("the segment's record count differs from its seal")
+            } else if seal.previous != segment_previous {
+                Some("the segment does not follow the previous one")
+            } else if seal.head != head {
+                Some("the segment's last hash differs from its seal")
+            } else if seal.merkle != merkle_root(&hashes) {
+                Some("the segment's Merkle root differs from its seal")
+            } else if (seal.first_seq, seal.last_seq) != (first_seq, last_seq) {
+                Some("the segment's record numbers differ from its seal")
+            } else {
+                None
+            };
+            if let Some(reason) = mismatch {
+                fail(&mut report, *number, next_seq - 1, reason.into());
+                return Ok(finish(report, started));
+            }
+        } else if !is_last {
+            fail(&mut report, *number, next_seq - 1, "a closed segment has no seal".into());
+            return Ok(finish(report, started));
+        }
+    }
+    for (origin, checkpoint) in &wanted {
+        report.checkpoints += 1;
+        match heads_at.get(&checkpoint.seq) {
+            Some(h) if *h == checkpoint.head => {}
+            Some(_) => {
+                let reason =
+                    format!("{origin} for record {} does not match: history was rewritten", checkpoint.seq);
+                fail(&mut report, 0, checkpoint.seq, reason);
+                break;
+            }
+            None if checkpoint.seq == 0 => {}
+            None => {
+                let reason =
+                    format!("{origin} covers record {}, which the ledger no longer has", checkpoint.seq);
+                fail(&mut report, 0, next_seq - 1, reason);
+                break;
+            }
+        }
+    }
+    Ok(finish(report, started))
+}
+
+fn finish(mut report: VerifyReport, started: WallClock) -> VerifyReport {
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
