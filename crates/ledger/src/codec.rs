@@ -16,7 +16,8 @@ use crate::LedgerError;
 
 pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
 
-const KIND_NAME: u8 = 1;
+/// A names entry: the identities first seen by the record that follows, numbered in order.
+const KIND_NAMES: u8 = 1;
 const KIND_DISCLOSURE: u8 = 2;
 
 /// What a dictionary number names.
@@ -129,19 +130,21 @@ impl Dictionary {
         }
     }
 
-    /// The number for a name, adding the payload of a new name entry if it had none.
-    pub(crate) fn number(&mut self, kind: NameKind, name: &str, new_entries: &mut Vec<Vec<u8>>) -> u64 {
+    /// The number for a name; a name seen for the first time is added to `new_names`, the
+    /// payload of a names entry (see [`names_payload`]).
+    pub(crate) fn number(&mut self, kind: NameKind, name: &str, new_names: &mut Vec<u8>) -> u64 {
         if let Some(number) = self.map(kind).get(name) {
             return *number;
         }
         let number = self.names.len() as u64;
         self.map(kind).insert(name.to_string(), number);
         self.names.push((kind, name.to_string()));
-        let mut payload = vec![KIND_NAME, kind as u8];
-        put_varint(&mut payload, number);
-        put_varint(&mut payload, name.len() as u64);
-        payload.extend_from_slice(name.as_bytes());
-        new_entries.push(payload);
+        if new_names.is_empty() {
+            new_names.push(KIND_NAMES);
+        }
+        new_names.push(kind as u8);
+        put_varint(new_names, name.len() as u64);
+        new_names.extend_from_slice(name.as_bytes());
         number
     }
 
@@ -152,11 +155,11 @@ impl Dictionary {
         }
     }
 
-    fn learn(&mut self, kind: NameKind, number: u64, name: String) -> Result<(), LedgerError> {
-        if number != self.names.len() as u64 {
-            return Err(corrupt("names out of order"));
+    fn learn(&mut self, kind: NameKind, name: String) -> Result<(), LedgerError> {
+        let number = self.names.len() as u64;
+        if self.map(kind).insert(name.clone(), number).is_some() {
+            return Err(corrupt("a name is numbered twice"));
         }
-        self.map(kind).insert(name.clone(), number);
         self.names.push((kind, name));
         Ok(())
     }
@@ -169,7 +172,7 @@ pub(crate) fn encode_record(
     seq: u64,
     previous_at: Instant,
     dictionary: &mut Dictionary,
-    new_names: &mut Vec<Vec<u8>>,
+    new_names: &mut Vec<u8>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + record.disclosures.len() * 2);
     out.push(KIND_DISCLOSURE);
@@ -229,12 +232,12 @@ pub(crate) fn decode(
 ) -> Result<Entry, LedgerError> {
     let mut cursor = Cursor::new(payload);
     match cursor.byte()? {
-        KIND_NAME => {
-            let kind = NameKind::from_byte(cursor.byte()?).ok_or_else(|| corrupt("unknown name kind"))?;
-            let number = cursor.varint()?;
-            let name = cursor.text()?;
-            cursor.done()?;
-            dictionary.learn(kind, number, name)?;
+        KIND_NAMES => {
+            while cursor.at < payload.len() {
+                let kind = NameKind::from_byte(cursor.byte()?).ok_or_else(|| corrupt("unknown name kind"))?;
+                let name = cursor.text()?;
+                dictionary.learn(kind, name)?;
+            }
             Ok(Entry::Name)
         }
         KIND_DISCLOSURE => {
@@ -255,6 +258,10 @@ pub(crate) fn decode(
             if count > payload.len() {
                 return Err(corrupt("count larger than the entry"));
             }
+            let all_fields = consentry_types::Field::ALL.iter().fold(0u16, |bits, f| bits | f.bit());
+            if group_fields & !all_fields != 0 {
+                return Err(corrupt("unknown field"));
+            }
             let mut disclosures = Vec::with_capacity(count + 1);
             if group_fields != 0 {
                 disclosures.push(Disclosure {
@@ -268,6 +275,9 @@ pub(crate) fn decode(
                 number = number.checked_add(word >> 1).ok_or_else(|| corrupt("member number"))?;
                 if word & 1 == 1 {
                     fields = u16::try_from(cursor.varint()?).map_err(|_| corrupt("field set"))?;
+                    if fields & !all_fields != 0 {
+                        return Err(corrupt("unknown field"));
+                    }
                 }
                 let member = MemberId::parse(dictionary.name(NameKind::Member, number)?).map_err(id_error)?;
                 disclosures.push(Disclosure {
@@ -291,6 +301,59 @@ pub(crate) fn decode(
         }
         _ => Err(corrupt("unknown entry kind")),
     }
+}
+
+/// What verification needs of an entry, checked without building the record.
+pub(crate) enum Inspected {
+    Names,
+    Disclosure { seq: u64, at: Instant, disclosures: u64 },
+}
+
+/// Checks an entry's structure (every number names an identity of the right kind, field sets
+/// are known fields, nothing trails) as [`decode`] would, without allocating the record.
+pub(crate) fn inspect(
+    payload: &[u8],
+    dictionary: &mut Dictionary,
+    previous_at: Instant,
+) -> Result<Inspected, LedgerError> {
+    let mut cursor = Cursor::new(payload);
+    if payload.first() == Some(&KIND_NAMES) {
+        return decode(payload, dictionary, previous_at).map(|_| Inspected::Names);
+    }
+    if cursor.byte()? != KIND_DISCLOSURE {
+        return Err(corrupt("unknown entry kind"));
+    }
+    let known =
+        |dictionary: &Dictionary, kind: NameKind, number: u64| dictionary.name(kind, number).map(|_| ());
+    let seq = cursor.varint()?;
+    let at = Instant::from_millis(previous_at.millis().wrapping_add(unzigzag(cursor.varint()?)));
+    for _ in 0..2 {
+        let len = usize::try_from(cursor.varint()?).map_err(|_| corrupt("length"))?;
+        std::str::from_utf8(cursor.bytes(len)?).map_err(|_| corrupt("text is not UTF-8"))?;
+    }
+    for kind in [NameKind::App, NameKind::Developer, NameKind::Group, NameKind::Route] {
+        known(dictionary, kind, cursor.varint()?)?;
+    }
+    u32::try_from(cursor.varint()?).map_err(|_| corrupt("policy version"))?;
+    let all_fields = consentry_types::Field::ALL.iter().fold(0u64, |bits, f| bits | u64::from(f.bit()));
+    if cursor.varint()? & !all_fields != 0 {
+        return Err(corrupt("unknown field"));
+    }
+    let count = cursor.varint()?;
+    if count > payload.len() as u64 {
+        return Err(corrupt("count larger than the entry"));
+    }
+    let mut number = 0u64;
+    for _ in 0..count {
+        let word = cursor.varint()?;
+        number = number.checked_add(word >> 1).ok_or_else(|| corrupt("member number"))?;
+        if word & 1 == 1 && cursor.varint()? & !all_fields != 0 {
+            return Err(corrupt("unknown field"));
+        }
+        known(dictionary, NameKind::Member, number)?;
+    }
+    cursor.done()?;
+    Ok(Inspected::Disclosure { seq, at, disclosures: count })
 }
 
 /// The chain hash of a frame.

@@ -282,8 +282,8 @@ impl Ledger {
             names.clear();
             let payload = encode_record(record, seq, last_at, &mut state.dictionary, &mut names);
             let State { pending, pending_hashes, head, .. } = &mut *state;
-            for name in &names {
-                *head = frame(pending, head, name);
+            if !names.is_empty() {
+                *head = frame(pending, head, &names);
                 pending_hashes.push(*head);
             }
             *head = frame(pending, head, &payload);

@@ -6,7 +6,7 @@ use std::time::Instant as WallClock;
 
 use consentry_types::Instant;
 
-use crate::codec::{decode, merkle_root, Dictionary, Entry};
+use crate::codec::{inspect, merkle_root, Dictionary, Inspected};
 use crate::seal::{read_verifying_key, Checkpoint, Seal};
 use crate::segment::{continues, seal_path, segment_files, FrameReader, Stop};
 use crate::LedgerError;
@@ -120,9 +120,9 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
                     }
                     head = frame.stored_hash;
                     length = frame.offset + 4 + frame.payload.len() as u64 + 32;
-                    match decode(&frame.payload, &mut dictionary, last_at) {
-                        Ok(Entry::Name) => {}
-                        Ok(Entry::Disclosure { seq, record }) => {
+                    match inspect(&frame.payload, &mut dictionary, last_at) {
+                        Ok(Inspected::Names) => {}
+                        Ok(Inspected::Disclosure { seq, at, disclosures }) => {
                             if seq != next_seq {
                                 fail(
                                     &mut report,
@@ -133,11 +133,11 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
                                 return Ok(finish(report, started));
                             }
                             next_seq += 1;
-                            last_at = record.at;
+                            last_at = at;
                             first_seq = if first_seq == 0 { seq } else { first_seq };
                             last_seq = seq;
                             report.records += 1;
-                            report.disclosures += record.disclosures.len() as u64;
+                            report.disclosures += disclosures;
                             if needed.contains(&seq) {
                                 heads_at.insert(seq, head);
                             }
