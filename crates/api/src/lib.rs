@@ -7,6 +7,7 @@ mod oauth;
 mod openapi;
 mod platform;
 mod problem;
+mod transparency;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
+pub use transparency::LedgerSink;
 
 /// Largest JSON body the platform API accepts.
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
@@ -32,11 +34,20 @@ pub struct ApiState {
     pub service: Arc<Service>,
     /// Where disclosure records go before a response leaves; `None` records nothing.
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
+    /// The ledger directory, for member transparency reads.
+    pub ledger_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiState {
     pub fn new(service: Arc<Service>) -> ApiState {
-        ApiState { service, disclosures: None }
+        ApiState { service, disclosures: None, ledger_dir: None }
+    }
+
+    /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
+    pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
+        self.ledger_dir = Some(ledger.dir().to_path_buf());
+        self.disclosures = Some(Arc::new(LedgerSink(ledger)));
+        self
     }
 
     pub fn with_disclosures(mut self, sink: Arc<dyn DisclosureSink>) -> ApiState {
@@ -117,6 +128,7 @@ pub fn app(state: ApiState) -> Router {
             put(platform::put_installation).delete(platform::delete_installation),
         )
         .route("/members/{mid}/consents/{app}", put(platform::put_consent).delete(platform::delete_consent))
+        .route("/members/{id}/disclosures", get(transparency::member_disclosures))
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/keys", post(platform::create_key))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

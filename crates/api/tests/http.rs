@@ -607,6 +607,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/platform/v1/policies"),
         ("post", "/platform/v1/policies/{version}/activate"),
         ("post", "/platform/v1/keys"),
+        ("get", "/platform/v1/members/{id}/disclosures"),
     ];
     for (method, path) in routes {
         assert!(
@@ -677,4 +678,100 @@ async fn a_response_leaves_only_after_its_record_is_taken() {
         .collect();
     assert_eq!(subjects, ["bob"], "the record names exactly the members sent");
     assert!(!format!("{record:?}").contains("bob name"), "identities only, never values");
+}
+
+fn ledger_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("consentry-api-ledger-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test]
+async fn members_can_be_told_which_apps_received_their_fields() {
+    let h = Harness::new();
+    let (app_id, client_id, secret) = h.world().await;
+    let dir = ledger_dir("transparency");
+    let ledger = Arc::new(
+        consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
+            .unwrap_or_else(|e| unreachable!("{e}")),
+    );
+    let h = Harness { router: app(ApiState::new(h.service.clone()).with_ledger(ledger.clone())), ..h };
+    let token = h.token(&client_id, &secret).await;
+    for _ in 0..3 {
+        assert_eq!(h.names(&token).await, ["bob name"]);
+    }
+    let posts = h.call(Method::GET, "/v1/groups/hikers/posts?fields=content", Some(&token), None).await;
+    assert_eq!(posts.status, StatusCode::OK);
+    let seen = h.op(Method::GET, "/platform/v1/members/bob/disclosures?limit=2", None).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    assert_eq!(seen.body["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(seen.body["data"][0]["app"], app_id.as_str());
+    assert_eq!(seen.body["data"][0]["fields"], json!(["member.name", "member.picture"]));
+    let after = seen.body["paging"]["after"].as_str().unwrap_or_default().to_string();
+    let rest = h.op(Method::GET, &format!("/platform/v1/members/bob/disclosures?after={after}"), None).await;
+    let rest_fields: Vec<Value> = rest.body["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d["fields"].clone())
+        .collect();
+    assert_eq!(rest_fields, [json!(["member.name", "member.picture"]), json!(["post.content"])]);
+    assert!(rest.body["paging"]["after"].is_null());
+    // Cat opted in to nothing: the ledger holds nothing of cat.
+    let cat = h.op(Method::GET, "/platform/v1/members/cat/disclosures", None).await;
+    assert_eq!(cat.body["data"], json!([]));
+    // A window before everything is empty; bad input is a problem.
+    let early = h.op(Method::GET, "/platform/v1/members/bob/disclosures?to=2001-01-01", None).await;
+    assert_eq!(early.body["data"], json!([]));
+    assert!(is_problem(
+        &h.op(Method::GET, "/platform/v1/members/bob/disclosures?from=yesterday", None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.op(Method::GET, "/platform/v1/members/bob/disclosures?limit=0", None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/members/bob/disclosures", None, None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/members/bob/disclosures", Some(&token), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert_eq!(ledger.stats().records, 4);
+    drop(h);
+    let report = consentry_ledger::verify(&dir, &[]).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(report.ok() && report.records == 4, "{report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_ledger_that_cannot_write_stops_disclosure_with_503() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let dir = ledger_dir("fault");
+    let ledger = Arc::new(
+        consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
+            .unwrap_or_else(|e| unreachable!("{e}")),
+    );
+    let h = Harness { router: app(ApiState::new(h.service.clone()).with_ledger(ledger.clone())), ..h };
+    let token = h.token(&client_id, &secret).await;
+    assert_eq!(h.names(&token).await, ["bob name"]);
+    ledger.fail_next_write();
+    for _ in 0..2 {
+        let refused = h.call(Method::GET, "/v1/groups/hikers/members", Some(&token), None).await;
+        assert!(is_problem(&refused, StatusCode::SERVICE_UNAVAILABLE), "{}", refused.body);
+        assert!(!refused.body.to_string().contains("bob"), "nothing is disclosed");
+    }
+    drop(h);
+    drop(ledger);
+    // Reopening recovers: what was acknowledged is there, nothing else.
+    let reopened = consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(reopened.stats().records, 1);
+    drop(reopened);
+    assert!(consentry_ledger::verify(&dir, &[]).map(|r| r.ok()).unwrap_or(false));
+    let _ = std::fs::remove_dir_all(&dir);
 }

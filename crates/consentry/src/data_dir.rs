@@ -30,6 +30,18 @@ impl DataDir {
         SqliteStore::open(&file).with_context(|| format!("cannot open the store {}", file.display()))
     }
 
+    /// The disclosure ledger's directory.
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.file("ledger")
+    }
+
+    /// Opens the ledger, recovering from a crash if there was one.
+    pub fn ledger(&self) -> Result<consentry_ledger::Ledger> {
+        let dir = self.ledger_dir();
+        consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
+            .with_context(|| format!("cannot open the ledger in {}", dir.display()))
+    }
+
     /// The server's key (app-scoped ids, cursors), created on first use.
     pub fn server_key(&self) -> Result<ServerKey> {
         let file = self.file("server.key");

@@ -118,6 +118,7 @@ impl Scale {
 /// The world after the story, ready to serve.
 pub struct Story {
     pub service: Arc<Service>,
+    pub ledger: Arc<consentry_ledger::Ledger>,
     pub after_story: Arc<dyn Fn(SocketAddr) + Send + Sync>,
 }
 
@@ -205,6 +206,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let store = Arc::new(dir.store()?);
     store.set_bulk_load(true)?;
     let key = dir.server_key()?;
+    let ledger = Arc::new(dir.ledger()?);
     let start = at("2017-01-02T09:00:00Z")?;
     let change = at("2018-04-04T00:00:00Z")?;
     let end = at("2019-11-04T00:00:00Z")?;
@@ -401,6 +403,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         }
         clock.set(tick);
         let tally = if tick < change { &mut before } else { &mut after };
+        let mut records = Vec::new();
         for (a, info) in apps.iter().enumerate() {
             for &g in installed.get(a).into_iter().flatten() {
                 let Some(group) = group_ids.get(g) else { continue };
@@ -413,6 +416,11 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     )
                     .map_err(fail)?;
                 tally.requests += 1;
+                records.push(served.record(
+                    &consentry_service::request_id(),
+                    "GET /v1/groups/{id}/members",
+                    &info.session,
+                ));
                 for disclosure in &served.disclosures {
                     let Subject::Member(member) = &disclosure.subject else { continue };
                     if !disclosure.fields.contains(Field::MemberName) {
@@ -433,6 +441,8 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                 }
             }
         }
+        // Every page of the tick is in the ledger before the story goes on.
+        ledger.append_all(&records).context("cannot record the tick's disclosures")?;
         tick = tick.plus_days(params.read_every_days);
     }
     store.set_bulk_load(false)?;
@@ -460,6 +470,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         facts.installations.keys().map(|(_, g)| g).collect::<HashSet<_>>().len(),
         facts.profile_consents.len()
     );
+    ledger_summary(&dir, &ledger, &apps)?;
     println!("The story took {:.1} s of wall time.", started.elapsed().as_secs_f64());
     println!();
 
@@ -494,7 +505,50 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         );
         println!("  curl -s {base}/openapi.json");
     });
-    Ok(Story { service, after_story })
+    Ok(Story { service, ledger, after_story })
+}
+
+/// Verifies the ledger the story wrote and tells, per app and from the ledger alone, what it received.
+fn ledger_summary(dir: &DataDir, ledger: &consentry_ledger::Ledger, apps: &[AppInfo]) -> Result<()> {
+    let checkpoint = ledger.checkpoint().context("cannot sign a ledger checkpoint")?;
+    let report = consentry_ledger::verify(&dir.ledger_dir(), &[]).context("cannot verify the ledger")?;
+    if let Some(problem) = &report.problem {
+        bail!("the ledger does not verify: {problem}");
+    }
+    println!(
+        "Ledger: verify OK: {} records, {} disclosures in {} bytes ({:.2} bytes a disclosure), checkpoint at record {}.",
+        fmt(report.records),
+        fmt(report.disclosures),
+        fmt(report.bytes),
+        report.bytes as f64 / report.disclosures.max(1) as f64,
+        checkpoint.seq
+    );
+    let mut per_app: BTreeMap<String, (u64, u64, HashSet<MemberId>)> = BTreeMap::new();
+    for entry in consentry_ledger::Entries::open(&dir.ledger_dir())? {
+        let record = entry?.record;
+        let line = per_app.entry(record.app.to_string()).or_default();
+        line.0 += 1;
+        for disclosure in record.disclosures {
+            if let Subject::Member(member) = disclosure.subject {
+                line.1 += 1;
+                line.2.insert(member);
+            }
+        }
+    }
+    println!("What each app received, read back from the ledger:");
+    for app in apps {
+        let (responses, profiles, members) = per_app.remove(app.id.as_str()).unwrap_or_default();
+        println!(
+            "  {} {:<26} {:>7} responses {:>9} member profiles of {:>6} members",
+            app.id,
+            app.category,
+            fmt(responses),
+            fmt(profiles),
+            fmt(members.len() as u64)
+        );
+    }
+    println!();
+    Ok(())
 }
 
 fn report(params: &Params, apps: usize, before: &Tally, after: &Tally) {

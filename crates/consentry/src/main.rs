@@ -2,6 +2,7 @@
 
 mod data_dir;
 mod demo;
+mod ledger;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Read and check the disclosure ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,7 +120,8 @@ fn run(cli: Cli) -> Result<()> {
             let service =
                 Arc::new(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config));
             serve::announce_bootstrap_key(&service, &dir)?;
-            serve::run(service, &listen, None)
+            let ledger = Arc::new(dir.ledger()?);
+            serve::run(service, ledger, &listen, None)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
             let scale = demo::Scale::parse(&scale)?;
@@ -123,9 +130,10 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let after = story.after_story.clone();
-            serve::run(story.service, &listen, Some(Box::new(move |addr| after(addr))))
+            serve::run(story.service, story.ledger, &listen, Some(Box::new(move |addr| after(addr))))
         }
         Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),
+        Command::Ledger { command } => ledger::run(command),
         Command::Policy { command: PolicyCommand::Activate { file, reason, author, data_dir } } => {
             let text = read_policy(&file)?;
             let dir = DataDir::open(&data_dir)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use consentry_api::{app, ApiState};
+use consentry_ledger::Ledger;
 use consentry_service::Service;
 
 use crate::data_dir::DataDir;
@@ -24,8 +25,13 @@ pub fn announce_bootstrap_key(service: &Service, dir: &DataDir) -> Result<()> {
 /// Called once the listener is bound, with its address.
 pub type AfterBind = Box<dyn FnOnce(SocketAddr) + Send>;
 
-/// Serves until Ctrl-C.
-pub fn run(service: Arc<Service>, listen: &str, after_bind: Option<AfterBind>) -> Result<()> {
+/// Serves until Ctrl-C, recording every disclosure in `ledger` before it leaves.
+pub fn run(
+    service: Arc<Service>,
+    ledger: Arc<Ledger>,
+    listen: &str,
+    after_bind: Option<AfterBind>,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,11 +45,18 @@ pub fn run(service: Arc<Service>, listen: &str, after_bind: Option<AfterBind>) -
         if let Some(after_bind) = after_bind {
             after_bind(addr);
         }
-        axum::serve(listener, app(ApiState::new(service)))
+        let state = ApiState::new(service).with_ledger(ledger.clone());
+        let served = axum::serve(listener, app(state))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
-            .context("the server stopped with an error")
+            .context("the server stopped with an error");
+        // A signed checkpoint of everything served, for outside auditors.
+        match ledger.checkpoint() {
+            Ok(checkpoint) => println!("ledger checkpoint: {}", checkpoint.to_line()),
+            Err(e) => eprintln!("could not write a ledger checkpoint: {e}"),
+        }
+        served
     })
 }

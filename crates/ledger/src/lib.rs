@@ -321,12 +321,14 @@ impl Ledger {
         #[cfg(feature = "fault-injection")]
         let injected = std::mem::take(&mut state.fail_next_write);
         drop(state);
-        #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
-        let mut written = (&*file).write_all(&batch).and_then(|_| file.sync_data());
         #[cfg(feature = "fault-injection")]
-        if injected {
-            written = Err(std::io::Error::other("injected failure: no space left on device"));
-        }
+        let written = if injected {
+            Err(std::io::Error::other("injected failure: no space left on device"))
+        } else {
+            (&*file).write_all(&batch).and_then(|_| file.sync_data())
+        };
+        #[cfg(not(feature = "fault-injection"))]
+        let written = (&*file).write_all(&batch).and_then(|_| file.sync_data());
         let mut state = self.lock()?;
         state.flushing = false;
         match written {
