@@ -1,6 +1,7 @@
 //! Benchmark: members pages per second (200 members each) through the whole HTTP stack
-//! in process, with enforcement against the same handler with enforcement bypassed (a
-//! bench-only switch), in the same run.
+//! in process, in the same run: with enforcement against the same handler with enforcement
+//! bypassed (a bench-only switch), and with the durable ledger against the same server with
+//! the ledger switched off.
 //!
 //! `cargo bench -p consentry-api --bench members_page` prints the figures; under
 //! `cargo test` it runs a few requests and checks both modes answer.
@@ -95,39 +96,56 @@ async fn pages_per_second(router: &Router, token: &str, clients: usize, duration
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let dir = std::env::temp_dir().join(format!("consentry-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
     let (service, token) = world(&dir.join("bench.db"));
-    let router = app(ApiState::new(service.clone()));
+    let ledger = Arc::new(
+        consentry_ledger::Ledger::open(&dir.join("ledger"), consentry_ledger::LedgerOptions::default())
+            .unwrap_or_else(|e| unreachable!("{e}")),
+    );
+    let plain = app(ApiState::new(service.clone()));
+    let recorded = app(ApiState::new(service.clone()).with_ledger(ledger.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| unreachable!("{e}"));
     let (rounds, duration, clients) =
-        if full { (3, Duration::from_secs(3), 8) } else { (1, Duration::from_millis(100), 2) };
-    let (mut enforced, mut bypassed) = (Vec::new(), Vec::new());
+        if full { (3, Duration::from_secs(3), 32) } else { (1, Duration::from_millis(100), 4) };
+    let (mut bypassed, mut enforced, mut durable) = (Vec::new(), Vec::new(), Vec::new());
     runtime.block_on(async {
-        // Warm up both paths, then alternate so drift affects both alike.
-        for bypass in [false, true] {
+        // Warm up every path, then alternate so drift affects all alike.
+        for (router, bypass) in [(&plain, true), (&plain, false), (&recorded, false)] {
             service.bypass_enforcement_for_benchmark(bypass);
-            assert_eq!(one_page(&router, &token).await, MEMBERS);
+            assert_eq!(one_page(router, &token).await, MEMBERS);
         }
         for _ in 0..rounds {
-            service.bypass_enforcement_for_benchmark(false);
-            enforced.push(pages_per_second(&router, &token, clients, duration).await);
             service.bypass_enforcement_for_benchmark(true);
-            bypassed.push(pages_per_second(&router, &token, clients, duration).await);
+            bypassed.push(pages_per_second(&plain, &token, clients, duration).await);
+            service.bypass_enforcement_for_benchmark(false);
+            enforced.push(pages_per_second(&plain, &token, clients, duration).await);
+            durable.push(pages_per_second(&recorded, &token, clients, duration).await);
         }
     });
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let (e, b) = (median(&mut enforced), median(&mut bypassed));
+    let (b, e, d) = (median(&mut bypassed), median(&mut enforced), median(&mut durable));
+    let stats = ledger.stats();
+    assert!(stats.records > 0 && stats.disclosures >= stats.records * MEMBERS as u64);
+    drop(recorded);
+    let report = consentry_ledger::verify(ledger.dir(), &[]).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(report.ok(), "{:?}", report.problem);
     println!(
         "members page ({MEMBERS} members, fields name,picture), in process, {clients} concurrent clients:"
     );
-    println!("  with enforcement:     {e:>10.0} pages/s");
-    println!("  enforcement bypassed: {b:>10.0} pages/s");
-    println!("  ratio: {:.2} (target >= 0.8)", e / b);
+    println!("  enforcement bypassed, no ledger:   {b:>10.0} pages/s");
+    println!("  enforcement, no ledger:            {e:>10.0} pages/s");
+    println!(
+        "  enforcement, durable ledger:       {d:>10.0} pages/s  ({} records, all verified)",
+        stats.records
+    );
+    println!("  enforcement ratio (enforced / bypassed):  {:.2} (target >= 0.8)", e / b);
+    println!("  ledger ratio (durable / no ledger):       {:.2} (target >= 0.7)", d / e);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -285,8 +285,9 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         .map_err(fail)?;
         let count = if d % 8 == 0 { 2 } else { 1 };
         for n in 0..count {
+            let app_id = id(AppId::parse, &format!("app-{d:03}-{n}"))?;
             let registered = sim
-                .register_app(&developer, &format!("{category} app {d:03}-{n}"), category)
+                .register_app_with_id(app_id, &developer, &format!("{category} app {d:03}-{n}"), category)
                 .map_err(fail)?;
             let token =
                 sim.issue_token(&registered.app.client_id, &registered.client_secret).map_err(fail)?;

@@ -135,6 +135,33 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
     let table = |s: &str| s.lines().filter(|l| l.starts_with("  ")).map(String::from).collect::<Vec<_>>();
     assert_eq!(table(&stdout), table(&text(&again.stdout)));
+    assert!(stdout.contains("Ledger: verify OK"), "{stdout}");
+
+    // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
+    let data = dir.to_str().unwrap_or_default();
+    let verified = run(&["ledger", "verify", "--data-dir", data]);
+    assert!(text(&verified.stdout).starts_with("OK: 1 segments"), "{}", text(&verified.stdout));
+    let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout).trim().to_string();
+    assert!(checkpoint.starts_with("checkpoint v1 seq="), "{checkpoint}");
+    assert!(run(&["ledger", "verify", "--data-dir", data, "--checkpoint", &checkpoint]).status.success());
+    let shown = text(
+        &run(&["ledger", "show", "--data-dir", data, "--from", "2018-04-04", "--to", "2018-06-01"]).stdout,
+    );
+    assert!(
+        !shown.is_empty() && shown.lines().all(|l| l.contains(" 2018-0") && l.contains("policy=v2")),
+        "{shown}"
+    );
+    let segment = dir.join("ledger").join("00000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap_or_default();
+    let middle = bytes.len() / 2;
+    if let Some(b) = bytes.get_mut(middle) {
+        *b ^= 0x01;
+    }
+    std::fs::write(&segment, bytes).unwrap_or_else(|e| unreachable!("{e}"));
+    let tampered = run(&["ledger", "verify", "--data-dir", data]);
+    assert_one_line_error(&tampered, "ledger verification failed: segment 1, after record");
+    let nothing = run(&["ledger", "verify", "--data-dir", "/no/such/dir"]);
+    assert_one_line_error(&nothing, "no ledger in /no/such/dir");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

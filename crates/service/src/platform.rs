@@ -142,13 +142,24 @@ impl Service {
         name: &str,
         app_category: &str,
     ) -> ServiceResult<RegisteredApp> {
+        let id = AppId::parse(&format!("app_{}", random_hex(8)))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.register_app_with_id(id, developer, name, app_category)
+    }
+
+    /// Registers an app under an id the caller chose (a seeded world keeps its ids stable).
+    pub fn register_app_with_id(
+        &self,
+        id: AppId,
+        developer: &DeveloperId,
+        name: &str,
+        app_category: &str,
+    ) -> ServiceResult<RegisteredApp> {
         text("name", name, 200)?;
         category(app_category)?;
         if self.store.developer(developer)?.is_none() {
             return Err(ServiceError::NotFound(format!("developer {:?}", developer.as_str())));
         }
-        let id = AppId::parse(&format!("app_{}", random_hex(8)))
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let app = App {
             id,
             developer: developer.clone(),
