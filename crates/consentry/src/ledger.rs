@@ -37,6 +37,14 @@ pub enum LedgerCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Export one row per disclosure to Parquet, partitioned by day (`day=YYYY-MM-DD/`).
+    Export {
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// The directory to write the day partitions into.
+        #[arg(long)]
+        parquet: PathBuf,
+    },
     /// Sign a checkpoint of the ledger as it is now and print it, for an outside auditor.
     Checkpoint {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
@@ -129,6 +137,19 @@ pub fn run(command: LedgerCommand) -> Result<()> {
                     return Ok(()); // the reader went away (e.g. `| head`)
                 }
             }
+            Ok(())
+        }
+        LedgerCommand::Export { data_dir, parquet } => {
+            let dir = existing_ledger(&data_dir)?;
+            let summary = consentry_export::export_parquet(&dir, &parquet)
+                .with_context(|| format!("cannot export to {}", parquet.display()))?;
+            println!(
+                "exported {} records as {} disclosure rows into {} files under {}",
+                summary.records,
+                summary.rows,
+                summary.files.len(),
+                parquet.display()
+            );
             Ok(())
         }
         LedgerCommand::Checkpoint { data_dir } => {

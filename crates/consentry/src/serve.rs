@@ -46,6 +46,23 @@ pub fn run(
             after_bind(addr);
         }
         let state = ApiState::new(service).with_ledger(ledger.clone());
+        // Every few minutes, a signed checkpoint of what was served, so that an outside
+        // auditor's copy is never far behind.
+        let periodic = ledger.clone();
+        tokio::spawn(async move {
+            let mut last = periodic.stats().records;
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let records = periodic.stats().records;
+                if records != last {
+                    let ledger = periodic.clone();
+                    let _ = tokio::task::spawn_blocking(move || ledger.checkpoint()).await;
+                    last = records;
+                }
+            }
+        });
         let served = axum::serve(listener, app(state))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
