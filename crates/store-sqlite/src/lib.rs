@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use consentry_store::{AppCredentials, Facts, OperatorKey, Store, StoreError, StoreResult, TokenRecord};
+use consentry_store::{
+    AppCredentials, Change, FactHistory, Facts, OperatorKey, Store, StoreError, StoreResult, TokenRecord,
+};
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
     OperatorRole, PolicyActivation, PolicyVersion, Post, PostId, Role,
@@ -792,6 +794,10 @@ impl Store for SqliteStore {
     fn facts_as_of(&self, at: Instant) -> StoreResult<Facts> {
         self.read(|c| facts_as_of(c, at.millis()))
     }
+
+    fn fact_history(&self) -> StoreResult<FactHistory> {
+        self.read(fact_history)
+    }
 }
 
 fn exists_pair(tx: &Transaction<'_>, sql: &str, key: [&str; 2]) -> StoreResult<bool> {
@@ -861,4 +867,76 @@ fn facts_as_of(c: &Connection, at: i64) -> rusqlite::Result<Facts> {
         .query_row([at], |r| r.get(0))
         .optional()?;
     Ok(facts)
+}
+
+/// Every history row, in the order the changes took effect.
+fn fact_history(c: &Connection) -> rusqlite::Result<FactHistory> {
+    let memberships = c
+        .prepare_cached("SELECT group_id, member_id, role, at FROM membership_history ORDER BY at, seq")?
+        .query_map([], |row| {
+            let role = match row.get::<_, Option<String>>(2)? {
+                Some(text) => Some(role_of(&text).map_err(|_| corrupt("role", &text))?),
+                None => None,
+            };
+            Ok(Change {
+                at: Instant::from_millis(row.get(3)?),
+                key: (
+                    parse_column!(row, 0, GroupId::parse, "group id"),
+                    parse_column!(row, 1, MemberId::parse, "member id"),
+                ),
+                value: role,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let installations = c
+        .prepare_cached("SELECT app, group_id, authorized_by, installed_at, at FROM installation_history ORDER BY at, seq")?
+        .query_map([], |row| {
+            let value = match (row.get::<_, Option<String>>(2)?, row.get::<_, Option<i64>>(3)?) {
+                (Some(by), Some(since)) => {
+                    Some((MemberId::parse(&by).map_err(|_| corrupt("member id", &by))?, Instant::from_millis(since)))
+                }
+                _ => None,
+            };
+            Ok(Change {
+                at: Instant::from_millis(row.get(4)?),
+                key: (parse_column!(row, 0, AppId::parse, "app id"), parse_column!(row, 1, GroupId::parse, "group id")),
+                value,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let profile_consents = c
+        .prepare_cached("SELECT member_id, app, scopes, at FROM consent_history ORDER BY at, seq")?
+        .query_map([], |row| {
+            Ok(Change {
+                at: Instant::from_millis(row.get(3)?),
+                key: (
+                    parse_column!(row, 0, MemberId::parse, "member id"),
+                    parse_column!(row, 1, AppId::parse, "app id"),
+                ),
+                value: row.get::<_, Option<String>>(2)?.is_some_and(|s| s.split(',').any(|s| s == "profile")),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let app_statuses = c
+        .prepare_cached("SELECT app, status, at FROM app_status_history ORDER BY at, seq")?
+        .query_map([], |row| {
+            Ok(Change {
+                at: Instant::from_millis(row.get(2)?),
+                key: parse_column!(row, 0, AppId::parse, "app id"),
+                value: parse_column!(row, 1, status_of, "app status"),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let activations = c
+        .prepare_cached("SELECT version, author, reason, at FROM policy_activations ORDER BY at, seq")?
+        .query_map([], |row| {
+            Ok(PolicyActivation {
+                version: row.get(0)?,
+                author: row.get(1)?,
+                reason: row.get(2)?,
+                at: Instant::from_millis(row.get(3)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(FactHistory { memberships, installations, profile_consents, app_statuses, activations })
 }

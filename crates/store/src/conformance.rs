@@ -322,6 +322,35 @@ fn apply_to_store(store: &dyn Store, change: &Change, when: Instant) -> Result<(
     }
 }
 
+/// Folds a full history up to `t`, the way an audit replays it.
+pub fn fold(history: &crate::FactHistory, t: Instant) -> Facts {
+    let mut facts = Facts::default();
+    for change in history.memberships.iter().filter(|c| c.at <= t) {
+        match change.value {
+            Some(role) => facts.memberships.insert(change.key.clone(), role),
+            None => facts.memberships.remove(&change.key),
+        };
+    }
+    for change in history.installations.iter().filter(|c| c.at <= t) {
+        match &change.value {
+            Some(value) => facts.installations.insert(change.key.clone(), value.clone()),
+            None => facts.installations.remove(&change.key),
+        };
+    }
+    for change in history.profile_consents.iter().filter(|c| c.at <= t) {
+        if change.value {
+            facts.profile_consents.insert(change.key.clone());
+        } else {
+            facts.profile_consents.remove(&change.key);
+        }
+    }
+    for change in history.app_statuses.iter().filter(|c| c.at <= t) {
+        facts.app_statuses.insert(change.key.clone(), change.value);
+    }
+    facts.active_policy = history.activations.iter().filter(|a| a.at <= t).last().map(|a| a.version);
+    facts
+}
+
 /// Random sequences of changes of every fact kind, some at the same instant: after applying
 /// them, `facts_as_of(t)` equals the model at every instant t seen, and between them.
 fn facts_as_of_reconstructs_every_change<S: Store>(make: &impl Fn() -> S) {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use consentry_types::{AppId, AppStatus, GroupId, Instant, MemberId, Role};
+use consentry_types::{AppId, AppStatus, GroupId, Instant, MemberId, PolicyActivation, Role};
 
 /// The access facts at one instant. Plain data, comparable in tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,4 +14,25 @@ pub struct Facts {
     pub profile_consents: BTreeSet<(MemberId, AppId)>,
     pub app_statuses: BTreeMap<AppId, AppStatus>,
     pub active_policy: Option<u32>,
+}
+
+/// One change of one access fact: `value` holds from `at` until the key's next change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<K, V> {
+    pub at: Instant,
+    pub key: K,
+    pub value: V,
+}
+
+/// Every change of every access fact, each list in the order the changes took effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FactHistory {
+    /// `None`: the membership ended.
+    pub memberships: Vec<Change<(GroupId, MemberId), Option<Role>>>,
+    /// `Some((authorized_by, installed_at))`, or `None`: the installation was removed.
+    pub installations: Vec<Change<(AppId, GroupId), Option<(MemberId, Instant)>>>,
+    /// `true`: profile consent granted; `false`: withdrawn.
+    pub profile_consents: Vec<Change<(MemberId, AppId), bool>>,
+    pub app_statuses: Vec<Change<AppId, AppStatus>>,
+    pub activations: Vec<PolicyActivation>,
 }

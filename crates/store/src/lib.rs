@@ -15,7 +15,7 @@ use consentry_types::{
     OperatorRole, PolicyActivation, PolicyVersion, Post, PostId, Role,
 };
 
-pub use facts::Facts;
+pub use facts::{Change, FactHistory, Facts};
 
 /// What a store could not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,4 +139,6 @@ pub trait Store: Send + Sync {
     // History.
     /// Exactly the access facts that were true at `at`.
     fn facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
+    /// Every change of every access fact, for audits that replay history.
+    fn fact_history(&self) -> StoreResult<FactHistory>;
 }

@@ -1,0 +1,303 @@
+//! Retroactive audits. For a window and a policy P: which recorded disclosures P would have
+//! denied given the facts as they were at that instant (*did*), and which apps held, through
+//! their installations, a capability P denies whether or not they used it (*could*).
+//!
+//! The audit derives facts from history and decisions from the policy text (invariant 7):
+//! it reads the ledger and the store's fact history, and decides with its own engine. It
+//! never consults what enforcement decided or cached.
+
+mod history;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use consentry_ledger::{LedgerEntry, LedgerError};
+use consentry_policy::{CompiledPolicy, Engine, PageFacts, PolicyError, SubjectFacts};
+use consentry_types::{
+    App, AppId, AppStatus, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, Role, Subject,
+};
+
+pub use history::History;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// What the audit knows besides history: the apps (developer, category), the policy to
+/// audit against, the stored versions enforcement used, and how an app names a member.
+pub struct AuditContext<'a> {
+    pub policy: &'a CompiledPolicy,
+    pub from: Instant,
+    pub to: Instant,
+    pub history: &'a History,
+    pub apps: &'a HashMap<AppId, App>,
+    /// Every stored policy version, compiled: the rules enforcement applied at each instant.
+    pub enforced: &'a HashMap<u32, CompiledPolicy>,
+    /// The app-scoped id an app received for a member.
+    pub scoped_id: &'a (dyn Fn(&AppId, &MemberId) -> String + Sync),
+}
+
+/// Findings for one app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppFindings {
+    pub developer: Option<DeveloperId>,
+    pub category: String,
+    /// Disclosed (subject, field) pairs the policy denies.
+    pub violations: u64,
+    pub by_field: BTreeMap<Field, u64>,
+    pub members: BTreeSet<MemberId>,
+    pub groups: BTreeSet<GroupId>,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+}
+
+/// The *did* answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DidReport {
+    pub records_checked: u64,
+    pub disclosures_checked: u64,
+    pub violations: u64,
+    pub by_app: BTreeMap<AppId, AppFindings>,
+    /// Violating disclosures per (day, app), for the chart.
+    pub by_day: BTreeMap<(String, AppId), u64>,
+    /// Per developer and app: exactly the (app-scoped member id, field) pairs received in violation.
+    pub manifests: BTreeMap<DeveloperId, BTreeMap<AppId, BTreeSet<(String, Field)>>>,
+}
+
+/// One app's capability that the policy denies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppExposure {
+    pub developer: Option<DeveloperId>,
+    pub category: String,
+    pub groups: BTreeSet<GroupId>,
+    pub members: BTreeSet<MemberId>,
+    pub fields: BTreeSet<Field>,
+    /// Sum over exposed members of the time they were exposed, in seconds.
+    pub member_seconds: u64,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+}
+
+/// The *could* answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CouldReport {
+    pub installations_checked: u64,
+    pub by_app: BTreeMap<AppId, AppExposure>,
+}
+
+impl DidReport {
+    pub fn developers(&self) -> BTreeSet<DeveloperId> {
+        self.by_app.values().filter_map(|a| a.developer.clone()).collect()
+    }
+}
+
+impl CouldReport {
+    pub fn developers(&self) -> BTreeSet<DeveloperId> {
+        self.by_app.values().filter_map(|a| a.developer.clone()).collect()
+    }
+}
+
+fn page_facts(context: &AuditContext<'_>, app: &AppId, group: &GroupId, t: Instant) -> PageFacts {
+    let since = context.history.installed_since(app, group, t);
+    PageFacts {
+        app: app.clone(),
+        // An app unknown at that instant is treated as not active: nothing would be permitted.
+        app_status: context.history.app_status(app, t).unwrap_or(AppStatus::Banned),
+        app_category: context.apps.get(app).map(|a| a.category.clone()).unwrap_or_default(),
+        group: group.clone(),
+        installed: since.is_some(),
+        installed_since: since.map_or(0, |s| s.secs()),
+    }
+}
+
+fn subject_facts(
+    history: &History,
+    group: &GroupId,
+    member: &MemberId,
+    app: &AppId,
+    t: Instant,
+) -> SubjectFacts {
+    let role: Option<Role> = history.role(group, member, t);
+    SubjectFacts { is_member: role.is_some(), role, consented_profile: history.consented(member, app, t) }
+}
+
+/// *Did*: re-decides every recorded disclosure in the window under the audited policy.
+/// `progress` is called with the number of records read so far, every 65,536 records.
+pub fn audit_did(
+    context: &AuditContext<'_>,
+    entries: impl Iterator<Item = Result<LedgerEntry, LedgerError>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DidReport, AuditError> {
+    let engine = Engine::new();
+    let mut report = DidReport::default();
+    for entry in entries {
+        let record = entry?.record;
+        if record.at < context.from || record.at >= context.to {
+            continue;
+        }
+        report.records_checked += 1;
+        if report.records_checked.is_multiple_of(65_536) {
+            progress(report.records_checked);
+        }
+        let t = record.at;
+        let mut decider = engine.page(context.policy, page_facts(context, &record.app, &record.group, t));
+        for disclosure in &record.disclosures {
+            let (member, subject) = match &disclosure.subject {
+                Subject::Member(member) => {
+                    (Some(member), subject_facts(context.history, &record.group, member, &record.app, t))
+                }
+                Subject::Group(_) => (None, SubjectFacts::NONE),
+            };
+            let mut denied = FieldSet::EMPTY;
+            for field in disclosure.fields.iter() {
+                report.disclosures_checked += 1;
+                if !decider.allows(field, subject)? {
+                    denied.insert(field);
+                }
+            }
+            if denied.is_empty() {
+                continue;
+            }
+            let app = context.apps.get(&record.app);
+            let findings = report.by_app.entry(record.app.clone()).or_insert_with(|| AppFindings {
+                developer: app.map(|a| a.developer.clone()),
+                category: app.map(|a| a.category.clone()).unwrap_or_default(),
+                ..AppFindings::default()
+            });
+            findings.groups.insert(record.group.clone());
+            findings.first = Some(findings.first.map_or(t, |f| f.min(t)));
+            findings.last = Some(findings.last.map_or(t, |l| l.max(t)));
+            let day = t.to_string().get(..10).unwrap_or_default().to_string();
+            for field in denied.iter() {
+                report.violations += 1;
+                findings.violations += 1;
+                *findings.by_field.entry(field).or_default() += 1;
+                *report.by_day.entry((day.clone(), record.app.clone())).or_default() += 1;
+            }
+            if let Some(member) = member {
+                findings.members.insert(member.clone());
+                let developer = findings.developer.clone().unwrap_or_else(|| record.developer.clone());
+                let manifest =
+                    report.manifests.entry(developer).or_default().entry(record.app.clone()).or_default();
+                let scoped = (context.scoped_id)(&record.app, member);
+                for field in denied.iter() {
+                    manifest.insert((scoped.clone(), field));
+                }
+            }
+        }
+    }
+    progress(report.records_checked);
+    Ok(report)
+}
+
+/// *Could*: for every installation in the window, which members' fields the app could read
+/// under the rules enforced at the time but may not under the audited policy, and for how long.
+pub fn audit_could(context: &AuditContext<'_>) -> Result<CouldReport, AuditError> {
+    let engine = Engine::new();
+    let history = context.history;
+    let profile = [Field::MemberName, Field::MemberPicture, Field::PostAuthor];
+    let mut report = CouldReport::default();
+    let mut installations: Vec<(&(AppId, GroupId), &history::Timeline<Option<(MemberId, Instant)>>)> =
+        history.installations.iter().collect();
+    installations.sort_by(|a, b| a.0.cmp(b.0));
+    for ((app, group), timeline) in installations {
+        // The installed intervals, clipped to the window.
+        let mut intervals = Vec::new();
+        let points = timeline.points();
+        for (i, (start, value)) in points.iter().enumerate() {
+            if value.is_none() {
+                continue;
+            }
+            let end = points.get(i + 1).map_or(Instant::MAX, |(next, _)| *next);
+            let (start, end) = ((*start).max(context.from), end.min(context.to));
+            if start < end {
+                intervals.push((start, end));
+            }
+        }
+        if intervals.is_empty() {
+            continue;
+        }
+        report.installations_checked += 1;
+        let group_changes = history.group_changes.get(group).map(Vec::as_slice).unwrap_or_default();
+        let consent_changes = history.app_consent_changes.get(app).map(Vec::as_slice).unwrap_or_default();
+        for (start, end) in intervals {
+            // Cut the interval wherever a fact the decision depends on may change.
+            let mut cuts: Vec<Instant> = vec![start, end];
+            cuts.extend(group_changes.iter().map(|(t, _, _)| *t).filter(|t| *t > start && *t < end));
+            cuts.extend(consent_changes.iter().copied().filter(|t| *t > start && *t < end));
+            cuts.extend(
+                history.activations.points().iter().map(|(t, _)| *t).filter(|t| *t > start && *t < end),
+            );
+            if let Some(statuses) = history.statuses.get(app) {
+                cuts.extend(statuses.points().iter().map(|(t, _)| *t).filter(|t| *t > start && *t < end));
+            }
+            cuts.sort();
+            cuts.dedup();
+            for pair in cuts.windows(2) {
+                let [from, to] = pair else { continue };
+                let Some(enforced) = history.active_version(*from).and_then(|v| context.enforced.get(&v))
+                else {
+                    continue;
+                };
+                let facts = page_facts(context, app, group, *from);
+                let mut then = engine.page(enforced, facts.clone());
+                let mut now = engine.page(context.policy, facts);
+                // Members of the group at `from`.
+                let mut members: HashMap<&MemberId, Role> = HashMap::new();
+                for (t, member, role) in group_changes {
+                    if t > from {
+                        break;
+                    }
+                    match role {
+                        Some(role) => members.insert(member, *role),
+                        None => members.remove(member),
+                    };
+                }
+                let mut sorted: Vec<(&MemberId, Role)> = members.into_iter().collect();
+                sorted.sort();
+                for (member, role) in sorted {
+                    let subject = SubjectFacts {
+                        is_member: true,
+                        role: Some(role),
+                        consented_profile: history.consented(member, app, *from),
+                    };
+                    let mut exposed = Vec::new();
+                    for field in profile {
+                        if then.allows(field, subject)? && !now.allows(field, subject)? {
+                            exposed.push(field);
+                        }
+                    }
+                    if exposed.is_empty() {
+                        continue;
+                    }
+                    let info = context.apps.get(app);
+                    let exposure = report.by_app.entry(app.clone()).or_insert_with(|| AppExposure {
+                        developer: info.map(|a| a.developer.clone()),
+                        category: info.map(|a| a.category.clone()).unwrap_or_default(),
+                        ..AppExposure::default()
+                    });
+                    exposure.groups.insert(group.clone());
+                    exposure.members.insert(member.clone());
+                    exposure.fields.extend(exposed);
+                    exposure.member_seconds += u64::try_from(to.secs() - from.secs()).unwrap_or(0);
+                    exposure.first = Some(exposure.first.map_or(*from, |f| f.min(*from)));
+                    exposure.last = Some(exposure.last.map_or(*to, |l| l.max(*to)));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Apps by id, for an [`AuditContext`].
+pub fn apps_by_id(apps: Vec<App>) -> HashMap<AppId, App> {
+    apps.into_iter().map(|a| (a.id.clone(), a)).collect()
+}
+
+/// Distinct members across findings.
+pub fn members_affected(report: &DidReport) -> usize {
+    report.by_app.values().flat_map(|a| a.members.iter()).collect::<HashSet<_>>().len()
+}
