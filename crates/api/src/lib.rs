@@ -1,6 +1,7 @@
 //! consentry's HTTP surfaces: OAuth 2.0 for apps, the Groups API, the platform API and the
 //! OpenAPI document. The only crate that knows HTTP; it maps every error to problem+json.
 
+mod audits;
 mod extract;
 mod groups;
 mod oauth;
@@ -19,6 +20,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 
+pub use audits::{parse_since, report_json, window};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
 pub use transparency::LedgerSink;
@@ -131,6 +133,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/keys", post(platform::create_key))
+        .route("/audits", post(audits::run_audit))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(
             Router::new()

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{groups, oauth, platform, transparency};
+use crate::{audits, groups, oauth, platform, transparency};
 
 struct SecuritySchemes;
 
@@ -31,6 +31,7 @@ impl Modify for SecuritySchemes {
         platform::suspend_app, platform::reinstate_app, platform::put_installation, platform::delete_installation,
         platform::put_consent, platform::delete_consent, platform::submit_policy, platform::list_policies,
         platform::activate_policy, platform::create_key, transparency::member_disclosures,
+        audits::run_audit,
     ),
     modifiers(&SecuritySchemes),
     tags(

@@ -608,6 +608,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/platform/v1/policies/{version}/activate"),
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
+        ("post", "/platform/v1/audits"),
     ];
     for (method, path) in routes {
         assert!(
@@ -773,5 +774,68 @@ async fn a_ledger_that_cannot_write_stops_disclosure_with_503() {
     assert_eq!(reopened.stats().records, 1);
     drop(reopened);
     assert!(consentry_ledger::verify(&dir, &[]).map(|r| r.ok()).unwrap_or(false));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn audits_answer_did_and_could_for_auditors_only() {
+    let h = Harness::new();
+    let (app_id, client_id, secret) = h.world().await;
+    let dir = ledger_dir("audit");
+    let ledger = Arc::new(
+        consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
+            .unwrap_or_else(|e| unreachable!("{e}")),
+    );
+    let h = Harness { router: app(ApiState::new(h.service.clone()).with_ledger(ledger)), ..h };
+    let token = h.token(&client_id, &secret).await;
+    for _ in 0..3 {
+        assert_eq!(h.names(&token).await, ["bob name"]);
+    }
+    h.clock.advance_secs(60);
+    // A draft that permits no member profiles at all.
+    let draft = "permit (principal, action in [Consentry::Action::\"group_data\", Consentry::Action::\"post_data\"], resource) when { context.installed };";
+    let auditor =
+        h.service.create_operator_key("auditor", OperatorRole::Auditor).map(|k| k.key).unwrap_or_default();
+    let body = json!({"policy_text": draft, "since": "1d"});
+    let report = h.call(Method::POST, "/platform/v1/audits", Some(&auditor), Some(body.clone())).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert_eq!(report.body["summary"]["violating_disclosures"], 6, "{}", report.body);
+    assert_eq!(report.body["summary"]["developers_did"], 1);
+    assert_eq!(report.body["did"][0]["app"], app_id.as_str());
+    assert_eq!(report.body["did"][0]["members_affected"], 1);
+    // Bob is exposed under the enforced policy (he consented) but not under the draft.
+    assert_eq!(report.body["could"][0]["members_exposed"], 1);
+    let manifest = &report.body["deletion_manifests"]["acme"][app_id.as_str()];
+    assert_eq!(manifest.as_array().map(Vec::len), Some(2), "{manifest}");
+    assert!(manifest[0]["member"].as_str().is_some_and(|m| m.starts_with("m_")));
+    // The active policy finds nothing.
+    let clean =
+        h.call(Method::POST, "/platform/v1/audits", Some(&auditor), Some(json!({"since": "1d"}))).await;
+    assert_eq!(clean.body["summary"]["violating_disclosures"], 0, "{}", clean.body);
+    // Roles and bad input.
+    assert!(is_problem(
+        &h.op(Method::POST, "/platform/v1/audits", Some(body.clone())).await,
+        StatusCode::FORBIDDEN
+    ));
+    assert!(is_problem(
+        &h.call(Method::POST, "/platform/v1/audits", None, Some(body)).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    for bad in [
+        json!({"since": "sixty days"}),
+        json!({"from": "2019-01-02", "to": "2019-01-01"}),
+        json!({}),
+        json!({"since": "1d", "verbose": true}),
+    ] {
+        assert!(
+            is_problem(
+                &h.call(Method::POST, "/platform/v1/audits", Some(&auditor), Some(bad.clone())).await,
+                StatusCode::BAD_REQUEST
+            ),
+            "{bad}"
+        );
+    }
+    let invalid = h.call(Method::POST, "/platform/v1/audits", Some(&auditor), Some(json!({"since": "1d", "policy_text": "permit (principal, action == Consentry::Action::\"member.email\", resource);"}))).await;
+    assert!(is_problem(&invalid, StatusCode::UNPROCESSABLE_ENTITY));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -301,3 +301,69 @@ pub fn apps_by_id(apps: Vec<App>) -> HashMap<AppId, App> {
 pub fn members_affected(report: &DidReport) -> usize {
     report.by_app.values().flat_map(|a| a.members.iter()).collect::<HashSet<_>>().len()
 }
+
+/// A whole audit: the window, the policy, and both answers.
+#[derive(Debug, Clone)]
+pub struct AuditReport {
+    /// e.g. `version 2` or `draft policies/groups-2018.cedar`.
+    pub policy: String,
+    pub from: Instant,
+    pub to: Instant,
+    pub did: DidReport,
+    pub could: CouldReport,
+    pub seconds: f64,
+}
+
+/// Runs an audit over what the store's history and the ledger hold.
+pub fn run(
+    store: &dyn consentry_store::Store,
+    ledger_dir: &std::path::Path,
+    policy: &CompiledPolicy,
+    policy_label: &str,
+    window: (Instant, Instant),
+    scoped_id: &(dyn Fn(&AppId, &MemberId) -> String + Sync),
+    progress: &mut dyn FnMut(u64),
+) -> Result<AuditReport, RunError> {
+    let started = std::time::Instant::now();
+    let history = History::new(&store.fact_history()?);
+    let apps = apps_by_id(store.apps()?);
+    let mut enforced = HashMap::new();
+    for version in store.policy_versions()? {
+        enforced.insert(
+            version.version,
+            consentry_policy::compile(version.version, &version.text).map_err(AuditError::from)?,
+        );
+    }
+    let context = AuditContext {
+        policy,
+        from: window.0,
+        to: window.1,
+        history: &history,
+        apps: &apps,
+        enforced: &enforced,
+        scoped_id,
+    };
+    let did = if ledger_dir.join("signing.pub").exists() {
+        audit_did(&context, consentry_ledger::Entries::open(ledger_dir).map_err(AuditError::from)?, progress)?
+    } else {
+        DidReport::default()
+    };
+    let could = audit_could(&context)?;
+    Ok(AuditReport {
+        policy: policy_label.to_string(),
+        from: window.0,
+        to: window.1,
+        did,
+        could,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Why a whole audit could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Store(#[from] consentry_store::StoreError),
+}

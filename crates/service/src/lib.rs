@@ -148,6 +148,15 @@ impl Service {
         &self.config
     }
 
+    /// The id `app` receives for `member` (for deletion manifests).
+    pub fn scoped_member_id(
+        &self,
+        app: &consentry_types::AppId,
+        member: &consentry_types::MemberId,
+    ) -> String {
+        self.key.scoped_member_id(app, member)
+    }
+
     /// Benchmarks only: serve every requested field without deciding (the baseline that
     /// enforcement is measured against). Not compiled into the product.
     #[cfg(feature = "bench-bypass")]

@@ -1,0 +1,200 @@
+//! Audits over HTTP, and the one JSON form of an audit report (the CLI prints the same).
+
+use axum::extract::State;
+use axum::Json;
+use consentry_audit::{members_affected, AuditReport};
+use consentry_policy::compile;
+use consentry_types::{Instant, OperatorRole};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::extract::{blocking, JsonBody, OperatorAuth};
+use crate::problem::{ApiError, Problem};
+use crate::ApiState;
+
+/// What to audit: a stored version or draft text (default: the active policy), over a window.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditInput {
+    pub policy_version: Option<u32>,
+    /// Cedar text of a draft to audit against instead of a stored version.
+    pub policy_text: Option<String>,
+    /// RFC 3339; with `to`, the window. Or give `since`.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// e.g. `60d`: the window ending now.
+    pub since: Option<String>,
+}
+
+/// Parses `60d`, `12h` or `30m` into seconds.
+pub fn parse_since(text: &str) -> Option<i64> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let number: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    match unit {
+        "d" => number.checked_mul(86_400),
+        "h" => number.checked_mul(3_600),
+        "m" => number.checked_mul(60),
+        _ => None,
+    }
+}
+
+/// The window an audit covers.
+pub fn window(
+    from: Option<&str>,
+    to: Option<&str>,
+    since: Option<&str>,
+    now: Instant,
+) -> Result<(Instant, Instant), String> {
+    let parse = |t: &str| Instant::parse(t).map_err(|e| e.to_string());
+    let to = match to {
+        Some(t) => parse(t)?,
+        None => now,
+    };
+    let from = match (from, since) {
+        (Some(_), Some(_)) => return Err("give either from or since, not both".into()),
+        (Some(f), None) => parse(f)?,
+        (None, Some(s)) => to.plus_secs(
+            -parse_since(s).ok_or_else(|| format!("since must look like 60d, 12h or 30m, not {s:?}"))?,
+        ),
+        (None, None) => return Err("give a window: from (and to), or since".into()),
+    };
+    if from >= to {
+        return Err("the window is empty: from must be before to".into());
+    }
+    Ok((from, to))
+}
+
+fn instant(t: Option<Instant>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_string()))
+}
+
+/// The JSON form of an audit report.
+pub fn report_json(report: &AuditReport) -> Value {
+    let did_apps: Vec<Value> = report
+        .did
+        .by_app
+        .iter()
+        .map(|(app, f)| {
+            json!({
+                "app": app.as_str(),
+                "developer": f.developer.as_ref().map(|d| d.as_str()),
+                "category": f.category,
+                "violations": f.violations,
+                "by_field": f.by_field.iter().map(|(field, n)| (field.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "members_affected": f.members.len(),
+                "groups": f.groups.len(),
+                "first": instant(f.first),
+                "last": instant(f.last),
+            })
+        })
+        .collect();
+    let could_apps: Vec<Value> = report
+        .could
+        .by_app
+        .iter()
+        .map(|(app, e)| {
+            json!({
+                "app": app.as_str(),
+                "developer": e.developer.as_ref().map(|d| d.as_str()),
+                "category": e.category,
+                "groups_exposed": e.groups.len(),
+                "members_exposed": e.members.len(),
+                "fields": e.fields.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                "member_days": e.member_seconds as f64 / 86_400.0,
+                "first": instant(e.first),
+                "last": instant(e.last),
+            })
+        })
+        .collect();
+    let manifests: serde_json::Map<String, Value> = report
+        .did
+        .manifests
+        .iter()
+        .map(|(developer, apps)| {
+            let apps: serde_json::Map<String, Value> = apps
+                .iter()
+                .map(|(app, pairs)| {
+                    let pairs: Vec<Value> = pairs
+                        .iter()
+                        .map(|(member, field)| json!({"member": member, "field": field.as_str()}))
+                        .collect();
+                    (app.to_string(), Value::Array(pairs))
+                })
+                .collect();
+            (developer.to_string(), Value::Object(apps))
+        })
+        .collect();
+    let did_developers = report.did.developers();
+    let could_developers = report.could.developers();
+    json!({
+        "policy": report.policy,
+        "from": report.from.to_string(),
+        "to": report.to.to_string(),
+        "summary": {
+            "developers_could": could_developers.len(),
+            "developers_did": did_developers.len(),
+            "developers_could_but_did_not": could_developers.difference(&did_developers).count(),
+            "apps_could": report.could.by_app.len(),
+            "apps_did": report.did.by_app.len(),
+            "records_checked": report.did.records_checked,
+            "disclosures_checked": report.did.disclosures_checked,
+            "violating_disclosures": report.did.violations,
+            "members_affected": members_affected(&report.did),
+            "seconds": report.seconds,
+        },
+        "did": did_apps,
+        "could": could_apps,
+        "by_day": report.did.by_day.iter().map(|((day, app), n)| json!({"day": day, "app": app.as_str(), "violations": n})).collect::<Vec<_>>(),
+        "deletion_manifests": manifests,
+    })
+}
+
+/// Audits a window against a policy: what apps did see and could see that it forbids.
+#[utoipa::path(post, path = "/platform/v1/audits", tag = "policies", request_body = AuditInput,
+    responses((status = 200, description = "the report, with deletion manifests"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn run_audit(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    JsonBody(input): JsonBody<AuditInput>,
+) -> Result<Json<Value>, ApiError> {
+    op.require(&[OperatorRole::Auditor, OperatorRole::PrivacyOfficer])?;
+    let ledger_dir = state.ledger_dir.clone().unwrap_or_default();
+    let report = blocking(&state.service, move |service| {
+        let window =
+            window(input.from.as_deref(), input.to.as_deref(), input.since.as_deref(), service.now())
+                .map_err(ApiError::bad_request)?;
+        let store = service.store();
+        let (policy, label) = match (input.policy_version, input.policy_text) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("give policy_version or policy_text, not both"))
+            }
+            (None, Some(text)) => {
+                let compiled = compile(0, &text)
+                    .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+                (compiled, "draft".to_string())
+            }
+            (version, None) => {
+                let stored = match version {
+                    Some(v) => store.policy_version(v),
+                    None => store.active_policy(),
+                }
+                .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
+                .ok_or_else(|| {
+                    ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", "no such policy version")
+                })?;
+                let compiled = compile(stored.version, &stored.text)
+                    .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+                (compiled, format!("version {}", stored.version))
+            }
+        };
+        let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
+            service.scoped_member_id(app, member)
+        };
+        consentry_audit::run(store.as_ref(), &ledger_dir, &policy, &label, window, &scoped, &mut |_| {})
+            .map_err(|e| ApiError::internal(&e.to_string()))
+    })
+    .await?;
+    Ok(Json(report_json(&report)))
+}
