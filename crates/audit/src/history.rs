@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use consentry_store::{Change, FactHistory};
+use consentry_store::{Change, FactHistory, Installed};
 use consentry_types::{AppId, AppStatus, GroupId, Instant, MemberId, Role};
 
 /// The values a key took, in time order.
@@ -40,7 +40,7 @@ fn index<K: Hash + Eq + Clone, V: Clone>(changes: &[Change<K, V>]) -> HashMap<K,
 #[derive(Debug, Clone)]
 pub struct History {
     pub(crate) memberships: HashMap<(GroupId, MemberId), Timeline<Option<Role>>>,
-    pub(crate) installations: HashMap<(AppId, GroupId), Timeline<Option<(MemberId, Instant)>>>,
+    pub(crate) installations: HashMap<(AppId, GroupId), Timeline<Installed>>,
     pub(crate) consents: HashMap<(MemberId, AppId), Timeline<bool>>,
     pub(crate) statuses: HashMap<AppId, Timeline<AppStatus>>,
     pub(crate) activations: Timeline<u32>,

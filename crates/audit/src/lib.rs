@@ -200,7 +200,7 @@ pub fn audit_could(context: &AuditContext<'_>) -> Result<CouldReport, AuditError
     let history = context.history;
     let profile = [Field::MemberName, Field::MemberPicture, Field::PostAuthor];
     let mut report = CouldReport::default();
-    let mut installations: Vec<(&(AppId, GroupId), &history::Timeline<Option<(MemberId, Instant)>>)> =
+    let mut installations: Vec<(&(AppId, GroupId), &history::Timeline<consentry_store::Installed>)> =
         history.installations.iter().collect();
     installations.sort_by(|a, b| a.0.cmp(b.0));
     for ((app, group), timeline) in installations {

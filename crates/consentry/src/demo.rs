@@ -23,6 +23,7 @@ use crate::serve::announce_bootstrap_key;
 
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
+const GROUPS_2018_SHIPPED: &str = include_str!("../../../policies/groups-2018-grandfathered.cedar");
 const MARKER: &str = "demo-world.txt";
 
 const CATEGORIES: [&str; 5] =
@@ -76,6 +77,8 @@ struct Params {
     group_size: (usize, usize),
     installs_per_app: (usize, usize),
     consent_rate: f64,
+    /// Developers whose apps keep reading member lists to the end (they *did*).
+    active_developers: usize,
     withdraw_rate: f64,
     read_every_days: i64,
 }
@@ -98,6 +101,7 @@ impl Scale {
                 group_size: (15, 60),
                 installs_per_app: (2, 6),
                 consent_rate: 0.06,
+                active_developers: 11,
                 withdraw_rate: 0.25,
                 read_every_days: 14,
             },
@@ -108,6 +112,7 @@ impl Scale {
                 group_size: (8, 20),
                 installs_per_app: (1, 3),
                 consent_rate: 0.15,
+                active_developers: 3,
                 withdraw_rate: 0.3,
                 read_every_days: 28,
             },
@@ -137,11 +142,14 @@ enum Event {
     Uninstall { app: usize, group: usize },
     Consent { member: MemberId, app: usize },
     Withdraw { member: MemberId, app: usize },
-    ActivateGroups2018,
+    ShipGroups2018,
+    Audit,
+    Fix,
 }
 
 struct AppInfo {
     id: AppId,
+    developer: usize,
     category: &'static str,
     session: AppSession,
 }
@@ -178,6 +186,10 @@ fn prepare_dir(path: &Path) -> Result<DataDir> {
     Ok(dir)
 }
 
+fn day(t: Instant) -> String {
+    t.to_string().get(..10).unwrap_or_default().to_string()
+}
+
 fn fmt(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -209,7 +221,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let ledger = Arc::new(dir.ledger()?);
     let start = at("2017-01-02T09:00:00Z")?;
     let change = at("2018-04-04T00:00:00Z")?;
-    let end = at("2019-11-04T00:00:00Z")?;
+    let end = at("2019-12-05T00:00:00Z")?;
     let clock = Arc::new(SimulatedClock::starting_at(start));
     // Simulated apps keep one token for the whole story; served tokens live an hour.
     let sim_config = ServiceConfig { token_ttl_secs: 5 * 365 * 86_400, ..ServiceConfig::default() };
@@ -293,23 +305,27 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                 sim.issue_token(&registered.app.client_id, &registered.client_secret).map_err(fail)?;
             let session = sim.authenticate_app(&token.access_token).map_err(fail)?;
             registrations.push(registered.clone());
-            apps.push(AppInfo { id: registered.app.id.clone(), category, session });
+            apps.push(AppInfo { id: registered.app.id.clone(), developer: d, category, session });
         }
     }
 
     // The story's changes, in time order.
-    let mut events: Vec<(Instant, Event)> = vec![(change, Event::ActivateGroups2018)];
+    let audit_at = at("2019-11-05T00:00:00Z")?;
+    let fix_at = at("2019-11-05T12:00:00Z")?;
+    let mut events: Vec<(Instant, Event)> =
+        vec![(change, Event::ShipGroups2018), (audit_at, Event::Audit), (fix_at, Event::Fix)];
     let legacy_window_end = at("2018-03-31T00:00:00Z")?;
     let late_start = at("2018-04-10T00:00:00Z")?;
     let late_end = at("2019-09-30T00:00:00Z")?;
     let uninstall_from = at("2018-06-01T00:00:00Z")?;
     let consent_until = at("2019-10-31T00:00:00Z")?;
+    let mut kept_early_install = vec![false; apps.len()];
     for (a, _) in apps.iter().enumerate() {
         let installs = rng.gen_range(params.installs_per_app.0..=params.installs_per_app.1);
         let groups: Vec<usize> =
             (0..params.groups).collect::<Vec<_>>().choose_multiple(&mut rng, installs).copied().collect();
         for g in groups {
-            let when = if rng.gen_bool(0.75) {
+            let when = if rng.gen_bool(0.8) {
                 random_between(&mut rng, start.plus_days(1), legacy_window_end)
             } else {
                 random_between(&mut rng, late_start, late_end)
@@ -318,9 +334,13 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             events.push((when, Event::Install { app: a, group: g, by }));
             if rng.gen_bool(0.1) {
                 events.push((
-                    random_between(&mut rng, when.max(uninstall_from), end),
+                    random_between(&mut rng, when.max(uninstall_from), late_end),
                     Event::Uninstall { app: a, group: g },
                 ));
+            } else if when < change {
+                if let Some(kept) = kept_early_install.get_mut(a) {
+                    *kept = true;
+                }
             }
             for member in group_members.get(g).map(Vec::as_slice).unwrap_or_default() {
                 if rng.gen_bool(params.consent_rate) {
@@ -335,17 +355,41 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         }
     }
     events.sort_by_key(|(t, _)| *t);
+    // Most apps stop reading member lists by mid-2019 and read only the group; the apps of a
+    // few developers with grandfathered installations keep reading members to the end.
+    let mut candidates: Vec<usize> = (0..params.developers)
+        .filter(|d| {
+            apps.iter()
+                .enumerate()
+                .any(|(a, info)| info.developer == *d && kept_early_install.get(a) == Some(&true))
+        })
+        .collect();
+    candidates.shuffle(&mut rng);
+    let readers: HashSet<usize> = candidates.into_iter().take(params.active_developers).collect();
+    let stop_from = at("2018-05-01T00:00:00Z")?;
+    let stop_until = at("2019-08-31T00:00:00Z")?;
+    let members_until: Vec<Instant> = apps
+        .iter()
+        .map(|info| {
+            if readers.contains(&info.developer) {
+                Instant::MAX
+            } else {
+                random_between(&mut rng, stop_from, stop_until)
+            }
+        })
+        .collect();
 
-    // Walk the clock: apply each change, and every read_every_days let every app read the
-    // members of every group it is installed in.
+    // Walk the clock: apply each change, and every read_every_days let every app read each
+    // group it is installed in: its members while it still wants them, else the group alone.
     let profile_fields: FieldSet = [Field::MemberName, Field::MemberPicture].into_iter().collect();
+    let group_fields: FieldSet = [Field::GroupName, Field::GroupMemberCount].into_iter().collect();
     let mut installed: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); apps.len()];
     let mut consents: HashSet<(MemberId, usize)> = HashSet::new();
     let mut withdrawn: HashSet<(MemberId, usize)> = HashSet::new();
-    let mut before = Tally::default();
-    let mut after = Tally::default();
+    let mut tallies = [Tally::default(), Tally::default(), Tally::default()];
     let (mut installs_before, mut installs_after, mut consent_events, mut withdrawals) =
         (0u64, 0u64, 0u64, 0u64);
+    let mut first_audit = None;
     let mut pending = events.into_iter().peekable();
     let mut tick = start.plus_days(7);
     while tick <= end {
@@ -385,38 +429,100 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     withdrawn.insert((member, app));
                     withdrawals += 1;
                 }
-                Event::ActivateGroups2018 => {
-                    let version = sim.submit_policy(GROUPS_2018, "platform-policy").map_err(fail)?;
+                Event::ShipGroups2018 => {
+                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, "platform-policy").map_err(fail)?;
                     sim.activate_policy(
                         version,
-                        "privacy-team",
+                        "platform-policy",
                         "April 2018: member profiles only with opt-in",
                     )
                     .map_err(fail)?;
                     println!(
                         "{}  {} installations under legacy-2017 so far",
-                        &legacy_window_end.to_string()[..10],
+                        day(legacy_window_end),
                         fmt(installs_before)
                     );
-                    println!("{}  policy v{version} groups-2018 active: names and pictures only of members who opted in", &when.to_string()[..10]);
+                    println!(
+                        "{}  policy v{version} groups-2018 ships, with a grandfathering clause by mistake:",
+                        day(when)
+                    );
+                    println!("            installations from before today keep reading every member's name and picture");
+                }
+                Event::Audit => {
+                    println!(
+                        "{}  {} more installations since; {} opt-ins, {} withdrawn so far",
+                        day(when),
+                        fmt(installs_after),
+                        fmt(consent_events),
+                        fmt(withdrawals)
+                    );
+                    println!();
+                    println!(
+                        "{}  the privacy team audits the last 60 days against the intended groups-2018:",
+                        day(when)
+                    );
+                    let report = crate::audit::run_audit(
+                        &sim,
+                        &dir.ledger_dir(),
+                        Some((GROUPS_2018, "groups-2018 (intended)".to_string())),
+                        None,
+                        (when.plus_days(-60), when),
+                    )?;
+                    print!("{}", crate::audit::table(&report));
+                    let html = dir.file("audit-2019-11-05.html");
+                    std::fs::write(&html, crate::audit::html(&report))
+                        .with_context(|| format!("cannot write {}", html.display()))?;
+                    let manifests = crate::audit::write_manifests(&report, &dir.file("manifests"))?;
+                    println!(
+                        "  report: {}; {manifests} deletion manifests in {}",
+                        html.display(),
+                        dir.file("manifests").display()
+                    );
+                    println!();
+                    first_audit = Some(report);
+                }
+                Event::Fix => {
+                    let version = sim.submit_policy(GROUPS_2018, "platform-policy").map_err(fail)?;
+                    sim.activate_policy(
+                        version,
+                        "privacy-team",
+                        "remove the grandfathering clause found by the 2019-11-05 audit",
+                    )
+                    .map_err(fail)?;
+                    println!(
+                        "{}  policy v{version} groups-2018 without the clause is active from {}",
+                        day(when),
+                        when
+                    );
                 }
             }
         }
         clock.set(tick);
-        let tally = if tick < change { &mut before } else { &mut after };
+        let period = if tick < change {
+            0
+        } else if tick < fix_at {
+            1
+        } else {
+            2
+        };
+        let Some(tally) = tallies.get_mut(period) else { break };
         let mut records = Vec::new();
         for (a, info) in apps.iter().enumerate() {
+            let wants_members = members_until.get(a).is_some_and(|until| tick < *until);
             for &g in installed.get(a).into_iter().flatten() {
                 let Some(group) = group_ids.get(g) else { continue };
-                let served = sim
-                    .read_members(
-                        &info.session,
-                        group,
-                        profile_fields,
-                        &PageRequest { after: None, limit: Some(500) },
-                    )
-                    .map_err(fail)?;
                 tally.requests += 1;
+                if !wants_members {
+                    let served = sim.read_group(&info.session, group, group_fields).map_err(fail)?;
+                    records.push(served.record(
+                        &consentry_service::request_id(),
+                        "GET /v1/groups/{id}",
+                        &info.session,
+                    ));
+                    continue;
+                }
+                let page = PageRequest { after: None, limit: Some(500) };
+                let served = sim.read_members(&info.session, group, profile_fields, &page).map_err(fail)?;
                 records.push(served.record(
                     &consentry_service::request_id(),
                     "GET /v1/groups/{id}/members",
@@ -447,23 +553,38 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         tick = tick.plus_days(params.read_every_days);
     }
     store.set_bulk_load(false)?;
-    println!(
-        "{}  {} more installations under groups-2018; {} opt-ins, {} withdrawn",
-        &end.to_string()[..10],
-        fmt(installs_after),
-        fmt(consent_events),
-        fmt(withdrawals)
-    );
     println!();
-    report(&params, apps.len(), &before, &after);
+    report(&params, apps.len(), &tallies);
 
-    let unconsented_after = after.profiles - after.consented;
-    if unconsented_after > 0 || after.after_withdrawal > 0 {
+    let [_, _, fixed] = &tallies;
+    let unconsented_after = fixed.profiles - fixed.consented;
+    if unconsented_after > 0 || fixed.after_withdrawal > 0 {
         bail!(
-            "invariant broken: {unconsented_after} profiles disclosed without opt-in after the change, {} after withdrawal",
-            after.after_withdrawal
+            "invariant broken: {unconsented_after} profiles disclosed without opt-in after the fix, {} after withdrawal",
+            fixed.after_withdrawal
         );
     }
+    let first = first_audit.context("the story ended before its audit")?;
+    let follow_up = crate::audit::run_audit(
+        &sim,
+        &dir.ledger_dir(),
+        Some((GROUPS_2018, "groups-2018 (intended)".to_string())),
+        None,
+        (fix_at, end.plus_days(1)),
+    )?;
+    println!(
+        "Follow-up audit, {} to {}: {} violating disclosures, {} developers could (was {} could, {} did on 2019-11-05).",
+        day(follow_up.from),
+        day(follow_up.to),
+        follow_up.did.violations,
+        follow_up.could.developers().len(),
+        first.could.developers().len(),
+        first.did.developers().len()
+    );
+    if follow_up.did.violations > 0 || !follow_up.could.by_app.is_empty() {
+        bail!("the follow-up audit still finds violations after the fix");
+    }
+    println!();
     let facts = store.facts_as_of(change.plus_millis(-1)).context("cannot reconstruct the facts")?;
     println!(
         "History: on 2018-04-03 {} apps were installed in {} groups, and {} opt-ins existed; `facts_as_of` reconstructs any instant.",
@@ -552,9 +673,9 @@ fn ledger_summary(dir: &DataDir, ledger: &consentry_ledger::Ledger, apps: &[AppI
     Ok(())
 }
 
-fn report(params: &Params, apps: usize, before: &Tally, after: &Tally) {
+fn report(params: &Params, apps: usize, tallies: &[Tally; 3]) {
     println!(
-        "World: {} members in {} groups; {} developers with {apps} apps; every app read the members of each of its groups every {} days.",
+        "World: {} members in {} groups; {} developers with {apps} apps; every {} days each app read each of its groups.",
         fmt(params.members as u64),
         fmt(params.groups as u64),
         params.developers,
@@ -562,36 +683,30 @@ fn report(params: &Params, apps: usize, before: &Tally, after: &Tally) {
     );
     println!();
     println!("What apps saw of members (name and picture, GET /v1/groups/{{id}}/members):");
-    println!("  {:<44}{:>18}{:>18}", "", "legacy-2017", "groups-2018");
-    let row = |label: &str, b: String, a: String| println!("  {label:<44}{b:>18}{a:>18}");
-    row("member pages served", fmt(before.requests), fmt(after.requests));
-    row("member profiles disclosed", fmt(before.profiles), fmt(after.profiles));
-    row("  of members who had opted in to that app", fmt(before.consented), fmt(after.consented));
-    row(
-        "  of members who had not",
-        fmt(before.profiles - before.consented),
-        fmt(after.profiles - after.consented),
-    );
-    row(
-        "  share with opt-in",
-        percent(before.consented, before.profiles),
-        percent(after.consented, after.profiles),
-    );
-    row("distinct members seen", fmt(before.members.len() as u64), fmt(after.members.len() as u64));
-    row("apps that saw any member profile", fmt(before.apps.len() as u64), fmt(after.apps.len() as u64));
-    row("profiles sent after the member withdrew", fmt(before.after_withdrawal), fmt(after.after_withdrawal));
+    println!("  {:<44}{:>16}{:>16}{:>16}", "", "legacy-2017", "2018 as shipped", "2018 fixed");
+    let [legacy, shipped, fixed] = tallies;
+    let row = |label: &str, f: &dyn Fn(&Tally) -> String| {
+        println!("  {label:<44}{:>16}{:>16}{:>16}", f(legacy), f(shipped), f(fixed));
+    };
+    row("pages served", &|t| fmt(t.requests));
+    row("member profiles disclosed", &|t| fmt(t.profiles));
+    row("  of members who had opted in to that app", &|t| fmt(t.consented));
+    row("  of members who had not", &|t| fmt(t.profiles - t.consented));
+    row("  share with opt-in", &|t| percent(t.consented, t.profiles));
+    row("distinct members seen", &|t| fmt(t.members.len() as u64));
+    row("apps that saw any member profile", &|t| fmt(t.apps.len() as u64));
+    row("profiles sent after the member withdrew", &|t| fmt(t.after_withdrawal));
     println!();
     println!("Profiles disclosed without opt-in, by app category:");
     for category in CATEGORIES {
-        let b = before.unconsented_by_category.get(category).copied().unwrap_or(0);
-        let a = after.unconsented_by_category.get(category).copied().unwrap_or(0);
-        println!("  {category:<44}{:>18}{:>18}", fmt(b), fmt(a));
+        row(category, &|t| fmt(t.unconsented_by_category.get(category).copied().unwrap_or(0)));
     }
     println!();
+    println!("Under legacy-2017 every installed app saw every member. The 2018 rules as shipped kept that");
+    println!("access alive for installations made before the change; the audit found the apps that used it.");
+    println!("From the fix on, the very next request of every app was decided without the clause: nothing");
     println!(
-        "Before the change every installed app saw every member. From 2018-04-04 the very next request of"
+        "granted earlier was honored, and a withdrawn opt-in removed the member from the next response."
     );
-    println!("every app was decided under groups-2018: no grant made under the old rules was honored, and a");
-    println!("withdrawn opt-in removed the member from that app's next response.");
     println!();
 }

@@ -1,5 +1,6 @@
 //! The `consentry` command: serve the APIs, play the demo, validate and activate policies.
 
+mod audit;
 mod data_dir;
 mod demo;
 mod ledger;
@@ -62,6 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Which apps could and did see what a policy forbids, over a window.
+    Audit(audit::AuditArgs),
     /// Read and check the disclosure ledger.
     Ledger {
         #[command(subcommand)]
@@ -134,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),
         Command::Ledger { command } => ledger::run(command),
+        Command::Audit(args) => audit::run(args),
         Command::Policy { command: PolicyCommand::Activate { file, reason, author, data_dir } } => {
             let text = read_policy(&file)?;
             let dir = DataDir::open(&data_dir)?;

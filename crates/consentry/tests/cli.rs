@@ -121,7 +121,29 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", text(&output.stderr));
-    assert!(stdout.contains("2018-04-04  policy v2 groups-2018 active"), "{stdout}");
+    assert!(
+        stdout.contains("2018-04-04  policy v2 groups-2018 ships, with a grandfathering clause"),
+        "{stdout}"
+    );
+    // The 2019-11-05 audit: could and did, then a clean follow-up after the fix.
+    let could = stdout.lines().find(|l| l.contains("COULD: ")).unwrap_or_default();
+    let did = stdout.lines().find(|l| l.contains("DID:   ")).unwrap_or_default();
+    let number = |line: &str, after: &str| {
+        line.split(after).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok())
+    };
+    let (could, did) = (number(could, "COULD: "), number(did, "DID:   "));
+    assert!(
+        could.is_some_and(|c| did.is_some_and(|d| c > d && d > 0)),
+        "could {could:?} did {did:?}\n{stdout}"
+    );
+    assert!(
+        stdout.contains("Follow-up audit")
+            && stdout.contains(": 0 violating disclosures, 0 developers could"),
+        "{stdout}"
+    );
+    assert!(dir.join("audit-2019-11-05.html").exists());
+    let manifests = std::fs::read_dir(dir.join("manifests")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(manifests, 2 * did.unwrap_or(0) as usize, "a JSON and a CSV manifest per developer that did");
     let share = stdout.lines().find(|l| l.contains("share with opt-in")).unwrap_or_default();
     let values: Vec<&str> = share.split_whitespace().rev().take(2).collect();
     assert_eq!(values.first(), Some(&"100.0%"), "after the change only opted-in profiles: {share}");
@@ -137,8 +159,68 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
     assert_eq!(table(&stdout), table(&text(&again.stdout)));
     assert!(stdout.contains("Ledger: verify OK"), "{stdout}");
 
-    // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
+    // The same audit from the command line, in every format.
     let data = dir.to_str().unwrap_or_default();
+    let policy = repo_file("policies/groups-2018.cedar");
+    let audit = |format: &str| {
+        run(&[
+            "audit",
+            "--data-dir",
+            data,
+            "--policy",
+            policy.to_str().unwrap_or_default(),
+            "--from",
+            "2019-09-06",
+            "--to",
+            "2019-11-05",
+            "--format",
+            format,
+        ])
+    };
+    let json: serde_json::Value = serde_json::from_slice(&audit("json").stdout).unwrap_or_default();
+    assert_eq!(json["summary"]["developers_did"].as_u64(), did.map(u64::from), "{json}");
+    assert_eq!(json["summary"]["developers_could"].as_u64(), could.map(u64::from));
+    let csv = text(&audit("csv").stdout);
+    assert!(
+        csv.starts_with("answer,app,developer") && csv.contains("\ndid,") && csv.contains("\ncould,"),
+        "{csv}"
+    );
+    let html = dir.join("report.html");
+    let written = run(&[
+        "audit",
+        "--data-dir",
+        data,
+        "--since",
+        "60d",
+        "--to",
+        "2019-11-05",
+        "--policy",
+        policy.to_str().unwrap_or_default(),
+        "--format",
+        "html",
+        "--out",
+        html.to_str().unwrap_or_default(),
+    ]);
+    assert!(written.status.success(), "{}", text(&written.stderr));
+    let page = std::fs::read_to_string(&html).unwrap_or_default();
+    assert!(
+        page.contains("<svg") && page.contains("could</b>") && !page.contains("<script"),
+        "self-contained HTML with an SVG chart"
+    );
+    assert_one_line_error(
+        &run(&["audit", "--data-dir", data, "--since", "sixty"]),
+        "since must look like 60d",
+    );
+    assert_one_line_error(
+        &run(&["audit", "--data-dir", data, "--since", "60d", "--format", "pdf"]),
+        "unknown format",
+    );
+    assert_one_line_error(
+        &run(&["audit", "--data-dir", data, "--since", "60d", "--version", "42"]),
+        "no policy version 42",
+    );
+
+    // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
     let verified = run(&["ledger", "verify", "--data-dir", data]);
     assert!(text(&verified.stdout).starts_with("OK: 1 segments"), "{}", text(&verified.stdout));
     let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout).trim().to_string();

@@ -347,7 +347,7 @@ pub fn fold(history: &crate::FactHistory, t: Instant) -> Facts {
     for change in history.app_statuses.iter().filter(|c| c.at <= t) {
         facts.app_statuses.insert(change.key.clone(), change.value);
     }
-    facts.active_policy = history.activations.iter().filter(|a| a.at <= t).last().map(|a| a.version);
+    facts.active_policy = history.activations.iter().rev().find(|a| a.at <= t).map(|a| a.version);
     facts
 }
 

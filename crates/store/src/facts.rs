@@ -24,13 +24,16 @@ pub struct Change<K, V> {
     pub value: V,
 }
 
+/// An installation's state: who authorized it and since when, or `None` when removed.
+pub type Installed = Option<(MemberId, Instant)>;
+
 /// Every change of every access fact, each list in the order the changes took effect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FactHistory {
     /// `None`: the membership ended.
     pub memberships: Vec<Change<(GroupId, MemberId), Option<Role>>>,
     /// `Some((authorized_by, installed_at))`, or `None`: the installation was removed.
-    pub installations: Vec<Change<(AppId, GroupId), Option<(MemberId, Instant)>>>,
+    pub installations: Vec<Change<(AppId, GroupId), Installed>>,
     /// `true`: profile consent granted; `false`: withdrawn.
     pub profile_consents: Vec<Change<(MemberId, AppId), bool>>,
     pub app_statuses: Vec<Change<AppId, AppStatus>>,

@@ -15,7 +15,7 @@ use consentry_types::{
     OperatorRole, PolicyActivation, PolicyVersion, Post, PostId, Role,
 };
 
-pub use facts::{Change, FactHistory, Facts};
+pub use facts::{Change, FactHistory, Facts, Installed};
 
 /// What a store could not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
