@@ -10,10 +10,10 @@ mod history;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use consentry_ledger::{LedgerEntry, LedgerError};
+use consentry_ledger::LedgerError;
 use consentry_policy::{CompiledPolicy, Engine, PageFacts, PolicyError, SubjectFacts};
 use consentry_types::{
-    App, AppId, AppStatus, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, Role, Subject,
+    App, AppId, AppStatus, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, Role,
 };
 
 pub use history::History;
@@ -113,83 +113,182 @@ fn page_facts(context: &AuditContext<'_>, app: &AppId, group: &GroupId, t: Insta
     }
 }
 
-fn subject_facts(
-    history: &History,
-    group: &GroupId,
-    member: &MemberId,
-    app: &AppId,
-    t: Instant,
-) -> SubjectFacts {
-    let role: Option<Role> = history.role(group, member, t);
-    SubjectFacts { is_member: role.is_some(), role, consented_profile: history.consented(member, app, t) }
+/// A fast hasher for small integer keys (the ledger's dictionary numbers).
+#[derive(Default, Clone, Copy)]
+struct NumberHasher(u64);
+
+impl std::hash::Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type NumberMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<NumberHasher>>;
+
+/// Identities and timelines looked up once per ledger number, then by number.
+struct Resolved<'h> {
+    apps: NumberMap<u64, AppId>,
+    groups: NumberMap<u64, GroupId>,
+    members: NumberMap<u64, MemberId>,
+    roles: NumberMap<(u64, u64), Option<&'h history::Timeline<Option<Role>>>>,
+    consents: NumberMap<(u64, u64), Option<&'h history::Timeline<bool>>>,
+    scoped: NumberMap<(u64, u64), String>,
+}
+
+fn resolve<T: Clone>(
+    cache: &mut NumberMap<u64, T>,
+    number: u64,
+    entries: &consentry_ledger::RawEntries,
+    parse: fn(&str) -> Result<T, consentry_types::InvalidId>,
+) -> Result<T, AuditError> {
+    if let Some(found) = cache.get(&number) {
+        return Ok(found.clone());
+    }
+    let name =
+        entries.name(number).ok_or_else(|| LedgerError::Corrupt(format!("unknown name number {number}")))?;
+    let parsed = parse(name).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+    cache.insert(number, parsed.clone());
+    Ok(parsed)
 }
 
 /// *Did*: re-decides every recorded disclosure in the window under the audited policy.
 /// `progress` is called with the number of records read so far, every 65,536 records.
 pub fn audit_did(
     context: &AuditContext<'_>,
-    entries: impl Iterator<Item = Result<LedgerEntry, LedgerError>>,
+    entries: &mut consentry_ledger::RawEntries,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DidReport, AuditError> {
     let engine = Engine::new();
+    let history = context.history;
     let mut report = DidReport::default();
-    for entry in entries {
-        let record = entry?.record;
-        if record.at < context.from || record.at >= context.to {
+    let mut resolved = Resolved {
+        apps: NumberMap::default(),
+        groups: NumberMap::default(),
+        members: NumberMap::default(),
+        roles: NumberMap::default(),
+        consents: NumberMap::default(),
+        scoped: NumberMap::default(),
+    };
+    let mut seen_members: NumberMap<(u64, u64), ()> = NumberMap::default();
+    let mut record = consentry_ledger::RawRecord::default();
+    let mut read = 0u64;
+    while entries.next_into(&mut record)? {
+        read += 1;
+        if read.is_multiple_of(65_536) {
+            progress(read);
+        }
+        let t = record.at;
+        if t < context.from || t >= context.to {
             continue;
         }
         report.records_checked += 1;
-        if report.records_checked.is_multiple_of(65_536) {
-            progress(report.records_checked);
-        }
-        let t = record.at;
-        let mut decider = engine.page(context.policy, page_facts(context, &record.app, &record.group, t));
-        for disclosure in &record.disclosures {
-            let (member, subject) = match &disclosure.subject {
-                Subject::Member(member) => {
-                    (Some(member), subject_facts(context.history, &record.group, member, &record.app, t))
+        let app = resolve(&mut resolved.apps, record.app, entries, AppId::parse)?;
+        let group = resolve(&mut resolved.groups, record.group, entries, GroupId::parse)?;
+        let mut decider = engine.page(context.policy, page_facts(context, &app, &group, t));
+        let mut denied_in_record: Vec<(Option<u64>, u16)> = Vec::new();
+        if record.group_fields != 0 {
+            let mut denied = 0u16;
+            for field in FieldSet::from_bits(record.group_fields).iter() {
+                report.disclosures_checked += 1;
+                if !decider.allows(field, SubjectFacts::NONE)? {
+                    denied |= field.bit();
                 }
-                Subject::Group(_) => (None, SubjectFacts::NONE),
+            }
+            if denied != 0 {
+                denied_in_record.push((None, denied));
+            }
+        }
+        for &(member_number, mask) in &record.members {
+            let role_timeline = match resolved.roles.get(&(record.group, member_number)) {
+                Some(found) => *found,
+                None => {
+                    let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
+                    let found = history.memberships.get(&(group.clone(), member));
+                    resolved.roles.insert((record.group, member_number), found);
+                    found
+                }
             };
-            let mut denied = FieldSet::EMPTY;
-            for field in disclosure.fields.iter() {
+            let consent_timeline = match resolved.consents.get(&(member_number, record.app)) {
+                Some(found) => *found,
+                None => {
+                    let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
+                    let found = history.consents.get(&(member, app.clone()));
+                    resolved.consents.insert((member_number, record.app), found);
+                    found
+                }
+            };
+            let role = role_timeline.and_then(|l| l.at(t)).copied().flatten();
+            let subject = SubjectFacts {
+                is_member: role.is_some(),
+                role,
+                consented_profile: consent_timeline.and_then(|l| l.at(t)).copied().unwrap_or(false),
+            };
+            let mut denied = 0u16;
+            for field in FieldSet::from_bits(mask).iter() {
                 report.disclosures_checked += 1;
                 if !decider.allows(field, subject)? {
-                    denied.insert(field);
+                    denied |= field.bit();
                 }
             }
-            if denied.is_empty() {
-                continue;
-            }
-            let app = context.apps.get(&record.app);
-            let findings = report.by_app.entry(record.app.clone()).or_insert_with(|| AppFindings {
-                developer: app.map(|a| a.developer.clone()),
-                category: app.map(|a| a.category.clone()).unwrap_or_default(),
-                ..AppFindings::default()
-            });
-            findings.groups.insert(record.group.clone());
-            findings.first = Some(findings.first.map_or(t, |f| f.min(t)));
-            findings.last = Some(findings.last.map_or(t, |l| l.max(t)));
-            let day = t.to_string().get(..10).unwrap_or_default().to_string();
-            for field in denied.iter() {
-                report.violations += 1;
-                findings.violations += 1;
-                *findings.by_field.entry(field).or_default() += 1;
-                *report.by_day.entry((day.clone(), record.app.clone())).or_default() += 1;
-            }
-            if let Some(member) = member {
-                findings.members.insert(member.clone());
-                let developer = findings.developer.clone().unwrap_or_else(|| record.developer.clone());
-                let manifest =
-                    report.manifests.entry(developer).or_default().entry(record.app.clone()).or_default();
-                let scoped = (context.scoped_id)(&record.app, member);
-                for field in denied.iter() {
-                    manifest.insert((scoped.clone(), field));
-                }
+            if denied != 0 {
+                denied_in_record.push((Some(member_number), denied));
             }
         }
+        if denied_in_record.is_empty() {
+            continue;
+        }
+        let info = context.apps.get(&app);
+        let findings = report.by_app.entry(app.clone()).or_insert_with(|| AppFindings {
+            developer: info.map(|a| a.developer.clone()),
+            category: info.map(|a| a.category.clone()).unwrap_or_default(),
+            ..AppFindings::default()
+        });
+        findings.groups.insert(group.clone());
+        findings.first = Some(findings.first.map_or(t, |f| f.min(t)));
+        findings.last = Some(findings.last.map_or(t, |l| l.max(t)));
+        let developer = match findings.developer.clone() {
+            Some(developer) => developer,
+            None => {
+                let name = entries.name(record.developer).unwrap_or_default();
+                DeveloperId::parse(name).map_err(|e| LedgerError::Corrupt(e.to_string()))?
+            }
+        };
+        let mut count = 0u64;
+        for (member_number, denied) in denied_in_record {
+            for field in FieldSet::from_bits(denied).iter() {
+                count += 1;
+                *findings.by_field.entry(field).or_default() += 1;
+            }
+            let Some(member_number) = member_number else { continue };
+            let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
+            if seen_members.insert((record.app, member_number), ()).is_none() {
+                findings.members.insert(member.clone());
+            }
+            let scoped = resolved
+                .scoped
+                .entry((record.app, member_number))
+                .or_insert_with(|| (context.scoped_id)(&app, &member))
+                .clone();
+            let manifest =
+                report.manifests.entry(developer.clone()).or_default().entry(app.clone()).or_default();
+            for field in FieldSet::from_bits(denied).iter() {
+                manifest.insert((scoped.clone(), field));
+            }
+        }
+        findings.violations += count;
+        report.violations += count;
+        let day = t.to_string().get(..10).unwrap_or_default().to_string();
+        *report.by_day.entry((day, app)).or_default() += count;
     }
-    progress(report.records_checked);
+    progress(read);
     Ok(report)
 }
 
@@ -344,7 +443,11 @@ pub fn run(
         scoped_id,
     };
     let did = if ledger_dir.join("signing.pub").exists() {
-        audit_did(&context, consentry_ledger::Entries::open(ledger_dir).map_err(AuditError::from)?, progress)?
+        audit_did(
+            &context,
+            &mut consentry_ledger::RawEntries::open(ledger_dir).map_err(AuditError::from)?,
+            progress,
+        )?
     } else {
         DidReport::default()
     };

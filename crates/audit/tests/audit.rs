@@ -275,8 +275,9 @@ impl World {
             enforced: &enforced,
             scoped_id: &scoped,
         };
-        let entries = Entries::open(self.ledger.dir()).unwrap_or_else(|e| unreachable!("{e}"));
-        let did = audit_did(&context, entries, &mut |_| {}).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut entries =
+            consentry_ledger::RawEntries::open(self.ledger.dir()).unwrap_or_else(|e| unreachable!("{e}"));
+        let did = audit_did(&context, &mut entries, &mut |_| {}).unwrap_or_else(|e| unreachable!("{e}"));
         let could = audit_could(&context).unwrap_or_else(|e| unreachable!("{e}"));
         (did, could)
     }

@@ -148,6 +148,11 @@ impl Dictionary {
         number
     }
 
+    /// The name a number stands for, whatever its kind.
+    pub(crate) fn any_name(&self, number: u64) -> Option<&str> {
+        usize::try_from(number).ok().and_then(|n| self.names.get(n)).map(|(_, name)| name.as_str())
+    }
+
     fn name(&self, kind: NameKind, number: u64) -> Result<&str, LedgerError> {
         match usize::try_from(number).ok().and_then(|n| self.names.get(n)) {
             Some((k, name)) if *k == kind => Ok(name),
@@ -301,6 +306,68 @@ pub(crate) fn decode(
         }
         _ => Err(corrupt("unknown entry kind")),
     }
+}
+
+/// A disclosure record with identities left as dictionary numbers, for fast scans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawRecord {
+    pub seq: u64,
+    pub at: Instant,
+    pub app: u64,
+    pub developer: u64,
+    pub group: u64,
+    pub route: u64,
+    pub policy_version: u32,
+    /// Fields disclosed of the group itself (bitmask).
+    pub group_fields: u16,
+    /// (member number, field bitmask), in number order.
+    pub members: Vec<(u64, u16)>,
+}
+
+/// Decodes a disclosure payload into `out` without resolving names; `Ok(false)` for a names
+/// entry (which it learns).
+pub(crate) fn decode_raw(
+    payload: &[u8],
+    dictionary: &mut Dictionary,
+    previous_at: Instant,
+    out: &mut RawRecord,
+) -> Result<bool, LedgerError> {
+    if payload.first() == Some(&KIND_NAMES) {
+        decode(payload, dictionary, previous_at)?;
+        return Ok(false);
+    }
+    let mut cursor = Cursor::new(payload);
+    if cursor.byte()? != KIND_DISCLOSURE {
+        return Err(corrupt("unknown entry kind"));
+    }
+    out.seq = cursor.varint()?;
+    out.at = Instant::from_millis(previous_at.millis().wrapping_add(unzigzag(cursor.varint()?)));
+    for _ in 0..2 {
+        let len = usize::try_from(cursor.varint()?).map_err(|_| corrupt("length"))?;
+        cursor.bytes(len)?;
+    }
+    out.app = cursor.varint()?;
+    out.developer = cursor.varint()?;
+    out.group = cursor.varint()?;
+    out.route = cursor.varint()?;
+    out.policy_version = u32::try_from(cursor.varint()?).map_err(|_| corrupt("policy version"))?;
+    out.group_fields = u16::try_from(cursor.varint()?).map_err(|_| corrupt("field set"))?;
+    let count = cursor.varint()?;
+    if count > payload.len() as u64 {
+        return Err(corrupt("count larger than the entry"));
+    }
+    out.members.clear();
+    let (mut number, mut fields) = (0u64, 0u16);
+    for _ in 0..count {
+        let word = cursor.varint()?;
+        number = number.checked_add(word >> 1).ok_or_else(|| corrupt("member number"))?;
+        if word & 1 == 1 {
+            fields = u16::try_from(cursor.varint()?).map_err(|_| corrupt("field set"))?;
+        }
+        out.members.push((number, fields));
+    }
+    cursor.done()?;
+    Ok(true)
 }
 
 /// What verification needs of an entry, checked without building the record.

@@ -22,7 +22,8 @@ use ed25519_dalek::SigningKey;
 use codec::{decode, encode_record, frame, merkle_root, Dictionary, Entry};
 use segment::{continues, seal_path, segment_files, segment_path, FrameReader, Stop};
 
-pub use reader::{Entries, LedgerEntry};
+pub use codec::RawRecord;
+pub use reader::{Entries, LedgerEntry, RawEntries};
 pub use seal::{read_verifying_key, Checkpoint};
 pub use verify::{verify, Problem, VerifyReport};
 

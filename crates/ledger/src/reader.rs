@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use consentry_types::{DisclosureRecord, Instant};
 
-use crate::codec::{decode, Dictionary, Entry};
+use crate::codec::{decode, decode_raw, Dictionary, Entry, RawRecord};
 use crate::segment::{continues, segment_files, FrameReader, Stop};
 use crate::LedgerError;
 
@@ -85,6 +85,61 @@ impl Iterator for Entries {
                     self.failed = true;
                     return Some(Err(LedgerError::Corrupt(format!("read failed: {e}"))));
                 }
+            }
+        }
+    }
+}
+
+/// Every record in order with identities as dictionary numbers, read into one reused
+/// [`RawRecord`]; [`RawEntries::name`] resolves a number. For scans of very large ledgers.
+pub struct RawEntries {
+    files: std::vec::IntoIter<(u64, PathBuf)>,
+    current: Option<FrameReader>,
+    dictionary: Dictionary,
+    head: [u8; 32],
+    last_at: Instant,
+}
+
+impl RawEntries {
+    pub fn open(dir: &Path) -> Result<RawEntries, LedgerError> {
+        Ok(RawEntries {
+            files: segment_files(dir)?.into_iter(),
+            current: None,
+            dictionary: Dictionary::default(),
+            head: [0; 32],
+            last_at: Instant::from_millis(0),
+        })
+    }
+
+    /// The identity a number stands for.
+    pub fn name(&self, number: u64) -> Option<&str> {
+        self.dictionary.any_name(number)
+    }
+
+    /// Reads the next record into `out`; `Ok(false)` at the end.
+    pub fn next_into(&mut self, out: &mut RawRecord) -> Result<bool, LedgerError> {
+        loop {
+            if self.current.is_none() {
+                let Some((_, path)) = self.files.next() else { return Ok(false) };
+                self.current = Some(FrameReader::open(&path)?);
+            }
+            let Some(reader) = self.current.as_mut() else { return Ok(false) };
+            match reader.next_frame() {
+                Ok(Some(frame)) => {
+                    if !continues(&frame, &self.head) {
+                        return Err(LedgerError::Corrupt(format!(
+                            "the hash chain is broken at byte {} (run `consentry ledger verify`)",
+                            frame.offset
+                        )));
+                    }
+                    self.head = frame.stored_hash;
+                    if decode_raw(&frame.payload, &mut self.dictionary, self.last_at, out)? {
+                        self.last_at = out.at;
+                        return Ok(true);
+                    }
+                }
+                Ok(None) | Err(Stop::Torn { .. }) => self.current = None,
+                Err(Stop::Io(e)) => return Err(LedgerError::Corrupt(format!("read failed: {e}"))),
             }
         }
     }

@@ -6,7 +6,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// A point in time, with millisecond precision, in UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The default is the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant(i64);
 
 /// The text is not an RFC 3339 instant.
