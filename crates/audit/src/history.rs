@@ -46,8 +46,8 @@ pub struct History {
     pub(crate) activations: Timeline<u32>,
     /// Membership changes per group, in time order (to sweep a group's members).
     pub(crate) group_changes: HashMap<GroupId, Vec<(Instant, MemberId, Option<Role>)>>,
-    /// Consent changes per app, in time order.
-    pub(crate) app_consent_changes: HashMap<AppId, Vec<Instant>>,
+    /// Consent changes per app, in time order, with whose consent changed.
+    pub(crate) app_consent_changes: HashMap<AppId, Vec<(Instant, MemberId)>>,
 }
 
 impl History {
@@ -60,9 +60,12 @@ impl History {
                 change.value,
             ));
         }
-        let mut app_consent_changes: HashMap<AppId, Vec<Instant>> = HashMap::new();
+        let mut app_consent_changes: HashMap<AppId, Vec<(Instant, MemberId)>> = HashMap::new();
         for change in &history.profile_consents {
-            app_consent_changes.entry(change.key.1.clone()).or_default().push(change.at);
+            app_consent_changes
+                .entry(change.key.1.clone())
+                .or_default()
+                .push((change.at, change.key.0.clone()));
         }
         History {
             memberships: index(&history.memberships),

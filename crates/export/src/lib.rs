@@ -82,6 +82,9 @@ fn text(value: &str) -> ByteArray {
     ByteArray::from(value.as_bytes().to_vec())
 }
 
+// `Field as usize` is its position in `Field::ALL`.
+const _: () = assert!(consentry_types::Field::MemberPicture as usize == 6);
+
 fn write_row_group(day: &mut DayFile) -> Result<(), ExportError> {
     if day.columns.len() == 0 {
         return Ok(());
@@ -127,6 +130,7 @@ pub fn export_parquet(ledger_dir: &Path, out: &Path) -> Result<ExportSummary, Ex
     let mut days: BTreeMap<String, DayFile> = BTreeMap::new();
     let mut parts: BTreeMap<String, usize> = BTreeMap::new();
     let mut summary = ExportSummary::default();
+    let field_names: Vec<ByteArray> = consentry_types::Field::ALL.iter().map(|f| text(f.as_str())).collect();
     for entry in Entries::open(ledger_dir)? {
         let LedgerEntry { seq, record } = entry?;
         summary.records += 1;
@@ -153,27 +157,32 @@ pub fn export_parquet(ledger_dir: &Path, out: &Path) -> Result<ExportSummary, Ex
             days.insert(day.clone(), DayFile { writer, columns: Columns::default() });
         }
         let Some(file) = days.get_mut(&day) else { continue };
-        let route = record.route.clone();
-        let resource = route.replace("{id}", record.group.as_str()).trim_start_matches("GET ").to_string();
-        let installation = format!("{}@{}", record.app, record.group);
+        // One value per record, shared (reference-counted) by all its rows.
+        let request_id = text(&record.request_id);
+        let app = text(record.app.as_str());
+        let developer = text(record.developer.as_str());
+        let installation = text(&format!("{}@{}", record.app, record.group));
+        let route = text(&record.route);
+        let resource = text(record.route.replace("{id}", record.group.as_str()).trim_start_matches("GET "));
         for disclosure in &record.disclosures {
             let subject = match &disclosure.subject {
-                Subject::Member(member) => member.to_string(),
-                Subject::Group(group) => format!("group:{group}"),
+                Subject::Member(member) => text(member.as_str()),
+                Subject::Group(group) => text(&format!("group:{group}")),
             };
             for field in disclosure.fields.iter() {
                 let c = &mut file.columns;
                 c.instant.push(record.at.millis());
                 c.seq.push(seq as i64);
-                c.request_id.push(text(&record.request_id));
-                c.app.push(text(record.app.as_str()));
-                c.developer.push(text(record.developer.as_str()));
-                c.installation.push(text(&installation));
+                c.request_id.push(request_id.clone());
+                c.app.push(app.clone());
+                c.developer.push(developer.clone());
+                c.installation.push(installation.clone());
                 c.policy_version.push(record.policy_version as i32);
-                c.route.push(text(&route));
-                c.resource.push(text(&resource));
-                c.subject.push(text(&subject));
-                c.field.push(text(field.as_str()));
+                c.route.push(route.clone());
+                c.resource.push(resource.clone());
+                c.subject.push(subject.clone());
+                c.field
+                    .push(field_names.get(field as usize).cloned().unwrap_or_else(|| text(field.as_str())));
                 summary.rows += 1;
             }
         }
