@@ -140,7 +140,6 @@ struct Resolved<'h> {
     members: NumberMap<u64, MemberId>,
     roles: NumberMap<(u64, u64), Option<&'h history::Timeline<Option<Role>>>>,
     consents: NumberMap<(u64, u64), Option<&'h history::Timeline<bool>>>,
-    scoped: NumberMap<(u64, u64), String>,
 }
 
 fn resolve<T: Clone>(
@@ -175,9 +174,9 @@ pub fn audit_did(
         members: NumberMap::default(),
         roles: NumberMap::default(),
         consents: NumberMap::default(),
-        scoped: NumberMap::default(),
     };
-    let mut seen_members: NumberMap<(u64, u64), ()> = NumberMap::default();
+    // (app, member) -> every field of the member the app received in violation.
+    let mut manifest_masks: NumberMap<(u64, u64), u16> = NumberMap::default();
     let mut record = consentry_ledger::RawRecord::default();
     let mut read = 0u64;
     while entries.next_into(&mut record)? {
@@ -193,20 +192,39 @@ pub fn audit_did(
         let app = resolve(&mut resolved.apps, record.app, entries, AppId::parse)?;
         let group = resolve(&mut resolved.groups, record.group, entries, GroupId::parse)?;
         let mut decider = engine.page(context.policy, page_facts(context, &app, &group, t));
-        let mut denied_in_record: Vec<(Option<u64>, u16)> = Vec::new();
-        if record.group_fields != 0 {
+        // Within a record few distinct (fields, subject facts) occur: decide each once.
+        let mut decided: Vec<(u16, SubjectFacts, u16)> = Vec::with_capacity(8);
+        let mut deny = |mask: u16, subject: SubjectFacts| -> Result<u16, AuditError> {
+            if let Some((_, _, denied)) = decided.iter().find(|(m, s, _)| *m == mask && *s == subject) {
+                return Ok(*denied);
+            }
             let mut denied = 0u16;
-            for field in FieldSet::from_bits(record.group_fields).iter() {
-                report.disclosures_checked += 1;
-                if !decider.allows(field, SubjectFacts::NONE)? {
+            for field in FieldSet::from_bits(mask).iter() {
+                if !decider.allows(field, subject)? {
                     denied |= field.bit();
                 }
             }
+            decided.push((mask, subject, denied));
+            Ok(denied)
+        };
+        let mut field_counts = [0u64; Field::ALL.len()];
+        let mut count = 0u64;
+        let mut any = false;
+        if record.group_fields != 0 {
+            report.disclosures_checked += u64::from(record.group_fields.count_ones());
+            let denied = deny(record.group_fields, SubjectFacts::NONE)?;
             if denied != 0 {
-                denied_in_record.push((None, denied));
+                any = true;
+                for field in FieldSet::from_bits(denied).iter() {
+                    if let Some(c) = field_counts.get_mut(field as usize) {
+                        *c += 1;
+                    }
+                    count += 1;
+                }
             }
         }
         for &(member_number, mask) in &record.members {
+            report.disclosures_checked += u64::from(mask.count_ones());
             let role_timeline = match resolved.roles.get(&(record.group, member_number)) {
                 Some(found) => *found,
                 None => {
@@ -231,18 +249,20 @@ pub fn audit_did(
                 role,
                 consented_profile: consent_timeline.and_then(|l| l.at(t)).copied().unwrap_or(false),
             };
-            let mut denied = 0u16;
-            for field in FieldSet::from_bits(mask).iter() {
-                report.disclosures_checked += 1;
-                if !decider.allows(field, subject)? {
-                    denied |= field.bit();
+            let denied = deny(mask, subject)?;
+            if denied == 0 {
+                continue;
+            }
+            any = true;
+            for field in FieldSet::from_bits(denied).iter() {
+                if let Some(c) = field_counts.get_mut(field as usize) {
+                    *c += 1;
                 }
+                count += 1;
             }
-            if denied != 0 {
-                denied_in_record.push((Some(member_number), denied));
-            }
+            *manifest_masks.entry((record.app, member_number)).or_insert(0) |= denied;
         }
-        if denied_in_record.is_empty() {
+        if !any {
             continue;
         }
         let info = context.apps.get(&app);
@@ -254,39 +274,33 @@ pub fn audit_did(
         findings.groups.insert(group.clone());
         findings.first = Some(findings.first.map_or(t, |f| f.min(t)));
         findings.last = Some(findings.last.map_or(t, |l| l.max(t)));
-        let developer = match findings.developer.clone() {
-            Some(developer) => developer,
-            None => {
-                let name = entries.name(record.developer).unwrap_or_default();
-                DeveloperId::parse(name).map_err(|e| LedgerError::Corrupt(e.to_string()))?
+        for (field, n) in Field::ALL.iter().zip(field_counts) {
+            if n > 0 {
+                *findings.by_field.entry(*field).or_default() += n;
             }
-        };
-        let mut count = 0u64;
-        for (member_number, denied) in denied_in_record {
-            for field in FieldSet::from_bits(denied).iter() {
-                count += 1;
-                *findings.by_field.entry(field).or_default() += 1;
-            }
-            let Some(member_number) = member_number else { continue };
-            let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
-            if seen_members.insert((record.app, member_number), ()).is_none() {
-                findings.members.insert(member.clone());
-            }
-            let scoped = resolved
-                .scoped
-                .entry((record.app, member_number))
-                .or_insert_with(|| (context.scoped_id)(&app, &member))
-                .clone();
-            let manifest =
-                report.manifests.entry(developer.clone()).or_default().entry(app.clone()).or_default();
-            for field in FieldSet::from_bits(denied).iter() {
-                manifest.insert((scoped.clone(), field));
-            }
+        }
+        if findings.developer.is_none() {
+            let name = entries.name(record.developer).unwrap_or_default();
+            findings.developer =
+                Some(DeveloperId::parse(name).map_err(|e| LedgerError::Corrupt(e.to_string()))?);
         }
         findings.violations += count;
         report.violations += count;
         let day = t.to_string().get(..10).unwrap_or_default().to_string();
         *report.by_day.entry((day, app)).or_default() += count;
+    }
+    // Members affected and deletion manifests, once per (app, member).
+    for ((app_number, member_number), denied) in manifest_masks {
+        let app = resolve(&mut resolved.apps, app_number, entries, AppId::parse)?;
+        let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
+        let Some(findings) = report.by_app.get_mut(&app) else { continue };
+        let Some(developer) = findings.developer.clone() else { continue };
+        let scoped = (context.scoped_id)(&app, &member);
+        findings.members.insert(member);
+        let manifest = report.manifests.entry(developer).or_default().entry(app).or_default();
+        for field in FieldSet::from_bits(denied).iter() {
+            manifest.insert((scoped.clone(), field));
+        }
     }
     progress(read);
     Ok(report)

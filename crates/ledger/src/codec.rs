@@ -403,24 +403,30 @@ pub(crate) fn inspect(
     }
     u32::try_from(cursor.varint()?).map_err(|_| corrupt("policy version"))?;
     let all_fields = consentry_types::Field::ALL.iter().fold(0u64, |bits, f| bits | u64::from(f.bit()));
-    if cursor.varint()? & !all_fields != 0 {
+    let group_fields = cursor.varint()?;
+    if group_fields & !all_fields != 0 {
         return Err(corrupt("unknown field"));
     }
+    let mut pairs = u64::from(group_fields.count_ones());
     let count = cursor.varint()?;
     if count > payload.len() as u64 {
         return Err(corrupt("count larger than the entry"));
     }
-    let mut number = 0u64;
+    let (mut number, mut fields) = (0u64, 0u64);
     for _ in 0..count {
         let word = cursor.varint()?;
         number = number.checked_add(word >> 1).ok_or_else(|| corrupt("member number"))?;
-        if word & 1 == 1 && cursor.varint()? & !all_fields != 0 {
-            return Err(corrupt("unknown field"));
+        if word & 1 == 1 {
+            fields = cursor.varint()?;
+            if fields & !all_fields != 0 {
+                return Err(corrupt("unknown field"));
+            }
         }
+        pairs += u64::from(fields.count_ones());
         known(dictionary, NameKind::Member, number)?;
     }
     cursor.done()?;
-    Ok(Inspected::Disclosure { seq, at, disclosures: count })
+    Ok(Inspected::Disclosure { seq, at, disclosures: pairs })
 }
 
 /// The chain hash of a frame.

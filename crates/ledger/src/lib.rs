@@ -61,6 +61,7 @@ impl Default for LedgerOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LedgerStats {
     pub records: u64,
+    /// (subject, field) pairs disclosed.
     pub disclosures: u64,
     pub bytes: u64,
     pub segments: u64,
@@ -167,7 +168,7 @@ impl Ledger {
                             }
                             last_seq = seq;
                             stats.records += 1;
-                            stats.disclosures += record.disclosures.len() as u64;
+                            stats.disclosures += field_pairs(&record);
                         }
                         hashes.push(frame.stored_hash);
                     }
@@ -291,7 +292,7 @@ impl Ledger {
             pending_hashes.push(*head);
             state.next_seq += 1;
             state.last_at = record.at;
-            state.pending_disclosures += record.disclosures.len() as u64;
+            state.pending_disclosures += field_pairs(record);
             seqs.push(seq);
         }
         let wanted = state.next_seq - 1;
@@ -420,6 +421,11 @@ impl Ledger {
             state.fail_next_write = true;
         }
     }
+}
+
+/// How many (subject, field) pairs a record discloses.
+pub fn field_pairs(record: &DisclosureRecord) -> u64 {
+    record.disclosures.iter().map(|d| u64::from(d.fields.bits().count_ones())).sum()
 }
 
 fn tracing_free_log(error: &std::io::Error) {
