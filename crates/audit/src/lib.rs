@@ -133,13 +133,16 @@ impl std::hash::Hasher for NumberHasher {
 
 type NumberMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<NumberHasher>>;
 
+type SubjectTimelines<'h> =
+    (Option<&'h history::Timeline<Option<Role>>>, Option<&'h history::Timeline<bool>>);
+
 /// Identities and timelines looked up once per ledger number, then by number.
 struct Resolved<'h> {
     apps: NumberMap<u64, AppId>,
     groups: NumberMap<u64, GroupId>,
     members: NumberMap<u64, MemberId>,
-    roles: NumberMap<(u64, u64), Option<&'h history::Timeline<Option<Role>>>>,
-    consents: NumberMap<(u64, u64), Option<&'h history::Timeline<bool>>>,
+    /// (app, group, member) -> the member's role and consent timelines.
+    subjects: NumberMap<(u64, u64, u64), SubjectTimelines<'h>>,
 }
 
 fn resolve<T: Clone>(
@@ -172,8 +175,7 @@ pub fn audit_did(
         apps: NumberMap::default(),
         groups: NumberMap::default(),
         members: NumberMap::default(),
-        roles: NumberMap::default(),
-        consents: NumberMap::default(),
+        subjects: NumberMap::default(),
     };
     // (app, member) -> every field of the member the app received in violation.
     let mut manifest_masks: NumberMap<(u64, u64), u16> = NumberMap::default();
@@ -225,24 +227,19 @@ pub fn audit_did(
         }
         for &(member_number, mask) in &record.members {
             report.disclosures_checked += u64::from(mask.count_ones());
-            let role_timeline = match resolved.roles.get(&(record.group, member_number)) {
-                Some(found) => *found,
-                None => {
-                    let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
-                    let found = history.memberships.get(&(group.clone(), member));
-                    resolved.roles.insert((record.group, member_number), found);
-                    found
-                }
-            };
-            let consent_timeline = match resolved.consents.get(&(member_number, record.app)) {
-                Some(found) => *found,
-                None => {
-                    let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
-                    let found = history.consents.get(&(member, app.clone()));
-                    resolved.consents.insert((member_number, record.app), found);
-                    found
-                }
-            };
+            let (role_timeline, consent_timeline) =
+                match resolved.subjects.get(&(record.app, record.group, member_number)) {
+                    Some(found) => *found,
+                    None => {
+                        let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
+                        let found = (
+                            history.memberships.get(&(group.clone(), member.clone())),
+                            history.consents.get(&(member, app.clone())),
+                        );
+                        resolved.subjects.insert((record.app, record.group, member_number), found);
+                        found
+                    }
+                };
             let role = role_timeline.and_then(|l| l.at(t)).copied().flatten();
             let subject = SubjectFacts {
                 is_member: role.is_some(),

@@ -100,6 +100,11 @@ pub struct CompiledPolicy {
     pub(crate) id: u64,
     pub(crate) version: u32,
     pub(crate) policies: Arc<PolicySet>,
+    /// Whether any rule names a particular app or group. When none does, a decision cannot
+    /// depend on which app or group asks, so the engine presents placeholders and shares
+    /// memoized decisions across apps and groups.
+    pub(crate) names_apps: bool,
+    pub(crate) names_groups: bool,
 }
 
 impl CompiledPolicy {
@@ -129,8 +134,14 @@ pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> 
     let result = validator.validate(&policies, ValidationMode::Strict);
     let mut problems: Vec<PolicyDiagnostic> =
         result.validation_errors().map(|e| diagnostic(text, e)).collect();
+    let (mut names_apps, mut names_groups) = (false, false);
     for policy in policies.policies() {
         for literal in policy.entity_literals() {
+            match literal.type_name().to_string().as_str() {
+                "Consentry::App" => names_apps = true,
+                "Consentry::Group" => names_groups = true,
+                _ => {}
+            }
             if literal.type_name().to_string() == "Consentry::Member" {
                 let offset = text.find(&literal.to_string()).or_else(|| text.find("Consentry::Member"));
                 let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
@@ -151,7 +162,7 @@ pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> 
     }
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Ok(CompiledPolicy { id, version, policies: Arc::new(policies) })
+    Ok(CompiledPolicy { id, version, policies: Arc::new(policies), names_apps, names_groups })
 }
 
 #[cfg(test)]

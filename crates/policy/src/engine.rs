@@ -16,6 +16,14 @@ use crate::request::{cedar_input, PageFacts, SubjectFacts};
 /// real id is never needed to decide.
 const SUBJECT_PLACEHOLDER: &str = "subject";
 
+fn placeholder_app() -> consentry_types::AppId {
+    consentry_types::AppId::parse("app").unwrap_or_else(|_| unreachable!("a valid id"))
+}
+
+fn placeholder_group() -> consentry_types::GroupId {
+    consentry_types::GroupId::parse("group").unwrap_or_else(|_| unreachable!("a valid id"))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DecisionKey {
     policy: u64,
@@ -81,7 +89,15 @@ impl Engine {
     }
 
     /// A decider for one page: all its decisions share `page`.
-    pub fn page<'a>(&'a self, policy: &'a CompiledPolicy, page: PageFacts) -> PageDecider<'a> {
+    pub fn page<'a>(&'a self, policy: &'a CompiledPolicy, mut page: PageFacts) -> PageDecider<'a> {
+        // Identities no rule names cannot change a decision: present placeholders, so that
+        // memoized decisions are shared across apps and groups.
+        if !policy.names_apps {
+            page.app = placeholder_app();
+        }
+        if !policy.names_groups {
+            page.group = placeholder_group();
+        }
         PageDecider { engine: self, policy, page, local: HashMap::new() }
     }
 
