@@ -105,6 +105,10 @@ pub struct CompiledPolicy {
     /// memoized decisions across apps and groups.
     pub(crate) names_apps: bool,
     pub(crate) names_groups: bool,
+    /// Whether the text mentions these attributes at all; when it does not, no rule can
+    /// read them (Cedar has no computed attribute names), so they are not presented.
+    pub(crate) reads_installed_since: bool,
+    pub(crate) reads_category: bool,
 }
 
 impl CompiledPolicy {
@@ -162,7 +166,15 @@ pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> 
     }
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Ok(CompiledPolicy { id, version, policies: Arc::new(policies), names_apps, names_groups })
+    Ok(CompiledPolicy {
+        id,
+        version,
+        policies: Arc::new(policies),
+        names_apps,
+        names_groups,
+        reads_installed_since: text.contains("installed_since"),
+        reads_category: text.contains("category"),
+    })
 }
 
 #[cfg(test)]

@@ -98,6 +98,12 @@ impl Engine {
         if !policy.names_groups {
             page.group = placeholder_group();
         }
+        if !policy.reads_installed_since {
+            page.installed_since = 0;
+        }
+        if !policy.reads_category {
+            page.app_category.clear();
+        }
         PageDecider { engine: self, policy, page, local: HashMap::new() }
     }
 
