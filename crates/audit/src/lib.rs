@@ -133,16 +133,20 @@ impl std::hash::Hasher for NumberHasher {
 
 type NumberMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<NumberHasher>>;
 
-type SubjectTimelines<'h> =
-    (Option<&'h history::Timeline<Option<Role>>>, Option<&'h history::Timeline<bool>>);
+/// One member's place in a page an app keeps reading.
+struct PageSlot<'h> {
+    member: u64,
+    role: Option<&'h history::Timeline<Option<Role>>>,
+    consent: Option<&'h history::Timeline<bool>>,
+    /// Every field of this member denied so far in this (app, group).
+    denied: u16,
+}
 
 /// Identities and timelines looked up once per ledger number, then by number.
-struct Resolved<'h> {
+struct Resolved {
     apps: NumberMap<u64, AppId>,
     groups: NumberMap<u64, GroupId>,
     members: NumberMap<u64, MemberId>,
-    /// (app, group, member) -> the member's role and consent timelines.
-    subjects: NumberMap<(u64, u64, u64), SubjectTimelines<'h>>,
 }
 
 fn resolve<T: Clone>(
@@ -171,12 +175,9 @@ pub fn audit_did(
     let engine = Engine::new();
     let history = context.history;
     let mut report = DidReport::default();
-    let mut resolved = Resolved {
-        apps: NumberMap::default(),
-        groups: NumberMap::default(),
-        members: NumberMap::default(),
-        subjects: NumberMap::default(),
-    };
+    let mut resolved =
+        Resolved { apps: NumberMap::default(), groups: NumberMap::default(), members: NumberMap::default() };
+    let mut pages: NumberMap<(u64, u64), Vec<PageSlot<'_>>> = NumberMap::default();
     // (app, member) -> every field of the member the app received in violation.
     let mut manifest_masks: NumberMap<(u64, u64), u16> = NumberMap::default();
     let mut record = consentry_ledger::RawRecord::default();
@@ -225,26 +226,37 @@ pub fn audit_did(
                 }
             }
         }
-        for &(member_number, mask) in &record.members {
+        // The same page of the same group is read again and again: keep its subjects'
+        // timelines and denied fields by position, falling back to lookups when it changed.
+        let page = pages.entry((record.app, record.group)).or_default();
+        for (position, &(member_number, mask)) in record.members.iter().enumerate() {
             report.disclosures_checked += u64::from(mask.count_ones());
-            let (role_timeline, consent_timeline) =
-                match resolved.subjects.get(&(record.app, record.group, member_number)) {
-                    Some(found) => *found,
-                    None => {
-                        let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
-                        let found = (
-                            history.memberships.get(&(group.clone(), member.clone())),
-                            history.consents.get(&(member, app.clone())),
-                        );
-                        resolved.subjects.insert((record.app, record.group, member_number), found);
-                        found
-                    }
+            if page.get(position).is_none_or(|slot| slot.member != member_number) {
+                let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
+                let slot = PageSlot {
+                    member: member_number,
+                    role: history.memberships.get(&(group.clone(), member.clone())),
+                    consent: history.consents.get(&(member, app.clone())),
+                    denied: 0,
                 };
-            let role = role_timeline.and_then(|l| l.at(t)).copied().flatten();
+                match page.get_mut(position) {
+                    Some(existing) => {
+                        // Keep what the old occupant was denied before giving its place away.
+                        if existing.denied != 0 {
+                            *manifest_masks.entry((record.app, existing.member)).or_insert(0) |=
+                                existing.denied;
+                        }
+                        *existing = slot;
+                    }
+                    None => page.push(slot),
+                }
+            }
+            let Some(slot) = page.get_mut(position) else { continue };
+            let role = slot.role.and_then(|l| l.at(t)).copied().flatten();
             let subject = SubjectFacts {
                 is_member: role.is_some(),
                 role,
-                consented_profile: consent_timeline.and_then(|l| l.at(t)).copied().unwrap_or(false),
+                consented_profile: slot.consent.and_then(|l| l.at(t)).copied().unwrap_or(false),
             };
             let denied = deny(mask, subject)?;
             if denied == 0 {
@@ -257,7 +269,7 @@ pub fn audit_did(
                 }
                 count += 1;
             }
-            *manifest_masks.entry((record.app, member_number)).or_insert(0) |= denied;
+            slot.denied |= denied;
         }
         if !any {
             continue;
@@ -287,6 +299,11 @@ pub fn audit_did(
         *report.by_day.entry((day, app)).or_default() += count;
     }
     // Members affected and deletion manifests, once per (app, member).
+    for ((app_number, _), slots) in pages {
+        for slot in slots.into_iter().filter(|s| s.denied != 0) {
+            *manifest_masks.entry((app_number, slot.member)).or_insert(0) |= slot.denied;
+        }
+    }
     for ((app_number, member_number), denied) in manifest_masks {
         let app = resolve(&mut resolved.apps, app_number, entries, AppId::parse)?;
         let member = resolve(&mut resolved.members, member_number, entries, MemberId::parse)?;
