@@ -6,7 +6,7 @@
 //! size, default 100,000,000). Under `cargo test` it runs on 40,000 disclosures without DuckDB
 //! and checks the audit against a count made from the generator's own knowledge.
 
-#![allow(clippy::indexing_slicing)] // indices come from the generator's own ranges
+#![allow(clippy::indexing_slicing, clippy::needless_range_loop)] // indices come from the generator's own ranges
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
