@@ -41,6 +41,28 @@ pub async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<B
     Bytes::from_request(request, state).await.map_err(body_rejection)
 }
 
+/// Whether the request's `Content-Type` is `media` (parameters such as charset ignored).
+pub fn has_media_type(headers: &axum::http::HeaderMap, media: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media))
+}
+
+/// 415 unless the body is `media`.
+pub fn require_media_type(headers: &axum::http::HeaderMap, media: &str) -> Result<(), ApiError> {
+    if has_media_type(headers, media) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("send the body as {media}"),
+        ))
+    }
+}
+
 /// A JSON body, strictly parsed (types define `deny_unknown_fields`).
 pub struct JsonBody<T>(pub T);
 
@@ -48,17 +70,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let json =
-            request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-                v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "send the body as application/json",
-            ));
-        }
+        require_media_type(request.headers(), "application/json")?;
         let bytes = body_bytes(request, state).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)

@@ -12,7 +12,7 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::extract::{blocking, body_bytes, Params};
+use crate::extract::{blocking, body_bytes, has_media_type, Params};
 use crate::ApiState;
 
 /// An RFC 6749 §5.2 error.
@@ -84,11 +84,7 @@ async fn form_and_client(
     allowed: &[&str],
 ) -> Result<(Params, String, String), OAuthError> {
     let headers: HeaderMap = request.headers().clone();
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    let is_form = has_media_type(&headers, "application/x-www-form-urlencoded");
     if !is_form {
         return Err(OAuthError::new(
             "invalid_request",

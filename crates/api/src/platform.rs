@@ -3,13 +3,13 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use consentry_types::{AppId, AppStatus, DeveloperId, GroupId, MemberId, OperatorRole, PostId, Role, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::extract::{blocking, body_bytes, JsonBody, OperatorAuth};
+use crate::extract::{blocking, body_bytes, require_media_type, JsonBody, OperatorAuth};
 use crate::problem::{ApiError, Problem};
 use crate::ApiState;
 
@@ -398,17 +398,7 @@ pub async fn submit_policy(
     request: Request,
 ) -> Result<(StatusCode, Json<PolicyCreated>), ApiError> {
     op.require(POLICY_AUTHORS)?;
-    let plain =
-        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-            v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/plain"))
-        });
-    if !plain {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "send Cedar text as text/plain",
-        ));
-    }
+    require_media_type(request.headers(), "text/plain")?;
     let bytes = body_bytes(request, &state).await?;
     let text =
         String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("policy text must be UTF-8"))?;

@@ -2,39 +2,20 @@
 //! ledger verifies and holds a record of every response a client received.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn consentry() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_consentry"));
-    command.env("RUST_LOG", "error").env_remove("CONSENTRY_DATA_DIR").env_remove("CONSENTRY_LISTEN");
-    command
-}
+use support::{consentry, start_server};
 
 fn start(dir: &Path) -> (Child, String) {
-    let mut child = consentry()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap_or_default()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| unreachable!("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .take(5)
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("listening on http://").nth(1).and_then(|r| r.split_whitespace().next()).map(String::from)
-        })
-        .unwrap_or_else(|| unreachable!("the server did not start"));
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let (child, addr, _) = start_server(dir);
     (child, addr)
 }
 
