@@ -393,3 +393,74 @@ body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} table{{border-colla
         chart = chart(report),
     )
 }
+
+/// `consentry policy preview`: what a draft would change, replayed over recent history.
+pub fn preview(draft: &Path, since: &str, to: Option<&str>, data_dir: &Path) -> Result<()> {
+    let dir = DataDir::open(data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    let service = Service::new(
+        store.clone(),
+        Arc::new(SystemClock::default()),
+        dir.server_key()?,
+        ServiceConfig::default(),
+    );
+    let window =
+        consentry_api::window(None, to, Some(since), Instant::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = std::fs::read_to_string(draft).with_context(|| format!("cannot read {}", draft.display()))?;
+    let draft_policy = compile(0, &text).map_err(|e| anyhow::anyhow!("{}: {e}", draft.display()))?;
+    let active =
+        store.active_policy()?.context("no policy is active: there is nothing to compare the draft with")?;
+    let active_policy = compile(active.version, &active.text)?;
+    // Loses: what apps received, or could read, that the draft would deny.
+    let loses = run_audit(
+        &service,
+        &dir.ledger_dir(),
+        Some((text.as_str(), format!("draft {}", draft.display()))),
+        None,
+        window,
+    )?;
+    // Gains: what the draft would let apps read that the rules in force denied.
+    let history = consentry_audit::History::new(&store.fact_history()?);
+    let apps = consentry_audit::apps_by_id(store.apps()?);
+    let as_if_draft: std::collections::HashMap<u32, consentry_policy::CompiledPolicy> =
+        store.policy_versions()?.into_iter().map(|v| (v.version, draft_policy.clone())).collect();
+    let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
+        service.scoped_member_id(app, member)
+    };
+    let context = consentry_audit::AuditContext {
+        policy: &active_policy,
+        from: window.0,
+        to: window.1,
+        history: &history,
+        apps: &apps,
+        enforced: &as_if_draft,
+        scoped_id: &scoped,
+    };
+    let gains = consentry_audit::audit_could(&context).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "Preview of {} against the active policy v{}, {} to {}:",
+        draft.display(),
+        active.version,
+        window.0,
+        window.1
+    );
+    let line = |app: &consentry_types::AppId,
+                fields: &std::collections::BTreeSet<consentry_types::Field>,
+                members: usize| {
+        let fields: Vec<&str> = fields.iter().map(|f| f.as_str()).collect();
+        println!("    {:<24} {:>8} members  {}", app.as_str(), members, fields.join(", "));
+    };
+    println!(
+        "  loses: {} apps would lose access they have now; {} disclosures in the window would have been denied",
+        loses.could.by_app.len(),
+        loses.did.violations
+    );
+    for (app, exposure) in &loses.could.by_app {
+        line(app, &exposure.fields, exposure.members.len());
+    }
+    println!("  gains: {} apps would gain access they do not have now", gains.by_app.len());
+    for (app, exposure) in &gains.by_app {
+        line(app, &exposure.fields, exposure.members.len());
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@ mod audit;
 mod data_dir;
 mod demo;
 mod ledger;
+mod policy_tests;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +77,23 @@ enum Command {
 enum PolicyCommand {
     /// Check a policy file against the schema; errors give line and column.
     Validate { file: PathBuf },
+    /// Run policy test files (request, facts, expected decision); default `policies/tests`.
+    Test {
+        #[arg(default_value = "policies/tests")]
+        paths: Vec<PathBuf>,
+    },
+    /// What a draft would change over recent history, against the active policy.
+    Preview {
+        draft: PathBuf,
+        /// The window ending now, e.g. 30d.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// End of the window (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
     /// Store a policy file as a new version and make it the active policy now.
     Activate {
         file: PathBuf,
@@ -136,6 +154,10 @@ fn run(cli: Cli) -> Result<()> {
             serve::run(story.service, story.ledger, &listen, Some(Box::new(move |addr| after(addr))))
         }
         Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),
+        Command::Policy { command: PolicyCommand::Test { paths } } => policy_tests::run(&paths),
+        Command::Policy { command: PolicyCommand::Preview { draft, since, to, data_dir } } => {
+            audit::preview(&draft, &since, to.as_deref(), &data_dir)
+        }
         Command::Ledger { command } => ledger::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Policy { command: PolicyCommand::Activate { file, reason, author, data_dir } } => {

@@ -46,6 +46,43 @@ fn shipped_policies_validate() {
 }
 
 #[test]
+fn shipped_policy_tests_pass_and_a_wrong_expectation_fails() {
+    let output = run(&["policy", "test", repo_file("policies/tests").to_str().unwrap_or_default()]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")) && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    let dir = temp_dir("policy-tests");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    let policy = repo_file("policies/groups-2018.cedar");
+    let wrong = format!(
+        r#"{{"policy": {:?}, "cases": [{{"name": "wrong on purpose", "field": "member.name", "subject": {{"is_member": true, "consented_profile": false}}, "expect": "allow"}}]}}"#,
+        policy.to_str().unwrap_or_default()
+    );
+    std::fs::write(dir.join("wrong.json"), wrong).unwrap_or_else(|e| unreachable!("{e}"));
+    let failed = run(&["policy", "test", dir.join("wrong.json").to_str().unwrap_or_default()]);
+    assert!(
+        text(&failed.stdout).contains("FAIL")
+            && text(&failed.stdout).contains("expected allow, the engine says deny")
+    );
+    assert_one_line_error(&failed, "1 policy test(s) failed");
+    std::fs::write(dir.join("bad.json"), r#"{"policy": "x.cedar", "cases": [], "extra": 1}"#)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_one_line_error(
+        &run(&["policy", "test", dir.join("bad.json").to_str().unwrap_or_default()]),
+        "unknown key \"extra\"",
+    );
+    std::fs::write(dir.join("bad.json"), "{ not json").unwrap_or_else(|e| unreachable!("{e}"));
+    assert_one_line_error(
+        &run(&["policy", "test", dir.join("bad.json").to_str().unwrap_or_default()]),
+        "not valid JSON",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn invalid_policy_names_file_line_and_column() {
     let dir = temp_dir("invalid");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
@@ -223,6 +260,45 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         &run(&["audit", "--data-dir", data, "--since", "60d", "--version", "42"]),
         "no policy version 42",
     );
+
+    // Previews against the active (fixed) groups-2018: legacy would give profiles back.
+    let legacy = repo_file("policies/legacy-2017.cedar");
+    let preview = text(
+        &run(&[
+            "policy",
+            "preview",
+            legacy.to_str().unwrap_or_default(),
+            "--data-dir",
+            data,
+            "--since",
+            "20d",
+            "--to",
+            "2019-12-01",
+        ])
+        .stdout,
+    );
+    let gains = preview
+        .lines()
+        .find(|l| l.contains("gains: "))
+        .and_then(|l| l.split("gains: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(gains.is_some_and(|g| g > 0), "{preview}");
+    let same = text(
+        &run(&[
+            "policy",
+            "preview",
+            policy.to_str().unwrap_or_default(),
+            "--data-dir",
+            data,
+            "--since",
+            "20d",
+            "--to",
+            "2019-12-01",
+        ])
+        .stdout,
+    );
+    assert!(same.contains("loses: 0 apps") && same.contains("gains: 0 apps"), "{same}");
 
     // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
     let verified = run(&["ledger", "verify", "--data-dir", data]);
