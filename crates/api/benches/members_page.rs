@@ -50,6 +50,7 @@ fn world(path: &std::path::Path) -> (Arc<Service>, String) {
     let admin = MemberId::parse("m-00000").unwrap_or_else(|e| unreachable!("{e}"));
     ok(service.install_app(&registered.app.id, &group, &admin));
     let version = service.submit_policy(GROUPS_2018, "bench").unwrap_or_else(|e| unreachable!("{e}"));
+    service.approve_policy(version, "bench-officer").unwrap_or_else(|e| unreachable!("{e}"));
     service.activate_policy(version, "bench", "bench").unwrap_or_else(|e| unreachable!("{e}"));
     store.set_bulk_load(false).unwrap_or_else(|e| unreachable!("{e}"));
     let token = service

@@ -132,6 +132,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/members/{mid}/consents/{app}", put(platform::put_consent).delete(platform::delete_consent))
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
         .route("/policies/{version}/activate", post(platform::activate_policy))
+        .route("/policies/{version}/approve", post(platform::approve_policy))
         .route("/keys", post(platform::create_key))
         .route("/audits", post(audits::run_audit))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -461,6 +461,21 @@ pub async fn activate_policy(
     }))
 }
 
+/// A privacy officer who is not the author approves a stored version (two-person rule).
+#[utoipa::path(post, path = "/platform/v1/policies/{version}/approve", tag = "policies",
+    params(("version" = u32, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the approver wrote this version")),
+    security(("operator_key" = [])))]
+pub async fn approve_policy(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> NoContent {
+    let version: u32 =
+        one(path)?.parse().map_err(|_| ApiError::bad_request("version must be a whole number"))?;
+    let approver = op.name.clone();
+    write_call!(state, op, &[OperatorRole::PrivacyOfficer], |s| s.approve_policy(version, &approver))
+}
+
 #[utoipa::path(post, path = "/platform/v1/keys", tag = "platform", request_body = KeyInput,
     responses((status = 201, body = KeyCreated), (status = 400, body = Problem), (status = 403, body = Problem)),
     security(("operator_key" = [])))]

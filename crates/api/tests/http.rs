@@ -30,6 +30,7 @@ struct Harness {
     service: Arc<Service>,
     clock: Arc<SimulatedClock>,
     operator: String,
+    officer: String,
 }
 
 impl Harness {
@@ -39,8 +40,12 @@ impl Harness {
         let service =
             Arc::new(Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default()));
         let operator = service.bootstrap_operator_key().ok().flatten().map(|k| k.key).unwrap_or_default();
+        let officer = service
+            .create_operator_key("officer", OperatorRole::PrivacyOfficer)
+            .map(|k| k.key)
+            .unwrap_or_default();
         let router = app(ApiState::new(service.clone()));
-        Harness { router, service, clock, operator }
+        Harness { router, service, clock, operator, officer }
     }
 
     async fn send(&self, request: Request<Body>) -> Reply {
@@ -148,6 +153,8 @@ impl Harness {
         let policy = self.policy(GROUPS_2018).await;
         assert_eq!(policy.status, StatusCode::CREATED, "{}", policy.body);
         ok(&self
+            .approve(1)
+            .await
             .op(Method::POST, "/platform/v1/policies/1/activate", Some(json!({"reason": "the 2018 rules"})))
             .await);
         (
@@ -155,6 +162,16 @@ impl Harness {
             created.body["client_id"].as_str().unwrap_or_default().to_string(),
             created.body["client_secret"].as_str().unwrap_or_default().to_string(),
         )
+    }
+
+    /// A privacy officer (not the author) approves a version.
+    async fn approve(&self, version: u32) -> &Harness {
+        let officer = self.officer.clone();
+        let reply = self
+            .call(Method::POST, &format!("/platform/v1/policies/{version}/approve"), Some(&officer), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+        self
     }
 
     async fn token(&self, client_id: &str, secret: &str) -> String {
@@ -219,8 +236,11 @@ async fn each_write_takes_effect_for_the_very_next_request() {
 
     // Policy activated: legacy shows everyone at once.
     assert_eq!(h.policy(LEGACY).await.status, StatusCode::CREATED);
-    let activated =
-        h.op(Method::POST, "/platform/v1/policies/2/activate", Some(json!({"reason": "test"}))).await;
+    let activated = h
+        .approve(2)
+        .await
+        .op(Method::POST, "/platform/v1/policies/2/activate", Some(json!({"reason": "test"})))
+        .await;
     assert_eq!(activated.status, StatusCode::OK, "{}", activated.body);
     assert_eq!(h.names(&token).await, ["ann name", "bob name", "cat name"]);
     h.clock.advance_secs(1);
@@ -534,6 +554,7 @@ async fn platform_endpoints_need_a_key_and_the_right_role() {
         (Method::PUT, "/platform/v1/members/bob/consents/app_x", Some(json!({"scopes": ["profile"]}))),
         (Method::DELETE, "/platform/v1/members/bob/consents/app_x", None),
         (Method::POST, "/platform/v1/policies/1/activate", Some(json!({"reason": "x"}))),
+        (Method::POST, "/platform/v1/policies/1/approve", None),
         (Method::POST, "/platform/v1/keys", Some(json!({"name": "k", "role": "operator"}))),
     ];
     for (method, uri, body) in &writes {
@@ -606,6 +627,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/platform/v1/policies"),
         ("get", "/platform/v1/policies"),
         ("post", "/platform/v1/policies/{version}/activate"),
+        ("post", "/platform/v1/policies/{version}/approve"),
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),
@@ -838,4 +860,53 @@ async fn audits_answer_did_and_could_for_auditors_only() {
     let invalid = h.call(Method::POST, "/platform/v1/audits", Some(&auditor), Some(json!({"since": "1d", "policy_text": "permit (principal, action == Consentry::Action::\"member.email\", resource);"}))).await;
     assert!(is_problem(&invalid, StatusCode::UNPROCESSABLE_ENTITY));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn activation_needs_approval_by_someone_other_than_the_author() {
+    let h = Harness::new();
+    h.world().await;
+    // An operator submits a draft; activating it unapproved is refused and changes nothing.
+    assert_eq!(h.policy(LEGACY).await.status, StatusCode::CREATED);
+    let unapproved =
+        h.op(Method::POST, "/platform/v1/policies/2/activate", Some(json!({"reason": "early"}))).await;
+    assert!(is_problem(&unapproved, StatusCode::UNPROCESSABLE_ENTITY), "{}", unapproved.body);
+    assert!(unapproved.body["detail"].as_str().is_some_and(|d| d.contains("not approved")));
+    assert_eq!(h.service.store().active_policy().ok().flatten().map(|p| p.version), Some(1));
+    // Operators cannot approve; privacy officers cannot approve their own text.
+    assert!(is_problem(
+        &h.op(Method::POST, "/platform/v1/policies/2/approve", None).await,
+        StatusCode::FORBIDDEN
+    ));
+    let carol = h
+        .service
+        .create_operator_key("carol", OperatorRole::PrivacyOfficer)
+        .map(|k| k.key)
+        .unwrap_or_default();
+    let own = Request::builder()
+        .method(Method::POST)
+        .uri("/platform/v1/policies")
+        .header(header::AUTHORIZATION, format!("Bearer {carol}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(GROUPS_2018))
+        .unwrap_or_default();
+    assert_eq!(h.send(own).await.status, StatusCode::CREATED);
+    let self_approved = h.call(Method::POST, "/platform/v1/policies/3/approve", Some(&carol), None).await;
+    assert!(is_problem(&self_approved, StatusCode::UNPROCESSABLE_ENTITY), "{}", self_approved.body);
+    assert!(h.service.store().policy_approvals(3).is_ok_and(|a| a.is_empty()));
+    // Another officer's approval lets it through.
+    assert_eq!(
+        h.call(Method::POST, "/platform/v1/policies/99/approve", Some(&carol), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    h.approve(3).await;
+    let activated = h
+        .call(
+            Method::POST,
+            "/platform/v1/policies/3/activate",
+            Some(&carol),
+            Some(json!({"reason": "reviewed"})),
+        )
+        .await;
+    assert_eq!(activated.status, StatusCode::OK, "{}", activated.body);
 }

@@ -86,6 +86,7 @@ fn main() {
         }
     }
     let version = service.submit_policy(GROUPS_2018, "bench").unwrap_or_else(|e| unreachable!("{e}"));
+    service.approve_policy(version, "bench-officer").unwrap_or_else(|e| unreachable!("{e}"));
     service.activate_policy(version, "bench", "bench").unwrap_or_else(|e| unreachable!("{e}"));
     let mut app_ids = Vec::new();
     let mut installs: Vec<Vec<usize>> = Vec::new();

@@ -68,6 +68,8 @@ impl Store for StaleConsents {
         policy_version(&self, v: u32) -> StoreResult<Option<PolicyVersion>>;
         policy_versions(&self) -> StoreResult<Vec<PolicyVersion>>;
         activate_policy(&self, a: &PolicyActivation) -> StoreResult<()>;
+        approve_policy(&self, v: u32, who: &str, at: Instant) -> StoreResult<()>;
+        policy_approvals(&self, v: u32) -> StoreResult<Vec<(String, Instant)>>;
         policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
         active_policy(&self) -> StoreResult<Option<PolicyVersion>>;
         put_token(&self, t: &TokenRecord) -> StoreResult<()>;
@@ -350,6 +352,7 @@ proptest! {
         let w = world("zero");
         let text = if legacy { LEGACY } else { GROUPS_2018 };
         let version = w.service.submit_policy(text, "t").unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.approve_policy(version, "officer").unwrap_or_else(|e| unreachable!("{e}"));
         w.service.activate_policy(version, "t", "throughout").unwrap_or_else(|e| unreachable!("{e}"));
         w.post_something();
         for s in &steps {
@@ -366,6 +369,7 @@ proptest! {
     fn the_audit_equals_brute_force(before in prop::collection::vec(step(), 3..30), after in prop::collection::vec(step(), 3..30)) {
         let w = world("brute");
         let legacy = w.service.submit_policy(LEGACY, "t").unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.approve_policy(legacy, "officer").unwrap_or_else(|e| unreachable!("{e}"));
         w.service.activate_policy(legacy, "t", "first").unwrap_or_else(|e| unreachable!("{e}"));
         w.post_something();
         for s in &before {
@@ -373,6 +377,7 @@ proptest! {
         }
         let intended = w.service.submit_policy(GROUPS_2018, "t").unwrap_or_else(|e| unreachable!("{e}"));
         w.clock.advance_secs(60);
+        w.service.approve_policy(intended, "officer").unwrap_or_else(|e| unreachable!("{e}"));
         w.service.activate_policy(intended, "t", "change").unwrap_or_else(|e| unreachable!("{e}"));
         for s in &after {
             w.play(s);
@@ -387,6 +392,7 @@ proptest! {
 fn a_stale_consent_in_enforcement_is_found_exactly() {
     let w = world("stale");
     let version = w.service.submit_policy(GROUPS_2018, "t").unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.approve_policy(version, "officer").unwrap_or_else(|e| unreachable!("{e}"));
     w.service.activate_policy(version, "t", "throughout").unwrap_or_else(|e| unreachable!("{e}"));
     let (app, _) = w.apps[0].clone();
     for m in 0..8 {
@@ -428,6 +434,7 @@ fn a_stale_consent_in_enforcement_is_found_exactly() {
 fn legacy_reads_of_members_who_never_opted_in_are_violations_of_groups_2018() {
     let w = world("legacy");
     let legacy = w.service.submit_policy(LEGACY, "t").unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.approve_policy(legacy, "officer").unwrap_or_else(|e| unreachable!("{e}"));
     w.service.activate_policy(legacy, "t", "2017").unwrap_or_else(|e| unreachable!("{e}"));
     let (app, _) = w.apps[0].clone();
     for m in [1, 2] {

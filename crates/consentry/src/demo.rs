@@ -234,6 +234,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
 
     // Policies: legacy rules at launch; the 2018 rules are written ahead of the change.
     let legacy = sim.submit_policy(LEGACY, "platform-policy").map_err(fail)?;
+    sim.approve_policy(legacy, "privacy-team").map_err(fail)?;
     sim.activate_policy(legacy, "platform-policy", "Groups API rules at launch").map_err(fail)?;
     println!(
         "{}  policy v{legacy} legacy-2017 active: installed apps read every member's name and picture",
@@ -431,6 +432,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                 }
                 Event::ShipGroups2018 => {
                     let version = sim.submit_policy(GROUPS_2018_SHIPPED, "platform-policy").map_err(fail)?;
+                    sim.approve_policy(version, "privacy-team").map_err(fail)?;
                     sim.activate_policy(
                         version,
                         "platform-policy",
@@ -483,6 +485,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                 }
                 Event::Fix => {
                     let version = sim.submit_policy(GROUPS_2018, "platform-policy").map_err(fail)?;
+                    sim.approve_policy(version, "privacy-team").map_err(fail)?;
                     sim.activate_policy(
                         version,
                         "privacy-team",

@@ -100,9 +100,12 @@ enum PolicyCommand {
         /// Why this policy becomes active (kept with the activation).
         #[arg(long)]
         reason: String,
-        /// Who activates it.
+        /// Who wrote and activates it.
         #[arg(long, env = "USER", default_value = "cli")]
         author: String,
+        /// The privacy officer (not the author) who reviewed and approved it; recorded.
+        #[arg(long)]
+        approved_by: String,
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
@@ -160,7 +163,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ledger { command } => ledger::run(command),
         Command::Audit(args) => audit::run(args),
-        Command::Policy { command: PolicyCommand::Activate { file, reason, author, data_dir } } => {
+        Command::Policy {
+            command: PolicyCommand::Activate { file, reason, author, approved_by, data_dir },
+        } => {
             let text = read_policy(&file)?;
             let dir = DataDir::open(&data_dir)?;
             let store = Arc::new(dir.store()?);
@@ -171,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
                 ServiceConfig::default(),
             );
             let version = service.submit_policy(&text, &author).map_err(|e| policy_error(&file, e))?;
+            service.approve_policy(version, &approved_by).map_err(|e| policy_error(&file, e))?;
             let activation =
                 service.activate_policy(version, &author, &reason).map_err(|e| policy_error(&file, e))?;
             println!("activated policy version {version} from {} at {}", file.display(), activation.at);

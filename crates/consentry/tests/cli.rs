@@ -105,47 +105,29 @@ fn activate_stores_a_new_version_and_refuses_bad_text() {
     let dir = temp_dir("activate");
     let data = dir.to_str().unwrap_or_default().to_string();
     let legacy = repo_file("policies/legacy-2017.cedar");
-    let first = run(&[
-        "policy",
-        "activate",
-        legacy.to_str().unwrap_or_default(),
-        "--reason",
-        "launch",
-        "--data-dir",
-        &data,
-    ]);
+    let legacy = legacy.to_str().unwrap_or_default();
+    let activate = |file: &str, reason: &str, approver: Option<&str>| {
+        let mut args =
+            vec!["policy", "activate", file, "--reason", reason, "--author", "ann", "--data-dir", &data];
+        if let Some(approver) = approver {
+            args.extend(["--approved-by", approver]);
+        }
+        run(&args)
+    };
+    let unreviewed = activate(legacy, "launch", None);
+    assert!(!unreviewed.status.success() && text(&unreviewed.stderr).contains("--approved-by"));
+    assert_one_line_error(&activate(legacy, "launch", Some("ann")), "cannot approve it");
+    let first = activate(legacy, "launch", Some("bo"));
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(text(&first.stdout).contains("activated policy version 1"));
+    assert!(text(&first.stdout).contains("activated policy version 2"), "{}", text(&first.stdout));
     let bad = dir.join("bad.cedar");
     std::fs::write(&bad, "permit (principal, action, resource) when { context.nope };")
         .unwrap_or_else(|e| unreachable!("{e}"));
-    let refused =
-        run(&["policy", "activate", bad.to_str().unwrap_or_default(), "--reason", "x", "--data-dir", &data]);
-    assert_one_line_error(&refused, "bad.cedar:1:");
-    let empty_reason = run(&[
-        "policy",
-        "activate",
-        legacy.to_str().unwrap_or_default(),
-        "--reason",
-        " ",
-        "--data-dir",
-        &data,
-    ]);
-    assert_one_line_error(&empty_reason, "reason must not be empty");
-    let second = run(&[
-        "policy",
-        "activate",
-        legacy.to_str().unwrap_or_default(),
-        "--reason",
-        "again",
-        "--data-dir",
-        &data,
-    ]);
-    assert!(
-        text(&second.stdout).contains("activated policy version 3"),
-        "the refused texts were never stored as versions: {}",
-        text(&second.stdout)
-    );
+    assert_one_line_error(&activate(bad.to_str().unwrap_or_default(), "x", Some("bo")), "bad.cedar:1:");
+    assert_one_line_error(&activate(legacy, " ", Some("bo")), "reason must not be empty");
+    let second = activate(legacy, "again", Some("bo"));
+    // Versions: 1 (refused self-approval), 2 (first), 3 (empty reason); the invalid text never was one.
+    assert!(text(&second.stdout).contains("activated policy version 4"), "{}", text(&second.stdout));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

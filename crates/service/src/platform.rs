@@ -219,7 +219,22 @@ impl Service {
         Ok(self.store.add_policy_version(text, author, self.clock.now())?)
     }
 
-    /// Makes a stored version the active policy from this instant on.
+    /// A privacy officer approves a stored version; its author may not (two-person rule).
+    pub fn approve_policy(&self, version: u32, approver: &str) -> ServiceResult<()> {
+        let stored = self
+            .store
+            .policy_version(version)?
+            .ok_or_else(|| ServiceError::NotFound(format!("policy version {version}")))?;
+        if stored.author == approver {
+            return Err(ServiceError::Rejected(format!(
+                "{approver} wrote policy version {version}, so cannot approve it: another privacy officer must"
+            )));
+        }
+        Ok(self.store.approve_policy(version, approver, self.clock.now())?)
+    }
+
+    /// Makes a stored version the active policy from this instant on. The version must have
+    /// been approved by someone other than its author (two-person rule).
     pub fn activate_policy(
         &self,
         version: u32,
@@ -227,6 +242,16 @@ impl Service {
         reason: &str,
     ) -> ServiceResult<PolicyActivation> {
         text("reason", reason, 2000)?;
+        let stored = self
+            .store
+            .policy_version(version)?
+            .ok_or_else(|| ServiceError::NotFound(format!("policy version {version}")))?;
+        let approved = self.store.policy_approvals(version)?.iter().any(|(who, _)| *who != stored.author);
+        if !approved {
+            return Err(ServiceError::Rejected(format!(
+                "policy version {version} is not approved: a privacy officer other than its author must approve it first"
+            )));
+        }
         // Refuse to activate anything that does not compile today.
         self.compiled_policy(version)?;
         let activation = PolicyActivation {

@@ -61,6 +61,7 @@ fn world() -> World {
     ok(service.install_app(&app.app.id, &group(), &member("ann")));
     ok(service.set_consent(&member("bob"), &app.app.id, &[Scope::Profile]));
     let version = service.submit_policy(GROUPS_2018, "policy-team").unwrap_or_else(|e| unreachable!("{e}"));
+    service.approve_policy(version, "privacy-officer").unwrap_or_else(|e| unreachable!("{e}"));
     service
         .activate_policy(version, "privacy-officer", "the 2018 rules")
         .unwrap_or_else(|e| unreachable!("{e}"));
@@ -108,6 +109,7 @@ fn revoked_consent_hides_name_on_next_request() {
 fn activating_legacy_policy_shows_everyone_on_next_request_and_back() {
     let w = world();
     let legacy = w.service.submit_policy(LEGACY, "ops").unwrap_or_default();
+    assert!(w.service.approve_policy(legacy, "officer").is_ok());
     assert!(w.service.activate_policy(legacy, "ops", "rollback").is_ok());
     assert_eq!(visible_names(&w), ["ann name", "bob name", "cat name"]);
     w.clock.advance_secs(1);
@@ -202,6 +204,7 @@ fn installer_must_be_an_admin() {
 fn members_pages_resume_and_never_repeat() {
     let w = world();
     let legacy = w.service.submit_policy(LEGACY, "ops").unwrap_or_default();
+    assert!(w.service.approve_policy(legacy, "officer").is_ok());
     assert!(w.service.activate_policy(legacy, "ops", "all visible").is_ok());
     for i in 0..7 {
         let id = member(&format!("z{i}"));

@@ -660,6 +660,31 @@ impl Store for SqliteStore {
         })
     }
 
+    fn approve_policy(&self, version: u32, approver: &str, at: Instant) -> StoreResult<()> {
+        self.write(|tx| {
+            if !exists(tx, "SELECT 1 FROM policy_versions WHERE version = ?1", &version.to_string())? {
+                return Err(StoreError::NotFound(format!("policy version {version}")));
+            }
+            tx.execute(
+                "INSERT INTO policy_approvals (version, approver, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (version, approver) DO NOTHING",
+                params![version, approver, at.millis()],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn policy_approvals(&self, version: u32) -> StoreResult<Vec<(String, Instant)>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT approver, at FROM policy_approvals WHERE version = ?1 ORDER BY at, approver",
+            )?
+            .query_map([version], |row| Ok((row.get(0)?, Instant::from_millis(row.get(1)?))))?
+            .collect()
+        })
+    }
+
     fn activate_policy(&self, activation: &PolicyActivation) -> StoreResult<()> {
         self.write(|tx| {
             if !exists(

@@ -91,6 +91,12 @@ CREATE TABLE IF NOT EXISTS policy_versions (
   author TEXT NOT NULL,
   created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policy_approvals (
+  version INTEGER NOT NULL REFERENCES policy_versions(version),
+  approver TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  PRIMARY KEY (version, approver)
+);
 CREATE TABLE IF NOT EXISTS policy_activations (
   seq INTEGER PRIMARY KEY,
   version INTEGER NOT NULL REFERENCES policy_versions(version),

@@ -193,6 +193,11 @@ fn policy_versions_number_from_one_and_the_last_activation_wins(store: &dyn Stor
         Some((1, "alice".to_string()))
     );
     assert!(matches!(store.activate_policy(&activate(7, 5)), Err(StoreError::NotFound(_))));
+    assert_eq!(store.approve_policy(2, "officer", at(6)), Ok(()));
+    assert_eq!(store.approve_policy(2, "officer", at(7)), Ok(()), "approving twice is harmless");
+    assert_eq!(store.policy_approvals(2), Ok(vec![("officer".to_string(), at(6))]));
+    assert_eq!(store.policy_approvals(1), Ok(vec![]));
+    assert!(matches!(store.approve_policy(9, "officer", at(8)), Err(StoreError::NotFound(_))));
     assert_eq!(store.policy_activations().map(|a| a.len()), Ok(2));
     assert_eq!(store.policy_versions().map(|v| v.len()), Ok(2));
 }

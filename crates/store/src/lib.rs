@@ -122,6 +122,10 @@ pub trait Store: Send + Sync {
     fn add_policy_version(&self, text: &str, author: &str, at: Instant) -> StoreResult<u32>;
     fn policy_version(&self, version: u32) -> StoreResult<Option<PolicyVersion>>;
     fn policy_versions(&self) -> StoreResult<Vec<PolicyVersion>>;
+    /// Records that `approver` approved a stored version (idempotent per approver).
+    fn approve_policy(&self, version: u32, approver: &str, at: Instant) -> StoreResult<()>;
+    /// Who approved a version, and when, oldest first.
+    fn policy_approvals(&self, version: u32) -> StoreResult<Vec<(String, Instant)>>;
     fn activate_policy(&self, activation: &PolicyActivation) -> StoreResult<()>;
     /// Every activation, oldest first; the last is the active policy.
     fn policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
