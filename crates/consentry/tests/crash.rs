@@ -107,6 +107,24 @@ fn sigkill_under_load_loses_no_acknowledged_disclosure() {
         &policy,
     );
     assert_eq!(created.map(|r| r.status), Some(201));
+    // A privacy officer other than the author approves it (two-person rule).
+    let officer = http(
+        &addr,
+        "POST",
+        "/platform/v1/keys",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        r#"{"name":"olga","role":"privacy_officer"}"#,
+    )
+    .map(|r| json_field(&r.body, "key"))
+    .unwrap_or_default();
+    let approved = http(
+        &addr,
+        "POST",
+        "/platform/v1/policies/1/approve",
+        &[("Authorization", &format!("Bearer {officer}"))],
+        "",
+    );
+    assert_eq!(approved.map(|r| r.status), Some(204));
     let activated = http(
         &addr,
         "POST",
