@@ -125,6 +125,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/apps", post(platform::create_app).get(platform::list_apps))
         .route("/apps/{id}/suspend", post(platform::suspend_app))
         .route("/apps/{id}/reinstate", post(platform::reinstate_app))
+        .route("/apps/{id}/revoke", post(platform::revoke_app))
+        .route("/developers/{id}/revoke", post(platform::revoke_developer))
         .route(
             "/groups/{gid}/installations/{app}",
             put(platform::put_installation).delete(platform::delete_installation),

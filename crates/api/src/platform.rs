@@ -461,6 +461,44 @@ pub async fn activate_policy(
     }))
 }
 
+/// What a revocation did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    pub apps: u64,
+    pub tokens_revoked: u64,
+}
+
+/// Revokes an app: banned, every token dead, from the very next request.
+#[utoipa::path(post, path = "/platform/v1/apps/{id}/revoke", tag = "platform",
+    params(("id" = String, Path)), responses((status = 200, body = Revoked), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn revoke_app(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Revoked>, ApiError> {
+    op.require(POLICY_AUTHORS)?;
+    let app = id(&one(path)?, AppId::parse)?;
+    let tokens = blocking(&state.service, move |s| s.revoke_app(&app).map_err(ApiError::from)).await?;
+    Ok(Json(Revoked { apps: 1, tokens_revoked: tokens }))
+}
+
+/// Revokes every app of a developer.
+#[utoipa::path(post, path = "/platform/v1/developers/{id}/revoke", tag = "platform",
+    params(("id" = String, Path)), responses((status = 200, body = Revoked), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn revoke_developer(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Revoked>, ApiError> {
+    op.require(POLICY_AUTHORS)?;
+    let developer = id(&one(path)?, DeveloperId::parse)?;
+    let (apps, tokens) =
+        blocking(&state.service, move |s| s.revoke_developer(&developer).map_err(ApiError::from)).await?;
+    Ok(Json(Revoked { apps, tokens_revoked: tokens }))
+}
+
 /// A privacy officer who is not the author approves a stored version (two-person rule).
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/approve", tag = "policies",
     params(("version" = u32, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the approver wrote this version")),

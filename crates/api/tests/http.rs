@@ -555,6 +555,8 @@ async fn platform_endpoints_need_a_key_and_the_right_role() {
         (Method::DELETE, "/platform/v1/members/bob/consents/app_x", None),
         (Method::POST, "/platform/v1/policies/1/activate", Some(json!({"reason": "x"}))),
         (Method::POST, "/platform/v1/policies/1/approve", None),
+        (Method::POST, "/platform/v1/apps/app_x/revoke", None),
+        (Method::POST, "/platform/v1/developers/acme/revoke", None),
         (Method::POST, "/platform/v1/keys", Some(json!({"name": "k", "role": "operator"}))),
     ];
     for (method, uri, body) in &writes {
@@ -628,6 +630,8 @@ async fn openapi_document_lists_every_route() {
         ("get", "/platform/v1/policies"),
         ("post", "/platform/v1/policies/{version}/activate"),
         ("post", "/platform/v1/policies/{version}/approve"),
+        ("post", "/platform/v1/apps/{id}/revoke"),
+        ("post", "/platform/v1/developers/{id}/revoke"),
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),
@@ -909,4 +913,81 @@ async fn activation_needs_approval_by_someone_other_than_the_author() {
         )
         .await;
     assert_eq!(activated.status, StatusCode::OK, "{}", activated.body);
+}
+
+#[tokio::test]
+async fn revoking_a_developer_stops_every_app_and_token_at_the_next_request() {
+    let h = Harness::new();
+    let (app_id, client_id, secret) = h.world().await;
+    let token = h.token(&client_id, &secret).await;
+    let second = h.token(&client_id, &secret).await;
+    // Another developer's app is not touched.
+    let other_dev = json!({"name": "Other", "contact_email": "p@other.example", "webhook_url": "https://other.example/h"});
+    assert_eq!(
+        h.op(Method::PUT, "/platform/v1/developers/other", Some(other_dev)).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let other = h
+        .op(
+            Method::POST,
+            "/platform/v1/apps",
+            Some(json!({"developer": "other", "name": "O", "category": "analytics"})),
+        )
+        .await;
+    let other_id = other.body["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        h.op(
+            Method::PUT,
+            &format!("/platform/v1/groups/hikers/installations/{other_id}"),
+            Some(json!({"authorized_by": "ann"}))
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    let other_token = h
+        .token(
+            other.body["client_id"].as_str().unwrap_or_default(),
+            other.body["client_secret"].as_str().unwrap_or_default(),
+        )
+        .await;
+    assert_eq!(h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await.status, StatusCode::OK);
+
+    let revoked = h.op(Method::POST, "/platform/v1/developers/acme/revoke", None).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.body, json!({"apps": 1, "tokens_revoked": 2}));
+    for t in [&token, &second] {
+        assert!(is_problem(
+            &h.call(Method::GET, "/v1/groups/hikers", Some(t), None).await,
+            StatusCode::UNAUTHORIZED
+        ));
+        let introspected =
+            h.form("/oauth/introspect", &format!("token={t}"), Some((&client_id, &secret))).await;
+        assert_eq!(introspected.body, json!({"active": false}));
+    }
+    let again = h
+        .form(
+            "/oauth/token",
+            &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
+            None,
+        )
+        .await;
+    assert_eq!(again.body["error"], "unauthorized_client");
+    assert_eq!(
+        h.service
+            .store()
+            .app(&consentry_types::AppId::parse(&app_id).unwrap_or_else(|e| unreachable!("{e}")))
+            .ok()
+            .flatten()
+            .map(|a| a.status),
+        Some(consentry_types::AppStatus::Banned)
+    );
+    assert_eq!(
+        h.call(Method::GET, "/v1/groups/hikers", Some(&other_token), None).await.status,
+        StatusCode::OK
+    );
+    assert!(is_problem(
+        &h.op(Method::POST, "/platform/v1/developers/nobody/revoke", None).await,
+        StatusCode::NOT_FOUND
+    ));
 }

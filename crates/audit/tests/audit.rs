@@ -75,6 +75,7 @@ impl Store for StaleConsents {
         put_token(&self, t: &TokenRecord) -> StoreResult<()>;
         token(&self, h: &str) -> StoreResult<Option<TokenRecord>>;
         revoke_token(&self, h: &str, at: Instant) -> StoreResult<bool>;
+        revoke_app_tokens(&self, a: &AppId, at: Instant) -> StoreResult<u64>;
         put_operator_key(&self, k: &OperatorKey) -> StoreResult<()>;
         operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
         operator_key_count(&self) -> StoreResult<u64>;

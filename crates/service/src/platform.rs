@@ -178,6 +178,30 @@ impl Service {
         Ok(self.store.set_app_status(app, status, self.clock.now())?)
     }
 
+    /// Revokes an app: it is banned and every token it holds stops working, from the very
+    /// next request. Returns how many tokens were revoked.
+    pub fn revoke_app(&self, app: &AppId) -> ServiceResult<u64> {
+        if self.store.app(app)?.is_none() {
+            return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
+        }
+        let now = self.clock.now();
+        self.store.set_app_status(app, AppStatus::Banned, now)?;
+        Ok(self.store.revoke_app_tokens(app, now)?)
+    }
+
+    /// Revokes every app of a developer. Returns (apps, tokens) revoked.
+    pub fn revoke_developer(&self, developer: &DeveloperId) -> ServiceResult<(u64, u64)> {
+        if self.store.developer(developer)?.is_none() {
+            return Err(ServiceError::NotFound(format!("developer {:?}", developer.as_str())));
+        }
+        let (mut apps, mut tokens) = (0, 0);
+        for app in self.store.apps()?.into_iter().filter(|a| &a.developer == developer) {
+            tokens += self.revoke_app(&app.id)?;
+            apps += 1;
+        }
+        Ok((apps, tokens))
+    }
+
     /// A group admin authorizes an app for the group. `authorized_by` must be an admin of the
     /// group at this instant.
     pub fn install_app(&self, app: &AppId, group: &GroupId, authorized_by: &MemberId) -> ServiceResult<()> {

@@ -773,6 +773,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn revoke_app_tokens(&self, app: &AppId, at: Instant) -> StoreResult<u64> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE app = ?1 AND revoked_at IS NULL")
+                .and_then(|mut s| s.execute(params![app.as_str(), at.millis()]))
+                .map_err(backend)?;
+            Ok(changed as u64)
+        })
+    }
+
     fn put_operator_key(&self, key: &OperatorKey) -> StoreResult<()> {
         self.write(|tx| {
             tx.prepare_cached(

@@ -217,6 +217,26 @@ fn tokens_and_keys_are_found_by_hash_and_revocable(store: &dyn Store) {
     assert_eq!(store.revoke_token(&token.hash, at(6)), Ok(false));
     assert_eq!(store.token(&token.hash).ok().flatten().and_then(|t| t.revoked_at), Some(at(5)));
     assert_eq!(store.token("00"), Ok(None));
+    for (i, app) in ["a0", "a0", "a1"].iter().enumerate() {
+        let other = TokenRecord {
+            hash: format!("{i:064}"),
+            app: app_id(app),
+            issued_at: at(0),
+            expires_at: at(3600),
+            revoked_at: None,
+        };
+        assert_eq!(store.put_token(&other), Ok(()));
+    }
+    assert_eq!(
+        store.revoke_app_tokens(&app_id("a0"), at(9)),
+        Ok(2),
+        "the two live tokens of a0, not the revoked one"
+    );
+    assert_eq!(
+        store.token(&format!("{:064}", 2)).ok().flatten().and_then(|t| t.revoked_at),
+        None,
+        "a1 keeps its token"
+    );
     let key = OperatorKey {
         id: "key1".into(),
         hash: "cd".repeat(32),

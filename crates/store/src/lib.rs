@@ -136,6 +136,8 @@ pub trait Store: Send + Sync {
     fn token(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
     /// Returns whether a live token was revoked.
     fn revoke_token(&self, hash: &str, at: Instant) -> StoreResult<bool>;
+    /// Revokes every live token of an app; returns how many.
+    fn revoke_app_tokens(&self, app: &AppId, at: Instant) -> StoreResult<u64>;
     fn put_operator_key(&self, key: &OperatorKey) -> StoreResult<()>;
     fn operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
     fn operator_key_count(&self) -> StoreResult<u64>;
