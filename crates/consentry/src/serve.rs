@@ -41,7 +41,7 @@ pub fn run(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("cannot read the bound address")?;
-        println!("consentry listening on http://{addr}  (Ctrl-C stops it)");
+        println!("consentry listening on http://{addr}  (Ctrl-C or SIGTERM stops it)");
         if let Some(after_bind) = after_bind {
             after_bind(addr);
         }
@@ -64,9 +64,7 @@ pub fn run(
             }
         });
         let served = axum::serve(listener, app(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server stopped with an error");
         // A signed checkpoint of everything served, for outside auditors.
@@ -76,4 +74,26 @@ pub fn run(
         }
         served
     })
+}
+
+/// Ctrl-C, or SIGTERM as service managers send it.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

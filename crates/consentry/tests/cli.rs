@@ -337,8 +337,12 @@ fn first_serve_creates_a_private_bootstrap_key_and_serves() {
     assert!(said.iter().any(|l| l.contains("bootstrap-operator.key") && l.contains("0600")), "{said:?}");
     let health = http_get(&addr, "/healthz");
     let unauthenticated = http_get(&addr, "/platform/v1/policies");
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM stops it cleanly, with a signed checkpoint of the ledger.
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let stopped = child.wait().map(|s| s.success()).unwrap_or(false);
+    assert!(stopped, "the server did not exit cleanly on SIGTERM");
+    let checkpoints = std::fs::read_to_string(dir.join("ledger").join("checkpoints")).unwrap_or_default();
+    assert!(checkpoints.starts_with("checkpoint v1 seq=0 "), "{checkpoints}");
     assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
     assert!(
         unauthenticated.starts_with("HTTP/1.1 401") && unauthenticated.contains("application/problem+json"),
