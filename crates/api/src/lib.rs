@@ -127,6 +127,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/apps/{id}/reinstate", post(platform::reinstate_app))
         .route("/apps/{id}/revoke", post(platform::revoke_app))
         .route("/developers/{id}/revoke", post(platform::revoke_developer))
+        .route("/developers/{id}/webhook-secret", get(platform::webhook_secret))
+        .route("/developers/{id}/notifications", get(platform::list_notifications))
         .route(
             "/groups/{gid}/installations/{app}",
             put(platform::put_installation).delete(platform::delete_installation),

@@ -461,6 +461,85 @@ pub async fn activate_policy(
     }))
 }
 
+/// The secret a developer verifies webhook signatures with, for the platform to hand over.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookSecret {
+    pub developer: String,
+    pub secret: String,
+    /// How deliveries are signed.
+    pub signature_header: &'static str,
+}
+
+/// A webhook event and where its delivery stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationBody {
+    pub id: u64,
+    pub event: String,
+    pub created_at: String,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/platform/v1/developers/{id}/webhook-secret", tag = "platform",
+    params(("id" = String, Path)), responses((status = 200, body = WebhookSecret), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn webhook_secret(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<WebhookSecret>, ApiError> {
+    op.require(WRITERS)?;
+    let developer = id(&one(path)?, DeveloperId::parse)?;
+    let secret = blocking(&state.service, move |s| {
+        s.store()
+            .developer(&developer)
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such developer"))?;
+        Ok(WebhookSecret {
+            secret: s.webhook_secret(&developer),
+            developer: developer.to_string(),
+            signature_header:
+                "Consentry-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>",
+        })
+    })
+    .await?;
+    Ok(Json(secret))
+}
+
+#[utoipa::path(get, path = "/platform/v1/developers/{id}/notifications", tag = "platform",
+    params(("id" = String, Path)), responses((status = 200, body = Vec<NotificationBody>), (status = 401, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn list_notifications(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<NotificationBody>>, ApiError> {
+    op.require(READERS)?;
+    let developer = id(&one(path)?, DeveloperId::parse)?;
+    let found = blocking(&state.service, move |s| {
+        s.store()
+            .notifications(&developer)
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))
+    })
+    .await?;
+    Ok(Json(
+        found
+            .into_iter()
+            .map(|n| NotificationBody {
+                id: n.id,
+                event: n.event,
+                created_at: n.created_at.to_string(),
+                status: n.status.as_str(),
+                attempts: n.attempts,
+                next_attempt_at: n.next_attempt_at.to_string(),
+                last_error: n.last_error,
+            })
+            .collect(),
+    ))
+}
+
 /// What a revocation did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Revoked {

@@ -632,6 +632,8 @@ async fn openapi_document_lists_every_route() {
         ("post", "/platform/v1/policies/{version}/approve"),
         ("post", "/platform/v1/apps/{id}/revoke"),
         ("post", "/platform/v1/developers/{id}/revoke"),
+        ("get", "/platform/v1/developers/{id}/webhook-secret"),
+        ("get", "/platform/v1/developers/{id}/notifications"),
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),

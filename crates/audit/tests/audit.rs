@@ -81,6 +81,10 @@ impl Store for StaleConsents {
         operator_key_count(&self) -> StoreResult<u64>;
         facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
         fact_history(&self) -> StoreResult<FactHistory>;
+        enqueue_notification(&self, d: &DeveloperId, e: &str, p: &str, at: Instant) -> StoreResult<u64>;
+        due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<consentry_store::Notification>>;
+        record_delivery(&self, id: u64, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<()>;
+        notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
     }
 
     fn profile_consents(&self, app: &AppId, members: &[MemberId]) -> StoreResult<HashSet<MemberId>> {

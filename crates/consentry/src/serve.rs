@@ -45,6 +45,9 @@ pub fn run(
         if let Some(after_bind) = after_bind {
             after_bind(addr);
         }
+        // Webhooks from the durable outbox, in the background.
+        consentry_notify::Deliverer::new(service.clone(), consentry_notify::DeliveryOptions::default())
+            .spawn(std::time::Duration::from_secs(5));
         let state = ApiState::new(service).with_ledger(ledger.clone());
         // Every few minutes, a signed checkpoint of what was served, so that an outside
         // auditor's copy is never far behind.

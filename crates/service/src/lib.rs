@@ -148,6 +148,29 @@ impl Service {
         &self.config
     }
 
+    /// The secret `developer` checks webhook signatures with.
+    pub fn webhook_secret(&self, developer: &consentry_types::DeveloperId) -> String {
+        self.key.webhook_secret(developer)
+    }
+
+    /// Queues a webhook event for the developer of `app` in the durable outbox.
+    fn notify_app_developer(
+        &self,
+        app: &consentry_types::AppId,
+        event: &str,
+        details: &str,
+    ) -> ServiceResult<()> {
+        let Some(app_row) = self.store.app(app)? else { return Ok(()) };
+        let at = self.clock.now();
+        // Ids are validated to [A-Za-z0-9_.:-], so they need no escaping in JSON.
+        let payload = format!(
+            r#"{{"event":"{event}","at":"{at}","developer":"{}","app":"{}"{details}}}"#,
+            app_row.developer, app
+        );
+        self.store.enqueue_notification(&app_row.developer, event, &payload, at)?;
+        Ok(())
+    }
+
     /// The id `app` receives for `member` (for deletion manifests).
     pub fn scoped_member_id(
         &self,

@@ -175,7 +175,12 @@ impl Service {
     }
 
     pub fn set_app_status(&self, app: &AppId, status: AppStatus) -> ServiceResult<()> {
-        Ok(self.store.set_app_status(app, status, self.clock.now())?)
+        let before = self.store.app(app)?.map(|a| a.status);
+        self.store.set_app_status(app, status, self.clock.now())?;
+        if status == AppStatus::Suspended && before != Some(AppStatus::Suspended) {
+            self.notify_app_developer(app, "app.suspended", "")?;
+        }
+        Ok(())
     }
 
     /// Revokes an app: it is banned and every token it holds stops working, from the very
@@ -186,7 +191,9 @@ impl Service {
         }
         let now = self.clock.now();
         self.store.set_app_status(app, AppStatus::Banned, now)?;
-        Ok(self.store.revoke_app_tokens(app, now)?)
+        let tokens = self.store.revoke_app_tokens(app, now)?;
+        self.notify_app_developer(app, "access.revoked", r#","reason":"revoked by the platform""#)?;
+        Ok(tokens)
     }
 
     /// Revokes every app of a developer. Returns (apps, tokens) revoked.
@@ -218,11 +225,21 @@ impl Service {
                 group.as_str()
             )));
         }
-        Ok(self.store.set_installation(app, group, Some(authorized_by), self.clock.now())?)
+        let existed = self.store.installation(app, group)?.is_some();
+        self.store.set_installation(app, group, Some(authorized_by), self.clock.now())?;
+        if !existed {
+            self.notify_app_developer(app, "installation.created", &format!(r#","group":"{group}""#))?;
+        }
+        Ok(())
     }
 
     pub fn uninstall_app(&self, app: &AppId, group: &GroupId) -> ServiceResult<()> {
-        Ok(self.store.set_installation(app, group, None, self.clock.now())?)
+        let existed = self.store.installation(app, group)?.is_some();
+        self.store.set_installation(app, group, None, self.clock.now())?;
+        if existed {
+            self.notify_app_developer(app, "installation.removed", &format!(r#","group":"{group}""#))?;
+        }
+        Ok(())
     }
 
     /// Sets a member's consent to an app: the given scopes, or none to withdraw.
@@ -231,7 +248,18 @@ impl Service {
             return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
         }
         let profile = scopes.contains(&Scope::Profile);
-        Ok(self.store.set_consent(member, app, profile, self.clock.now())?)
+        let had = self.store.profile_consents(app, std::slice::from_ref(member))?.contains(member);
+        self.store.set_consent(member, app, profile, self.clock.now())?;
+        if had && !profile {
+            // The developer learns which of its app-scoped ids withdrew, never the platform id.
+            let scoped = self.key.scoped_member_id(app, member);
+            self.notify_app_developer(
+                app,
+                "consent.revoked",
+                &format!(r#","member":"{scoped}","scopes":["profile"]"#),
+            )?;
+        }
+        Ok(())
     }
 
     /// Validates policy text against the schema and stores it as a new version.

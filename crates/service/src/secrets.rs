@@ -48,6 +48,14 @@ impl ServerKey {
         format!("m_{}", hex.get(..32).unwrap_or(&hex))
     }
 
+    /// The secret a developer verifies webhook signatures with. Derived, not stored: it exists
+    /// only while a signature is made or when the platform hands it to the developer.
+    pub fn webhook_secret(&self, developer: &consentry_types::DeveloperId) -> String {
+        let mut hasher = blake3::Hasher::new_keyed(&self.derive("consentry 2026 webhook secret"));
+        hasher.update(developer.as_str().as_bytes());
+        format!("whsec_{}", hasher.finalize().to_hex())
+    }
+
     /// Seals `payload` into an opaque cursor bound to `scope` (app, group, route).
     pub fn seal_cursor(&self, scope: &str, payload: &str) -> String {
         let mut nonce = [0u8; 12];

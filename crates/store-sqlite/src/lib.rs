@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
-    AppCredentials, Change, FactHistory, Facts, OperatorKey, Store, StoreError, StoreResult, TokenRecord,
+    AppCredentials, Change, DeliveryStatus, FactHistory, Facts, Notification, OperatorKey, Store, StoreError,
+    StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -214,6 +215,30 @@ fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         issued_at: Instant::from_millis(row.get(2)?),
         expires_at: Instant::from_millis(row.get(3)?),
         revoked_at: row.get::<_, Option<i64>>(4)?.map(Instant::from_millis),
+    })
+}
+
+const NOTIFICATION_COLUMNS: &str =
+    "id, developer, event, payload, created_at, attempts, next_attempt_at, status, last_error";
+
+fn notification_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+    let status: String = row.get(7)?;
+    let status = match status.as_str() {
+        "pending" => DeliveryStatus::Pending,
+        "delivered" => DeliveryStatus::Delivered,
+        "dead" => DeliveryStatus::Dead,
+        other => return Err(corrupt("delivery status", other)),
+    };
+    Ok(Notification {
+        id: row.get::<_, i64>(0)? as u64,
+        developer: parse_column!(row, 1, DeveloperId::parse, "developer id"),
+        event: row.get(2)?,
+        payload: row.get(3)?,
+        created_at: Instant::from_millis(row.get(4)?),
+        attempts: row.get(5)?,
+        next_attempt_at: Instant::from_millis(row.get(6)?),
+        status,
+        last_error: row.get(8)?,
     })
 }
 
@@ -824,6 +849,67 @@ impl Store for SqliteStore {
 
     fn operator_key_count(&self) -> StoreResult<u64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM operator_keys", [], |r| r.get(0)))
+    }
+
+    fn enqueue_notification(
+        &self,
+        developer: &DeveloperId,
+        event: &str,
+        payload: &str,
+        at: Instant,
+    ) -> StoreResult<u64> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO notifications (developer, event, payload, created_at, next_attempt_at, status)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 'pending')",
+            )
+            .and_then(|mut s| s.execute(params![developer.as_str(), event, payload, at.millis()]))
+            .map_err(backend)?;
+            Ok(tx.last_insert_rowid() as u64)
+        })
+    }
+
+    fn due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<Notification>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at, id LIMIT ?2"
+            ))?
+            .query_map(params![now.millis(), limit as i64], notification_row)?
+            .collect()
+        })
+    }
+
+    fn record_delivery(
+        &self,
+        id: u64,
+        status: DeliveryStatus,
+        next_attempt_at: Instant,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE notifications SET attempts = attempts + 1, status = ?2, next_attempt_at = ?3, last_error = ?4
+                     WHERE id = ?1 AND status = 'pending'",
+                )
+                .and_then(|mut s| s.execute(params![id as i64, status.as_str(), next_attempt_at.millis(), error]))
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("pending notification {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE developer = ?1 ORDER BY id"
+            ))?
+            .query_map([developer.as_str()], notification_row)?
+            .collect()
+        })
     }
 
     fn facts_as_of(&self, at: Instant) -> StoreResult<Facts> {

@@ -124,3 +124,15 @@ CREATE INDEX IF NOT EXISTS membership_history_by_key ON membership_history(group
 CREATE INDEX IF NOT EXISTS installation_history_by_key ON installation_history(app, group_id, at);
 CREATE INDEX IF NOT EXISTS consent_history_by_key ON consent_history(app, member_id, at);
 CREATE INDEX IF NOT EXISTS app_status_history_by_key ON app_status_history(app, at);
+CREATE TABLE IF NOT EXISTS notifications (
+  id INTEGER PRIMARY KEY,
+  developer TEXT NOT NULL,
+  event TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);

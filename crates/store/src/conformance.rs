@@ -70,6 +70,7 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     policy_versions_number_from_one_and_the_last_activation_wins(&make());
     tokens_and_keys_are_found_by_hash_and_revocable(&make());
     duplicate_client_id_is_a_conflict(&make());
+    the_outbox_keeps_notifications_until_delivered_or_dead(&make());
     facts_as_of_reconstructs_every_change(&make);
 }
 
@@ -249,6 +250,51 @@ fn tokens_and_keys_are_found_by_hash_and_revocable(store: &dyn Store) {
     assert_eq!(store.put_operator_key(&key), Ok(()));
     assert_eq!(store.operator_key("key1"), Ok(Some(key)));
     assert_eq!(store.operator_key_count(), Ok(1));
+}
+
+fn the_outbox_keeps_notifications_until_delivered_or_dead(store: &dyn Store) {
+    use crate::DeliveryStatus;
+    let dev = DeveloperId::parse("d0").unwrap_or_else(|e| unreachable!("{e}"));
+    let first = store.enqueue_notification(&dev, "installation.created", "{}", at(10)).unwrap_or(0);
+    let second = store.enqueue_notification(&dev, "consent.revoked", "{}", at(11)).unwrap_or(0);
+    assert!(first > 0 && second > first);
+    assert_eq!(
+        store.due_notifications(at(9), 10).map(|d| d.len()),
+        Ok(0),
+        "nothing is due before it was made"
+    );
+    assert_eq!(
+        store.due_notifications(at(20), 10).map(|d| d.iter().map(|n| n.id).collect::<Vec<_>>()),
+        Ok(vec![first, second])
+    );
+    assert_eq!(
+        store.record_delivery(first, DeliveryStatus::Pending, at(60), Some("connection refused")),
+        Ok(())
+    );
+    assert_eq!(store.record_delivery(second, DeliveryStatus::Delivered, at(20), None), Ok(()));
+    assert_eq!(
+        store.due_notifications(at(30), 10).map(|d| d.len()),
+        Ok(0),
+        "retry not due yet, the other delivered"
+    );
+    let due = store.due_notifications(at(60), 10).unwrap_or_default();
+    assert_eq!(
+        due.first().map(|n| (n.attempts, n.last_error.clone())),
+        Some((1, Some("connection refused".into())))
+    );
+    assert_eq!(store.record_delivery(first, DeliveryStatus::Dead, at(60), Some("500")), Ok(()));
+    assert!(
+        matches!(
+            store.record_delivery(first, DeliveryStatus::Delivered, at(61), None),
+            Err(StoreError::NotFound(_))
+        ),
+        "a dead letter stays dead"
+    );
+    let all = store.notifications(&dev).unwrap_or_default();
+    assert_eq!(
+        all.iter().map(|n| n.status).collect::<Vec<_>>(),
+        [DeliveryStatus::Dead, DeliveryStatus::Delivered]
+    );
 }
 
 fn duplicate_client_id_is_a_conflict(store: &dyn Store) {

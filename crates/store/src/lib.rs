@@ -51,6 +51,41 @@ pub struct TokenRecord {
     pub revoked_at: Option<Instant>,
 }
 
+/// Where a notification to a developer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    /// Given up after the last allowed attempt.
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+}
+
+/// A webhook event for a developer, kept in a durable outbox until delivered or dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: u64,
+    pub developer: DeveloperId,
+    /// e.g. `installation.created`.
+    pub event: String,
+    /// The JSON body sent.
+    pub payload: String,
+    pub created_at: Instant,
+    pub attempts: u32,
+    pub next_attempt_at: Instant,
+    pub status: DeliveryStatus,
+    pub last_error: Option<String>,
+}
+
 /// An operator API key, known by its public id and the hash of its secret part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorKey {
@@ -141,6 +176,27 @@ pub trait Store: Send + Sync {
     fn put_operator_key(&self, key: &OperatorKey) -> StoreResult<()>;
     fn operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
     fn operator_key_count(&self) -> StoreResult<u64>;
+
+    // The webhook outbox.
+    /// Adds a pending notification, due at once; returns its id.
+    fn enqueue_notification(
+        &self,
+        developer: &DeveloperId,
+        event: &str,
+        payload: &str,
+        at: Instant,
+    ) -> StoreResult<u64>;
+    /// Pending notifications due by `now`, oldest first.
+    fn due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<Notification>>;
+    /// Records an attempt: delivered, retry at an instant, or dead.
+    fn record_delivery(
+        &self,
+        id: u64,
+        status: DeliveryStatus,
+        next_attempt_at: Instant,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>>;
 
     // History.
     /// Exactly the access facts that were true at `at`.

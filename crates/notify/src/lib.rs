@@ -1,0 +1,197 @@
+//! Webhooks to developers, in the manner of Stripe and GitHub: each event in the store's
+//! durable outbox is POSTed as JSON with
+//! `Consentry-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` under the
+//! developer's webhook secret, retried with exponential backoff, and dead-lettered after a
+//! limit. Nothing is lost across a restart: the outbox is the store.
+//!
+//! A developer verifies a delivery by recomputing the HMAC over the timestamp, a dot and the
+//! raw body, comparing in constant time, and refusing timestamps older than a few minutes.
+//!
+//! The only crate that sends HTTP requests. Plain `http://` endpoints only for now: an
+//! `https://` endpoint fails its attempts with a clear error until TLS is added.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use consentry_service::Service;
+use consentry_store::{DeliveryStatus, Notification};
+use consentry_types::Instant;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// How deliveries are attempted.
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    /// Per attempt: connect, send and read the status line within this.
+    pub timeout: Duration,
+    /// After this many failed attempts a notification is dead.
+    pub max_attempts: u32,
+    /// The first retry waits this long; each further one twice as long, up to `max_backoff`.
+    pub first_backoff_secs: i64,
+    pub max_backoff_secs: i64,
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> DeliveryOptions {
+        DeliveryOptions {
+            timeout: Duration::from_secs(10),
+            max_attempts: 8,
+            first_backoff_secs: 30,
+            max_backoff_secs: 3_600,
+        }
+    }
+}
+
+/// What one pass over the due notifications did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub delivered: u32,
+    pub retrying: u32,
+    pub dead: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] consentry_store::StoreError),
+}
+
+/// The signature header value for `body` sent at `t` (seconds) under `secret`.
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(), // HMAC takes keys of any length; not reached.
+    };
+    mac.update(format!("{t}.{body}").as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
+/// Delivers the outbox of a service's store.
+pub struct Deliverer {
+    service: Arc<Service>,
+    options: DeliveryOptions,
+}
+
+impl Deliverer {
+    pub fn new(service: Arc<Service>, options: DeliveryOptions) -> Deliverer {
+        Deliverer { service, options }
+    }
+
+    /// Attempts every notification due now, once.
+    pub fn deliver_due(&self) -> Result<PassReport, NotifyError> {
+        let store = self.service.store();
+        let now = self.service.now();
+        let mut report = PassReport::default();
+        for notification in store.due_notifications(now, 100)? {
+            let outcome = match store.developer(&notification.developer)? {
+                Some(developer) => self.attempt(&notification, &developer.webhook_url, now),
+                None => Err("the developer no longer exists".to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    store.record_delivery(notification.id, DeliveryStatus::Delivered, now, None)?;
+                    report.delivered += 1;
+                }
+                Err(error) if notification.attempts + 1 >= self.options.max_attempts => {
+                    store.record_delivery(notification.id, DeliveryStatus::Dead, now, Some(&error))?;
+                    report.dead += 1;
+                }
+                Err(error) => {
+                    let shift = notification.attempts.min(30);
+                    let wait = self
+                        .options
+                        .first_backoff_secs
+                        .saturating_mul(1i64 << shift)
+                        .min(self.options.max_backoff_secs);
+                    store.record_delivery(
+                        notification.id,
+                        DeliveryStatus::Pending,
+                        now.plus_secs(wait),
+                        Some(&error),
+                    )?;
+                    report.retrying += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn attempt(&self, notification: &Notification, url: &str, now: Instant) -> Result<(), String> {
+        let secret = self.service.webhook_secret(&notification.developer);
+        let headers = [
+            ("Content-Type", "application/json".to_string()),
+            ("Consentry-Event", notification.event.clone()),
+            ("Consentry-Delivery", notification.id.to_string()),
+            ("Consentry-Signature", signature(&secret, now.secs(), &notification.payload)),
+        ];
+        let status = post(url, &headers, &notification.payload, self.options.timeout)?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(format!("the endpoint answered {status}"))
+        }
+    }
+
+    /// Delivers in the background every `every`, until the process ends.
+    pub fn spawn(self, every: Duration) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || loop {
+            if let Err(error) = self.deliver_due() {
+                eprintln!("webhook delivery pass failed: {error}");
+            }
+            std::thread::sleep(every);
+        })
+    }
+}
+
+/// POSTs `body` and returns the response status. HTTP/1.1 over a plain TCP connection.
+fn post(url: &str, headers: &[(&str, String)], body: &str, timeout: Duration) -> Result<u16, String> {
+    let rest = match (url.strip_prefix("http://"), url.starts_with("https://")) {
+        (Some(rest), _) => rest,
+        (None, true) => return Err("https endpoints need TLS, which this build does not have yet".into()),
+        (None, false) => return Err(format!("not an http URL: {url}")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (rest.get(..i).unwrap_or(rest), rest.get(i..).unwrap_or("/")),
+        None => (rest, "/"),
+    };
+    let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let address = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {authority}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("cannot connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: consentry-webhooks\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    while read < 12 {
+        match stream.read(head.get_mut(read..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => return Err(format!("no answer: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(head.get(..read).unwrap_or_default()).into_owned();
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "not an HTTP answer".to_string())
+}
