@@ -2,6 +2,7 @@
 //! OpenAPI document. The only crate that knows HTTP; it maps every error to problem+json.
 
 mod audits;
+mod cases;
 mod extract;
 mod groups;
 mod oauth;
@@ -139,6 +140,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/policies/{version}/approve", post(platform::approve_policy))
         .route("/keys", post(platform::create_key))
         .route("/audits", post(audits::run_audit))
+        .route("/cases", get(cases::all_cases))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(
             Router::new()
@@ -152,6 +154,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/groups/{id}", get(groups::read_group))
         .route("/v1/groups/{id}/posts", get(groups::read_posts))
         .route("/v1/groups/{id}/members", get(groups::read_members))
+        .route("/v1/cases", get(cases::my_cases))
+        .route("/v1/cases/{id}/attestation", post(cases::attest))
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -634,6 +634,9 @@ async fn openapi_document_lists_every_route() {
         ("post", "/platform/v1/developers/{id}/revoke"),
         ("get", "/platform/v1/developers/{id}/webhook-secret"),
         ("get", "/platform/v1/developers/{id}/notifications"),
+        ("get", "/v1/cases"),
+        ("post", "/v1/cases/{id}/attestation"),
+        ("get", "/platform/v1/cases"),
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),
@@ -992,4 +995,149 @@ async fn revoking_a_developer_stops_every_app_and_token_at_the_next_request() {
         &h.op(Method::POST, "/platform/v1/developers/nobody/revoke", None).await,
         StatusCode::NOT_FOUND
     ));
+}
+
+async fn basic(
+    h: &Harness,
+    method: Method,
+    uri: &str,
+    credentials: (&str, &str),
+    body: Option<Value>,
+) -> Reply {
+    use base64::Engine as _;
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", credentials.0, credentials.1));
+    let mut builder =
+        Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Basic {encoded}"));
+    let body = match body {
+        Some(json) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    h.send(builder.body(body).unwrap_or_default()).await
+}
+
+#[tokio::test]
+async fn a_case_revokes_requests_deletion_takes_one_attestation_and_marks_what_is_overdue() {
+    let h = Harness::new();
+    let (app_id, client_id, secret) = h.world().await;
+    let token = h.token(&client_id, &secret).await;
+    let acme = consentry_types::DeveloperId::parse("acme").unwrap_or_else(|e| unreachable!("{e}"));
+    let manifest = format!(r#"{{"{app_id}":[{{"member":"m_abc","field":"member.name"}}]}}"#);
+    let case = h.service.open_case(&acme, &manifest, 30).unwrap_or_else(|e| unreachable!("{e}"));
+    // Revoked at once.
+    assert!(is_problem(
+        &h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    // The developer reads its case with its own (revoked) app's credentials.
+    let mine = basic(&h, Method::GET, "/v1/cases", (&client_id, &secret), None).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.body);
+    assert_eq!(mine.body[0]["state"], "deletion_requested");
+    assert_eq!(mine.body[0]["manifest"][app_id.as_str()][0]["field"], "member.name");
+    // Another developer can neither see nor attest it.
+    let other_dev = json!({"name": "Other", "contact_email": "p@other.example", "webhook_url": "https://other.example/h"});
+    h.op(Method::PUT, "/platform/v1/developers/other", Some(other_dev)).await;
+    let other = h
+        .op(
+            Method::POST,
+            "/platform/v1/apps",
+            Some(json!({"developer": "other", "name": "O", "category": "analytics"})),
+        )
+        .await;
+    let other_creds = (
+        other.body["client_id"].as_str().unwrap_or_default().to_string(),
+        other.body["client_secret"].as_str().unwrap_or_default().to_string(),
+    );
+    let theirs = basic(&h, Method::GET, "/v1/cases", (&other_creds.0, &other_creds.1), None).await;
+    assert_eq!(theirs.body, json!([]));
+    let attestation = json!({"statement": "deleted m_abc's name from our warehouse on 2019-11-20"});
+    let stolen = basic(
+        &h,
+        Method::POST,
+        &format!("/v1/cases/{case}/attestation"),
+        (&other_creds.0, &other_creds.1),
+        Some(attestation.clone()),
+    )
+    .await;
+    assert!(is_problem(&stolen, StatusCode::NOT_FOUND), "{}", stolen.body);
+    assert!(is_problem(
+        &basic(
+            &h,
+            Method::POST,
+            &format!("/v1/cases/{case}/attestation"),
+            (&client_id, "wrong"),
+            Some(attestation.clone())
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(&h.call(Method::GET, "/v1/cases", None, None).await, StatusCode::UNAUTHORIZED));
+    assert!(is_problem(
+        &basic(
+            &h,
+            Method::POST,
+            &format!("/v1/cases/{case}/attestation"),
+            (&client_id, &secret),
+            Some(json!({"statement": "  "}))
+        )
+        .await,
+        StatusCode::BAD_REQUEST
+    ));
+    // One attestation; a replay is refused.
+    let attested = basic(
+        &h,
+        Method::POST,
+        &format!("/v1/cases/{case}/attestation"),
+        (&client_id, &secret),
+        Some(attestation.clone()),
+    )
+    .await;
+    assert_eq!(
+        (attested.status, attested.body["state"].as_str()),
+        (StatusCode::OK, Some("attested")),
+        "{}",
+        attested.body
+    );
+    let replay = basic(
+        &h,
+        Method::POST,
+        &format!("/v1/cases/{case}/attestation"),
+        (&client_id, &secret),
+        Some(attestation),
+    )
+    .await;
+    assert!(is_problem(&replay, StatusCode::CONFLICT), "{}", replay.body);
+    // A second case misses its deadline.
+    let late = h.service.open_case(&acme, "{}", 7).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(h.service.check_case_deadlines(), Ok(0));
+    h.clock.advance_secs(7 * 86_400);
+    assert_eq!(h.service.check_case_deadlines(), Ok(1));
+    let all = h.op(Method::GET, "/platform/v1/cases", None).await;
+    let states: Vec<&str> = all
+        .body
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["state"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(states, ["attested", "overdue"]);
+    let history: Vec<&str> = all.body[0]["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|x| x["state"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(history, ["deletion_requested", "attested"]);
+    let events = h.op(Method::GET, "/platform/v1/developers/acme/notifications", None).await;
+    let names: Vec<&str> = events
+        .body
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n["event"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"deletion.requested")
+            && names.contains(&"deletion.overdue")
+            && names.contains(&"access.revoked"),
+        "{names:?}"
+    );
+    assert!(late > case);
 }

@@ -85,6 +85,11 @@ impl Store for StaleConsents {
         due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<consentry_store::Notification>>;
         record_delivery(&self, id: u64, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<()>;
         notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
+        open_case(&self, d: &DeveloperId, m: &str, deadline: Instant, at: Instant) -> StoreResult<u64>;
+        case(&self, id: u64) -> StoreResult<Option<consentry_store::Case>>;
+        cases(&self) -> StoreResult<Vec<consentry_store::Case>>;
+        move_case(&self, id: u64, f: consentry_store::CaseState, t: consentry_store::CaseState, n: &str, at: Instant) -> StoreResult<()>;
+        case_events(&self, id: u64) -> StoreResult<Vec<consentry_store::CaseEvent>>;
     }
 
     fn profile_consents(&self, app: &AppId, members: &[MemberId]) -> StoreResult<HashSet<MemberId>> {

@@ -1,6 +1,7 @@
 //! The `consentry` command: serve the APIs, play the demo, validate and activate policies.
 
 mod audit;
+mod cases;
 mod data_dir;
 mod demo;
 mod ledger;
@@ -66,6 +67,11 @@ enum Command {
     },
     /// Which apps could and did see what a policy forbids, over a window.
     Audit(audit::AuditArgs),
+    /// Remediation cases: open from an audit, list, show.
+    Case {
+        #[command(subcommand)]
+        command: cases::CaseCommand,
+    },
     /// Read and check the disclosure ledger.
     Ledger {
         #[command(subcommand)]
@@ -163,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ledger { command } => ledger::run(command),
         Command::Audit(args) => audit::run(args),
+        Command::Case { command } => cases::run(command),
         Command::Policy {
             command: PolicyCommand::Activate { file, reason, author, approved_by, data_dir },
         } => {

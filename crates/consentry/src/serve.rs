@@ -48,6 +48,14 @@ pub fn run(
         // Webhooks from the durable outbox, in the background.
         consentry_notify::Deliverer::new(service.clone(), consentry_notify::DeliveryOptions::default())
             .spawn(std::time::Duration::from_secs(5));
+        // Cases past their deadline become overdue (and the developer is told).
+        let deadlines = service.clone();
+        std::thread::spawn(move || loop {
+            if let Err(e) = deadlines.check_case_deadlines() {
+                eprintln!("checking case deadlines failed: {e}");
+            }
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        });
         let state = ApiState::new(service).with_ledger(ledger.clone());
         // Every few minutes, a signed checkpoint of what was served, so that an outside
         // auditor's copy is never far behind.

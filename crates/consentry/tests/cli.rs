@@ -282,6 +282,40 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
     );
     assert!(same.contains("loses: 0 apps") && same.contains("gains: 0 apps"), "{same}");
 
+    // Cases from the 2019-11-05 audit: one per developer that did, revoked, with its manifest.
+    let opened = text(
+        &run(&[
+            "case",
+            "open",
+            "--data-dir",
+            data,
+            "--policy",
+            policy.to_str().unwrap_or_default(),
+            "--since",
+            "60d",
+            "--to",
+            "2019-11-05",
+            "--deadline-days",
+            "30",
+        ])
+        .stdout,
+    );
+    assert!(opened.contains(&format!("{} cases opened", did.unwrap_or(0))), "{opened}");
+    let listed = text(&run(&["case", "list", "--data-dir", data]).stdout);
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("deletion_requested")).count(),
+        did.unwrap_or(0) as usize,
+        "{listed}"
+    );
+    let shown = text(&run(&["case", "show", "1", "--data-dir", data]).stdout);
+    assert!(
+        shown.contains("deletion_requested")
+            && shown.contains("manifest: {")
+            && shown.contains("member.name"),
+        "{shown}"
+    );
+    assert_one_line_error(&run(&["case", "show", "999", "--data-dir", data]), "there is no case 999");
+
     // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
     let verified = run(&["ledger", "verify", "--data-dir", data]);
     assert!(text(&verified.stdout).starts_with("OK: 1 segments"), "{}", text(&verified.stdout));

@@ -5,6 +5,7 @@
 //! current facts read from the store (invariant 1). Nothing computed earlier is honored.
 
 mod auth;
+mod cases;
 mod clock;
 mod groups;
 mod platform;
@@ -161,13 +162,21 @@ impl Service {
         details: &str,
     ) -> ServiceResult<()> {
         let Some(app_row) = self.store.app(app)? else { return Ok(()) };
+        self.notify_developer(&app_row.developer, event, &format!(r#","app":"{app}"{details}"#))
+    }
+
+    /// Queues a webhook event for a developer. `details` are further JSON members, each
+    /// starting with a comma.
+    fn notify_developer(
+        &self,
+        developer: &consentry_types::DeveloperId,
+        event: &str,
+        details: &str,
+    ) -> ServiceResult<()> {
         let at = self.clock.now();
         // Ids are validated to [A-Za-z0-9_.:-], so they need no escaping in JSON.
-        let payload = format!(
-            r#"{{"event":"{event}","at":"{at}","developer":"{}","app":"{}"{details}}}"#,
-            app_row.developer, app
-        );
-        self.store.enqueue_notification(&app_row.developer, event, &payload, at)?;
+        let payload = format!(r#"{{"event":"{event}","at":"{at}","developer":"{developer}"{details}}}"#);
+        self.store.enqueue_notification(developer, event, &payload, at)?;
         Ok(())
     }
 

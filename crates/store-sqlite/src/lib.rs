@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
-    AppCredentials, Change, DeliveryStatus, FactHistory, Facts, Notification, OperatorKey, Store, StoreError,
-    StoreResult, TokenRecord,
+    AppCredentials, Case, CaseEvent, CaseState, Change, DeliveryStatus, FactHistory, Facts, Notification,
+    OperatorKey, Store, StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -215,6 +215,18 @@ fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         issued_at: Instant::from_millis(row.get(2)?),
         expires_at: Instant::from_millis(row.get(3)?),
         revoked_at: row.get::<_, Option<i64>>(4)?.map(Instant::from_millis),
+    })
+}
+
+fn case_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Case> {
+    let state: String = row.get(2)?;
+    Ok(Case {
+        id: row.get::<_, i64>(0)? as u64,
+        developer: parse_column!(row, 1, DeveloperId::parse, "developer id"),
+        state: CaseState::parse(&state).ok_or_else(|| corrupt("case state", &state))?,
+        manifest: row.get(3)?,
+        deadline: Instant::from_millis(row.get(4)?),
+        opened_at: Instant::from_millis(row.get(5)?),
     })
 }
 
@@ -909,6 +921,85 @@ impl Store for SqliteStore {
             ))?
             .query_map([developer.as_str()], notification_row)?
             .collect()
+        })
+    }
+
+    fn open_case(
+        &self,
+        developer: &DeveloperId,
+        manifest: &str,
+        deadline: Instant,
+        at: Instant,
+    ) -> StoreResult<u64> {
+        self.write(|tx| {
+            require(tx, "developers", "developer", developer.as_str())?;
+            tx.execute(
+                "INSERT INTO cases (developer, state, manifest, deadline, opened_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![developer.as_str(), CaseState::DeletionRequested.as_str(), manifest, deadline.millis(), at.millis()],
+            )
+            .map_err(backend)?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO case_events (case_id, state, at, note) VALUES (?1, ?2, ?3, ?4)",
+                params![id, CaseState::DeletionRequested.as_str(), at.millis(), "access revoked; deletion of the manifest requested"],
+            )
+            .map_err(backend)?;
+            Ok(id as u64)
+        })
+    }
+
+    fn case(&self, id: u64) -> StoreResult<Option<Case>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, developer, state, manifest, deadline, opened_at FROM cases WHERE id = ?1",
+            )?
+            .query_row([id as i64], case_row)
+            .optional()
+        })
+    }
+
+    fn cases(&self) -> StoreResult<Vec<Case>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, developer, state, manifest, deadline, opened_at FROM cases ORDER BY id",
+            )?
+            .query_map([], case_row)?
+            .collect()
+        })
+    }
+
+    fn move_case(&self, id: u64, from: CaseState, to: CaseState, note: &str, at: Instant) -> StoreResult<()> {
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE cases SET state = ?3 WHERE id = ?1 AND state = ?2",
+                    params![id as i64, from.as_str(), to.as_str()],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!("case {id} is not {}", from.as_str())));
+            }
+            tx.execute(
+                "INSERT INTO case_events (case_id, state, at, note) VALUES (?1, ?2, ?3, ?4)",
+                params![id as i64, to.as_str(), at.millis(), note],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn case_events(&self, id: u64) -> StoreResult<Vec<CaseEvent>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT state, at, note FROM case_events WHERE case_id = ?1 ORDER BY seq")?
+                .query_map([id as i64], |row| {
+                    let state: String = row.get(0)?;
+                    Ok(CaseEvent {
+                        state: CaseState::parse(&state).ok_or_else(|| corrupt("case state", &state))?,
+                        at: Instant::from_millis(row.get(1)?),
+                        note: row.get(2)?,
+                    })
+                })?
+                .collect()
         })
     }
 

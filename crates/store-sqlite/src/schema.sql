@@ -136,3 +136,18 @@ CREATE TABLE IF NOT EXISTS notifications (
   last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS cases (
+  id INTEGER PRIMARY KEY,
+  developer TEXT NOT NULL REFERENCES developers(id),
+  state TEXT NOT NULL,
+  manifest TEXT NOT NULL,
+  deadline INTEGER NOT NULL,
+  opened_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_events (
+  seq INTEGER PRIMARY KEY,
+  case_id INTEGER NOT NULL REFERENCES cases(id),
+  state TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  note TEXT NOT NULL
+);

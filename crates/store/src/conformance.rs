@@ -71,6 +71,7 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     tokens_and_keys_are_found_by_hash_and_revocable(&make());
     duplicate_client_id_is_a_conflict(&make());
     the_outbox_keeps_notifications_until_delivered_or_dead(&make());
+    cases_move_only_from_their_current_state(&make());
     facts_as_of_reconstructs_every_change(&make);
 }
 
@@ -295,6 +296,38 @@ fn the_outbox_keeps_notifications_until_delivered_or_dead(store: &dyn Store) {
         all.iter().map(|n| n.status).collect::<Vec<_>>(),
         [DeliveryStatus::Dead, DeliveryStatus::Delivered]
     );
+}
+
+fn cases_move_only_from_their_current_state(store: &dyn Store) {
+    use crate::CaseState;
+    assert_eq!(seed(store), Ok(()));
+    let dev = DeveloperId::parse("d0").unwrap_or_else(|e| unreachable!("{e}"));
+    let id = store.open_case(&dev, "{}", at(100), at(1)).unwrap_or(0);
+    assert_eq!(
+        store.case(id).ok().flatten().map(|c| (c.state, c.deadline)),
+        Some((CaseState::DeletionRequested, at(100)))
+    );
+    assert_eq!(
+        store.move_case(id, CaseState::DeletionRequested, CaseState::Attested, "deleted", at(5)),
+        Ok(())
+    );
+    assert!(matches!(
+        store.move_case(id, CaseState::DeletionRequested, CaseState::Attested, "again", at(6)),
+        Err(StoreError::Conflict(_))
+    ));
+    let events: Vec<CaseState> =
+        store.case_events(id).unwrap_or_default().into_iter().map(|e| e.state).collect();
+    assert_eq!(events, [CaseState::DeletionRequested, CaseState::Attested]);
+    assert!(matches!(
+        store.open_case(
+            &DeveloperId::parse("ghost").unwrap_or_else(|e| unreachable!("{e}")),
+            "{}",
+            at(9),
+            at(1)
+        ),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.cases().map(|c| c.len()), Ok(1));
 }
 
 fn duplicate_client_id_is_a_conflict(store: &dyn Store) {

@@ -86,6 +86,63 @@ pub struct Notification {
     pub last_error: Option<String>,
 }
 
+/// Where a remediation case stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseState {
+    /// Access revoked, deletion of exactly the manifest requested; waiting for attestation.
+    DeletionRequested,
+    /// The developer attested the deletion.
+    Attested,
+    /// The deadline passed without an attestation.
+    Overdue,
+    /// The follow-up found the developer still received data.
+    Failed,
+    Closed,
+}
+
+impl CaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseState::DeletionRequested => "deletion_requested",
+            CaseState::Attested => "attested",
+            CaseState::Overdue => "overdue",
+            CaseState::Failed => "failed",
+            CaseState::Closed => "closed",
+        }
+    }
+    pub fn parse(text: &str) -> Option<CaseState> {
+        [
+            CaseState::DeletionRequested,
+            CaseState::Attested,
+            CaseState::Overdue,
+            CaseState::Failed,
+            CaseState::Closed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// The remediation of one developer's findings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub id: u64,
+    pub developer: DeveloperId,
+    pub state: CaseState,
+    /// The deletion manifest (JSON): exactly the (app, app-scoped member, field) it received in violation.
+    pub manifest: String,
+    pub deadline: Instant,
+    pub opened_at: Instant,
+}
+
+/// One transition of a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseEvent {
+    pub state: CaseState,
+    pub at: Instant,
+    pub note: String,
+}
+
 /// An operator API key, known by its public id and the hash of its secret part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorKey {
@@ -197,6 +254,20 @@ pub trait Store: Send + Sync {
         error: Option<&str>,
     ) -> StoreResult<()>;
     fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>>;
+
+    // Remediation cases, with every transition kept.
+    fn open_case(
+        &self,
+        developer: &DeveloperId,
+        manifest: &str,
+        deadline: Instant,
+        at: Instant,
+    ) -> StoreResult<u64>;
+    fn case(&self, id: u64) -> StoreResult<Option<Case>>;
+    fn cases(&self) -> StoreResult<Vec<Case>>;
+    /// Moves a case from `from` to `to`; a `Conflict` if it is no longer in `from`.
+    fn move_case(&self, id: u64, from: CaseState, to: CaseState, note: &str, at: Instant) -> StoreResult<()>;
+    fn case_events(&self, id: u64) -> StoreResult<Vec<CaseEvent>>;
 
     // History.
     /// Exactly the access facts that were true at `at`.

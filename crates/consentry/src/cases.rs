@@ -1,0 +1,121 @@
+//! `consentry case open|list|show`: remediation cases from the command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use consentry_service::{Service, ServiceConfig, SystemClock};
+use consentry_store::Store;
+use consentry_types::Instant;
+
+use crate::data_dir::DataDir;
+
+#[derive(Subcommand)]
+pub enum CaseCommand {
+    /// Audit a window and open one case per developer with findings: revoke its apps,
+    /// request deletion of exactly its manifest, notify it.
+    Open {
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Audit against this policy file (default: the active policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, default_value = "60d")]
+        since: String,
+        /// End of the audited window (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Days the developer has to attest the deletion.
+        #[arg(long, default_value_t = 30)]
+        deadline_days: i64,
+    },
+    /// Every case, one line each.
+    List {
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// One case with its manifest and history.
+    Show {
+        id: u64,
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn service(dir: &DataDir) -> Result<Service> {
+    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    Ok(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, ServiceConfig::default()))
+}
+
+pub fn run(command: CaseCommand) -> Result<()> {
+    match command {
+        CaseCommand::Open { data_dir, policy, since, to, deadline_days } => {
+            let dir = DataDir::open(&data_dir)?;
+            let service = service(&dir)?;
+            let window = consentry_api::window(None, to.as_deref(), Some(&since), Instant::now())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let text = match &policy {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                ),
+                None => None,
+            };
+            let draft =
+                text.as_deref().zip(policy.as_ref()).map(|(t, f)| (t, format!("draft {}", f.display())));
+            let report = crate::audit::run_audit(&service, &dir.ledger_dir(), draft, None, window)?;
+            let json = consentry_api::report_json(&report);
+            let mut opened = 0;
+            for (developer, apps) in &report.did.manifests {
+                let manifest = json
+                    .get("deletion_manifests")
+                    .and_then(|m| m.get(developer.as_str()))
+                    .map(serde_json::to_string)
+                    .transpose()?
+                    .unwrap_or_else(|| "{}".to_string());
+                let id = service
+                    .open_case(developer, &manifest, deadline_days)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "case {id}: {developer}, {} apps revoked, deletion of {} items requested",
+                    apps.len(),
+                    apps.values().map(|p| p.len()).sum::<usize>()
+                );
+                opened += 1;
+            }
+            println!("{opened} cases opened");
+            Ok(())
+        }
+        CaseCommand::List { data_dir } => {
+            let dir = DataDir::open(&data_dir)?;
+            for case in dir.store()?.cases()? {
+                println!(
+                    "{:>5}  {:<20} {:<20} deadline {}",
+                    case.id,
+                    case.developer,
+                    case.state.as_str(),
+                    case.deadline
+                );
+            }
+            Ok(())
+        }
+        CaseCommand::Show { id, data_dir } => {
+            let dir = DataDir::open(&data_dir)?;
+            let store = dir.store()?;
+            let Some(case) = store.case(id)? else { bail!("there is no case {id}") };
+            println!(
+                "case {} for {}: {} (deadline {})",
+                case.id,
+                case.developer,
+                case.state.as_str(),
+                case.deadline
+            );
+            for event in store.case_events(id)? {
+                println!("  {}  {:<20} {}", event.at, event.state.as_str(), event.note);
+            }
+            println!("manifest: {}", case.manifest);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Remediation cases: revoke, request deletion of exactly the manifest, take the developer's
+//! attestation before a deadline, and mark what is overdue. Every transition is kept.
+
+use consentry_store::{Case, CaseState};
+use consentry_types::DeveloperId;
+
+use crate::{Service, ServiceError, ServiceResult};
+
+impl Service {
+    /// Opens a case for a developer with findings: every app of the developer is revoked, the
+    /// deletion of exactly `manifest` (JSON) is requested, and the developer is notified.
+    pub fn open_case(
+        &self,
+        developer: &DeveloperId,
+        manifest: &str,
+        deadline_days: i64,
+    ) -> ServiceResult<u64> {
+        if !(1..=365).contains(&deadline_days) {
+            return Err(ServiceError::InvalidInput("the deadline must be 1 to 365 days away".into()));
+        }
+        let (apps, tokens) = self.revoke_developer(developer)?;
+        let now = self.clock.now();
+        let deadline = now.plus_days(deadline_days);
+        let id = self.store.open_case(developer, manifest, deadline, now)?;
+        self.notify_developer(
+            developer,
+            "deletion.requested",
+            &format!(
+                r#","case":{id},"deadline":"{deadline}","apps_revoked":{apps},"tokens_revoked":{tokens}"#
+            ),
+        )?;
+        Ok(id)
+    }
+
+    /// The developer whose app these client credentials belong to (a revoked app still
+    /// authenticates here, so its developer can read and answer its case).
+    pub fn developer_of_client(&self, client_id: &str, client_secret: &str) -> ServiceResult<DeveloperId> {
+        let app = self.authenticate_client(client_id, client_secret)?;
+        self.store
+            .app(&app)?
+            .map(|a| a.developer)
+            .ok_or_else(|| ServiceError::Unauthenticated("client authentication failed".into()))
+    }
+
+    /// The cases of one developer.
+    pub fn cases_of(&self, developer: &DeveloperId) -> ServiceResult<Vec<Case>> {
+        Ok(self.store.cases()?.into_iter().filter(|c| &c.developer == developer).collect())
+    }
+
+    /// The developer attests that it deleted what the manifest lists. Only its own case, only
+    /// once, only while deletion is requested or overdue.
+    pub fn attest_case(
+        &self,
+        developer: &DeveloperId,
+        case: u64,
+        statement: &str,
+    ) -> ServiceResult<CaseState> {
+        if statement.trim().is_empty() || statement.chars().count() > 5_000 {
+            return Err(ServiceError::InvalidInput("the statement must be 1 to 5000 characters".into()));
+        }
+        let found = self.store.case(case)?.filter(|c| &c.developer == developer);
+        let Some(found) = found else { return Err(ServiceError::NotFound(format!("case {case}"))) };
+        match found.state {
+            CaseState::DeletionRequested | CaseState::Overdue => {}
+            other => {
+                return Err(ServiceError::Conflict(format!(
+                    "case {case} is {}: it takes no attestation now",
+                    other.as_str()
+                )))
+            }
+        }
+        let late = found.state == CaseState::Overdue;
+        let note =
+            format!("{}attested by the developer: {}", if late { "late: " } else { "" }, statement.trim());
+        self.store.move_case(case, found.state, CaseState::Attested, &note, self.clock.now())?;
+        Ok(CaseState::Attested)
+    }
+
+    /// Moves every case past its deadline without an attestation to `overdue`, and notifies.
+    pub fn check_case_deadlines(&self) -> ServiceResult<u32> {
+        let now = self.clock.now();
+        let mut moved = 0;
+        for case in self.store.cases()? {
+            if case.state == CaseState::DeletionRequested && case.deadline <= now {
+                self.store.move_case(
+                    case.id,
+                    CaseState::DeletionRequested,
+                    CaseState::Overdue,
+                    "deadline passed without an attestation",
+                    now,
+                )?;
+                self.notify_developer(
+                    &case.developer,
+                    "deletion.overdue",
+                    &format!(r#","case":{},"deadline":"{}""#, case.id, case.deadline),
+                )?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+}
