@@ -30,6 +30,13 @@ pub enum CaseCommand {
         #[arg(long, default_value_t = 30)]
         deadline_days: i64,
     },
+    /// The follow-up of a case: a disclosure to the developer since it opened fails it; an
+    /// attested case with none closes.
+    FollowUp {
+        id: u64,
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
     /// Every case, one line each.
     List {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
@@ -87,6 +94,13 @@ pub fn run(command: CaseCommand) -> Result<()> {
             println!("{opened} cases opened");
             Ok(())
         }
+        CaseCommand::FollowUp { id, data_dir } => {
+            let dir = DataDir::open(&data_dir)?;
+            let service = service(&dir)?;
+            let state = follow_up(&service, &dir, id)?;
+            println!("case {id}: {}", state.as_str());
+            Ok(())
+        }
         CaseCommand::List { data_dir } => {
             let dir = DataDir::open(&data_dir)?;
             for case in dir.store()?.cases()? {
@@ -118,4 +132,23 @@ pub fn run(command: CaseCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Reads the ledger for disclosures to the case's developer since it opened, then follows up.
+pub fn follow_up(service: &Service, dir: &DataDir, id: u64) -> Result<consentry_store::CaseState> {
+    let Some(case) = service.store().case(id)? else { bail!("there is no case {id}") };
+    let mut disclosed = false;
+    if dir.ledger_dir().join("signing.pub").exists() {
+        for entry in consentry_ledger::Entries::open(&dir.ledger_dir())? {
+            let record = entry?.record;
+            if record.developer == case.developer
+                && record.at >= case.opened_at
+                && !record.disclosures.is_empty()
+            {
+                disclosed = true;
+                break;
+            }
+        }
+    }
+    service.follow_up_case(id, disclosed).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -145,6 +145,7 @@ enum Event {
     ShipGroups2018,
     Audit,
     Fix,
+    Remediate,
 }
 
 struct AppInfo {
@@ -225,7 +226,8 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let clock = Arc::new(SimulatedClock::starting_at(start));
     // Simulated apps keep one token for the whole story; served tokens live an hour.
     let sim_config = ServiceConfig { token_ttl_secs: 5 * 365 * 86_400, ..ServiceConfig::default() };
-    let sim = Service::new(store.clone(), clock.clone(), key.clone(), sim_config);
+    let sim = Arc::new(Service::new(store.clone(), clock.clone(), key.clone(), sim_config));
+    let hooks = WebhookReceiver::start()?;
     let mut rng = StdRng::seed_from_u64(seed);
     let fail = |e: consentry_service::ServiceError| anyhow::anyhow!("{e}");
 
@@ -293,7 +295,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             &developer,
             &format!("Developer {d:03}"),
             &format!("privacy@dev{d:03}.example"),
-            &format!("https://dev{d:03}.example/consentry-hook"),
+            &format!("http://{}/hooks/dev-{d:03}", hooks.addr),
         )
         .map_err(fail)?;
         let count = if d % 8 == 0 { 2 } else { 1 };
@@ -313,8 +315,15 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     // The story's changes, in time order.
     let audit_at = at("2019-11-05T00:00:00Z")?;
     let fix_at = at("2019-11-05T12:00:00Z")?;
-    let mut events: Vec<(Instant, Event)> =
-        vec![(change, Event::ShipGroups2018), (audit_at, Event::Audit), (fix_at, Event::Fix)];
+    let remediate_at = at("2019-11-06T09:00:00Z")?;
+    let mut cases: Vec<(u64, DeveloperId)> = Vec::new();
+    let mut attested = false;
+    let mut events: Vec<(Instant, Event)> = vec![
+        (change, Event::ShipGroups2018),
+        (audit_at, Event::Audit),
+        (fix_at, Event::Fix),
+        (remediate_at, Event::Remediate),
+    ];
     let legacy_window_end = at("2018-03-31T00:00:00Z")?;
     let late_start = at("2018-04-10T00:00:00Z")?;
     let late_end = at("2019-09-30T00:00:00Z")?;
@@ -483,6 +492,25 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     println!();
                     first_audit = Some(report);
                 }
+                Event::Remediate => {
+                    // One case per developer that did: revoke, request deletion of exactly its manifest.
+                    let Some(report) = &first_audit else { continue };
+                    let json = consentry_api::report_json(report);
+                    for developer in report.did.manifests.keys() {
+                        let manifest = json
+                            .get("deletion_manifests")
+                            .and_then(|m| m.get(developer.as_str()))
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| "{}".into());
+                        let case = sim.open_case(developer, &manifest, 30).map_err(fail)?;
+                        cases.push((case, developer.clone()));
+                    }
+                    println!(
+                        "{}  {} cases opened: their apps revoked, deletion of exactly what each received requested by 2019-12-06",
+                        day(when),
+                        cases.len()
+                    );
+                }
                 Event::Fix => {
                     let version = sim.submit_policy(GROUPS_2018, "platform-policy").map_err(fail)?;
                     sim.approve_policy(version, "privacy-team").map_err(fail)?;
@@ -501,6 +529,18 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             }
         }
         clock.set(tick);
+        // Three days after the cases open, every developer but the last attests its deletion.
+        if !attested && !cases.is_empty() && tick >= remediate_at.plus_days(3) {
+            for (case, developer) in cases.iter().take(cases.len().saturating_sub(1)) {
+                sim.attest_case(
+                    developer,
+                    *case,
+                    "deleted every item of the manifest from our systems and backups",
+                )
+                .map_err(fail)?;
+            }
+            attested = true;
+        }
         let period = if tick < change {
             0
         } else if tick < fix_at {
@@ -587,6 +627,34 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     if follow_up.did.violations > 0 || !follow_up.could.by_app.is_empty() {
         bail!("the follow-up audit still finds violations after the fix");
     }
+    // The deadline passes; webhooks go out; each case is followed up.
+    clock.set(at("2019-12-07T00:00:00Z")?);
+    let overdue = sim.check_case_deadlines().map_err(fail)?;
+    let deliverer =
+        consentry_notify::Deliverer::new(sim.clone(), consentry_notify::DeliveryOptions::default());
+    let mut delivered = 0;
+    loop {
+        let pass = deliverer.deliver_due().map_err(|e| anyhow::anyhow!("{e}"))?;
+        delivered += pass.delivered;
+        if pass.delivered + pass.retrying + pass.dead == 0 || pass.retrying + pass.dead > 0 {
+            break;
+        }
+    }
+    let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (case, _) in &cases {
+        let state = crate::cases::follow_up(&sim, &dir, *case)?;
+        *outcomes.entry(state.as_str()).or_default() += 1;
+    }
+    println!(
+        "Remediation: {} cases; {} attested in time, {overdue} missed the deadline; follow-up: {}.",
+        cases.len(),
+        cases.len().saturating_sub(overdue as usize),
+        outcomes.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "Webhooks: {delivered} signed deliveries received by the developers' endpoints ({}).",
+        hooks.summary()
+    );
     println!();
     let facts = store.facts_as_of(change.plus_millis(-1)).context("cannot reconstruct the facts")?;
     println!(
@@ -712,4 +780,62 @@ fn report(params: &Params, apps: usize, tallies: &[Tally; 3]) {
         "granted earlier was honored, and a withdrawn opt-in removed the member from the next response."
     );
     println!();
+}
+
+/// A local stand-in for the developers' webhook endpoints: it answers 200 and counts events.
+struct WebhookReceiver {
+    addr: std::net::SocketAddr,
+    events: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+}
+
+impl WebhookReceiver {
+    fn start() -> Result<WebhookReceiver> {
+        use std::io::{Read, Write};
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("cannot start the demo's webhook receiver")?;
+        let addr = listener.local_addr()?;
+        let events: Arc<std::sync::Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let counted = events.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(buffer.get(..n).unwrap_or_default());
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            if let Some(event) =
+                                head.lines().find_map(|l| l.strip_prefix("Consentry-Event: "))
+                            {
+                                if let Ok(mut events) = counted.lock() {
+                                    *events.entry(event.trim().to_string()).or_default() += 1;
+                                }
+                            }
+                            break;
+                        }
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        Ok(WebhookReceiver { addr, events })
+    }
+
+    fn summary(&self) -> String {
+        self.events
+            .lock()
+            .map(|e| e.iter().map(|(name, n)| format!("{n} {name}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    }
 }

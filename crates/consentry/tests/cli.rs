@@ -161,18 +161,23 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
     assert!(dir.join("audit-2019-11-05.html").exists());
     let manifests = std::fs::read_dir(dir.join("manifests")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(manifests, 2 * did.unwrap_or(0) as usize, "a JSON and a CSV manifest per developer that did");
-    let share = stdout.lines().find(|l| l.contains("share with opt-in")).unwrap_or_default();
-    let values: Vec<&str> = share.split_whitespace().rev().take(2).collect();
-    assert_eq!(values.first(), Some(&"100.0%"), "after the change only opted-in profiles: {share}");
-    assert_ne!(
-        values.get(1),
-        Some(&"100.0%"),
-        "before it, legacy showed members who had not opted in: {share}"
+    let not_opted = stdout.lines().find(|l| l.contains("of members who had not")).unwrap_or_default();
+    let values: Vec<&str> = not_opted.split_whitespace().rev().take(3).collect();
+    assert_eq!(values.first(), Some(&"0"), "after the fix no profile without opt-in: {not_opted}");
+    assert!(
+        values.iter().skip(1).all(|v| *v != "0"),
+        "before it, members who had not opted in were seen: {not_opted}"
     );
-    // The same seed gives the same story.
+    assert!(
+        stdout.contains("Remediation: ")
+            && stdout.contains("missed the deadline")
+            && stdout.contains("closed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("deletion.requested") && stdout.contains("deletion.overdue"), "{stdout}");
+    // The same seed gives the same story: everything but wall-clock timings is the same.
     let again =
         run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
-    // Everything but wall-clock timings is the same.
     let table = |s: &str| {
         s.lines()
             .filter(|l| l.starts_with("  ") && !l.contains(" s (") && !l.trim_start().starts_with("checked "))

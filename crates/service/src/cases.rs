@@ -76,6 +76,37 @@ impl Service {
         Ok(CaseState::Attested)
     }
 
+    /// The follow-up: given whether the ledger shows any disclosure to the developer since the
+    /// case opened, a case fails (and the developer is told) or, once attested, closes.
+    pub fn follow_up_case(&self, case: u64, disclosed_since_opened: bool) -> ServiceResult<CaseState> {
+        let found = self.store.case(case)?.ok_or_else(|| ServiceError::NotFound(format!("case {case}")))?;
+        let now = self.clock.now();
+        let open =
+            matches!(found.state, CaseState::DeletionRequested | CaseState::Attested | CaseState::Overdue);
+        if disclosed_since_opened && open {
+            self.store.move_case(
+                case,
+                found.state,
+                CaseState::Failed,
+                "the follow-up found disclosures after revocation",
+                now,
+            )?;
+            self.notify_developer(&found.developer, "case.failed", &format!(r#","case":{case}"#))?;
+            return Ok(CaseState::Failed);
+        }
+        if found.state == CaseState::Attested {
+            self.store.move_case(
+                case,
+                CaseState::Attested,
+                CaseState::Closed,
+                "follow-up clean: no disclosure since the case opened",
+                now,
+            )?;
+            return Ok(CaseState::Closed);
+        }
+        Ok(found.state)
+    }
+
     /// Moves every case past its deadline without an attestation to `overdue`, and notifies.
     pub fn check_case_deadlines(&self) -> ServiceResult<u32> {
         let now = self.clock.now();
