@@ -4,6 +4,7 @@ mod audit;
 mod cases;
 mod data_dir;
 mod demo;
+mod installations;
 mod ledger;
 mod policy_tests;
 mod serve;
@@ -71,6 +72,11 @@ enum Command {
     Case {
         #[command(subcommand)]
         command: cases::CaseCommand,
+    },
+    /// Installations: expire those no app request used for a while.
+    Installations {
+        #[command(subcommand)]
+        command: installations::InstallationCommand,
     },
     /// Read and check the disclosure ledger.
     Ledger {
@@ -170,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ledger { command } => ledger::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Case { command } => cases::run(command),
+        Command::Installations { command } => installations::run(command),
         Command::Policy {
             command: PolicyCommand::Activate { file, reason, author, approved_by, data_dir },
         } => {

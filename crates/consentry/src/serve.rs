@@ -48,13 +48,24 @@ pub fn run(
         // Webhooks from the durable outbox, in the background.
         consentry_notify::Deliverer::new(service.clone(), consentry_notify::DeliveryOptions::default())
             .spawn(std::time::Duration::from_secs(5));
-        // Cases past their deadline become overdue (and the developer is told).
-        let deadlines = service.clone();
-        std::thread::spawn(move || loop {
-            if let Err(e) = deadlines.check_case_deadlines() {
-                eprintln!("checking case deadlines failed: {e}");
+        // Cases past their deadline become overdue (and the developer is told); once a day,
+        // installations unused for 90 days expire.
+        let housekeeping = service.clone();
+        let ledger_dir = ledger.dir().to_path_buf();
+        std::thread::spawn(move || {
+            let mut minutes = 0u64;
+            loop {
+                if let Err(e) = housekeeping.check_case_deadlines() {
+                    eprintln!("checking case deadlines failed: {e}");
+                }
+                if minutes.is_multiple_of(24 * 60) {
+                    if let Err(e) = crate::installations::expire(&housekeeping, &ledger_dir, 90) {
+                        eprintln!("expiring unused installations failed: {e}");
+                    }
+                }
+                minutes += 1;
+                std::thread::sleep(std::time::Duration::from_secs(60));
             }
-            std::thread::sleep(std::time::Duration::from_secs(60));
         });
         let state = ApiState::new(service).with_ledger(ledger.clone());
         // Every few minutes, a signed checkpoint of what was served, so that an outside

@@ -320,6 +320,17 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         "{shown}"
     );
     assert_one_line_error(&run(&["case", "show", "999", "--data-dir", data]), "there is no case 999");
+    // Seven years after the story, every installation is unused: all expire.
+    let expired = text(&run(&["installations", "expire", "--data-dir", data]).stdout);
+    assert!(
+        expired
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with("installations unused for 90 days removed") && !l.starts_with("0 ")),
+        "{expired}"
+    );
+    let again = text(&run(&["installations", "expire", "--data-dir", data]).stdout);
+    assert!(again.starts_with("0 installations"), "{again}");
 
     // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
     let verified = run(&["ledger", "verify", "--data-dir", data]);

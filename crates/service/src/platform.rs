@@ -233,6 +233,39 @@ impl Service {
         Ok(())
     }
 
+    /// Removes every installation no app request used for `inactive_days` (the platform's
+    /// inactivity cutoff). `last_use` holds when each (app, group) was last served, as the
+    /// ledger says; an installation never used counts from when it was made. Returns what
+    /// was removed; each developer is told, with the reason.
+    pub fn expire_inactive_installations(
+        &self,
+        last_use: &std::collections::HashMap<(AppId, GroupId), consentry_types::Instant>,
+        inactive_days: i64,
+    ) -> ServiceResult<Vec<(AppId, GroupId)>> {
+        if inactive_days < 1 {
+            return Err(ServiceError::InvalidInput("the inactivity cutoff must be at least one day".into()));
+        }
+        let now = self.clock.now();
+        let cutoff = now.plus_days(-inactive_days);
+        let mut expired = Vec::new();
+        for ((app, group), (_, installed_at)) in self.store.facts_as_of(now)?.installations {
+            let used = last_use
+                .get(&(app.clone(), group.clone()))
+                .copied()
+                .unwrap_or(installed_at)
+                .max(installed_at);
+            if used < cutoff {
+                self.store.set_installation(&app, &group, None, now)?;
+                let details = format!(
+                    r#","group":"{group}","reason":"unused for {inactive_days} days","last_used":"{used}""#
+                );
+                self.notify_app_developer(&app, "installation.removed", &details)?;
+                expired.push((app, group));
+            }
+        }
+        Ok(expired)
+    }
+
     pub fn uninstall_app(&self, app: &AppId, group: &GroupId) -> ServiceResult<()> {
         let existed = self.store.installation(app, group)?.is_some();
         self.store.set_installation(app, group, None, self.clock.now())?;

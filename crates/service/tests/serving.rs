@@ -275,3 +275,29 @@ fn fields_parameter_rejects_unknown_and_repeated_names() {
         Ok(vec![Field::MemberPicture])
     );
 }
+
+#[test]
+fn installations_unused_for_the_cutoff_expire_and_the_developer_is_told() {
+    let w = world();
+    let developer = w.app.app.developer.clone();
+    let second = w
+        .service
+        .register_app(&developer, "Other", "video_streaming")
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(w.service.install_app(&second.app.id, &group(), &member("ann")), Ok(()));
+    w.clock.advance_secs(89 * 86_400);
+    // The first app was used yesterday; the second never.
+    let mut last_use = std::collections::HashMap::new();
+    last_use.insert((w.app.app.id.clone(), group()), w.service.now().plus_days(-1));
+    assert_eq!(w.service.expire_inactive_installations(&last_use, 90), Ok(vec![]));
+    w.clock.advance_secs(2 * 86_400);
+    let expired = w.service.expire_inactive_installations(&last_use, 90).unwrap_or_default();
+    assert_eq!(expired, vec![(second.app.id.clone(), group())]);
+    assert_eq!(w.service.store().installation(&second.app.id, &group()), Ok(None));
+    assert!(w.service.store().installation(&w.app.app.id, &group()).is_ok_and(|i| i.is_some()));
+    let told = w.service.store().notifications(&developer).unwrap_or_default();
+    assert!(told
+        .iter()
+        .any(|n| n.event == "installation.removed" && n.payload.contains("unused for 90 days")));
+    assert!(w.service.expire_inactive_installations(&last_use, 0).is_err());
+}
