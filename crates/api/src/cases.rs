@@ -154,3 +154,30 @@ pub async fn all_cases(
     .await?;
     Ok(Json(cases))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificationInput {
+    /// How the app uses member data, re-certified every year.
+    pub statement: String,
+}
+
+/// The annual data-use checkup: the developer re-certifies one of its apps.
+#[utoipa::path(post, path = "/v1/apps/{id}/certification", tag = "cases", request_body = CertificationInput,
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem, description = "no such app of yours")),
+    security(("client_basic" = [])))]
+pub async fn certify(
+    State(state): State<ApiState>,
+    DeveloperAuth(developer): DeveloperAuth,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(input): JsonBody<CertificationInput>,
+) -> Result<StatusCode, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let app = consentry_types::AppId::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    blocking(&state.service, move |s| {
+        s.certify_app(&developer, &app, &input.statement).map_err(ApiError::from)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -156,6 +156,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/groups/{id}/members", get(groups::read_members))
         .route("/v1/cases", get(cases::my_cases))
         .route("/v1/cases/{id}/attestation", post(cases::attest))
+        .route("/v1/apps/{id}/certification", post(cases::certify))
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -637,6 +637,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/v1/cases"),
         ("post", "/v1/cases/{id}/attestation"),
         ("get", "/platform/v1/cases"),
+        ("post", "/v1/apps/{id}/certification"),
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),
@@ -1140,4 +1141,23 @@ async fn a_case_revokes_requests_deletion_takes_one_attestation_and_marks_what_i
         "{names:?}"
     );
     assert!(late > case);
+    // The annual checkup over HTTP: only for one's own app.
+    let certified = basic(
+        &h,
+        Method::POST,
+        &format!("/v1/apps/{app_id}/certification"),
+        (&client_id, &secret),
+        Some(json!({"statement": "we schedule posts"})),
+    )
+    .await;
+    assert_eq!(certified.status, StatusCode::NO_CONTENT, "{}", certified.body);
+    let foreign = basic(
+        &h,
+        Method::POST,
+        &format!("/v1/apps/{app_id}/certification"),
+        (&other_creds.0, &other_creds.1),
+        Some(json!({"statement": "mine"})),
+    )
+    .await;
+    assert!(is_problem(&foreign, StatusCode::NOT_FOUND));
 }

@@ -90,6 +90,8 @@ impl Store for StaleConsents {
         cases(&self) -> StoreResult<Vec<consentry_store::Case>>;
         move_case(&self, id: u64, f: consentry_store::CaseState, t: consentry_store::CaseState, n: &str, at: Instant) -> StoreResult<()>;
         case_events(&self, id: u64) -> StoreResult<Vec<consentry_store::CaseEvent>>;
+        certify_app(&self, a: &AppId, s: &str, at: Instant) -> StoreResult<()>;
+        last_certified(&self, a: &AppId) -> StoreResult<Option<Instant>>;
     }
 
     fn profile_consents(&self, app: &AppId, members: &[MemberId]) -> StoreResult<HashSet<MemberId>> {

@@ -58,9 +58,14 @@ pub fn run(
                 if let Err(e) = housekeeping.check_case_deadlines() {
                     eprintln!("checking case deadlines failed: {e}");
                 }
-                if minutes.is_multiple_of(24 * 60) {
+                // Daily, starting a day after start-up (a freshly served demo world is not swept at once).
+                if minutes > 0 && minutes.is_multiple_of(24 * 60) {
                     if let Err(e) = crate::installations::expire(&housekeeping, &ledger_dir, 90) {
                         eprintln!("expiring unused installations failed: {e}");
+                    }
+                    // The annual data-use checkup: uncertified for a year, suspended.
+                    if let Err(e) = housekeeping.suspend_lapsed_certifications(365) {
+                        eprintln!("suspending lapsed certifications failed: {e}");
                     }
                 }
                 minutes += 1;

@@ -107,6 +107,43 @@ impl Service {
         Ok(found.state)
     }
 
+    /// The developer re-certifies one of its apps' use of member data (the annual checkup).
+    pub fn certify_app(
+        &self,
+        developer: &DeveloperId,
+        app: &consentry_types::AppId,
+        statement: &str,
+    ) -> ServiceResult<()> {
+        if statement.trim().is_empty() || statement.chars().count() > 5_000 {
+            return Err(ServiceError::InvalidInput("the statement must be 1 to 5000 characters".into()));
+        }
+        match self.store.app(app)? {
+            Some(found) if &found.developer == developer => {}
+            _ => return Err(ServiceError::NotFound(format!("app {:?}", app.as_str()))),
+        }
+        Ok(self.store.certify_app(app, statement.trim(), self.clock.now())?)
+    }
+
+    /// Suspends every active app whose last certification (or registration) is older than
+    /// `period_days`; returns them. Each suspension notifies the developer.
+    pub fn suspend_lapsed_certifications(
+        &self,
+        period_days: i64,
+    ) -> ServiceResult<Vec<consentry_types::AppId>> {
+        let cutoff = self.clock.now().plus_days(-period_days);
+        let mut suspended = Vec::new();
+        for app in self.store.apps()? {
+            if app.status != consentry_types::AppStatus::Active {
+                continue;
+            }
+            if self.store.last_certified(&app.id)?.is_none_or(|t| t < cutoff) {
+                self.set_app_status(&app.id, consentry_types::AppStatus::Suspended)?;
+                suspended.push(app.id);
+            }
+        }
+        Ok(suspended)
+    }
+
     /// Moves every case past its deadline without an attestation to `overdue`, and notifies.
     pub fn check_case_deadlines(&self) -> ServiceResult<u32> {
         let now = self.clock.now();

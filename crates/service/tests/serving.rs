@@ -301,3 +301,50 @@ fn installations_unused_for_the_cutoff_expire_and_the_developer_is_told() {
         .any(|n| n.event == "installation.removed" && n.payload.contains("unused for 90 days")));
     assert!(w.service.expire_inactive_installations(&last_use, 0).is_err());
 }
+
+#[test]
+fn an_app_whose_yearly_certification_lapses_is_suspended() {
+    let w = world();
+    let developer = w.app.app.developer.clone();
+    let second = w
+        .service
+        .register_app(&developer, "Other", "video_streaming")
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    w.clock.advance_secs(300 * 86_400);
+    assert_eq!(
+        w.service.certify_app(
+            &developer,
+            &w.app.app.id,
+            "names and pictures schedule posts; nothing is kept"
+        ),
+        Ok(())
+    );
+    let stranger = DeveloperId::parse("someone-else").unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(matches!(
+        w.service.certify_app(&stranger, &second.app.id, "mine"),
+        Err(ServiceError::NotFound(_))
+    ));
+    assert!(matches!(
+        w.service.certify_app(&developer, &second.app.id, " "),
+        Err(ServiceError::InvalidInput(_))
+    ));
+    assert_eq!(w.service.suspend_lapsed_certifications(365), Ok(vec![]));
+    w.clock.advance_secs(70 * 86_400);
+    // The second app was never certified: a year after registration it is suspended.
+    assert_eq!(w.service.suspend_lapsed_certifications(365), Ok(vec![second.app.id.clone()]));
+    assert_eq!(
+        w.service.store().app(&second.app.id).ok().flatten().map(|a| a.status),
+        Some(AppStatus::Suspended)
+    );
+    assert_eq!(
+        w.service.store().app(&w.app.app.id).ok().flatten().map(|a| a.status),
+        Some(AppStatus::Active)
+    );
+    assert!(w
+        .service
+        .store()
+        .notifications(&developer)
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.event == "app.suspended"));
+}

@@ -924,6 +924,29 @@ impl Store for SqliteStore {
         })
     }
 
+    fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()> {
+        self.write(|tx| {
+            require(tx, "apps", "app", app.as_str())?;
+            tx.execute(
+                "INSERT INTO certifications (app, statement, at) VALUES (?1, ?2, ?3)",
+                params![app.as_str(), statement, at.millis()],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn last_certified(&self, app: &AppId) -> StoreResult<Option<Instant>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT MAX(at) FROM (SELECT at FROM certifications WHERE app = ?1
+                 UNION ALL SELECT created_at AS at FROM apps WHERE id = ?1)",
+            )?
+            .query_row([app.as_str()], |r| r.get::<_, Option<i64>>(0))
+            .map(|t| t.map(Instant::from_millis))
+        })
+    }
+
     fn open_case(
         &self,
         developer: &DeveloperId,

@@ -151,3 +151,9 @@ CREATE TABLE IF NOT EXISTS case_events (
   at INTEGER NOT NULL,
   note TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS certifications (
+  seq INTEGER PRIMARY KEY,
+  app TEXT NOT NULL REFERENCES apps(id),
+  statement TEXT NOT NULL,
+  at INTEGER NOT NULL
+);

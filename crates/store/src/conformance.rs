@@ -72,6 +72,7 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     duplicate_client_id_is_a_conflict(&make());
     the_outbox_keeps_notifications_until_delivered_or_dead(&make());
     cases_move_only_from_their_current_state(&make());
+    certification_counts_from_registration(&make());
     facts_as_of_reconstructs_every_change(&make);
 }
 
@@ -328,6 +329,15 @@ fn cases_move_only_from_their_current_state(store: &dyn Store) {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.cases().map(|c| c.len()), Ok(1));
+}
+
+fn certification_counts_from_registration(store: &dyn Store) {
+    assert_eq!(seed(store), Ok(()));
+    assert_eq!(store.last_certified(&app_id("a0")), Ok(Some(at(0))), "registration counts as the first");
+    assert_eq!(store.certify_app(&app_id("a0"), "we use names to schedule posts", at(50)), Ok(()));
+    assert_eq!(store.last_certified(&app_id("a0")), Ok(Some(at(50))));
+    assert_eq!(store.last_certified(&app_id("nope")), Ok(None));
+    assert!(matches!(store.certify_app(&app_id("nope"), "x", at(1)), Err(StoreError::NotFound(_))));
 }
 
 fn duplicate_client_id_is_a_conflict(store: &dyn Store) {

@@ -255,6 +255,12 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<()>;
     fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>>;
 
+    // Annual data-use checkups.
+    /// Records that the developer re-certified the app's use of member data.
+    fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()>;
+    /// When the app was last certified, or registered if never.
+    fn last_certified(&self, app: &AppId) -> StoreResult<Option<Instant>>;
+
     // Remediation cases, with every transition kept.
     fn open_case(
         &self,
