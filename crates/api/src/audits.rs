@@ -198,3 +198,81 @@ pub async fn run_audit(
     .await?;
     Ok(Json(report_json(&report)))
 }
+
+/// A draft to preview, over a window.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewInput {
+    /// Cedar text of the draft.
+    pub policy_text: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// e.g. `30d`.
+    pub since: Option<String>,
+}
+
+fn exposures(report: &consentry_audit::CouldReport) -> Vec<Value> {
+    report
+        .by_app
+        .iter()
+        .map(|(app, e)| {
+            json!({
+                "app": app.as_str(),
+                "developer": e.developer.as_ref().map(|d| d.as_str()),
+                "fields": e.fields.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                "members": e.members.len(),
+                "groups": e.groups.len(),
+            })
+        })
+        .collect()
+}
+
+/// What a draft would change against the active policy, replayed over recent history: which
+/// apps, fields and members would lose or gain access.
+#[utoipa::path(post, path = "/platform/v1/policies/preview", tag = "policies", request_body = PreviewInput,
+    responses((status = 200, description = "loses and gains"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn preview_policy(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    JsonBody(input): JsonBody<PreviewInput>,
+) -> Result<Json<Value>, ApiError> {
+    op.require(&[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor])?;
+    let ledger_dir = state.ledger_dir.clone().unwrap_or_default();
+    let body = blocking(&state.service, move |service| {
+        let window =
+            window(input.from.as_deref(), input.to.as_deref(), input.since.as_deref(), service.now())
+                .map_err(ApiError::bad_request)?;
+        let draft = compile(0, &input.policy_text)
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+        let store = service.store();
+        let active = store
+            .active_policy()
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "no-active-policy",
+                    "no policy is active to compare with",
+                )
+            })?;
+        let active_policy = compile(active.version, &active.text)
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+        let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
+            service.scoped_member_id(app, member)
+        };
+        let preview =
+            consentry_audit::preview(store.as_ref(), &ledger_dir, &draft, &active_policy, window, &scoped)
+                .map_err(|e| ApiError::internal(&e.to_string()))?;
+        Ok(json!({
+            "against_version": active.version,
+            "from": window.0.to_string(),
+            "to": window.1.to_string(),
+            "loses": exposures(&preview.loses.could),
+            "disclosures_the_draft_would_have_denied": preview.loses.did.violations,
+            "gains": exposures(&preview.gains),
+        }))
+    })
+    .await?;
+    Ok(Json(body))
+}

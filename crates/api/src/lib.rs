@@ -138,6 +138,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/policies/{version}/approve", post(platform::approve_policy))
+        .route("/policies/preview", post(audits::preview_policy))
         .route("/keys", post(platform::create_key))
         .route("/audits", post(audits::run_audit))
         .route("/cases", get(cases::all_cases))

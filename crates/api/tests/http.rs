@@ -641,6 +641,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),
+        ("post", "/platform/v1/policies/preview"),
     ];
     for (method, path) in routes {
         assert!(
@@ -867,6 +868,48 @@ async fn audits_answer_did_and_could_for_auditors_only() {
             "{bad}"
         );
     }
+    // Previewing the draft: bob loses what he opted into; legacy would give ann and cat away.
+    let previewed = h
+        .call(
+            Method::POST,
+            "/platform/v1/policies/preview",
+            Some(&auditor),
+            Some(json!({"policy_text": draft, "since": "1d"})),
+        )
+        .await;
+    assert_eq!(previewed.status, StatusCode::OK, "{}", previewed.body);
+    assert_eq!(previewed.body["loses"][0]["members"], 1);
+    assert_eq!(previewed.body["disclosures_the_draft_would_have_denied"], 6);
+    assert_eq!(previewed.body["gains"], json!([]));
+    let legacy_preview = h
+        .call(
+            Method::POST,
+            "/platform/v1/policies/preview",
+            Some(&auditor),
+            Some(json!({"policy_text": LEGACY, "since": "1d"})),
+        )
+        .await;
+    assert_eq!(legacy_preview.body["gains"][0]["members"], 2, "{}", legacy_preview.body);
+    assert!(is_problem(
+        &h.call(
+            Method::POST,
+            "/platform/v1/policies/preview",
+            None,
+            Some(json!({"policy_text": LEGACY, "since": "1d"}))
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(
+            Method::POST,
+            "/platform/v1/policies/preview",
+            Some(&auditor),
+            Some(json!({"policy_text": "nonsense", "since": "1d"}))
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    ));
     let invalid = h.call(Method::POST, "/platform/v1/audits", Some(&auditor), Some(json!({"since": "1d", "policy_text": "permit (principal, action == Consentry::Action::\"member.email\", resource);"}))).await;
     assert!(is_problem(&invalid, StatusCode::UNPROCESSABLE_ENTITY));
     let _ = std::fs::remove_dir_all(&dir);

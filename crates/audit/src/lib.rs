@@ -520,3 +520,40 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] consentry_store::StoreError),
 }
+
+/// What a draft would change against the policy active now, replayed over a window.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// Audited against the draft: what apps received, or could read, that it would deny.
+    pub loses: AuditReport,
+    /// What the draft would let apps read that the rules in force denied.
+    pub gains: CouldReport,
+}
+
+/// Previews `draft` against `active` over `window`, from history and the ledger.
+pub fn preview(
+    store: &dyn consentry_store::Store,
+    ledger_dir: &std::path::Path,
+    draft: &CompiledPolicy,
+    active: &CompiledPolicy,
+    window: (Instant, Instant),
+    scoped_id: &(dyn Fn(&AppId, &MemberId) -> String + Sync),
+) -> Result<Preview, RunError> {
+    let loses = run(store, ledger_dir, draft, "draft", window, scoped_id, &mut |_| {})?;
+    let history = History::new(&store.fact_history()?);
+    let apps = apps_by_id(store.apps()?);
+    // "Then" is the draft at every instant, "now" the active policy: what only the draft allows.
+    let as_if_draft: HashMap<u32, CompiledPolicy> =
+        store.policy_versions()?.into_iter().map(|v| (v.version, draft.clone())).collect();
+    let context = AuditContext {
+        policy: active,
+        from: window.0,
+        to: window.1,
+        history: &history,
+        apps: &apps,
+        enforced: &as_if_draft,
+        scoped_id,
+    };
+    let gains = audit_could(&context)?;
+    Ok(Preview { loses, gains })
+}

@@ -411,32 +411,19 @@ pub fn preview(draft: &Path, since: &str, to: Option<&str>, data_dir: &Path) -> 
     let active =
         store.active_policy()?.context("no policy is active: there is nothing to compare the draft with")?;
     let active_policy = compile(active.version, &active.text)?;
-    // Loses: what apps received, or could read, that the draft would deny.
-    let loses = run_audit(
-        &service,
-        &dir.ledger_dir(),
-        Some((text.as_str(), format!("draft {}", draft.display()))),
-        None,
-        window,
-    )?;
-    // Gains: what the draft would let apps read that the rules in force denied.
-    let history = consentry_audit::History::new(&store.fact_history()?);
-    let apps = consentry_audit::apps_by_id(store.apps()?);
-    let as_if_draft: std::collections::HashMap<u32, consentry_policy::CompiledPolicy> =
-        store.policy_versions()?.into_iter().map(|v| (v.version, draft_policy.clone())).collect();
     let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
         service.scoped_member_id(app, member)
     };
-    let context = consentry_audit::AuditContext {
-        policy: &active_policy,
-        from: window.0,
-        to: window.1,
-        history: &history,
-        apps: &apps,
-        enforced: &as_if_draft,
-        scoped_id: &scoped,
-    };
-    let gains = consentry_audit::audit_could(&context).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let preview = consentry_audit::preview(
+        store.as_ref(),
+        &dir.ledger_dir(),
+        &draft_policy,
+        &active_policy,
+        window,
+        &scoped,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (loses, gains) = (preview.loses, preview.gains);
     println!(
         "Preview of {} against the active policy v{}, {} to {}:",
         draft.display(),
