@@ -7,11 +7,9 @@
 //! A developer verifies a delivery by recomputing the HMAC over the timestamp, a dot and the
 //! raw body, comparing in constant time, and refusing timestamps older than a few minutes.
 //!
-//! The only crate that sends HTTP requests. Plain `http://` endpoints only for now: an
-//! `https://` endpoint fails its attempts with a clear error until TLS is added.
+//! The only crate that sends HTTP requests (ureq, with rustls for `https://`; redirects are
+//! not followed, so a signature is only ever sent to the registered endpoint).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,51 +145,20 @@ impl Deliverer {
     }
 }
 
-/// POSTs `body` and returns the response status. HTTP/1.1 over a plain TCP connection.
+/// POSTs `body` and returns the response status (any status; transport failures are errors).
 fn post(url: &str, headers: &[(&str, String)], body: &str, timeout: Duration) -> Result<u16, String> {
-    let rest = match (url.strip_prefix("http://"), url.starts_with("https://")) {
-        (Some(rest), _) => rest,
-        (None, true) => return Err("https endpoints need TLS, which this build does not have yet".into()),
-        (None, false) => return Err(format!("not an http URL: {url}")),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (rest.get(..i).unwrap_or(rest), rest.get(i..).unwrap_or("/")),
-        None => (rest, "/"),
-    };
-    let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
-    let address = with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {authority}"))?;
-    let mut stream =
-        TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("cannot connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| e.to_string())?;
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: consentry-webhooks\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("not an http(s) URL: {url}"));
+    }
+    let agent =
+        ureq::AgentBuilder::new().timeout(timeout).redirects(0).user_agent("consentry-webhooks").build();
+    let mut request = agent.post(url);
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.set(name, value);
     }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send: {e}"))?;
-    let mut head = [0u8; 64];
-    let mut read = 0;
-    while read < 12 {
-        match stream.read(head.get_mut(read..).unwrap_or_default()) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) => return Err(format!("no answer: {e}")),
-        }
+    match request.send_string(body) {
+        Ok(response) => Ok(response.status()),
+        Err(ureq::Error::Status(status, _)) => Ok(status),
+        Err(ureq::Error::Transport(error)) => Err(format!("cannot deliver: {error}")),
     }
-    let line = String::from_utf8_lossy(head.get(..read).unwrap_or_default()).into_owned();
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| "not an HTTP answer".to_string())
 }

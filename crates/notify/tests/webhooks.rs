@@ -16,6 +16,7 @@ use consentry_types::{DeveloperId, GroupId, Instant, MemberId, Role, Scope};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
+    Redirect,
     Fail500,
     Slow,
     Accept,
@@ -72,6 +73,7 @@ impl Receiver {
                             "200 OK"
                         }
                         Some(Mode::Fail500) => "500 Internal Server Error",
+                        Some(Mode::Redirect) => "302 Found\r\nLocation: http://127.0.0.1:9/elsewhere",
                         _ => {
                             received
                                 .lock()
@@ -238,4 +240,36 @@ fn nothing_is_lost_across_a_restart() {
         .unwrap_or_default();
     assert_eq!(events, ["installation.created", "app.suspended"]);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn redirects_are_not_followed_and_tls_failures_are_reported() {
+    let receiver = Receiver::new();
+    receiver.listen();
+    receiver.set(Mode::Redirect);
+    let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+    let store = Arc::new(SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}")));
+    let (service, _) = world(store.clone(), clock.clone(), ServerKey::generate(), receiver.port);
+    let deliverer = Deliverer::new(service.clone(), options());
+    assert_eq!(deliverer.deliver_due().ok(), Some(PassReport { delivered: 0, retrying: 1, dead: 0 }));
+    clock.advance_secs(30);
+    let dev = DeveloperId::parse("acme").unwrap_or_else(|e| unreachable!("{e}"));
+    let kept = store.notifications(&dev).unwrap_or_default();
+    assert_eq!(kept.first().and_then(|n| n.last_error.clone()).as_deref(), Some("the endpoint answered 302"));
+    // An https endpoint that does not speak TLS: a clear transport error, no panic.
+    ok(service.put_developer(
+        &dev,
+        "Acme",
+        "p@acme.example",
+        &format!("https://127.0.0.1:{}/hook", receiver.port),
+    ));
+    let second = Deliverer::new(service, options());
+    assert_eq!(second.deliver_due().ok(), Some(PassReport { delivered: 0, retrying: 1, dead: 0 }));
+    let error = store
+        .notifications(&dev)
+        .unwrap_or_default()
+        .first()
+        .and_then(|n| n.last_error.clone())
+        .unwrap_or_default();
+    assert!(error.starts_with("cannot deliver"), "{error}");
 }
