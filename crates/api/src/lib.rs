@@ -134,6 +134,7 @@ pub fn app(state: ApiState) -> Router {
             "/groups/{gid}/installations/{app}",
             put(platform::put_installation).delete(platform::delete_installation),
         )
+        .route("/groups/{gid}/installations", get(platform::group_installations))
         .route("/members/{mid}/consents/{app}", put(platform::put_consent).delete(platform::delete_consent))
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
         .route("/policies/{version}/activate", post(platform::activate_policy))

@@ -540,6 +540,59 @@ pub async fn list_notifications(
     ))
 }
 
+/// One installation of an app in a group, current or ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallationBody {
+    pub app: String,
+    pub authorized_by: String,
+    pub installed_at: String,
+    /// When it ended (removed by an admin, revoked, or expired for inactivity); absent while current.
+    pub removed_at: Option<String>,
+}
+
+/// Every installation a group has had, for admins and members to see (including those that
+/// expired after 90 days without use).
+#[utoipa::path(get, path = "/platform/v1/groups/{gid}/installations", tag = "platform",
+    params(("gid" = String, Path)), responses((status = 200, body = Vec<InstallationBody>), (status = 401, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn group_installations(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<InstallationBody>>, ApiError> {
+    op.require(READERS)?;
+    let group = id(&one(path)?, GroupId::parse)?;
+    let history = blocking(&state.service, |s| {
+        s.store().fact_history().map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))
+    })
+    .await?;
+    let mut out: Vec<InstallationBody> = Vec::new();
+    for change in history.installations.iter().filter(|c| c.key.1 == group) {
+        let app = change.key.0.to_string();
+        match &change.value {
+            Some((by, since)) => {
+                let current = out.iter_mut().rev().find(|i| i.app == app && i.removed_at.is_none());
+                match current {
+                    Some(existing) => existing.authorized_by = by.to_string(),
+                    None => out.push(InstallationBody {
+                        app,
+                        authorized_by: by.to_string(),
+                        installed_at: since.to_string(),
+                        removed_at: None,
+                    }),
+                }
+            }
+            None => {
+                if let Some(existing) = out.iter_mut().rev().find(|i| i.app == app && i.removed_at.is_none())
+                {
+                    existing.removed_at = Some(change.at.to_string());
+                }
+            }
+        }
+    }
+    Ok(Json(out))
+}
+
 /// What a revocation did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Revoked {

@@ -281,6 +281,14 @@ async fn each_write_takes_effect_for_the_very_next_request() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await.status, StatusCode::OK);
+    // Admins and members can be shown the group's installations, past and current.
+    let seen = h.op(Method::GET, "/platform/v1/groups/hikers/installations", None).await;
+    let shown: Vec<(Option<&str>, bool)> = seen
+        .body
+        .as_array()
+        .map(|a| a.iter().map(|i| (i["app"].as_str(), i["removed_at"].is_null())).collect())
+        .unwrap_or_default();
+    assert_eq!(shown, [(Some(app_id.as_str()), false), (Some(app_id.as_str()), true)], "{}", seen.body);
 
     // Token revoked.
     let revoke = h.form("/oauth/revoke", &format!("token={token}"), Some((&client_id, &secret))).await;
@@ -638,6 +646,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/v1/cases/{id}/attestation"),
         ("get", "/platform/v1/cases"),
         ("post", "/v1/apps/{id}/certification"),
+        ("get", "/platform/v1/groups/{gid}/installations"),
         ("post", "/platform/v1/keys"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),

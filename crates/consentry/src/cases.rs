@@ -134,6 +134,37 @@ pub fn run(command: CaseCommand) -> Result<()> {
     }
 }
 
+/// Fails every open case whose developer the ledger shows received data after the case
+/// opened (run by `serve` every hour). Returns how many failed.
+pub fn fail_cases_with_disclosures(service: &Service, dir: &DataDir) -> Result<u32> {
+    use consentry_store::CaseState;
+    let open: Vec<_> = service
+        .store()
+        .cases()?
+        .into_iter()
+        .filter(|c| {
+            matches!(c.state, CaseState::DeletionRequested | CaseState::Attested | CaseState::Overdue)
+        })
+        .collect();
+    if open.is_empty() || !dir.ledger_dir().join("signing.pub").exists() {
+        return Ok(0);
+    }
+    let mut failed = std::collections::BTreeSet::new();
+    for entry in consentry_ledger::Entries::open(&dir.ledger_dir())? {
+        let record = entry?.record;
+        if record.disclosures.is_empty() {
+            continue;
+        }
+        for case in open.iter().filter(|c| c.developer == record.developer && record.at >= c.opened_at) {
+            failed.insert(case.id);
+        }
+    }
+    for id in &failed {
+        service.follow_up_case(*id, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(failed.len() as u32)
+}
+
 /// Reads the ledger for disclosures to the case's developer since it opened, then follows up.
 pub fn follow_up(service: &Service, dir: &DataDir, id: u64) -> Result<consentry_store::CaseState> {
     let Some(case) = service.store().case(id)? else { bail!("there is no case {id}") };

@@ -122,6 +122,7 @@ impl Scale {
 
 /// The world after the story, ready to serve.
 pub struct Story {
+    pub dir: DataDir,
     pub service: Arc<Service>,
     pub ledger: Arc<consentry_ledger::Ledger>,
     pub after_story: Arc<dyn Fn(SocketAddr) + Send + Sync>,
@@ -698,7 +699,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         );
         println!("  curl -s {base}/openapi.json");
     });
-    Ok(Story { service, ledger, after_story })
+    Ok(Story { dir, service, ledger, after_story })
 }
 
 /// Verifies the ledger the story wrote and tells, per app and from the ledger alone, what it received.

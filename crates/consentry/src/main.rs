@@ -157,7 +157,7 @@ fn run(cli: Cli) -> Result<()> {
                 Arc::new(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config));
             serve::announce_bootstrap_key(&service, &dir)?;
             let ledger = Arc::new(dir.ledger()?);
-            serve::run(service, ledger, &listen, None)
+            serve::run(service, ledger, dir, &listen, None)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
             let scale = demo::Scale::parse(&scale)?;
@@ -166,7 +166,13 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let after = story.after_story.clone();
-            serve::run(story.service, story.ledger, &listen, Some(Box::new(move |addr| after(addr))))
+            serve::run(
+                story.service,
+                story.ledger,
+                story.dir,
+                &listen,
+                Some(Box::new(move |addr| after(addr))),
+            )
         }
         Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),
         Command::Policy { command: PolicyCommand::Test { paths } } => policy_tests::run(&paths),

@@ -29,6 +29,7 @@ pub type AfterBind = Box<dyn FnOnce(SocketAddr) + Send>;
 pub fn run(
     service: Arc<Service>,
     ledger: Arc<Ledger>,
+    data_dir: DataDir,
     listen: &str,
     after_bind: Option<AfterBind>,
 ) -> Result<()> {
@@ -57,6 +58,12 @@ pub fn run(
             loop {
                 if let Err(e) = housekeeping.check_case_deadlines() {
                     eprintln!("checking case deadlines failed: {e}");
+                }
+                // Hourly: a case whose developer received anything after it opened fails.
+                if minutes > 0 && minutes.is_multiple_of(60) {
+                    if let Err(e) = crate::cases::fail_cases_with_disclosures(&housekeeping, &data_dir) {
+                        eprintln!("checking cases for disclosures failed: {e}");
+                    }
                 }
                 // Daily, starting a day after start-up (a freshly served demo world is not swept at once).
                 if minutes > 0 && minutes.is_multiple_of(24 * 60) {

@@ -348,3 +348,32 @@ fn an_app_whose_yearly_certification_lapses_is_suspended() {
         .iter()
         .any(|n| n.event == "app.suspended"));
 }
+
+#[test]
+fn a_case_fails_when_the_developer_received_data_after_it_opened_and_closes_when_clean() {
+    let w = world();
+    let developer = w.app.app.developer.clone();
+    let failing = w.service.open_case(&developer, "{}", 30).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(w.service.follow_up_case(failing, true), Ok(consentry_store::CaseState::Failed));
+    assert!(w
+        .service
+        .store()
+        .notifications(&developer)
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.event == "case.failed"));
+    let clean = w.service.open_case(&developer, "{}", 30).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(
+        w.service.follow_up_case(clean, false),
+        Ok(consentry_store::CaseState::DeletionRequested),
+        "not attested yet"
+    );
+    assert_eq!(w.service.attest_case(&developer, clean, "deleted"), Ok(consentry_store::CaseState::Attested));
+    assert_eq!(w.service.follow_up_case(clean, false), Ok(consentry_store::CaseState::Closed));
+    assert_eq!(
+        w.service.follow_up_case(failing, false),
+        Ok(consentry_store::CaseState::Failed),
+        "a failed case stays failed"
+    );
+    assert!(matches!(w.service.open_case(&developer, "{}", 0), Err(ServiceError::InvalidInput(_))));
+}
