@@ -245,33 +245,95 @@ pub async fn preview_policy(
                 .map_err(ApiError::bad_request)?;
         let draft = compile(0, &input.policy_text)
             .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+        preview_json(service, &ledger_dir, &draft, window)
+    })
+    .await?;
+    Ok(Json(body))
+}
+
+/// The preview of `draft` against the active policy, as JSON.
+fn preview_json(
+    service: &consentry_service::Service,
+    ledger_dir: &std::path::Path,
+    draft: &consentry_policy::CompiledPolicy,
+    window: (Instant, Instant),
+) -> Result<Value, ApiError> {
+    let store = service.store();
+    let active = store
+        .active_policy()
+        .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "no-active-policy",
+                "no policy is active to compare with",
+            )
+        })?;
+    let active_policy = compile(active.version, &active.text)
+        .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+    let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
+        service.scoped_member_id(app, member)
+    };
+    let preview =
+        consentry_audit::preview(store.as_ref(), ledger_dir, draft, &active_policy, window, &scoped)
+            .map_err(|e| ApiError::internal(&e.to_string()))?;
+    Ok(json!({
+        "against_version": active.version,
+        "from": window.0.to_string(),
+        "to": window.1.to_string(),
+        "loses": exposures(&preview.loses.could),
+        "disclosures_the_draft_would_have_denied": preview.loses.did.violations,
+        "gains": exposures(&preview.gains),
+    }))
+}
+
+/// The window to preview a stored version over.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionPreviewInput {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub since: Option<String>,
+}
+
+/// Previews a stored version (a draft) against the active policy and keeps the preview with it.
+#[utoipa::path(post, path = "/platform/v1/policies/{version}/preview", tag = "policies", request_body = VersionPreviewInput,
+    params(("version" = u32, Path)),
+    responses((status = 200, description = "loses and gains, now kept with the version"), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("operator_key" = [])))]
+pub async fn preview_version(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    JsonBody(input): JsonBody<VersionPreviewInput>,
+) -> Result<Json<Value>, ApiError> {
+    op.require(&[OperatorRole::Operator, OperatorRole::PrivacyOfficer])?;
+    let axum::extract::Path(raw) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let version: u32 = raw.parse().map_err(|_| ApiError::bad_request("version must be a whole number"))?;
+    let ledger_dir = state.ledger_dir.clone().unwrap_or_default();
+    let by = op.name.clone();
+    let body = blocking(&state.service, move |service| {
+        let window =
+            window(input.from.as_deref(), input.to.as_deref(), input.since.as_deref(), service.now())
+                .map_err(ApiError::bad_request)?;
         let store = service.store();
-        let active = store
-            .active_policy()
+        let stored = store
+            .policy_version(version)
             .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
             .ok_or_else(|| {
                 ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "no-active-policy",
-                    "no policy is active to compare with",
+                    axum::http::StatusCode::NOT_FOUND,
+                    "not-found",
+                    format!("policy version {version} not found"),
                 )
             })?;
-        let active_policy = compile(active.version, &active.text)
+        let draft = compile(version, &stored.text)
             .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
-        let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
-            service.scoped_member_id(app, member)
-        };
-        let preview =
-            consentry_audit::preview(store.as_ref(), &ledger_dir, &draft, &active_policy, window, &scoped)
-                .map_err(|e| ApiError::internal(&e.to_string()))?;
-        Ok(json!({
-            "against_version": active.version,
-            "from": window.0.to_string(),
-            "to": window.1.to_string(),
-            "loses": exposures(&preview.loses.could),
-            "disclosures_the_draft_would_have_denied": preview.loses.did.violations,
-            "gains": exposures(&preview.gains),
-        }))
+        let summary = preview_json(service, &ledger_dir, &draft, window)?;
+        store
+            .record_preview(version, &by, &summary.to_string(), service.now())
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?;
+        Ok(summary)
     })
     .await?;
     Ok(Json(body))

@@ -140,6 +140,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/policies/{version}/approve", post(platform::approve_policy))
         .route("/policies/preview", post(audits::preview_policy))
+        .route("/policies/{version}/preview", post(audits::preview_version))
         .route("/keys", post(platform::create_key))
         .route("/audits", post(audits::run_audit))
         .route("/cases", get(cases::all_cases))

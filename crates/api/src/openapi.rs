@@ -31,7 +31,7 @@ impl Modify for SecuritySchemes {
         platform::suspend_app, platform::reinstate_app, platform::put_installation, platform::delete_installation,
         platform::put_consent, platform::delete_consent, platform::submit_policy, platform::list_policies,
         platform::activate_policy, platform::create_key, transparency::member_disclosures,
-        audits::run_audit, audits::preview_policy, platform::approve_policy, platform::revoke_app, platform::revoke_developer, platform::webhook_secret, platform::list_notifications, cases::my_cases, cases::attest, cases::all_cases, cases::certify, platform::group_installations,
+        audits::run_audit, audits::preview_policy, audits::preview_version, platform::approve_policy, platform::revoke_app, platform::revoke_developer, platform::webhook_secret, platform::list_notifications, cases::my_cases, cases::attest, cases::all_cases, cases::certify, platform::group_installations,
     ),
     modifiers(&SecuritySchemes),
     tags(

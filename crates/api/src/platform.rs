@@ -119,6 +119,11 @@ pub struct PolicyBody {
     pub created_at: String,
     pub active: bool,
     pub text: String,
+    /// Who approved it, and when.
+    pub approvals: Vec<String>,
+    /// Previews kept with the version: who, when, and the summary.
+    #[schema(value_type = Vec<Object>)]
+    pub previews: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -416,24 +421,41 @@ pub async fn list_policies(
     OperatorAuth(op): OperatorAuth,
 ) -> Result<Json<Vec<PolicyBody>>, ApiError> {
     op.require(READERS)?;
-    let (versions, active) = blocking(&state.service, |s| {
+    let bodies = blocking(&state.service, |s| {
         let store = s.store();
         let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
-        Ok((store.policy_versions().map_err(map)?, store.active_policy().map_err(map)?.map(|p| p.version)))
-    })
-    .await?;
-    Ok(Json(
-        versions
-            .into_iter()
-            .map(|v| PolicyBody {
+        let active = store.active_policy().map_err(map)?.map(|p| p.version);
+        let mut bodies = Vec::new();
+        for v in store.policy_versions().map_err(map)? {
+            let approvals = store
+                .policy_approvals(v.version)
+                .map_err(map)?
+                .into_iter()
+                .map(|(who, at)| format!("{who} at {at}"))
+                .collect();
+            let previews = store
+                .policy_previews(v.version)
+                .map_err(map)?
+                .into_iter()
+                .map(|(by, at, summary)| {
+                    let summary = serde_json::from_str::<serde_json::Value>(&summary).unwrap_or_default();
+                    serde_json::json!({"by": by, "at": at.to_string(), "summary": summary})
+                })
+                .collect();
+            bodies.push(PolicyBody {
                 active: Some(v.version) == active,
                 version: v.version,
                 author: v.author,
                 created_at: v.created_at.to_string(),
                 text: v.text,
-            })
-            .collect(),
-    ))
+                approvals,
+                previews,
+            });
+        }
+        Ok(bodies)
+    })
+    .await?;
+    Ok(Json(bodies))
 }
 
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/activate", tag = "policies", request_body = ActivationInput,

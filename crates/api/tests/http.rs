@@ -651,6 +651,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),
         ("post", "/platform/v1/policies/preview"),
+        ("post", "/platform/v1/policies/{version}/preview"),
     ];
     for (method, path) in routes {
         assert!(
@@ -956,6 +957,21 @@ async fn activation_needs_approval_by_someone_other_than_the_author() {
     let self_approved = h.call(Method::POST, "/platform/v1/policies/3/approve", Some(&carol), None).await;
     assert!(is_problem(&self_approved, StatusCode::UNPROCESSABLE_ENTITY), "{}", self_approved.body);
     assert!(h.service.store().policy_approvals(3).is_ok_and(|a| a.is_empty()));
+    // A preview of the stored draft is kept with it, as is the approval.
+    let kept = h
+        .call(Method::POST, "/platform/v1/policies/3/preview", Some(&carol), Some(json!({"since": "1d"})))
+        .await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.body);
+    assert!(is_problem(
+        &h.call(
+            Method::POST,
+            "/platform/v1/policies/3/preview",
+            Some(&carol),
+            Some(json!({"since": "forever"}))
+        )
+        .await,
+        StatusCode::BAD_REQUEST
+    ));
     // Another officer's approval lets it through.
     assert_eq!(
         h.call(Method::POST, "/platform/v1/policies/99/approve", Some(&carol), None).await.status,

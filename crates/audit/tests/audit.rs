@@ -70,6 +70,8 @@ impl Store for StaleConsents {
         activate_policy(&self, a: &PolicyActivation) -> StoreResult<()>;
         approve_policy(&self, v: u32, who: &str, at: Instant) -> StoreResult<()>;
         policy_approvals(&self, v: u32) -> StoreResult<Vec<(String, Instant)>>;
+        record_preview(&self, v: u32, by: &str, s: &str, at: Instant) -> StoreResult<()>;
+        policy_previews(&self, v: u32) -> StoreResult<Vec<(String, Instant, String)>>;
         policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
         active_policy(&self) -> StoreResult<Option<PolicyVersion>>;
         put_token(&self, t: &TokenRecord) -> StoreResult<()>;

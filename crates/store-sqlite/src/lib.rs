@@ -722,6 +722,30 @@ impl Store for SqliteStore {
         })
     }
 
+    fn record_preview(&self, version: u32, by: &str, summary: &str, at: Instant) -> StoreResult<()> {
+        self.write(|tx| {
+            if !exists(tx, "SELECT 1 FROM policy_versions WHERE version = ?1", &version.to_string())? {
+                return Err(StoreError::NotFound(format!("policy version {version}")));
+            }
+            tx.execute(
+                "INSERT INTO policy_previews (version, by, summary, at) VALUES (?1, ?2, ?3, ?4)",
+                params![version, by, summary, at.millis()],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn policy_previews(&self, version: u32) -> StoreResult<Vec<(String, Instant, String)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT by, at, summary FROM policy_previews WHERE version = ?1 ORDER BY seq")?
+                .query_map([version], |row| {
+                    Ok((row.get(0)?, Instant::from_millis(row.get(1)?), row.get(2)?))
+                })?
+                .collect()
+        })
+    }
+
     fn activate_policy(&self, activation: &PolicyActivation) -> StoreResult<()> {
         self.write(|tx| {
             if !exists(

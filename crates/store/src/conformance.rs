@@ -201,6 +201,12 @@ fn policy_versions_number_from_one_and_the_last_activation_wins(store: &dyn Stor
     assert_eq!(store.policy_approvals(2), Ok(vec![("officer".to_string(), at(6))]));
     assert_eq!(store.policy_approvals(1), Ok(vec![]));
     assert!(matches!(store.approve_policy(9, "officer", at(8)), Err(StoreError::NotFound(_))));
+    assert_eq!(store.record_preview(2, "officer", r#"{"gains":[]}"#, at(9)), Ok(()));
+    assert_eq!(
+        store.policy_previews(2),
+        Ok(vec![("officer".to_string(), at(9), r#"{"gains":[]}"#.to_string())])
+    );
+    assert!(matches!(store.record_preview(9, "officer", "{}", at(9)), Err(StoreError::NotFound(_))));
     assert_eq!(store.policy_activations().map(|a| a.len()), Ok(2));
     assert_eq!(store.policy_versions().map(|v| v.len()), Ok(2));
 }

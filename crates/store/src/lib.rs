@@ -218,6 +218,10 @@ pub trait Store: Send + Sync {
     fn approve_policy(&self, version: u32, approver: &str, at: Instant) -> StoreResult<()>;
     /// Who approved a version, and when, oldest first.
     fn policy_approvals(&self, version: u32) -> StoreResult<Vec<(String, Instant)>>;
+    /// Keeps a preview (a JSON summary of gains and losses) with the version it previewed.
+    fn record_preview(&self, version: u32, by: &str, summary: &str, at: Instant) -> StoreResult<()>;
+    /// The previews of a version: (by, when, summary), oldest first.
+    fn policy_previews(&self, version: u32) -> StoreResult<Vec<(String, Instant, String)>>;
     fn activate_policy(&self, activation: &PolicyActivation) -> StoreResult<()>;
     /// Every activation, oldest first; the last is the active policy.
     fn policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
