@@ -121,6 +121,8 @@ pub struct PolicyBody {
     pub text: String,
     /// Who approved it, and when.
     pub approvals: Vec<String>,
+    /// Every time it was made the active policy: when, by whom, why.
+    pub activations: Vec<String>,
     /// Previews kept with the version: who, when, and the summary.
     #[schema(value_type = Vec<Object>)]
     pub previews: Vec<serde_json::Value>,
@@ -425,6 +427,7 @@ pub async fn list_policies(
         let store = s.store();
         let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
         let active = store.active_policy().map_err(map)?.map(|p| p.version);
+        let all_activations = store.policy_activations().map_err(map)?;
         let mut bodies = Vec::new();
         for v in store.policy_versions().map_err(map)? {
             let approvals = store
@@ -442,7 +445,13 @@ pub async fn list_policies(
                     serde_json::json!({"by": by, "at": at.to_string(), "summary": summary})
                 })
                 .collect();
+            let activations = all_activations
+                .iter()
+                .filter(|a| a.version == v.version)
+                .map(|a| format!("{} by {}: {}", a.at, a.author, a.reason))
+                .collect();
             bodies.push(PolicyBody {
+                activations,
                 active: Some(v.version) == active,
                 version: v.version,
                 author: v.author,

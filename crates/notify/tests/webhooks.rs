@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use consentry_notify::{signature, Deliverer, DeliveryOptions, PassReport};
+use consentry_notify::{signature, verify_signature, Deliverer, DeliveryOptions, PassReport, SignatureError};
 use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
 use consentry_store::{DeliveryStatus, Store};
 use consentry_store_sqlite::SqliteStore;
@@ -272,4 +272,28 @@ fn redirects_are_not_followed_and_tls_failures_are_reported() {
         .and_then(|n| n.last_error.clone())
         .unwrap_or_default();
     assert!(error.starts_with("cannot deliver"), "{error}");
+}
+
+#[test]
+fn a_developer_refuses_bad_signatures() {
+    let (secret, body, t) = ("whsec_test", r#"{"event":"consent.revoked"}"#, 1_700_000_000);
+    let header = signature(secret, t, body);
+    assert_eq!(verify_signature(secret, &header, body, t + 10, 300), Ok(()));
+    assert_eq!(verify_signature("whsec_other", &header, body, t, 300), Err(SignatureError::Mismatch));
+    assert_eq!(
+        verify_signature(secret, &header, r#"{"event":"consent.granted"}"#, t, 300),
+        Err(SignatureError::Mismatch)
+    );
+    // Replaying an old delivery: the signature is right but too old.
+    assert_eq!(verify_signature(secret, &header, body, t + 3_600, 300), Err(SignatureError::TooOld(3_600)));
+    // A replay with a fresh timestamp but the old signature does not match.
+    let moved = header.replacen(&format!("t={t}"), &format!("t={}", t + 3_600), 1);
+    assert_eq!(verify_signature(secret, &moved, body, t + 3_600, 300), Err(SignatureError::Mismatch));
+    for malformed in ["", "v1=abc", "t=x,v1=abc", "t=1,v2=abc", "garbage"] {
+        assert_eq!(
+            verify_signature(secret, malformed, body, t, 300),
+            Err(SignatureError::Malformed),
+            "{malformed:?}"
+        );
+    }
 }
