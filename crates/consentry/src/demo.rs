@@ -677,6 +677,17 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         .iter()
         .enumerate()
         .flat_map(|(a, groups)| groups.iter().map(move |g| (a, *g)))
+        // Revoked apps cannot get a token any more: show an app still in good standing.
+        .filter(|(a, _)| {
+            apps.get(*a).is_some_and(|info| {
+                service
+                    .store()
+                    .app(&info.id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|app| app.status == consentry_types::AppStatus::Active)
+            })
+        })
         .max_by_key(|(a, g)| {
             let in_group = group_members.get(*g).map(Vec::as_slice).unwrap_or_default();
             (in_group.iter().filter(|m| consents.contains(&((*m).clone(), *a))).count(), usize::MAX - a)
