@@ -250,20 +250,21 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
 
     // Previews against the active (fixed) groups-2018: legacy would give profiles back.
     let legacy = repo_file("policies/legacy-2017.cedar");
-    let preview = text(
-        &run(&[
+    let preview_of = |file: &Path| {
+        let args = [
             "policy",
             "preview",
-            legacy.to_str().unwrap_or_default(),
+            file.to_str().unwrap_or_default(),
             "--data-dir",
             data,
             "--since",
             "20d",
             "--to",
             "2019-12-01",
-        ])
-        .stdout,
-    );
+        ];
+        text(&run(&args).stdout)
+    };
+    let preview = preview_of(&legacy);
     let gains = preview
         .lines()
         .find(|l| l.contains("gains: "))
@@ -271,20 +272,7 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse::<u32>().ok());
     assert!(gains.is_some_and(|g| g > 0), "{preview}");
-    let same = text(
-        &run(&[
-            "policy",
-            "preview",
-            policy.to_str().unwrap_or_default(),
-            "--data-dir",
-            data,
-            "--since",
-            "20d",
-            "--to",
-            "2019-12-01",
-        ])
-        .stdout,
-    );
+    let same = preview_of(&policy);
     assert!(same.contains("loses: 0 apps") && same.contains("gains: 0 apps"), "{same}");
 
     // Cases from the 2019-11-05 audit: one per developer that did, revoked, with its manifest.
