@@ -510,6 +510,8 @@ pub struct NotificationBody {
     pub status: &'static str,
     pub attempts: u32,
     pub next_attempt_at: String,
+    /// Why the last attempt failed, as a class and the HTTP status where there is one (e.g.
+    /// `timeout`, `refused_target`, `http_5xx 503`); never the network's own error text.
     pub last_error: Option<String>,
 }
 
