@@ -63,6 +63,7 @@ pub struct PostInput {
 pub struct DeveloperInput {
     pub name: String,
     pub contact_email: String,
+    /// An `https://` URL on a public address (see the README's "Receiving webhooks").
     pub webhook_url: String,
 }
 
@@ -239,7 +240,8 @@ pub async fn put_post(
 }
 
 #[utoipa::path(put, path = "/platform/v1/developers/{id}", tag = "platform", request_body = DeveloperInput,
-    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem)),
+    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem),
+        (status = 422, description = "the webhook URL's target is refused (not https, or a loopback, private, link-local or metadata address)", body = Problem)),
     security(("operator_key" = [])))]
 pub async fn put_developer(
     State(state): State<ApiState>,
@@ -510,6 +512,8 @@ pub struct NotificationBody {
     pub status: &'static str,
     pub attempts: u32,
     pub next_attempt_at: String,
+    /// Why the last attempt failed, as a class and the HTTP status where there is one (e.g.
+    /// `timeout`, `refused_target`, `http_5xx 503`); never the network's own error text.
     pub last_error: Option<String>,
 }
 

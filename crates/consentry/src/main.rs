@@ -43,6 +43,10 @@ enum Command {
         /// Lifetime of access tokens, in seconds.
         #[arg(long, env = "CONSENTRY_TOKEN_TTL", default_value_t = 3600)]
         token_ttl: i64,
+        /// Also accept webhook endpoints on loopback and plain http (local development only).
+        #[arg(long, env = "CONSENTRY_ALLOW_LOCAL_WEBHOOKS", action = clap::ArgAction::SetTrue,
+              value_parser = clap::builder::BoolishValueParser::new())]
+        allow_local_webhooks: bool,
     },
     /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
     Demo {
@@ -148,13 +152,15 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { data_dir, listen, token_ttl } => {
+        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks } => {
             let dir = DataDir::open(&data_dir)?;
             let store = Arc::new(dir.store()?);
             let config =
                 ServiceConfig { token_ttl_secs: token_ttl.clamp(60, 86_400), ..ServiceConfig::default() };
-            let service =
-                Arc::new(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config));
+            let service = Arc::new(
+                Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config)
+                    .with_webhook_targets(serve::webhook_targets(allow_local_webhooks)),
+            );
             serve::announce_bootstrap_key(&service, &dir)?;
             let ledger = Arc::new(dir.ledger()?);
             serve::run(service, ledger, dir, &listen, None)

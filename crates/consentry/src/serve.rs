@@ -22,6 +22,15 @@ pub fn announce_bootstrap_key(service: &Service, dir: &DataDir) -> Result<()> {
     Ok(())
 }
 
+/// Where developers' webhooks may point: public https endpoints, names resolved by the system
+/// resolver at registration and at each delivery; with `allow_local` (local development, the
+/// demo), also loopback and plain http.
+pub fn webhook_targets(allow_local: bool) -> consentry_service::WebhookTargets {
+    consentry_service::WebhookTargets::strict()
+        .allow_local(allow_local)
+        .with_resolver(Arc::new(consentry_notify::SystemResolver))
+}
+
 /// Called once the listener is bound, with its address.
 pub type AfterBind = Box<dyn FnOnce(SocketAddr) + Send>;
 
@@ -42,6 +51,11 @@ pub fn run(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("cannot read the bound address")?;
+        if service.webhook_targets().allows_local() {
+            println!(
+                "local webhooks allowed: loopback and http:// endpoints are accepted (development only)"
+            );
+        }
         println!("consentry listening on http://{addr}  (Ctrl-C or SIGTERM stops it)");
         if let Some(after_bind) = after_bind {
             after_bind(addr);

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::{consentry, start_server};
+use support::{consentry, start_server, start_server_with};
 
 fn run(args: &[&str]) -> Output {
     consentry().args(args).output().unwrap_or_else(|e| unreachable!("cannot run consentry: {e}"))
@@ -175,6 +175,8 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         "{stdout}"
     );
     assert!(stdout.contains("deletion.requested") && stdout.contains("deletion.overdue"), "{stdout}");
+    // The developers' endpoints checked every signature and id, and refused none.
+    assert!(stdout.contains("; 0 refused, 0 duplicates ignored)."), "{stdout}");
     // The same seed gives the same story: everything but wall-clock timings is the same.
     let again =
         run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
@@ -400,6 +402,49 @@ fn first_serve_creates_a_private_bootstrap_key_and_serves() {
     let secret = key.trim().rsplit('_').next().unwrap_or_default().as_bytes().to_vec();
     assert!(!db.windows(secret.len()).any(|w| w == secret.as_slice()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_put(addr: &str, path: &str, key: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| unreachable!("{e}"));
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn serve_refuses_loopback_webhooks_unless_local_webhooks_are_allowed() {
+    let body = r#"{"name":"Acme","contact_email":"p@acme.example","webhook_url":"https://127.0.0.1:9/hook"}"#;
+    for (setting, allowed) in [(None, false), (Some("0"), false), (Some("true"), true), (Some("1"), true)] {
+        let dir = temp_dir(&format!("local-webhooks-{}", setting.unwrap_or("unset")));
+        let env: Vec<(&str, &str)> =
+            setting.map(|value| vec![("CONSENTRY_ALLOW_LOCAL_WEBHOOKS", value)]).unwrap_or_default();
+        let (mut child, addr, said) = start_server_with(&dir, &env);
+        let key = std::fs::read_to_string(dir.join("bootstrap-operator.key")).unwrap_or_default();
+        let response = http_put(&addr, "/platform/v1/developers/acme", key.trim(), body);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            said.iter().any(|l| l.contains("local webhooks allowed")),
+            allowed,
+            "{setting:?}: {said:?}"
+        );
+        if allowed {
+            assert!(response.starts_with("HTTP/1.1 204"), "{setting:?}: {response}");
+        } else {
+            assert!(
+                response.starts_with("HTTP/1.1 422")
+                    && response.contains("application/problem+json")
+                    && response.contains("127.0.0.1, a loopback address"),
+                "{setting:?}: {response}"
+            );
+        }
+    }
 }
 
 #[test]

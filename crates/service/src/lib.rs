@@ -10,6 +10,7 @@ mod clock;
 mod groups;
 mod platform;
 mod secrets;
+mod webhook_target;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
 pub use platform::{NewOperatorKey, RegisteredApp};
 pub use secrets::ServerKey;
+pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 
 /// A fresh id for one request (64 random bits, hex).
 pub fn request_id() -> String {
@@ -114,6 +116,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     key: ServerKey,
     config: ServiceConfig,
+    /// Where developers' webhooks may point (checked at registration and at each delivery).
+    webhook_targets: webhook_target::WebhookTargets,
     #[cfg(feature = "bench-bypass")]
     bypass_enforcement: std::sync::atomic::AtomicBool,
 }
@@ -132,6 +136,7 @@ impl Service {
             clock,
             key,
             config,
+            webhook_targets: webhook_target::WebhookTargets::strict(),
             #[cfg(feature = "bench-bypass")]
             bypass_enforcement: std::sync::atomic::AtomicBool::new(false),
         }

@@ -124,7 +124,8 @@ impl Service {
         if !contact_email.contains('@') || contact_email.chars().any(char::is_whitespace) {
             return Err(ServiceError::InvalidInput("contact_email must be an email address".into()));
         }
-        url("webhook_url", webhook_url)?;
+        text("webhook_url", webhook_url, 2048)?;
+        self.check_webhook_url(webhook_url)?;
         let developer = Developer {
             id: id.clone(),
             name: name.to_string(),
