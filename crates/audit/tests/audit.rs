@@ -81,6 +81,8 @@ impl Store for StaleConsents {
         put_operator_key(&self, k: &OperatorKey) -> StoreResult<()>;
         operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
         operator_key_count(&self) -> StoreResult<u64>;
+        operator_keys(&self) -> StoreResult<Vec<OperatorKey>>;
+        revoke_operator_key(&self, id: &str, at: Instant, keep: bool) -> StoreResult<bool>;
         facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
         fact_history(&self) -> StoreResult<FactHistory>;
         enqueue_notification(&self, d: &DeveloperId, e: &str, p: &str, at: Instant) -> StoreResult<u64>;
