@@ -912,7 +912,9 @@ impl Store for SqliteStore {
                     require(tx, "operator_keys", "operator key", parent)?;
                     (Some(parent.as_str()), None, None)
                 }
-                KeyOrigin::Server { command, os_user } => (None, Some(command.as_str()), Some(os_user.as_str())),
+                KeyOrigin::Server { command, os_user } => {
+                    (None, Some(command.as_str()), Some(os_user.as_str()))
+                }
             };
             tx.prepare_cached(
                 "INSERT INTO operator_keys (id, hash, name, role, created_at, revoked_at, created_by_key,
@@ -948,7 +950,7 @@ impl Store for SqliteStore {
 
     fn operator_keys(&self) -> StoreResult<Vec<OperatorKey>> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM operator_keys ORDER BY created_at, id"))?
+            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM operator_keys ORDER BY created_at, rowid"))?
                 .query_map([], key_row)?
                 .collect()
         })

@@ -280,13 +280,24 @@ fn operator_keys_keep_their_maker_expiry_and_revocation(store: &dyn Store) {
     assert_eq!(store.operator_key("nobody"), Ok(None));
     assert_eq!(store.operator_keys(), Ok(vec![root.clone(), child.clone()]), "oldest first");
     assert_eq!(store.operator_key_count(), Ok(2));
+    // Keys made at the same instant are listed in the order they were stored.
+    let (late, early) = (
+        key("zz", OperatorRole::Auditor, on_server(), None),
+        key("aa", OperatorRole::Auditor, on_server(), None),
+    );
+    assert_eq!(store.put_operator_key(&late), Ok(()));
+    assert_eq!(store.put_operator_key(&early), Ok(()));
+    let order: Vec<String> = store.operator_keys().unwrap_or_default().into_iter().map(|k| k.id).collect();
+    assert_eq!(order, ["root", "zz", "aa", "child"]);
+    assert_eq!(store.revoke_operator_key("zz", at(1), true), Ok(true));
+    assert_eq!(store.revoke_operator_key("aa", at(1), true), Ok(true));
     // A key made with a key that does not exist, or under a taken id, is refused.
     let orphan = key("orphan", OperatorRole::Operator, KeyOrigin::Key("ghost".into()), None);
     assert!(matches!(store.put_operator_key(&orphan), Err(StoreError::NotFound(_))));
     let twin = key("root", OperatorRole::PrivacyOfficer, on_server(), None);
     assert!(matches!(store.put_operator_key(&twin), Err(StoreError::Conflict(_))));
     assert_eq!(store.operator_key("root"), Ok(Some(root.clone())), "the refused twin changed nothing");
-    assert_eq!(store.operator_key_count(), Ok(2));
+    assert_eq!(store.operator_key_count(), Ok(4));
     // Revocation: once, keeping its first instant; unknown keys are not found.
     assert_eq!(store.revoke_operator_key("child", at(5), true), Ok(true));
     assert_eq!(store.revoke_operator_key("child", at(6), true), Ok(false));
@@ -302,13 +313,20 @@ fn operator_keys_keep_their_maker_expiry_and_revocation(store: &dyn Store) {
 
 fn the_last_live_officer_key_is_kept_when_asked(store: &dyn Store) {
     for (id, expires) in [("o1", None), ("o2", None), ("o3", Some(at(50)))] {
-        assert_eq!(store.put_operator_key(&key(id, OperatorRole::PrivacyOfficer, on_server(), expires)), Ok(()));
+        assert_eq!(
+            store.put_operator_key(&key(id, OperatorRole::PrivacyOfficer, on_server(), expires)),
+            Ok(())
+        );
     }
     assert_eq!(store.put_operator_key(&key("op", OperatorRole::Operator, on_server(), None)), Ok(()));
     assert_eq!(store.revoke_operator_key("o1", at(60), true), Ok(true), "o2 is still live");
     // o3 expired at 50, so at 60 o2 is the last live officer key.
     assert!(matches!(store.revoke_operator_key("o2", at(60), true), Err(StoreError::Conflict(_))));
-    assert_eq!(store.operator_key("o2").ok().flatten().and_then(|k| k.revoked_at), None, "refused: unchanged");
+    assert_eq!(
+        store.operator_key("o2").ok().flatten().and_then(|k| k.revoked_at),
+        None,
+        "refused: unchanged"
+    );
     // Before o3 expired, o2 was not the last.
     assert_eq!(store.operator_key("o3").ok().flatten().map(|k| k.is_live(at(40))), Some(true));
     // Non-officer keys, and expired officer keys, are never held back.

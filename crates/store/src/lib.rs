@@ -171,7 +171,8 @@ pub struct OperatorKey {
 impl OperatorKey {
     /// Whether the key authenticates at `at`: not revoked and not expired.
     pub fn is_live(&self, at: Instant) -> bool {
-        self.revoked_at.is_none_or(|revoked| revoked > at) && self.expires_at.is_none_or(|expires| expires > at)
+        self.revoked_at.is_none_or(|revoked| revoked > at)
+            && self.expires_at.is_none_or(|expires| expires > at)
     }
 }
 
@@ -258,7 +259,8 @@ pub trait Store: Send + Sync {
     /// if its id is taken.
     fn put_operator_key(&self, key: &OperatorKey) -> StoreResult<()>;
     fn operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
-    /// Every key, revoked and expired ones too, oldest first.
+    /// Every key, revoked and expired ones too, oldest first (keys made at the same instant
+    /// in the order they were stored).
     fn operator_keys(&self) -> StoreResult<Vec<OperatorKey>>;
     fn operator_key_count(&self) -> StoreResult<u64>;
     /// Revokes a key from `at` on; returns whether it was live until now (`false`: it was
