@@ -65,7 +65,7 @@ pub fn parse_key_lifetime(text: &str) -> ServiceResult<i64> {
         return Err(wrong());
     }
     let secs = number.parse::<i64>().map_err(|_| wrong())?.checked_mul(unit_secs).ok_or_else(wrong)?;
-    if secs < 3_600 || secs > MAX_KEY_LIFETIME_DAYS * 86_400 {
+    if !(3_600..=MAX_KEY_LIFETIME_DAYS * 86_400).contains(&secs) {
         return Err(wrong());
     }
     Ok(secs)

@@ -7,7 +7,11 @@ use std::process::{Child, Command, Stdio};
 /// The `consentry` binary under test, with a quiet log and no configuration from the environment.
 pub fn consentry() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_consentry"));
-    command.env("RUST_LOG", "error").env_remove("CONSENTRY_DATA_DIR").env_remove("CONSENTRY_LISTEN");
+    command
+        .env("RUST_LOG", "error")
+        .env_remove("CONSENTRY_DATA_DIR")
+        .env_remove("CONSENTRY_LISTEN")
+        .env_remove("CONSENTRY_KEY");
     command
 }
 
