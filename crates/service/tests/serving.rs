@@ -512,3 +512,58 @@ fn a_key_never_outlives_the_key_that_made_it_and_the_last_officer_key_stays() {
     ));
     assert_eq!(w.service.revoke_key_on_server(&w.officer.key_id, true), Ok(true));
 }
+
+/// A key made over the platform API: `(role, index of the key that made it)`.
+fn key_forest() -> impl proptest::strategy::Strategy<Value = Vec<(OperatorRole, usize)>> {
+    use proptest::prelude::*;
+    let role = prop_oneof![
+        Just(OperatorRole::Operator),
+        Just(OperatorRole::PrivacyOfficer),
+        Just(OperatorRole::Auditor)
+    ];
+    prop::collection::vec((role, any::<prop::sample::Index>()), 0..12)
+        .prop_map(|keys| keys.into_iter().map(|(role, maker)| (role, maker.index(usize::MAX))).collect())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 64, ..proptest::test_runner::Config::default() })]
+
+    /// Against a model kept in the test: an approval succeeds exactly when no key is both the
+    /// author's or one of its makers and the approver's or one of its makers.
+    #[test]
+    fn an_approval_counts_exactly_when_the_two_lineages_share_no_key(
+        forest in key_forest(),
+        pairs in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<proptest::sample::Index>()), 1..6),
+    ) {
+        let w = world();
+        // Three roots made on the server, then keys made by earlier keys that may make them.
+        let mut keys: Vec<(OperatorSession, Option<usize>)> = Vec::new();
+        for (i, role) in [OperatorRole::PrivacyOfficer, OperatorRole::PrivacyOfficer, OperatorRole::Operator].into_iter().enumerate() {
+            keys.push((server_key(&w.service, &format!("root{i}"), role).1, None));
+        }
+        for (role, pick) in forest {
+            let makers: Vec<usize> = (0..keys.len()).filter(|&k| consentry_service::may_create(keys[k].0.role, role)).collect();
+            let Some(&maker) = makers.get(pick % makers.len().max(1)) else { continue };
+            let made = made_with(&w.service, &keys[maker].0, "k", role);
+            keys.push((made, Some(maker)));
+        }
+        let chain = |mut k: usize| {
+            let mut chain = vec![k];
+            while let Some(parent) = keys[k].1 {
+                chain.push(parent);
+                k = parent;
+            }
+            chain
+        };
+        let authors: Vec<usize> = (0..keys.len()).filter(|&k| keys[k].0.role != OperatorRole::Auditor).collect();
+        let officers: Vec<usize> = (0..keys.len()).filter(|&k| keys[k].0.role == OperatorRole::PrivacyOfficer).collect();
+        for (a, o) in pairs {
+            let (author, officer) = (authors[a.index(authors.len())], officers[o.index(officers.len())]);
+            let version = w.service.submit_policy(LEGACY, &keys[author].0).unwrap_or_default();
+            let approved = w.service.approve_policy(version, &keys[officer].0);
+            let one_person = chain(author).iter().any(|k| chain(officer).contains(k));
+            proptest::prop_assert_eq!(approved.is_ok(), !one_person, "author {} officer {}: {:?}", author, officer, approved);
+            proptest::prop_assert_eq!(w.service.counting_approvals(version).map(|a| a.len()), Ok(usize::from(!one_person)));
+        }
+    }
+}
