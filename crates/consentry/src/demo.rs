@@ -13,12 +13,15 @@ use consentry_service::{
     AppSession, PageRequest, Service, ServiceConfig, SimulatedClock, Subject, SystemClock,
 };
 use consentry_store::Store;
-use consentry_types::{AppId, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, PostId, Role, Scope};
+use consentry_types::{
+    AppId, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, OperatorRole, PostId, Role, Scope,
+};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::data_dir::DataDir;
+use crate::keys::{os_user, BOOTSTRAP_KEY_FILE};
 use crate::serve::announce_bootstrap_key;
 
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
@@ -240,10 +243,31 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     println!("consentry demo: the Groups API story, 2017 to 2019 (seed {seed})");
     println!();
 
+    // The policy team's keys, made on the server as `consentry serve` and `consentry keys
+    // create` make them: the first operator key writes policies, and an independent
+    // privacy officer's key approves them (two-person rule, checked by key).
+    let user = os_user();
+    let author = sim.bootstrap_operator_key("consentry demo", &user).map_err(fail)?;
+    let author = author.context("the demo's store already had operator keys")?;
+    dir.write_secret(BOOTSTRAP_KEY_FILE, &format!("{}\n", author.key))?;
+    let officer = sim
+        .create_key_on_server("consentry demo", &user, "privacy-team", OperatorRole::PrivacyOfficer, None)
+        .map_err(fail)?;
+    dir.write_secret("privacy-officer.key", &format!("{}\n", officer.key))?;
+    let author = sim.authenticate_operator(&author.key).map_err(fail)?;
+    let officer = sim.authenticate_operator(&officer.key).map_err(fail)?;
+    println!(
+        "{}  keys made on the server: operator key {} writes policies, privacy-officer key {} ({}) approves them",
+        &start.to_string()[..10],
+        author.key_id,
+        officer.key_id,
+        officer.name
+    );
+
     // Policies: legacy rules at launch; the 2018 rules are written ahead of the change.
-    let legacy = sim.submit_policy(LEGACY, "platform-policy").map_err(fail)?;
-    sim.approve_policy(legacy, "privacy-team").map_err(fail)?;
-    sim.activate_policy(legacy, "platform-policy", "Groups API rules at launch").map_err(fail)?;
+    let legacy = sim.submit_policy(LEGACY, &author).map_err(fail)?;
+    sim.approve_policy(legacy, &officer).map_err(fail)?;
+    sim.activate_policy(legacy, &author, "Groups API rules at launch").map_err(fail)?;
     println!(
         "{}  policy v{legacy} legacy-2017 active: installed apps read every member's name and picture",
         &start.to_string()[..10]
@@ -446,14 +470,10 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     withdrawals += 1;
                 }
                 Event::ShipGroups2018 => {
-                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, "platform-policy").map_err(fail)?;
-                    sim.approve_policy(version, "privacy-team").map_err(fail)?;
-                    sim.activate_policy(
-                        version,
-                        "platform-policy",
-                        "April 2018: member profiles only with opt-in",
-                    )
-                    .map_err(fail)?;
+                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, &author).map_err(fail)?;
+                    sim.approve_policy(version, &officer).map_err(fail)?;
+                    sim.activate_policy(version, &author, "April 2018: member profiles only with opt-in")
+                        .map_err(fail)?;
                     println!(
                         "{}  {} installations under legacy-2017 so far",
                         day(legacy_window_end),
@@ -518,11 +538,11 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     );
                 }
                 Event::Fix => {
-                    let version = sim.submit_policy(GROUPS_2018, "platform-policy").map_err(fail)?;
-                    sim.approve_policy(version, "privacy-team").map_err(fail)?;
+                    let version = sim.submit_policy(GROUPS_2018, &author).map_err(fail)?;
+                    sim.approve_policy(version, &officer).map_err(fail)?;
                     sim.activate_policy(
                         version,
-                        "privacy-team",
+                        &officer,
                         "remove the grandfathering clause found by the 2019-11-05 audit",
                     )
                     .map_err(fail)?;
@@ -682,7 +702,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         Service::new(store, Arc::new(SystemClock::default()), key, ServiceConfig::default())
             .with_webhook_targets(crate::serve::webhook_targets(true)),
     );
-    announce_bootstrap_key(&service, &dir)?;
+    announce_bootstrap_key(&service, &dir, "consentry demo")?;
     // Show the app and group where the most members opted in, so the example has people in it.
     let (best_app, best_group) = installed
         .iter()
@@ -706,7 +726,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         .context("no app is installed anywhere at the end of the story")?;
     let credentials = registrations.get(best_app).cloned().context("the demo registered no app")?;
     let group = group_ids.get(best_group).cloned().context("the demo has no group")?;
-    let key_file = dir.file("bootstrap-operator.key");
+    let key_file = dir.file(BOOTSTRAP_KEY_FILE);
     let after_story: Arc<dyn Fn(SocketAddr) + Send + Sync> = Arc::new(move |addr: SocketAddr| {
         let base = format!("http://{addr}");
         println!();

@@ -9,17 +9,26 @@ use consentry_ledger::Ledger;
 use consentry_service::Service;
 
 use crate::data_dir::DataDir;
+use crate::keys::{os_user, retire_bootstrap_key_file, BOOTSTRAP_KEY_FILE};
 
-/// On an empty store, creates the first operator key and writes it where only the owner can read.
-pub fn announce_bootstrap_key(service: &Service, dir: &DataDir) -> Result<()> {
-    if let Some(key) = service.bootstrap_operator_key().context("cannot create the bootstrap operator key")? {
-        let path = dir.write_secret("bootstrap-operator.key", &format!("{}\n", key.key))?;
-        println!(
-            "created the first operator key (role operator) in {} (mode 0600); keep it secret",
-            path.display()
-        );
+/// On an empty store, creates the first operator key and writes it where only the owner can
+/// read; on every later start, removes that file once it is no longer needed (see
+/// [`retire_bootstrap_key_file`]). `command` is recorded as the key's maker.
+pub fn announce_bootstrap_key(service: &Service, dir: &DataDir, command: &str) -> Result<()> {
+    let created = service
+        .bootstrap_operator_key(command, &os_user())
+        .context("cannot create the bootstrap operator key")?;
+    match created {
+        Some(key) => {
+            let path = dir.write_secret(BOOTSTRAP_KEY_FILE, &format!("{}\n", key.key))?;
+            println!(
+                "created the first operator key (role operator) in {} (mode 0600); keep it secret",
+                path.display()
+            );
+            Ok(())
+        }
+        None => retire_bootstrap_key_file(service, dir),
     }
-    Ok(())
 }
 
 /// Where developers' webhooks may point: public https endpoints, names resolved by the system

@@ -107,16 +107,23 @@ fn sigkill_under_load_loses_no_acknowledged_disclosure() {
         &policy,
     );
     assert_eq!(created.map(|r| r.status), Some(201));
-    // A privacy officer other than the author approves it (two-person rule).
-    let officer = http(
+    // A privacy officer whose key was made on the server, not by the author, approves it
+    // (two-person rule); an operator cannot mint that key over HTTP.
+    let minted = http(
         &addr,
         "POST",
         "/platform/v1/keys",
         &[("Authorization", &auth), ("Content-Type", "application/json")],
         r#"{"name":"olga","role":"privacy_officer"}"#,
-    )
-    .map(|r| json_field(&r.body, "key"))
-    .unwrap_or_default();
+    );
+    assert_eq!(minted.map(|r| r.status), Some(403));
+    let made = consentry()
+        .args(["keys", "create", "--role", "privacy_officer", "--name", "olga", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let officer = String::from_utf8_lossy(&made.stdout).lines().last().unwrap_or_default().trim().to_string();
     let approved = http(
         &addr,
         "POST",

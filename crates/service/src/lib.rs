@@ -8,6 +8,7 @@ mod auth;
 mod cases;
 mod clock;
 mod groups;
+mod keys;
 mod platform;
 mod secrets;
 mod webhook_target;
@@ -22,7 +23,8 @@ pub use auth::{AppSession, IssuedToken, OperatorSession, TokenIntrospection};
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
-pub use platform::{NewOperatorKey, RegisteredApp};
+pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
+pub use platform::RegisteredApp;
 pub use secrets::ServerKey;
 pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 

@@ -11,7 +11,8 @@ pub fn consentry() -> Command {
         .env("RUST_LOG", "error")
         .env_remove("CONSENTRY_DATA_DIR")
         .env_remove("CONSENTRY_LISTEN")
-        .env_remove("CONSENTRY_ALLOW_LOCAL_WEBHOOKS");
+        .env_remove("CONSENTRY_ALLOW_LOCAL_WEBHOOKS")
+        .env_remove("CONSENTRY_KEY");
     command
 }
 
