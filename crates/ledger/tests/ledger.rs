@@ -11,6 +11,9 @@ use consentry_types::{
 };
 use proptest::prelude::*;
 
+#[path = "ledger/recovery.rs"]
+mod recovery;
+
 fn temp(name: &str) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -236,9 +239,14 @@ fn a_rehashed_forgery_without_the_key_is_detected() {
     std::fs::write(other.join("00000002.seg"), &bytes[..f[0].0]).unwrap_or_else(|e| unreachable!("{e}"));
     std::fs::copy(dir.join("00000001.seal"), other.join("00000001.seal"))
         .unwrap_or_else(|e| unreachable!("{e}"));
-    std::fs::copy(dir.join("signing.pub"), other.join("signing.pub")).unwrap_or_else(|e| unreachable!("{e}"));
     let forger_key = other.join("signing.key");
     std::fs::write(&forger_key, format!("{}\n", "ab".repeat(32))).unwrap_or_else(|e| unreachable!("{e}"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&forger_key, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+    }
     {
         let forger = Ledger::open(&other, LedgerOptions { segment_bytes: 1_500 })
             .unwrap_or_else(|e| unreachable!("{e}"));
