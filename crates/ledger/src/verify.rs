@@ -75,6 +75,11 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(LedgerError::io(&checkpoints_file, e)),
     };
+    if !kept.is_empty() && (!kept.ends_with('\n') || kept.contains('\r')) {
+        let reason = "the checkpoints file's last line is not whole: a crash left it (opening the ledger cuts it) or it was altered".to_string();
+        report.problem = Some(Problem { segment: 0, after_record: 0, reason });
+        return Ok(report);
+    }
     for (origin, line) in kept
         .lines()
         .map(|l| ("checkpoints file", l))
@@ -91,11 +96,6 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
                 return Ok(report);
             }
         }
-    }
-    if !kept.is_empty() && (!kept.ends_with('\n') || kept.contains('\r')) {
-        let reason = "the checkpoints file's last line is not whole: a crash left it (opening the ledger cuts it) or it was altered".to_string();
-        report.problem = Some(Problem { segment: 0, after_record: 0, reason });
-        return Ok(report);
     }
     let needed: std::collections::HashSet<u64> = wanted.iter().map(|(_, c)| c.seq).collect();
     let fail = |report: &mut VerifyReport, segment: u64, after: u64, reason: String| {

@@ -95,7 +95,7 @@ proptest! {
 }
 
 /// A ledger of several sealed segments and an active one.
-fn sample(name: &str) -> (PathBuf, u64) {
+pub(crate) fn sample(name: &str) -> (PathBuf, u64) {
     let dir = temp(name);
     let ledger =
         Ledger::open(&dir, LedgerOptions { segment_bytes: 1_500 }).unwrap_or_else(|e| unreachable!("{e}"));

@@ -150,3 +150,332 @@ fn every_bit_of_every_length_and_hash_flipped_refuses_or_keeps_every_record() {
     println!("{tried} framing bit flips: {refused} refused, {} opened with every record", tried - refused);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The segment before and after one more batch of `n` records (names frames included).
+fn with_a_last_batch(name: &str, n: u64) -> (PathBuf, Vec<String>, Vec<u8>, Vec<u8>) {
+    let (dir, acknowledged) = active_only(name, 10);
+    let path = segment(&dir, 1);
+    let before = std::fs::read(&path).unwrap_or_default();
+    let ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    let batch: Vec<_> =
+        (0..n).map(|i| record(100 + i, &[200 + i as u32, 300, 301 + i as u32], &[3])).collect();
+    ledger.append_all(&batch).unwrap_or_else(|e| unreachable!("{e}"));
+    drop(ledger);
+    let after = std::fs::read(&path).unwrap_or_default();
+    (dir, acknowledged, before, after)
+}
+
+/// Where the last whole frame within `bytes` ends.
+fn whole_frames_end(bytes: &[u8]) -> usize {
+    frames(bytes).into_iter().map(|(_, end)| end).filter(|end| *end <= bytes.len()).max().unwrap_or(0)
+}
+
+#[test]
+fn every_prefix_of_the_last_batch_and_every_zero_fill_is_cut_and_nothing_acknowledged_is_lost() {
+    let (dir, acknowledged, before, after) = with_a_last_batch("prefixes", 5);
+    let path = segment(&dir, 1);
+    let saved = snapshot(&dir);
+    let batch = &after[before.len()..];
+    assert!(frames(batch).len() >= 6, "the batch holds names and records");
+    let mut cases = 0;
+    for kept in 0..=batch.len() {
+        let prefix = [&before[..], &batch[..kept]].concat();
+        // A prefix, a prefix zero-filled to the batch's end, and one zero-filled past a block.
+        let mut to_batch_end = prefix.clone();
+        to_batch_end.resize(after.len(), 0);
+        let mut to_block = prefix.clone();
+        to_block.resize(after.len().next_multiple_of(4096), 0);
+        for (shape, bytes) in [("prefix", prefix.clone()), ("zero-filled", to_batch_end), ("block", to_block)]
+        {
+            overwrite(&path, &bytes);
+            let what = format!("{shape} with {kept} of the batch's {} bytes", batch.len());
+            let ledger = Ledger::open(&dir, LedgerOptions::default())
+                .unwrap_or_else(|e| unreachable!("{what}: a torn tail must be cut, not refused: {e}"));
+            // Whole frames of the batch stay (they chain); everything after them is cut.
+            let expected = before.len() + whole_frames_end(&batch[..kept]);
+            assert_eq!(ledger.stats().bytes, expected as u64, "{what}");
+            if kept % 97 == 0 {
+                let more = record(999, &[1, 2], &[3]);
+                assert!(ledger.append(&more).is_ok(), "{what}: the ledger appends again");
+            }
+            drop(ledger);
+            if kept % 97 != 0 {
+                assert_eq!(std::fs::metadata(&path).map(|m| m.len() as usize).ok(), Some(expected), "{what}");
+            }
+            let kept_ids = request_ids(&dir).unwrap_or_else(|e| unreachable!("{what}: {e}"));
+            assert!(
+                acknowledged.iter().all(|id| kept_ids.contains(id)),
+                "{what}: an acknowledged record is gone"
+            );
+            let report = consentry_ledger::verify(&dir, &[]).unwrap_or_else(|e| unreachable!("{e}"));
+            assert!(report.ok(), "{what}: {:?}", report.problem);
+            restore(&dir, &saved);
+            cases += 1;
+        }
+    }
+    println!("{cases} torn tails cut");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_torn_looking_tail_that_a_checkpoint_covers_refuses() {
+    let (dir, _) = active_only("covered", 10);
+    let ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    let checkpoint = ledger.checkpoint().unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(checkpoint.seq, 10);
+    drop(ledger);
+    let path = segment(&dir, 1);
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    let boundaries = frames(&bytes);
+    let (start, end) = boundaries[boundaries.len() - 1];
+    // Records lost by the disk after they were checkpointed: cut mid-frame (looks torn), at a
+    // frame boundary, or zeroed.
+    let zeroed = [&bytes[..start], &vec![0u8; end - start][..]].concat();
+    for (what, damaged) in [
+        ("mid-frame", bytes[..start + 20].to_vec()),
+        ("boundary", bytes[..start].to_vec()),
+        ("zeroed", zeroed),
+    ] {
+        overwrite(&path, &damaged);
+        let before = snapshot(&dir);
+        let message =
+            Ledger::open(&dir, LedgerOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("00000001.seg is damaged at byte") && message.contains("covers record 10"),
+            "{what}: {message:?}"
+        );
+        assert!(snapshot(&dir) == before, "{what}: a refused open changed a file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damage_to_a_sealed_segment_always_refuses() {
+    // `segments` were sealed; the one after them is active.
+    let (dir, segments) = super::sample("sealed-damage");
+    assert!(dir.join(format!("{segments:08}.seal")).exists() && segment(&dir, segments + 1).exists());
+    let saved = snapshot(&dir);
+    let mut tried = 0;
+    for number in 1..=segments {
+        let path = segment(&dir, number);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let boundaries = frames(&bytes);
+        let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
+        for (start, end) in boundaries.iter().copied() {
+            for at in (start..start + 4).chain(end - 32..end) {
+                for bit in [0, 7] {
+                    let mut flipped = bytes.clone();
+                    flipped[at] ^= 1 << bit;
+                    damaged.push((format!("bit {bit} of byte {at}"), flipped));
+                }
+            }
+        }
+        let (last_start, _) = boundaries[boundaries.len() - 1];
+        damaged.push(("cut mid-frame".into(), bytes[..last_start + 10].to_vec()));
+        damaged.push(("zeros appended".into(), [&bytes[..], &[0u8; 100][..]].concat()));
+        damaged.push(("half a frame appended".into(), [&bytes[..], &bytes[..50]].concat()));
+        for (what, bytes) in damaged {
+            overwrite(&path, &bytes);
+            let before = snapshot(&dir);
+            let opened = Ledger::open(&dir, LedgerOptions { segment_bytes: 1_500 });
+            let message = opened.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(&format!("{number:08}.se")), "segment {number}, {what}: {message:?}");
+            assert!(snapshot(&dir) == before, "segment {number}, {what}: a refused open changed a file");
+            restore(&dir, &saved);
+            tried += 1;
+        }
+    }
+    // The last segment sealed (as a crash after sealing, before the next one was made,
+    // leaves it): without the active segment.
+    std::fs::remove_file(segment(&dir, segments + 1)).unwrap_or_else(|e| unreachable!("{e}"));
+    let last = segment(&dir, segments);
+    let bytes = std::fs::read(&last).unwrap_or_default();
+    overwrite(&last, &[&bytes[..], &[0u8, 1, 0][..]].concat());
+    let before = snapshot(&dir);
+    assert!(
+        Ledger::open(&dir, LedgerOptions { segment_bytes: 1_500 }).is_err(),
+        "a sealed last segment has no torn tail"
+    );
+    assert!(snapshot(&dir) == before);
+    overwrite(&last, &bytes);
+    assert!(Ledger::open(&dir, LedgerOptions { segment_bytes: 1_500 }).is_ok(), "undamaged, it opens");
+    println!("{tried} kinds of damage to sealed segments refused");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_signing_key_refuses_and_no_new_key_is_made() {
+    let (dir, _) = active_only("no-key", 3);
+    std::fs::remove_file(dir.join("signing.key")).unwrap_or_else(|e| unreachable!("{e}"));
+    let before = snapshot(&dir);
+    let message =
+        Ledger::open(&dir, LedgerOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("signing.key is missing") && message.contains("restore"), "{message}");
+    assert!(snapshot(&dir) == before, "no key was made and nothing changed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_signing_key_is_private_and_never_read_or_written_through_a_link() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    let (dir, _) = active_only("key-mode", 2);
+    let key = dir.join("signing.key");
+    assert_eq!(mode(&key), 0o600);
+    // Readable by others: refused, nothing changed.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let before = snapshot(&dir);
+    let message =
+        Ledger::open(&dir, LedgerOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("signing.key is open to group or others (mode 644)"), "{message}");
+    assert!(snapshot(&dir) == before);
+    // A symbolic link to a private copy: refused.
+    let elsewhere = temp("key-elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap_or_else(|e| unreachable!("{e}"));
+    let copy = elsewhere.join("key");
+    std::fs::rename(&key, &copy).unwrap_or_else(|e| unreachable!("{e}"));
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    symlink(&copy, &key).unwrap_or_else(|e| unreachable!("{e}"));
+    let message =
+        Ledger::open(&dir, LedgerOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("symbolic link"), "{message}");
+    // The real file back: it opens.
+    std::fs::remove_file(&key).unwrap_or_else(|e| unreachable!("{e}"));
+    std::fs::rename(&copy, &key).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(Ledger::open(&dir, LedgerOptions::default()).is_ok());
+    // A new ledger whose key name is a dangling link: no key is written through it.
+    let fresh = temp("key-link");
+    std::fs::create_dir_all(&fresh).unwrap_or_else(|e| unreachable!("{e}"));
+    let target = elsewhere.join("planted");
+    symlink(&target, fresh.join("signing.key")).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(Ledger::open(&fresh, LedgerOptions::default()).is_err());
+    assert!(!target.exists(), "the key was written through a symbolic link");
+    // A new ledger's directory and key are its owner's only.
+    let new = temp("key-new");
+    assert!(Ledger::open(&new, LedgerOptions::default()).is_ok());
+    assert_eq!((mode(&new), mode(&new.join("signing.key"))), (0o700, 0o600));
+    // A public key that is not the key's half: refused.
+    std::fs::write(new.join("signing.pub"), format!("{}\n", "cd".repeat(32)))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let message =
+        Ledger::open(&new, LedgerOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("signing.pub is not the public half"), "{message}");
+    for d in [&dir, &elsewhere, &fresh, &new] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_checkpoint_line_a_crash_cut_is_removed_on_open_and_a_damaged_one_refuses() {
+    let (dir, _) = active_only("checkpoint-line", 3);
+    let ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    let line = ledger.checkpoint().unwrap_or_else(|e| unreachable!("{e}")).to_line();
+    drop(ledger);
+    let file = dir.join("checkpoints");
+    let whole = std::fs::read(&file).unwrap_or_default();
+    assert_eq!(whole, format!("{line}\n").into_bytes());
+    // Every prefix of a second line, as a crash while writing it leaves: cut on open.
+    for cut in 1..line.len() {
+        overwrite(&file, &[&whole[..], &line.as_bytes()[..cut]].concat());
+        let report = consentry_ledger::verify(&dir, &[]).unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(report.problem.is_some_and(|p| p.reason.contains("a crash left it")), "prefix {cut}");
+        assert!(Ledger::open(&dir, LedgerOptions::default()).is_ok(), "prefix {cut}");
+        assert_eq!(std::fs::read(&file).ok(), Some(whole.clone()), "prefix {cut}");
+    }
+    // A whole line whose newline the crash cut: completed.
+    overwrite(&file, &[&whole[..], line.as_bytes()].concat());
+    assert!(Ledger::open(&dir, LedgerOptions::default()).is_ok());
+    assert_eq!(std::fs::read(&file).ok(), Some([&whole[..], &whole[..]].concat()));
+    // A flipped bit in a kept line: refused, nothing changed.
+    let mut flipped = whole.clone();
+    flipped[20] ^= 0x01;
+    overwrite(&file, &flipped);
+    let before = snapshot(&dir);
+    let message =
+        Ledger::open(&dir, LedgerOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("checkpoints is damaged at byte 0: line 1"), "{message}");
+    assert!(snapshot(&dir) == before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn readers_and_verify_report_damage_at_its_byte_instead_of_ending_quietly() {
+    let (dir, _) = active_only("readers", 23);
+    let path = segment(&dir, 1);
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    let (start, _) = frames(&bytes)[5];
+    bytes[start + 3] ^= 0x80;
+    overwrite(&path, &bytes);
+    let read = request_ids(&dir).err().unwrap_or_default();
+    assert!(read.contains(&format!("00000001.seg is damaged at byte {start}")), "{read:?}");
+    let report = consentry_ledger::verify(&dir, &[]).unwrap_or_else(|e| unreachable!("{e}"));
+    let problem = report.problem.map(|p| p.to_string()).unwrap_or_default();
+    assert!(
+        problem.starts_with("segment 1, after record ") && problem.contains(&format!("at byte {start}: ")),
+        "{problem}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn repair_keeps_what_chains_moves_the_damaged_segment_aside_and_the_ledger_opens_again() {
+    use consentry_ledger::{diagnose, repair, Diagnosis};
+    let (dir, acknowledged) = active_only("repair", 23);
+    let ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    let kept_checkpoint = ledger.checkpoint().unwrap_or_else(|e| unreachable!("{e}")).to_line();
+    drop(ledger);
+    assert!(matches!(diagnose(&dir), Ok(Diagnosis::Opens { torn_bytes: 0, .. })));
+    let path = segment(&dir, 1);
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    let boundaries = frames(&bytes);
+    let (start, _) = boundaries[5];
+    bytes[start + 3] ^= 0x80;
+    overwrite(&path, &bytes);
+    let before = snapshot(&dir);
+    let Ok(Diagnosis::Repairable(plan)) = diagnose(&dir) else { unreachable!("repairable") };
+    assert!(snapshot(&dir) == before, "diagnosing changes nothing");
+    let kept_ids: Vec<String> = acknowledged.iter().take(plan.kept_records as usize).cloned().collect();
+    assert_eq!(
+        (plan.segment, plan.keep_bytes, plan.kept_frames, plan.lost_bytes, plan.checkpoint_beyond),
+        (1, start as u64, 5, (bytes.len() - start) as u64, Some(23))
+    );
+    assert!(plan.kept_records > 0 && plan.last_kept_record == plan.kept_records && !plan.sealed);
+    let done = repair(&dir, &plan, consentry_types::Instant::from_secs(1_700_000_000))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    // The damaged segment is kept, byte for byte, under damaged/.
+    assert_eq!(done.moved.len(), 1);
+    assert_eq!(std::fs::read(&done.moved[0]).ok(), Some(bytes.clone()));
+    assert!(done.moved[0].starts_with(dir.join("damaged")), "{:?}", done.moved);
+    assert_eq!(std::fs::read(&path).ok(), Some(bytes[..start].to_vec()));
+    // It opens, keeps what chained, and appends; verify reports the old checkpoint honestly.
+    let ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(ledger.append(&record(500, &[1], &[3])).ok(), Some(plan.last_kept_record + 1));
+    drop(ledger);
+    let ids = request_ids(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(kept_ids.iter().all(|id| ids.contains(id)));
+    let report = consentry_ledger::verify(&dir, &[kept_checkpoint]).unwrap_or_else(|e| unreachable!("{e}"));
+    let problem = report.problem.map(|p| p.reason).unwrap_or_default();
+    assert!(problem.contains("record 23") && problem.contains("repaired"), "{problem}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn repair_refuses_damage_that_later_segments_chain_from() {
+    use consentry_ledger::{diagnose, Diagnosis};
+    let (dir, _) = super::sample("repair-sealed");
+    let path = segment(&dir, 2);
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    bytes[10] ^= 0x04;
+    overwrite(&path, &bytes);
+    let before = snapshot(&dir);
+    let diagnosis = diagnose(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(
+        matches!(&diagnosis, Diagnosis::Unrepairable(why) if why.contains("00000002.seg is damaged") && why.contains("later segments")),
+        "{diagnosis:?}"
+    );
+    assert!(snapshot(&dir) == before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
