@@ -34,7 +34,7 @@ pub use codec::RawRecord;
 pub use files::LossyDisk;
 pub use files::{AppendFile, FileLayer, RealFiles};
 pub use reader::{Entries, LedgerEntry, RawEntries};
-pub use repair::{diagnose, repair, Diagnosis, RepairPlan, Repaired};
+pub use repair::{diagnose, repair, Diagnosis, RepairPlan, Repaired, DAMAGED_DIR};
 pub use seal::{read_verifying_key, Checkpoint};
 pub use verify::{verify, Problem, VerifyReport};
 
