@@ -440,7 +440,9 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// A ledger of 23 served pages and a checkpoint that covers them, as `serve` leaves it.
 fn ledger_of_23_pages(data: &Path) -> PathBuf {
-    use consentry_types::{AppId, DeveloperId, Disclosure, DisclosureRecord, Field, GroupId, Instant, MemberId, Subject};
+    use consentry_types::{
+        AppId, DeveloperId, Disclosure, DisclosureRecord, Field, GroupId, Instant, MemberId, Subject,
+    };
     fn id<T>(parsed: Result<T, consentry_types::InvalidId>) -> T {
         parsed.unwrap_or_else(|e| unreachable!("{e}"))
     }
@@ -507,8 +509,14 @@ fn a_damaged_ledger_refuses_everywhere_in_one_line_and_repair_keeps_what_chains(
     let said = text(&planned.stdout);
     assert!(planned.status.success(), "{}", text(&planned.stderr));
     assert!(said.contains(&at), "{said}");
-    assert!(said.contains(&format!("repair keeps bytes 0 to {start} of 00000001.seg: 5 whole frames")), "{said}");
-    assert!(said.contains(&format!("{} bytes after them are not recoverable", bytes.len() - start)), "{said}");
+    assert!(
+        said.contains(&format!("repair keeps bytes 0 to {start} of 00000001.seg: 5 whole frames")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("{} bytes after them are not recoverable", bytes.len() - start)),
+        "{said}"
+    );
     assert!(said.contains("checkpoints already given out cover records up to 23"), "{said}");
     assert!(said.contains("nothing was changed; run again with --yes"), "{said}");
     assert!(files_under(&ledger) == damaged, "a repair without --yes changed the ledger");
@@ -516,7 +524,11 @@ fn a_damaged_ledger_refuses_everywhere_in_one_line_and_repair_keeps_what_chains(
     // With --yes: the damaged segment is kept byte for byte, and the ledger opens again.
     let repaired = run(&["ledger", "repair", "--data-dir", data, "--yes"]);
     let said = text(&repaired.stdout);
-    assert!(repaired.status.success() && said.contains("repaired; recorded in"), "{said}{}", text(&repaired.stderr));
+    assert!(
+        repaired.status.success() && said.contains("repaired; recorded in"),
+        "{said}{}",
+        text(&repaired.stderr)
+    );
     let kept: Vec<PathBuf> = files_under(&ledger.join("damaged")).into_iter().map(|(p, _)| p).collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(std::fs::read(&kept[0]).ok(), Some(bytes.clone()), "the damaged segment is kept as it was");
@@ -526,7 +538,10 @@ fn a_damaged_ledger_refuses_everywhere_in_one_line_and_repair_keeps_what_chains(
     assert!(records > 0 && records < 23, "{shown}");
     // Verify now fails honestly against the checkpoint that covered all 23.
     let verified = run(&["ledger", "verify", "--data-dir", data]);
-    assert_one_line_error(&verified, "covers record 23, which the ledger no longer has (the ledger was repaired since");
+    assert_one_line_error(
+        &verified,
+        "covers record 23, which the ledger no longer has (the ledger was repaired since",
+    );
     // The ledger opens: a new checkpoint, and the server starts.
     let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout);
     assert!(checkpoint.starts_with(&format!("checkpoint v1 seq={records} ")), "{checkpoint}");
