@@ -94,7 +94,7 @@ fn main() {
     let segment = dir.join("00000001.seg");
     let mut file = std::fs::read(&segment).unwrap_or_default();
     let size = file.len() as u32;
-    let length = file.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let length = file.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
     let altered = (length | size.next_power_of_two()).min(64 << 20);
     assert!(altered > size - 36, "the altered length runs past the end");
     file.splice(..4, altered.to_le_bytes());

@@ -43,18 +43,35 @@ impl KeptCheckpoints {
         self.lines.iter().find_map(|l| l.checkpoint.as_ref().err().map(|e| (l, e.as_str())))
     }
 
-    /// The checkpoint covering the most records among lines from `first_line` (1-based) on.
-    pub(crate) fn highest_from(&self, first_line: usize) -> Option<(usize, &Checkpoint)> {
-        self.lines
+    /// The checkpoint covering the most records among lines from `first_line` (1-based) on
+    /// whose signature is the ledger's; a line that claims more but is not signed by `key` is
+    /// returned as an error (it was altered).
+    pub(crate) fn highest_from(
+        &self,
+        first_line: usize,
+        key: &VerifyingKey,
+    ) -> Result<Option<(usize, &Checkpoint)>, (&KeptLine, String)> {
+        let mut candidates: Vec<(&KeptLine, &Checkpoint)> = self
+            .lines
             .iter()
             .filter(|l| l.number >= first_line)
-            .filter_map(|l| l.checkpoint.as_ref().ok().map(|c| (l.number, c)))
-            .max_by_key(|(_, c)| c.seq)
+            .filter_map(|l| l.checkpoint.as_ref().ok().map(|c| (l, c)))
+            .collect();
+        candidates.sort_by_key(|(_, c)| std::cmp::Reverse(c.seq));
+        match candidates.first() {
+            Some((line, checkpoint)) => match checkpoint.check_signature(key) {
+                Ok(()) => Ok(Some((line.number, checkpoint))),
+                Err(reason) => Err((line, reason)),
+            },
+            None => Ok(None),
+        }
     }
 }
 
-/// Reads the checkpoints file in `dir` (empty if there is none).
-pub(crate) fn read(dir: &Path, key: &VerifyingKey) -> Result<KeptCheckpoints, LedgerError> {
+/// Reads the checkpoints file in `dir` (empty if there is none). Lines are checked for form
+/// only: signatures cost ~50 µs each and the file grows for ever, so opening checks the
+/// signature only of a line that would make it refuse (`verify` checks every one).
+pub(crate) fn read(dir: &Path) -> Result<KeptCheckpoints, LedgerError> {
     let path = dir.join(CHECKPOINTS_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -63,7 +80,7 @@ pub(crate) fn read(dir: &Path, key: &VerifyingKey) -> Result<KeptCheckpoints, Le
     };
     let parse = |line: &[u8]| -> Result<Checkpoint, String> {
         let text = std::str::from_utf8(line).map_err(|_| "the line is not text".to_string())?;
-        Checkpoint::parse(text, key)
+        Checkpoint::parse_form(text)
     };
     let mut lines = Vec::new();
     let mut unfinished = None;

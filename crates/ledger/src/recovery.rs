@@ -164,10 +164,10 @@ pub(crate) fn check(dir: &Path, scanner: &mut Scanner) -> Result<Checked, Ledger
     };
     scanner.run(dir)?;
     let checkpoints = match &verifying {
-        Some(verifying) => Some(checkpoints::read(dir, verifying)?),
+        Some(_) => Some(checkpoints::read(dir)?),
         None => None,
     };
-    if let Some(kept) = &checkpoints {
+    if let (Some(kept), Some(verifying)) = (&checkpoints, &verifying) {
         let damaged = |offset: u64, reason: String| LedgerError::Damaged {
             segment: 0,
             path: kept.path.clone(),
@@ -186,7 +186,10 @@ pub(crate) fn check(dir: &Path, scanner: &mut Scanner) -> Result<Checked, Ledger
         }
         let from = checkpoints::lines_before_last_repair(dir)? + 1;
         let recovered = scanner.next_seq - 1;
-        if let Some((line, checkpoint)) = kept.highest_from(from) {
+        let highest = kept.highest_from(from, verifying).map_err(|(line, reason)| {
+            damaged(line.offset, format!("line {} is not a valid checkpoint ({reason})", line.number))
+        })?;
+        if let Some((line, checkpoint)) = highest {
             if checkpoint.seq > recovered {
                 let segment = &scanner.segment;
                 return Err(LedgerError::Damaged {

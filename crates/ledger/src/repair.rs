@@ -95,7 +95,7 @@ pub fn diagnose(dir: &Path) -> Result<Diagnosis, LedgerError> {
     let size = std::fs::metadata(&kept.path).map_err(|e| LedgerError::io(&kept.path, e))?.len();
     let key = keys::read_key(dir)?.map(|k| k.verifying_key());
     let highest = match &key {
-        Some(key) => checkpoints::read(dir, key)?.highest_from(1).map(|(_, c)| c.seq),
+        Some(key) => checkpoints::read(dir)?.highest_from(1, key).ok().flatten().map(|(_, c)| c.seq),
         None => None,
     };
     let last_kept_record = scanner.next_seq - 1;
@@ -193,10 +193,7 @@ pub fn repair(dir: &Path, plan: &RepairPlan, now: Instant) -> Result<Repaired, L
         create_private(&prefix, &bytes).map_err(|e| LedgerError::io(&prefix, e))?;
     }
     // 3. The record of the repair, before the ledger changes.
-    let checkpoint_lines = match keys::read_key(dir)? {
-        Some(key) => checkpoints::read(dir, &key.verifying_key())?.lines.len(),
-        None => 0,
-    };
+    let checkpoint_lines = checkpoints::read(dir)?.lines.len();
     let shown = |p: &PathBuf| p.strip_prefix(dir).unwrap_or(p).display().to_string();
     let record = format!(
         "repair v1 at={now} segment={} kept_bytes={} kept_through_record={} lost_bytes={} checkpoints={checkpoint_lines} moved={}",

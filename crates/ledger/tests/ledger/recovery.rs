@@ -389,6 +389,24 @@ fn a_checkpoint_line_a_crash_cut_is_removed_on_open_and_a_damaged_one_refuses() 
     overwrite(&file, &[&whole[..], line.as_bytes()].concat());
     assert!(Ledger::open(&dir, LedgerOptions::default()).is_ok());
     assert_eq!(std::fs::read(&file).ok(), Some([&whole[..], &whole[..]].concat()));
+    // A line edited to claim more records than the ledger holds: its signature fails, and
+    // opening refuses it as altered rather than as records lost.
+    let forged = line.replace("seq=3 ", "seq=99 ");
+    overwrite(&file, format!("{line}\n{forged}\n").as_bytes());
+    let message =
+        Ledger::open(&dir, LedgerOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("line 2 is not a valid checkpoint (the checkpoint's signature does not match"),
+        "{message}"
+    );
+    // A bad signature on a line that claims nothing beyond the ledger does not stop it from
+    // opening (opening checks only the signatures it relies on); verify reports it.
+    let last = line.chars().last().unwrap_or('0');
+    let resigned = format!("{}{}", &line[..line.len() - 1], if last == '0' { '1' } else { '0' });
+    overwrite(&file, format!("{line}\n{resigned}\n").as_bytes());
+    assert!(Ledger::open(&dir, LedgerOptions::default()).is_ok());
+    let report = consentry_ledger::verify(&dir, &[]).unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(report.problem.is_some_and(|p| p.reason.contains("signature")));
     // A flipped bit in a kept line: refused, nothing changed.
     let mut flipped = whole.clone();
     flipped[20] ^= 0x01;
