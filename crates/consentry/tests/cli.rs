@@ -702,3 +702,137 @@ fn the_bootstrap_key_file_is_removed_once_another_operator_key_exists() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other);
 }
+
+/// Every file under `dir` with its bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A ledger of 23 served pages and a checkpoint that covers them, as `serve` leaves it.
+fn ledger_of_23_pages(data: &Path) -> PathBuf {
+    use consentry_types::{
+        AppId, DeveloperId, Disclosure, DisclosureRecord, Field, GroupId, Instant, MemberId, Subject,
+    };
+    fn id<T>(parsed: Result<T, consentry_types::InvalidId>) -> T {
+        parsed.unwrap_or_else(|e| unreachable!("{e}"))
+    }
+    let dir = data.join("ledger");
+    let ledger = consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    for i in 0..23i64 {
+        let members = (0..3).map(|m| Disclosure {
+            subject: Subject::Member(id(MemberId::parse(&format!("m{:02}", (i + m) % 7)))),
+            fields: [Field::MemberName, Field::MemberPicture].into_iter().collect(),
+        });
+        let record = DisclosureRecord {
+            at: Instant::from_secs(1_700_000_000 + i),
+            request_id: format!("{i:016x}"),
+            app: id(AppId::parse("app_0123456789abcdef")),
+            developer: id(DeveloperId::parse("acme")),
+            group: id(GroupId::parse("hikers")),
+            token_hash: format!("{:064x}", 7),
+            policy_version: 1,
+            route: "GET /v1/groups/{id}/members".into(),
+            disclosures: members.collect(),
+        };
+        ledger.append(&record).unwrap_or_else(|e| unreachable!("{e}"));
+    }
+    ledger.checkpoint().unwrap_or_else(|e| unreachable!("{e}"));
+    dir
+}
+
+#[test]
+fn a_damaged_ledger_refuses_everywhere_in_one_line_and_repair_keeps_what_chains() {
+    let data_dir = temp_dir("repair");
+    let ledger = ledger_of_23_pages(&data_dir);
+    let data = data_dir.to_str().unwrap_or_default();
+    // Issue 8: the top bit of the 6th frame's length flipped.
+    let segment = ledger.join("00000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap_or_default();
+    let mut start = 0usize;
+    for _ in 0..5 {
+        let length = bytes.get(start..start + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        start += 4 + length as usize + 32;
+    }
+    if let Some(b) = bytes.get_mut(start + 3) {
+        *b ^= 0x80;
+    }
+    std::fs::write(&segment, &bytes).unwrap_or_else(|e| unreachable!("{e}"));
+    let damaged = files_under(&ledger);
+    let at = format!("00000001.seg is damaged at byte {start}");
+
+    // Every command that reads or opens the ledger says so in one line, and changes nothing.
+    let served = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data]);
+    assert_one_line_error(&served, &at);
+    assert_one_line_error(&run(&["ledger", "checkpoint", "--data-dir", data]), &at);
+    assert_one_line_error(&run(&["ledger", "verify", "--data-dir", data]), &format!("at byte {start}"));
+    assert_one_line_error(&run(&["ledger", "show", "--data-dir", data]), &at);
+    let parquet = data_dir.join("export");
+    assert_one_line_error(
+        &run(&["ledger", "export", "--data-dir", data, "--parquet", parquet.to_str().unwrap_or_default()]),
+        &at,
+    );
+    assert!(files_under(&ledger) == damaged, "a refusal changed the ledger");
+
+    // Repair says what it would do and, without --yes, does nothing.
+    let planned = run(&["ledger", "repair", "--data-dir", data]);
+    let said = text(&planned.stdout);
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    assert!(said.contains(&at), "{said}");
+    assert!(
+        said.contains(&format!("repair keeps bytes 0 to {start} of 00000001.seg: 5 whole frames")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("{} bytes after them are not recoverable", bytes.len() - start)),
+        "{said}"
+    );
+    assert!(said.contains("checkpoints already given out cover records up to 23"), "{said}");
+    assert!(said.contains("nothing was changed; run again with --yes"), "{said}");
+    assert!(files_under(&ledger) == damaged, "a repair without --yes changed the ledger");
+
+    // With --yes: the damaged segment is kept byte for byte, and the ledger opens again.
+    let repaired = run(&["ledger", "repair", "--data-dir", data, "--yes"]);
+    let said = text(&repaired.stdout);
+    assert!(
+        repaired.status.success() && said.contains("repaired; recorded in"),
+        "{said}{}",
+        text(&repaired.stderr)
+    );
+    let kept: Vec<PathBuf> = files_under(&ledger.join("damaged")).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).ok(), Some(bytes.clone()), "the damaged segment is kept as it was");
+    assert_eq!(std::fs::read(&segment).ok(), bytes.get(..start).map(<[u8]>::to_vec));
+    let shown = text(&run(&["ledger", "show", "--data-dir", data]).stdout);
+    let records = shown.lines().count();
+    assert!(records > 0 && records < 23, "{shown}");
+    // Verify now fails honestly against the checkpoint that covered all 23.
+    let verified = run(&["ledger", "verify", "--data-dir", data]);
+    assert_one_line_error(
+        &verified,
+        "covers record 23, which the ledger no longer has (the ledger was repaired since",
+    );
+    // The ledger opens: a new checkpoint, and the server starts.
+    let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout);
+    assert!(checkpoint.starts_with(&format!("checkpoint v1 seq={records} ")), "{checkpoint}");
+    let (mut server, addr, _) = start_server(&data_dir);
+    assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let again = run(&["ledger", "repair", "--data-dir", data]);
+    assert!(text(&again.stdout).starts_with("nothing to repair"), "{}", text(&again.stdout));
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

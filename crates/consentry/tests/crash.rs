@@ -1,5 +1,13 @@
 //! Crash safety: SIGKILL the server under concurrent load, restart it, and find that the
 //! ledger verifies and holds a record of every response a client received.
+//!
+//! A SIGKILL loses nothing the kernel already holds, so this test would still pass if the
+//! ledger stopped syncing before it acknowledged an append. A lost power supply does lose
+//! unsynced writes: that gap is closed by the tests on a disk that loses everything not
+//! synced when it crashes, `crates/ledger/tests/ledger/file_layer.rs`
+//! (`every_acknowledged_append_survives_a_crash_that_loses_what_was_not_synced`, which fails
+//! with the sync in `Ledger::flush` removed) and, through the HTTP stack,
+//! `crates/api/tests/durability.rs`.
 
 use std::collections::HashSet;
 mod support;
