@@ -171,3 +171,30 @@ fn shipped_policies_agree_exhaustively() {
     // Both allow and deny occur, so the comparison is not vacuous.
     assert!(permitted > 0 && permitted < checked, "{permitted} of {checked}");
 }
+
+/// Issue 8: `context["installed\u{5f}since"]` is `context.installed_since` to Cedar.
+#[test]
+fn an_escaped_attribute_name_is_read_like_the_plain_one() {
+    let text = include_str!("../../../policies/groups-2018-grandfathered.cedar")
+        .replace("context.installed_since", r#"context["installed\u{5f}since"]"#);
+    let policy = compile(1, &text).unwrap_or_else(|e| unreachable!("{e}"));
+    let member = MemberId::parse("m1").unwrap_or_else(|e| unreachable!("{e}"));
+    let subject = SubjectFacts { is_member: true, role: Some(Role::Member), consented_profile: false };
+    for since in [1_500_000_000, 1_522_799_999, 1_522_800_000, 1_525_132_800] {
+        let page = PageFacts {
+            app: AppId::parse("app-a").unwrap_or_else(|e| unreachable!("{e}")),
+            app_status: AppStatus::Active,
+            app_category: "analytics".into(),
+            group: GroupId::parse("g1").unwrap_or_else(|e| unreachable!("{e}")),
+            installed: true,
+            installed_since: since,
+        };
+        let cedar = naive_decide(&policy, &page, Field::MemberName, Some((&member, subject))).ok();
+        assert_eq!(cedar, Some(since < 1_522_800_000), "{since}");
+        let served = Engine::new().page(&policy, page.clone()).allows(Field::MemberName, subject).ok();
+        assert_eq!(
+            served, cedar,
+            "installed since {since}: the engine says {served:?}, Cedar says {cedar:?}"
+        );
+    }
+}
