@@ -121,6 +121,10 @@ impl CompiledPolicy {
     pub fn rule_count(&self) -> usize {
         self.policies.policies().count()
     }
+    /// What the engine shows Cedar when it decides under this policy.
+    pub fn presentation(&self) -> &Presentation {
+        &self.presentation
+    }
     pub(crate) fn schema(&self) -> Result<&'static Schema, PolicyError> {
         schema()
     }
@@ -207,6 +211,8 @@ fn compile_here(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{PageFacts, SubjectFacts};
+    use consentry_types::Field;
 
     const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
     const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
@@ -296,7 +302,8 @@ mod tests {
         for levels in [150, 10_000] {
             for (shape, text) in nested_texts(levels) {
                 match compile(1, &text) {
-                    Ok(_) => {}
+                    // 150 levels of a chain are within the bounds; 10,000 of anything are not.
+                    Ok(_) => assert!(levels < 10_000, "{shape} x{levels} accepted"),
                     Err(PolicyError::TooDeep(d)) => {
                         assert!(d.line == 1 && d.column > 0, "{shape} x{levels}: {d}");
                         assert!(d.message.contains("deep"), "{shape} x{levels}: {d}");
@@ -305,6 +312,115 @@ mod tests {
                     Err(other) => unreachable!("{shape} x{levels}: {other}"),
                 }
             }
+        }
+    }
+
+    /// The largest `n` for which `shape(n)` passes the nesting bounds, and its policy.
+    fn deepest_accepted(shape: &dyn Fn(usize) -> String) -> (usize, Result<CompiledPolicy, PolicyError>) {
+        let (mut accepted, mut refused) = (0, 5_000);
+        while refused - accepted > 1 {
+            let n = (accepted + refused) / 2;
+            match compile(1, &shape(n)) {
+                Err(PolicyError::TooDeep(_)) => refused = n,
+                _ => accepted = n,
+            }
+        }
+        (accepted, compile(1, &shape(accepted)))
+    }
+
+    /// Every policy the bounds accept, however close to them, is decided on a thread with a
+    /// 1 MiB stack (half a serving worker's) without Cedar running short of stack.
+    #[test]
+    fn the_deepest_accepted_policies_decide_on_half_a_worker_stack() {
+        let rule = |body: String| format!("permit (principal, action, resource) when {{ {body} }};");
+        type Shape = Box<dyn Fn(usize) -> String>;
+        let shapes: Vec<(&str, Shape)> = vec![
+            ("&& chain", Box::new(move |n| rule(vec!["context.installed"; n + 1].join(" && ")))),
+            ("|| chain", Box::new(move |n| rule(vec!["principal.status != \"x\""; n + 1].join(" || ")))),
+            (
+                "if chain",
+                Box::new(move |n| {
+                    rule(format!("{}true", "if !context.installed then false else ".repeat(n)))
+                }),
+            ),
+            (
+                "+ chain",
+                Box::new(move |n| {
+                    rule(format!("{} > 0", vec!["context.installed_since"; n + 1].join(" + ")))
+                }),
+            ),
+            (
+                "parentheses around a chain",
+                Box::new(move |n| {
+                    rule(format!(
+                        "{}{}{}",
+                        "(".repeat(60),
+                        vec!["context.installed"; n + 1].join(" && "),
+                        ")".repeat(60)
+                    ))
+                }),
+            ),
+            (
+                "nested ifs",
+                Box::new(move |n| {
+                    rule(format!(
+                        "{}true{}",
+                        "if context.installed then (".repeat(n),
+                        ") else false".repeat(n)
+                    ))
+                }),
+            ),
+            (
+                "nested sets",
+                Box::new(move |n| {
+                    rule(format!(
+                        "{}1{}.contains({}1{})",
+                        "[".repeat(n + 1),
+                        "]".repeat(n + 1),
+                        "[".repeat(n),
+                        "]".repeat(n)
+                    ))
+                }),
+            ),
+            (
+                "nested records",
+                Box::new(move |n| {
+                    rule(format!("{}true{}{} ", "{a: ".repeat(n + 1), "}".repeat(n + 1), ".a".repeat(n + 1)))
+                }),
+            ),
+            (
+                "when clauses",
+                Box::new(move |n| {
+                    format!(
+                        "permit (principal, action, resource){};",
+                        " when { context.installed }".repeat(n + 1)
+                    )
+                }),
+            ),
+        ];
+        for (name, shape) in shapes {
+            let (n, policy) = deepest_accepted(&*shape);
+            assert!(n >= 50, "{name}: only {n} levels accepted");
+            let policy = policy.unwrap_or_else(|e| unreachable!("{name} x{n}: {e}"));
+            let decided = std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(move || {
+                    let page = PageFacts {
+                        app: consentry_types::AppId::parse("a").unwrap_or_else(|e| unreachable!("{e}")),
+                        app_status: consentry_types::AppStatus::Active,
+                        app_category: String::new(),
+                        group: consentry_types::GroupId::parse("g").unwrap_or_else(|e| unreachable!("{e}")),
+                        installed: true,
+                        installed_since: 5,
+                    };
+                    let decided = crate::naive_decide(&policy, &page, Field::GroupName, None);
+                    let served =
+                        crate::Engine::new().page(&policy, page).allows(Field::GroupName, SubjectFacts::NONE);
+                    (decided, served)
+                })
+                .map(|t| t.join());
+            let Ok(Ok((decided, served))) = decided else { unreachable!("{name} x{n}: the thread failed") };
+            assert!(decided.is_ok() && decided == served, "{name} x{n}: {decided:?} {served:?}");
         }
     }
 

@@ -2,12 +2,16 @@
 //! evaluator recurse once per level, and text nested too deeply overflows a thread's stack,
 //! which aborts the whole process.
 //!
-//! The scanner skips strings and comments and counts, per rule, two things:
+//! The scanner skips strings and comments and bounds, per rule:
 //! - brackets (`(`, `[`, `{`) open at once: at most [`MAX_BRACKETS`];
-//! - an upper bound on the depth of the rule's expression tree: a bracket group is one level
-//!   more than the deepest group inside it plus every operator at its own level (`&&`, `||`,
-//!   comparisons, `+`, `-`, `*`, `!`, `.`, `if`, `has`, `like`, `is`, `in`, `when`, `unless`
-//!   each add at most one node on any path). At most [`MAX_DEPTH`].
+//! - the depth of the rule's expression tree, from above: at most [`MAX_DEPTH`]. Within a
+//!   bracket group, a path from the root down passes through at most one chain of operators
+//!   of each precedence level (`||`, `&&`, relations, `+`/`-`, `*`, then unary and member
+//!   access), because a looser operator starts a new operand: the bound adds the longest
+//!   chain of each level, every `if`, `when` and `unless` (they wrap everything after them),
+//!   and one more than the deepest group inside. Operators Cedar expands into two nodes
+//!   (`!=` into `!(==)`, `has a.b` into `has a && ….a has b`) count twice; a rule adds four
+//!   levels for the conjunction of its scope and conditions.
 //!
 //! Both bounds keep every accepted policy shallow enough for Cedar to parse on the compiler's
 //! thread and to evaluate on an ordinary 2 MiB thread (a serving worker) with room to spare.
@@ -15,22 +19,63 @@
 /// Brackets open at once in one rule.
 pub const MAX_BRACKETS: usize = 64;
 
-/// The bound on one rule's expression depth (operators on a path, plus brackets).
+/// The bound on the depth of one rule's expression tree.
 pub const MAX_DEPTH: usize = 200;
 
 /// Why the text was refused: the byte offset it points at and what is wrong.
 pub(crate) type TooDeep = (usize, String);
 
+/// Precedence levels, loosest first.
+const OR: usize = 0;
+const AND: usize = 1;
+const RELATION: usize = 2;
+const SUM: usize = 3;
+const PRODUCT: usize = 4;
+const UNARY: usize = 5;
+const LEVELS: usize = 6;
+
+/// Levels a rule adds around its conditions: the conjunction of its three scope constraints
+/// and its conditions, and the `!` of an `unless`.
+const RULE_LEVELS: usize = 4;
+
 /// One bracket group being scanned.
 #[derive(Default)]
 struct Group {
-    /// Operators at this group's own level.
-    operators: usize,
+    /// Per level: operators in the chain of the current operand, and the longest chain so far.
+    chain: [usize; LEVELS],
+    longest: [usize; LEVELS],
+    /// `if`, `when` and `unless`: each is one more level around all that follows it.
+    wrapping: usize,
     /// The depth bound of the deepest group closed inside this one.
     deepest: usize,
 }
 
-const OPERATOR_WORDS: [&str; 7] = ["if", "has", "like", "is", "in", "when", "unless"];
+impl Group {
+    /// An operator of `level`. A binary one ends the operands of every tighter level (they are
+    /// its siblings, not its descendants); a unary one continues them.
+    fn operator(&mut self, level: usize, count: usize, binary: bool) {
+        if binary {
+            self.end_chains(level + 1);
+        }
+        if let Some(chain) = self.chain.get_mut(level) {
+            *chain += count;
+        }
+    }
+
+    /// Ends the chains of `from` and every tighter level.
+    fn end_chains(&mut self, from: usize) {
+        for (chain, longest) in self.chain.iter_mut().zip(self.longest.iter_mut()).skip(from) {
+            *longest = (*longest).max(*chain);
+            *chain = 0;
+        }
+    }
+
+    /// The bound on the depth of this group's expression.
+    fn depth(&self) -> usize {
+        let chains: usize = self.chain.iter().zip(self.longest.iter()).map(|(c, l)| *c.max(l)).sum();
+        chains + self.wrapping + self.deepest
+    }
+}
 
 /// Checks both bounds over every rule of `text`. Text that is not valid Cedar is left for
 /// the parser to refuse: the scanner only bounds what the parser would have to recurse over.
@@ -41,7 +86,8 @@ pub(crate) fn check(text: &str) -> Result<(), TooDeep> {
     let mut i = 0;
     while let Some(&byte) = bytes.get(i) {
         let next = bytes.get(i + 1).copied();
-        let mut operator = false;
+        // (level, how many nodes, binary) of an operator found here, and its width.
+        let mut operator: Option<(usize, usize, bool)> = None;
         let mut width = 1;
         match byte {
             b'/' if next == Some(b'/') => {
@@ -52,6 +98,7 @@ pub(crate) fn check(text: &str) -> Result<(), TooDeep> {
             }
             b'"' => {
                 // A string: skip to its closing quote; `\` escapes the next character.
+                rule_start.get_or_insert(i);
                 i += 1;
                 loop {
                     match bytes.get(i) {
@@ -73,39 +120,53 @@ pub(crate) fn check(text: &str) -> Result<(), TooDeep> {
                 }
             }
             b')' | b']' | b'}' => close(&mut groups),
-            b';' if groups.len() == 1 => {
-                finish_rule(&mut groups, &mut rule_start)?;
+            b';' if groups.len() == 1 => finish_rule(&mut groups, &mut rule_start)?,
+            // Elements of a set, a record, an argument list or a scope are siblings.
+            b',' => {
+                if let Some(group) = groups.last_mut() {
+                    group.end_chains(OR);
+                }
             }
-            b'&' | b'|' | b'=' if next == Some(byte) => {
-                operator = true;
-                width = 2;
-            }
-            b'!' | b'<' | b'>' => {
-                operator = true;
+            b'|' if next == Some(b'|') => (operator, width) = (Some((OR, 1, true)), 2),
+            b'&' if next == Some(b'&') => (operator, width) = (Some((AND, 1, true)), 2),
+            b'=' if next == Some(b'=') => (operator, width) = (Some((RELATION, 1, true)), 2),
+            b'!' if next == Some(b'=') => (operator, width) = (Some((RELATION, 2, true)), 2),
+            b'<' | b'>' => {
+                operator = Some((RELATION, 1, true));
                 width = if next == Some(b'=') { 2 } else { 1 };
             }
-            b'+' | b'-' | b'*' | b'.' => operator = true,
+            b'+' => operator = Some((SUM, 1, true)),
+            // Binary or unary: counted at the looser level, ending no chain.
+            b'-' => operator = Some((SUM, 1, false)),
+            b'*' => operator = Some((PRODUCT, 1, true)),
+            b'!' | b'.' => operator = Some((UNARY, 1, false)),
             b if b.is_ascii_alphabetic() || b == b'_' => {
                 let start = i;
                 while bytes.get(i).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {
                     i += 1;
                 }
-                let word = text.get(start..i).unwrap_or_default();
                 rule_start.get_or_insert(start);
-                if OPERATOR_WORDS.contains(&word) {
-                    if let Some(group) = groups.last_mut() {
-                        group.operators += 1;
+                let found = match text.get(start..i).unwrap_or_default() {
+                    "in" | "is" | "like" => Some((RELATION, 1, true)),
+                    "has" => Some((RELATION, 2, true)),
+                    "if" | "when" | "unless" => {
+                        if let Some(group) = groups.last_mut() {
+                            group.wrapping += 1;
+                        }
+                        None
                     }
+                    _ => None,
+                };
+                if let (Some((level, count, binary)), Some(group)) = (found, groups.last_mut()) {
+                    group.operator(level, count, binary);
                 }
                 continue;
             }
             _ => {}
         }
-        if operator {
+        if let (Some((level, count, binary)), Some(group)) = (operator, groups.last_mut()) {
             rule_start.get_or_insert(i);
-            if let Some(group) = groups.last_mut() {
-                group.operators += 1;
-            }
+            group.operator(level, count, binary);
         }
         i += width;
     }
@@ -116,14 +177,14 @@ pub(crate) fn check(text: &str) -> Result<(), TooDeep> {
     finish_rule(&mut groups, &mut rule_start)
 }
 
-/// Closes the innermost bracket group (a stray closing bracket closes nothing): its depth
-/// bound becomes a candidate for its parent's deepest group.
+/// Closes the innermost bracket group (a stray closing bracket closes nothing): one level
+/// more than its depth bound is a candidate for its parent's deepest group.
 fn close(groups: &mut Vec<Group>) {
     if groups.len() < 2 {
         return;
     }
     if let Some(closed) = groups.pop() {
-        let depth = closed.operators + closed.deepest + 1;
+        let depth = closed.depth() + 1;
         if let Some(parent) = groups.last_mut() {
             parent.deepest = parent.deepest.max(depth);
         }
@@ -133,12 +194,12 @@ fn close(groups: &mut Vec<Group>) {
 /// Ends a rule at its `;`: checks its depth bound and starts the next rule afresh.
 fn finish_rule(groups: &mut [Group], rule_start: &mut Option<usize>) -> Result<(), TooDeep> {
     if let Some(top) = groups.first_mut() {
-        let depth = top.operators + top.deepest;
+        let depth = top.depth() + RULE_LEVELS;
         if depth > MAX_DEPTH {
             return Err((
                 rule_start.unwrap_or(0),
                 format!(
-                    "nested too deeply: this rule's expression is up to {depth} levels deep, at most \
+                    "nested too deeply: this rule's expression may be {depth} levels deep, at most \
                      {MAX_DEPTH} (split long chains of && or || into separate rules)"
                 ),
             ));
@@ -182,13 +243,15 @@ mod tests {
 
     #[test]
     fn a_long_chain_is_refused_at_the_start_of_its_rule() {
-        let ok = format!("// first\n{}", rule(&vec!["true"; 150].join(" && ")));
+        // 150 conditions: a chain of 149 `&&`, one `.` each, `when`, its braces, the rule.
+        let ok = format!("// first\n{}", rule(&vec!["context.installed"; 150].join(" && ")));
         assert_eq!(check(&ok), Ok(()));
-        let long = format!("{ok}\n{}", rule(&vec!["true"; 250].join(" || ")));
+        let long = format!("{ok}\n{}", rule(&vec!["principal.status != \"x\""; 200].join(" || ")));
         let (offset, message) = check(&long).err().unwrap_or_default();
         assert_eq!(long.get(offset..).map(|r| r.starts_with("permit")), Some(true));
         assert_eq!(long.get(..offset).map(|b| b.matches('\n').count()), Some(2));
-        assert!(message.contains("251 levels deep, at most 200"), "{message}");
+        // 199 `||`, then `!=` (two nodes) and `.` in an operand, `when`, braces, the rule.
+        assert!(message.contains("may be 208 levels deep, at most 200"), "{message}");
     }
 
     #[test]

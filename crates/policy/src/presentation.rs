@@ -52,7 +52,7 @@ pub(crate) enum CategoryView {
 
 /// What the engine shows Cedar for one compiled policy set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Presentation {
+pub struct Presentation {
     /// Show the real app id (else a placeholder).
     pub(crate) app: bool,
     /// Show the real group id (else a placeholder).
@@ -72,6 +72,35 @@ fn placeholder_group() -> GroupId {
 }
 
 impl Presentation {
+    /// Whether Cedar is shown the real app id (else a placeholder: no rule can tell apps apart).
+    pub fn shows_app_id(&self) -> bool {
+        self.app
+    }
+
+    /// Whether Cedar is shown the real group id (else a placeholder).
+    pub fn shows_group_id(&self) -> bool {
+        self.group
+    }
+
+    /// The constants the rules compare `installed_since` with, when it is shown as the
+    /// representative of its interval between them (none: no rule reads it); `None` when it
+    /// is shown as it is.
+    pub fn installed_since_constants(&self) -> Option<&[i64]> {
+        match &self.installed_since {
+            SinceView::Exact => None,
+            SinceView::Intervals(constants) => Some(constants),
+        }
+    }
+
+    /// How many category names and `like` patterns the rules use, when a category that equals
+    /// none and matches none is shown as one fixed string; `None` when it is shown as it is.
+    pub fn category_classes(&self) -> Option<(usize, usize)> {
+        match &self.category {
+            CategoryView::Exact => None,
+            CategoryView::Classes { names, patterns, .. } => Some((names.len(), patterns.len())),
+        }
+    }
+
     /// Everything shown as it is: what the engine does with a policy it does not understand.
     pub(crate) const EXACT: Presentation = Presentation {
         app: true,
@@ -596,6 +625,67 @@ mod tests {
         assert_eq!(representative(&[10], i64::MAX), 11);
         assert_eq!(representative(&[], 1_600_000_000), 0);
         assert_eq!(representative(&[], i64::MIN), 0);
+    }
+
+    fn shown(condition: &str) -> Presentation {
+        let text = format!("permit (principal, action, resource) when {{ {condition} }};");
+        crate::compile(1, &text).unwrap_or_else(|e| unreachable!("{text}: {e}")).presentation
+    }
+
+    #[test]
+    fn the_grandfathered_policy_reads_one_date_and_no_identity_however_it_is_spelled() {
+        let shipped = include_str!("../../../policies/groups-2018-grandfathered.cedar");
+        for text in [
+            shipped.to_string(),
+            shipped.replace("context.installed_since", r#"context["installed\u{5f}since"]"#),
+        ] {
+            let shown = crate::compile(1, &text).unwrap_or_else(|e| unreachable!("{e}")).presentation;
+            assert_eq!(shown.installed_since_constants(), Some(&[1_522_800_000][..]));
+            assert_eq!(shown.category_classes(), Some((0, 0)));
+            assert!(!shown.shows_app_id() && !shown.shows_group_id());
+        }
+    }
+
+    #[test]
+    fn comparisons_with_constants_are_classified_and_other_uses_are_not() {
+        let since = |c: &str| shown(c).installed_since_constants().map(<[i64]>::to_vec);
+        assert_eq!(
+            since("context.installed_since >= -(-5) && 7 != context.installed_since"),
+            Some(vec![5, 7])
+        );
+        assert_eq!(
+            since("[3, -9223372036854775808].contains(context.installed_since)"),
+            Some(vec![i64::MIN, 3])
+        );
+        assert_eq!(since("context has installed_since"), Some(vec![]));
+        for exact in [
+            "context.installed_since + 1 > 5",
+            "context.installed_since < context.installed_since",
+            "[5].containsAny([context.installed_since])",
+            "context == context",
+            "{a: context}.a.installed_since == 5",
+            "context.installed_since == -(-9223372036854775808)",
+        ] {
+            assert_eq!(since(exact), None, "{exact}");
+        }
+        let category = |c: &str| shown(c).category_classes();
+        assert_eq!(
+            category("principal.category == \"a\" || principal[\"category\"] like \"b*\""),
+            Some((1, 1))
+        );
+        assert_eq!(category("[\"a\", \"b\"].contains(principal.category)"), Some((2, 0)));
+        assert_eq!(category("principal.category == principal.status"), None);
+        // Every string matches `*`: no category can stand for the unnamed ones.
+        assert_eq!(category("principal.category like \"*\""), None);
+    }
+
+    #[test]
+    fn named_or_compared_entities_are_shown_as_they_are() {
+        assert!(shown("principal == Consentry::App::\"a\"").shows_app_id());
+        assert!(!shown("principal == Consentry::App::\"a\"").shows_group_id());
+        assert!(shown("resource in Consentry::Group::\"g\"").shows_group_id());
+        assert!(shown("[principal].contains(principal)").shows_app_id());
+        assert!(!shown("resource is Consentry::Member && principal is Consentry::App").shows_app_id());
     }
 
     fn pattern(text: &str) -> Pattern {
