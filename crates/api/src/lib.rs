@@ -3,6 +3,7 @@
 
 mod audits;
 mod cases;
+pub mod console;
 mod extract;
 mod groups;
 mod keys;
@@ -10,6 +11,7 @@ mod oauth;
 mod openapi;
 mod platform;
 mod problem;
+mod report;
 mod transparency;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 pub use audits::{parse_since, report_json, window};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
+pub use report::{manifest_csv, manifest_json, report_csv, report_html};
 pub use transparency::LedgerSink;
 
 /// Largest JSON body the platform API accepts.
@@ -40,17 +43,28 @@ pub struct ApiState {
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
     /// The ledger directory, for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// The ledger itself, for its counts (the console's overview and progress bars).
+    pub ledger: Option<Arc<consentry_ledger::Ledger>>,
+    /// The privacy team's console: its sessions and jobs.
+    pub console: Arc<console::Console>,
 }
 
 impl ApiState {
     pub fn new(service: Arc<Service>) -> ApiState {
-        ApiState { service, disclosures: None, ledger_dir: None }
+        ApiState { service, disclosures: None, ledger_dir: None, ledger: None, console: Arc::default() }
     }
 
     /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
     pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
         self.ledger_dir = Some(ledger.dir().to_path_buf());
+        self.ledger = Some(ledger.clone());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
+        self
+    }
+
+    /// The console with these session limits (tests: short expiries, few sessions).
+    pub fn with_console(mut self, console: console::Console) -> ApiState {
+        self.console = Arc::new(console);
         self
     }
 
@@ -166,6 +180,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .nest("/platform/v1", platform)
+        .nest("/console", console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))

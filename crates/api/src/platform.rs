@@ -439,7 +439,13 @@ pub async fn list_policies(
     OperatorAuth(op): OperatorAuth,
 ) -> Result<Json<Vec<PolicyBody>>, ApiError> {
     op.require(READERS)?;
-    let bodies = blocking(&state.service, |s| {
+    let bodies = blocking(&state.service, policy_bodies).await?;
+    Ok(Json(bodies))
+}
+
+/// Every policy version as the platform API lists it (the console shows the same).
+pub(crate) fn policy_bodies(s: &consentry_service::Service) -> Result<Vec<PolicyBody>, ApiError> {
+    {
         let store = s.store();
         let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
         let names: std::collections::HashMap<String, String> =
@@ -490,9 +496,7 @@ pub async fn list_policies(
             });
         }
         Ok(bodies)
-    })
-    .await?;
-    Ok(Json(bodies))
+    }
 }
 
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/activate", tag = "policies", request_body = ActivationInput,

@@ -84,8 +84,23 @@ pub async fn member_disclosures(
     let dir: PathBuf = state.ledger_dir.clone().ok_or_else(|| {
         ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", "this server keeps no ledger")
     })?;
-    let found = blocking(&state.service, move |_| {
-        let entries = Entries::open(&dir).map_err(|e| ApiError::internal(&e.to_string()))?;
+    let found =
+        blocking(&state.service, move |_| member_disclosures_page(&dir, &member, (from, to), after, limit))
+            .await?;
+    Ok(Json(found))
+}
+
+/// One page of what the ledger in `dir` says `member` was disclosed in, oldest first: records
+/// after `after` within the window, at most `limit`.
+pub(crate) fn member_disclosures_page(
+    dir: &std::path::Path,
+    member: &MemberId,
+    (from, to): (Option<Instant>, Option<Instant>),
+    after: u64,
+    limit: usize,
+) -> Result<MemberDisclosures, ApiError> {
+    {
+        let entries = Entries::open(dir).map_err(|e| ApiError::internal(&e.to_string()))?;
         let mut data = Vec::new();
         let mut more = false;
         for entry in entries {
@@ -120,7 +135,5 @@ pub async fn member_disclosures(
         }
         let next = more.then(|| data.last().map(|d: &MemberDisclosure| d.seq.to_string())).flatten();
         Ok(MemberDisclosures { data, paging: crate::groups::Paging { after: next } })
-    })
-    .await?;
-    Ok(Json(found))
+    }
 }

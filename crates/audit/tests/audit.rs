@@ -108,6 +108,7 @@ impl Store for StaleConsents {
         due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<consentry_store::Notification>>;
         record_delivery(&self, id: u64, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<()>;
         notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
+        retry_notification(&self, id: u64, at: Instant) -> StoreResult<()>;
         open_case(&self, d: &DeveloperId, m: &str, deadline: Instant, at: Instant) -> StoreResult<u64>;
         case(&self, id: u64) -> StoreResult<Option<consentry_store::Case>>;
         cases(&self) -> StoreResult<Vec<consentry_store::Case>>;

@@ -254,6 +254,11 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         .create_key_on_server("consentry demo", &user, "privacy-team", OperatorRole::PrivacyOfficer, None)
         .map_err(fail)?;
     dir.write_secret("privacy-officer.key", &format!("{}\n", officer.key))?;
+    // An auditor's key too, so every role of the console can be tried.
+    let auditor = sim
+        .create_key_on_server("consentry demo", &user, "audit-team", OperatorRole::Auditor, None)
+        .map_err(fail)?;
+    dir.write_secret("auditor.key", &format!("{}\n", auditor.key))?;
     let author = sim.authenticate_operator(&author.key).map_err(fail)?;
     let officer = sim.authenticate_operator(&officer.key).map_err(fail)?;
     println!(
@@ -507,7 +512,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     )?;
                     print!("{}", crate::audit::table(&report));
                     let html = dir.file("audit-2019-11-05.html");
-                    std::fs::write(&html, crate::audit::html(&report))
+                    std::fs::write(&html, consentry_api::report_html(&report))
                         .with_context(|| format!("cannot write {}", html.display()))?;
                     let manifests = crate::audit::write_manifests(&report, &dir.file("manifests"))?;
                     println!(
@@ -727,6 +732,8 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let credentials = registrations.get(best_app).cloned().context("the demo registered no app")?;
     let group = group_ids.get(best_group).cloned().context("the demo has no group")?;
     let key_file = dir.file(BOOTSTRAP_KEY_FILE);
+    let officer_file = dir.file("privacy-officer.key");
+    let auditor_file = dir.file("auditor.key");
     let after_story: Arc<dyn Fn(SocketAddr) + Send + Sync> = Arc::new(move |addr: SocketAddr| {
         let base = format!("http://{addr}");
         println!();
@@ -740,6 +747,14 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             key_file.display()
         );
         println!("  curl -s {base}/openapi.json");
+        println!();
+        println!("The privacy team's console: {base}/console");
+        println!(
+            "  sign in with a key: the privacy officer's is in {} (`cat` it); the operator's in {}, the auditor's in {}",
+            officer_file.display(),
+            key_file.display(),
+            auditor_file.display()
+        );
     });
     Ok(Story { dir, service, ledger, after_story })
 }

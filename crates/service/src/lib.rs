@@ -11,6 +11,8 @@ mod groups;
 mod keys;
 mod platform;
 mod secrets;
+mod sign_in;
+mod standing;
 mod webhook_target;
 
 use std::collections::HashMap;
@@ -26,6 +28,8 @@ pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequ
 pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
 pub use platform::RegisteredApp;
 pub use secrets::ServerKey;
+pub use sign_in::{ResumedSession, SessionLimits, SignInSessions, SignedIn};
+pub use standing::{RETRY_ROLES, STANDING_ROLES};
 pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 
 /// A fresh id for one request (64 random bits, hex).

@@ -1055,6 +1055,21 @@ impl Store for SqliteStore {
         })
     }
 
+    fn retry_notification(&self, id: u64, at: Instant) -> StoreResult<()> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE notifications SET status = 'pending', next_attempt_at = ?2 WHERE id = ?1 AND status = 'dead'",
+                )
+                .and_then(|mut s| s.execute(params![id as i64, at.millis()]))
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("dead notification {id}")));
+            }
+            Ok(())
+        })
+    }
+
     fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()> {
         self.write(|tx| {
             require(tx, "apps", "app", app.as_str())?;

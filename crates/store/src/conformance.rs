@@ -380,6 +380,37 @@ fn the_outbox_keeps_notifications_until_delivered_or_dead(store: &dyn Store) {
         all.iter().map(|n| n.status).collect::<Vec<_>>(),
         [DeliveryStatus::Dead, DeliveryStatus::Delivered]
     );
+    a_dead_letter_is_retried_only_when_asked(store, &dev, first, second);
+}
+
+/// A dead notification comes back only by `retry_notification`: pending and due at once, its
+/// attempts and last error kept; a delivered or pending one, or an unknown id, is `NotFound`.
+fn a_dead_letter_is_retried_only_when_asked(store: &dyn Store, dev: &DeveloperId, dead: u64, delivered: u64) {
+    use crate::DeliveryStatus;
+    assert_eq!(store.due_notifications(at(1_000), 10).map(|d| d.len()), Ok(0), "dead is never due");
+    for refused in [delivered, dead + delivered + 100] {
+        assert!(
+            matches!(store.retry_notification(refused, at(70)), Err(StoreError::NotFound(_))),
+            "only a dead notification can be retried ({refused})"
+        );
+    }
+    assert_eq!(store.retry_notification(dead, at(70)), Ok(()));
+    let due = store.due_notifications(at(70), 10).unwrap_or_default();
+    assert_eq!(
+        due.iter().map(|n| (n.id, n.status, n.attempts, n.last_error.clone())).collect::<Vec<_>>(),
+        [(dead, DeliveryStatus::Pending, 2, Some("500".to_string()))],
+        "due at once, attempts and last error kept"
+    );
+    assert!(
+        matches!(store.retry_notification(dead, at(71)), Err(StoreError::NotFound(_))),
+        "a pending notification is not retried twice"
+    );
+    assert_eq!(store.record_delivery(dead, DeliveryStatus::Delivered, at(72), None), Ok(()));
+    let all = store.notifications(dev).unwrap_or_default();
+    assert_eq!(
+        all.iter().map(|n| (n.status, n.attempts)).collect::<Vec<_>>(),
+        [(DeliveryStatus::Delivered, 3), (DeliveryStatus::Delivered, 1)]
+    );
 }
 
 fn cases_move_only_from_their_current_state(store: &dyn Store) {

@@ -290,6 +290,10 @@ pub trait Store: Send + Sync {
         error: Option<&str>,
     ) -> StoreResult<()>;
     fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>>;
+    /// Gives a dead notification another attempt: pending again, due at `at`, its attempts
+    /// and last error kept (so one more failure makes it dead again). `NotFound` unless it is
+    /// dead now.
+    fn retry_notification(&self, id: u64, at: Instant) -> StoreResult<()>;
 
     // Annual data-use checkups.
     /// Records that the developer re-certified the app's use of member data.
