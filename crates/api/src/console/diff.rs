@@ -77,15 +77,16 @@ pub(crate) fn lines(old: &str, new: &str) -> Option<Vec<DiffLine>> {
             out.push(line(Change::Same, x.copied().unwrap_or_default()));
             i += 1;
             j += 1;
-        } else if j < m
-            && (i == n
-                || lcs.get(i * width + j + 1).copied().unwrap_or(0) >= lcs.get((i + 1) * width + j).copied().unwrap_or(0))
+        } else if i < n
+            && (j == m
+                || lcs.get((i + 1) * width + j).copied().unwrap_or(0) >= lcs.get(i * width + j + 1).copied().unwrap_or(0))
         {
-            out.push(line(Change::Added, y.copied().unwrap_or_default()));
-            j += 1;
-        } else {
+            // Removals first, so a changed line reads as removed then added.
             out.push(line(Change::Removed, x.copied().unwrap_or_default()));
             i += 1;
+        } else {
+            out.push(line(Change::Added, y.copied().unwrap_or_default()));
+            j += 1;
         }
     }
     out.extend(a.iter().skip(a.len() - tail).map(|t| line(Change::Same, t)));
