@@ -5,7 +5,7 @@
 
 /// Colours distinguishable with common colour blindness, each at least 3:1 against white.
 pub(crate) const PALETTE: [&str; 9] =
-    ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#8a6d00", "#2b7bba", "#882255", "#444444", "#117733"];
+    ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#8a6d00", "#5e3c99", "#882255", "#444444", "#117733"];
 
 /// One rectangle of a bar.
 pub(crate) struct Segment {
@@ -57,7 +57,7 @@ impl BarChart {
     /// `columns` are (label, one value per series), drawn left to right.
     pub(crate) fn stacked(title: &str, series: Vec<String>, columns: Vec<(String, Vec<u64>)>) -> BarChart {
         let (width, height) = (880u32, 260u32);
-        let plot_width = f64::from(width) - LEFT - 8.0;
+        let plot_width = f64::from(width) - LEFT - 48.0;
         let plot_height = f64::from(height) - TOP - BOTTOM;
         let max = columns.iter().map(|(_, values)| values.iter().sum::<u64>()).max().unwrap_or(0).max(1);
         let step = plot_width / columns.len().max(1) as f64;
