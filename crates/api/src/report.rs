@@ -201,4 +201,3 @@ body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} table{{border-colla
         chart = chart(report),
     )
 }
-

@@ -62,7 +62,12 @@ fn hidden(body: &str, name: &str) -> String {
 }
 
 fn cookie_value(set_cookie: &str) -> String {
-    set_cookie.split(';').next().and_then(|p| p.split_once('=')).map(|(_, v)| v.to_string()).unwrap_or_default()
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|p| p.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
 }
 
 fn encode(fields: &[(&str, &str)]) -> String {
@@ -112,20 +117,34 @@ impl World {
         let store = Arc::new(ok(SqliteStore::in_memory()));
         let service =
             Arc::new(Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default()));
-        let operator = ok(service.bootstrap_operator_key("test", "tester")).map(|k| k.key).unwrap_or_default();
+        let operator =
+            ok(service.bootstrap_operator_key("test", "tester")).map(|k| k.key).unwrap_or_default();
         let key = |name: &str, role| ok(service.create_key_on_server("test", "tester", name, role, None)).key;
         let officer = key("olga", OperatorRole::PrivacyOfficer);
         let second_officer = key("pia", OperatorRole::PrivacyOfficer);
         let auditor = key("aud", OperatorRole::Auditor);
         let group = ok(GroupId::parse("hikers"));
         ok(service.put_group(&group, "Hikers"));
-        for (id, role) in [("ann", consentry_types::Role::Admin), ("bob", consentry_types::Role::Member), ("cat", consentry_types::Role::Member)] {
+        for (id, role) in [
+            ("ann", consentry_types::Role::Admin),
+            ("bob", consentry_types::Role::Member),
+            ("cat", consentry_types::Role::Member),
+        ] {
             let member = ok(MemberId::parse(id));
-            ok(service.put_member(&member, &format!("{id} <b>name</b>"), &format!("https://pics.example/{id}.jpg")));
+            ok(service.put_member(
+                &member,
+                &format!("{id} <b>name</b>"),
+                &format!("https://pics.example/{id}.jpg"),
+            ));
             ok(service.set_membership(&group, &member, Some(role)));
         }
         let developer = ok(DeveloperId::parse("acme"));
-        ok(service.put_developer(&developer, QUOTED_DEVELOPER, "privacy@acme.example", "https://acme.example/hook"));
+        ok(service.put_developer(
+            &developer,
+            QUOTED_DEVELOPER,
+            "privacy@acme.example",
+            "https://acme.example/hook",
+        ));
         let registered = ok(service.register_app(&developer, "Scheduler", "social_media_management"));
         let hostile = ok(service.register_app(&developer, HOSTILE_APP, "analytics"));
         let ann = ok(MemberId::parse("ann"));
@@ -139,7 +158,8 @@ impl World {
         let ledger = Arc::new(ok(Ledger::open(&ledger_dir, LedgerOptions::default())));
         let state = ApiState::new(service.clone()).with_ledger(ledger).with_console(Console::new(limits));
         let router = app(state.clone());
-        let token = ok(service.issue_token(&registered.app.client_id, &registered.client_secret)).access_token;
+        let token =
+            ok(service.issue_token(&registered.app.client_id, &registered.client_secret)).access_token;
         let world = World {
             router,
             service,
@@ -155,7 +175,14 @@ impl World {
             token,
         };
         world.clock.advance_secs(600);
-        let read = world.raw(Method::GET, "/v1/groups/hikers/members?fields=name,picture", &[(header::AUTHORIZATION.as_str(), &format!("Bearer {}", world.token))], "").await;
+        let read = world
+            .raw(
+                Method::GET,
+                "/v1/groups/hikers/members?fields=name,picture",
+                &[(header::AUTHORIZATION.as_str(), &format!("Bearer {}", world.token))],
+                "",
+            )
+            .await;
         assert_eq!(read.status, StatusCode::OK, "{}", read.body);
         world.clock.advance_secs(3600);
         world
@@ -184,7 +211,9 @@ impl World {
         let mut headers: Vec<(&str, &str)> =
             vec![("content-type", "application/x-www-form-urlencoded"), ("cookie", &cookie)];
         headers.extend_from_slice(extra);
-        let reply = self.raw(Method::POST, "/console/sign-in", &headers, &encode(&[("key", key), ("token", &token)])).await;
+        let reply = self
+            .raw(Method::POST, "/console/sign-in", &headers, &encode(&[("key", key), ("token", &token)]))
+            .await;
         let session = reply.cookie(SESSION_COOKIE).map(|c| cookie_value(&c)).filter(|v| !v.is_empty());
         let Some(cookie) = session else { return (reply, None) };
         let mut signed = Session { cookie, csrf: String::new() };
@@ -245,9 +274,15 @@ const PAGES: [(&str, &[OperatorRole]); 9] = [
     ("/console/audits", &[OperatorRole::PrivacyOfficer, OperatorRole::Auditor]),
     ("/console/remediation", &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor]),
     ("/console/apps", &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor]),
-    ("/console/members?member=bob", &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor]),
+    (
+        "/console/members?member=bob",
+        &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor],
+    ),
     ("/console/members", &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor]),
-    ("/console/remediation?done=retried&n=3", &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor]),
+    (
+        "/console/remediation?done=retried&n=3",
+        &[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor],
+    ),
 ];
 
 /// What a page may never contain: script other than the console's own file, inline styles or
@@ -280,12 +315,24 @@ async fn signing_in_sets_a_strict_http_only_session_cookie_kept_only_as_a_hash()
     assert!(!sessions.stores_in_clear(&session.cookie), "the id is kept only as a hash");
     // Behind a proxy that terminates TLS and says so, the cookie is Secure.
     let (proxied, _) = world.sign_in_with(&world.officer, &[("x-forwarded-proto", "https")]).await;
-    assert!(proxied.cookie(SESSION_COOKIE).is_some_and(|c| c.contains("; Secure")), "{:?}", proxied.cookies());
-    assert!(proxied.cookie(SIGN_IN_COOKIE).is_some_and(|c| c.contains("Max-Age=0")), "the form's cookie is cleared");
+    assert!(
+        proxied.cookie(SESSION_COOKIE).is_some_and(|c| c.contains("; Secure")),
+        "{:?}",
+        proxied.cookies()
+    );
+    assert!(
+        proxied.cookie(SIGN_IN_COOKIE).is_some_and(|c| c.contains("Max-Age=0")),
+        "the form's cookie is cleared"
+    );
     // Every console response carries the CSP; no page has inline script.
     let overview = world.get(&session, "/console/overview").await;
-    assert_eq!(overview.headers.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()), Some(CONTENT_SECURITY_POLICY));
-    assert!(CONTENT_SECURITY_POLICY.contains("script-src 'self'") && !CONTENT_SECURITY_POLICY.contains("unsafe"));
+    assert_eq!(
+        overview.headers.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()),
+        Some(CONTENT_SECURITY_POLICY)
+    );
+    assert!(
+        CONTENT_SECURITY_POLICY.contains("script-src 'self'") && !CONTENT_SECURITY_POLICY.contains("unsafe")
+    );
     assert_eq!(overview.headers.get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
     assert_eq!(overview.headers.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
 }
@@ -295,18 +342,46 @@ async fn sign_in_refuses_a_bad_key_and_a_form_from_elsewhere() {
     let world = World::new(SessionLimits::default()).await;
     let (reply, session) = world.sign_in_with("csk_nothing_here", &[]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    assert!(session.is_none() && reply.body.contains("Not signed in: the API key is not valid"), "{}", reply.body);
+    assert!(
+        session.is_none() && reply.body.contains("Not signed in: the API key is not valid"),
+        "{}",
+        reply.body
+    );
     // The form's token must come back in its cookie: a form posted from another site has no cookie.
     let fields = encode(&[("key", world.officer.as_str()), ("token", "abc")]);
-    let forged = world.raw(Method::POST, "/console/sign-in", &[("content-type", "application/x-www-form-urlencoded")], &fields).await;
+    let forged = world
+        .raw(
+            Method::POST,
+            "/console/sign-in",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            &fields,
+        )
+        .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     assert!(forged.cookie(SESSION_COOKIE).is_none());
     let mismatched = world
-        .raw(Method::POST, "/console/sign-in", &[("content-type", "application/x-www-form-urlencoded"), ("cookie", &format!("{SIGN_IN_COOKIE}=abd"))], &fields)
+        .raw(
+            Method::POST,
+            "/console/sign-in",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &format!("{SIGN_IN_COOKIE}=abd")),
+            ],
+            &fields,
+        )
         .await;
     assert_eq!(mismatched.status, StatusCode::FORBIDDEN);
     let cross_site = world
-        .raw(Method::POST, "/console/sign-in", &[("content-type", "application/x-www-form-urlencoded"), ("cookie", &format!("{SIGN_IN_COOKIE}=abc")), ("sec-fetch-site", "cross-site")], &fields)
+        .raw(
+            Method::POST,
+            "/console/sign-in",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &format!("{SIGN_IN_COOKIE}=abc")),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            &fields,
+        )
         .await;
     assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
     assert_eq!(world.state.console.sessions().count(), 0, "no refusal made a session");
@@ -314,7 +389,11 @@ async fn sign_in_refuses_a_bad_key_and_a_form_from_elsewhere() {
     let auditor = ok(world.service.authenticate_operator(&world.auditor));
     ok(world.service.revoke_operator_key(&auditor, &auditor.key_id));
     let (revoked, session) = world.sign_in_with(&world.auditor, &[]).await;
-    assert!(revoked.status == StatusCode::UNAUTHORIZED && session.is_none() && revoked.body.contains("revoked"), "{}", revoked.body);
+    assert!(
+        revoked.status == StatusCode::UNAUTHORIZED && session.is_none() && revoked.body.contains("revoked"),
+        "{}",
+        revoked.body
+    );
 }
 
 #[tokio::test]
@@ -323,16 +402,29 @@ async fn without_a_session_no_page_shows_data_and_no_action_runs() {
     let nobody = Session { cookie: "forged-session-id".into(), csrf: "x".into() };
     for (uri, _) in PAGES {
         let anonymous = world.raw(Method::GET, uri, &[], "").await;
-        assert_eq!((anonymous.status, anonymous.location()), (StatusCode::SEE_OTHER, "/console/sign-in"), "{uri}");
+        assert_eq!(
+            (anonymous.status, anonymous.location()),
+            (StatusCode::SEE_OTHER, "/console/sign-in"),
+            "{uri}"
+        );
         let forged = world.get(&nobody, uri).await;
         assert_eq!((forged.status, forged.location()), (StatusCode::SEE_OTHER, "/console/sign-in"), "{uri}");
     }
     let app = world.app.to_string();
-    for uri in ["/console/policies/1/approve", &format!("/console/apps/{app}/revoke"), "/console/deliveries/1/retry", "/console/audits", "/console/sign-out"] {
+    for uri in [
+        "/console/policies/1/approve",
+        &format!("/console/apps/{app}/revoke"),
+        "/console/deliveries/1/retry",
+        "/console/audits",
+        "/console/sign-out",
+    ] {
         let reply = world.post(&nobody, uri, &[("reason", "x")]).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}: {}", reply.body);
     }
-    assert_eq!(ok(world.service.store().app(&world.app)).map(|a| a.status), Some(consentry_types::AppStatus::Active));
+    assert_eq!(
+        ok(world.service.store().app(&world.app)).map(|a| a.status),
+        Some(consentry_types::AppStatus::Active)
+    );
 }
 
 #[tokio::test]
@@ -355,7 +447,11 @@ async fn each_role_sees_its_pages_and_is_refused_the_others() {
             }
         }
         let overview = world.get(&session, "/console/overview").await.body;
-        assert_eq!(overview.contains("href=\"/console/audits\""), role != OperatorRole::Operator, "{role:?}: audits offered only to who may run them");
+        assert_eq!(
+            overview.contains("href=\"/console/audits\""),
+            role != OperatorRole::Operator,
+            "{role:?}: audits offered only to who may run them"
+        );
         assert!(overview.contains(&format!("id=\"signed-in-role\">{}<", role.as_str())));
     }
 }
@@ -363,7 +459,9 @@ async fn each_role_sees_its_pages_and_is_refused_the_others() {
 #[tokio::test]
 async fn what_a_role_may_not_do_is_not_offered_and_refused_if_tried() {
     let world = World::new(SessionLimits::default()).await;
-    let draft = ok(world.service.submit_policy(GROUPS_2018, &ok(world.service.authenticate_operator(&world.operator))));
+    let draft = ok(world
+        .service
+        .submit_policy(GROUPS_2018, &ok(world.service.authenticate_operator(&world.operator))));
     let app = world.app.to_string();
     let auditor = world.sign_in(&world.auditor).await;
     let page = world.get(&auditor, &format!("/console/policies/{draft}")).await.body;
@@ -371,7 +469,10 @@ async fn what_a_role_may_not_do_is_not_offered_and_refused_if_tried() {
         assert!(!page.contains(action), "an auditor is offered {action}");
     }
     let app_page = world.get(&auditor, &format!("/console/apps/{app}")).await.body;
-    assert!(!app_page.contains("/revoke\"") && !app_page.contains("/suspend\""), "an auditor is offered standing actions");
+    assert!(
+        !app_page.contains("/revoke\"") && !app_page.contains("/suspend\""),
+        "an auditor is offered standing actions"
+    );
     let remediation = world.get(&auditor, "/console/remediation").await.body;
     assert!(!remediation.contains("/retry\""));
     for (uri, fields) in [
@@ -388,36 +489,64 @@ async fn what_a_role_may_not_do_is_not_offered_and_refused_if_tried() {
     // An operator may not approve, nor run audits.
     let operator = world.sign_in(&world.operator).await;
     assert!(!world.get(&operator, &format!("/console/policies/{draft}")).await.body.contains("/approve\""));
-    assert_eq!(world.post(&operator, &format!("/console/policies/{draft}/approve"), &[]).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(world.post(&operator, "/console/audits", &[("policy", "active"), ("since", "1d")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        world.post(&operator, &format!("/console/policies/{draft}/approve"), &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        world.post(&operator, "/console/audits", &[("policy", "active"), ("since", "1d")]).await.status,
+        StatusCode::FORBIDDEN
+    );
     assert!(ok(world.service.store().policy_approvals(draft)).is_empty(), "nothing was approved");
-    assert_eq!(ok(world.service.store().app(&world.app)).map(|a| a.status), Some(consentry_types::AppStatus::Active));
+    assert_eq!(
+        ok(world.service.store().app(&world.app)).map(|a| a.status),
+        Some(consentry_types::AppStatus::Active)
+    );
 }
 
 #[tokio::test]
 async fn a_form_without_the_sessions_csrf_token_or_from_another_site_is_refused() {
     let world = World::new(SessionLimits::default()).await;
-    let draft = ok(world.service.submit_policy(GROUPS_2018, &ok(world.service.authenticate_operator(&world.operator))));
+    let draft = ok(world
+        .service
+        .submit_policy(GROUPS_2018, &ok(world.service.authenticate_operator(&world.operator))));
     let officer = world.sign_in(&world.officer).await;
     let other = world.sign_in(&world.second_officer).await;
     let uri = format!("/console/policies/{draft}/approve");
-    for body in [String::new(), "csrf=".to_string(), "csrf=wrong".to_string(), format!("csrf={}", other.csrf)] {
+    for body in [String::new(), "csrf=".to_string(), "csrf=wrong".to_string(), format!("csrf={}", other.csrf)]
+    {
         let reply = world.post_raw(&officer, &uri, &body, &[]).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{body}: {}", reply.body);
         assert!(reply.body.contains("CSRF token does not match"), "{}", reply.body);
     }
-    let cross_site = world.post_raw(&officer, &uri, &format!("csrf={}", officer.csrf), &[("sec-fetch-site", "cross-site")]).await;
+    let cross_site = world
+        .post_raw(&officer, &uri, &format!("csrf={}", officer.csrf), &[("sec-fetch-site", "cross-site")])
+        .await;
     assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
     let wrong_type = world
-        .raw(Method::POST, &uri, &[("content-type", "application/json"), ("cookie", &format!("{SESSION_COOKIE}={}", officer.cookie))], "{}")
+        .raw(
+            Method::POST,
+            &uri,
+            &[
+                ("content-type", "application/json"),
+                ("cookie", &format!("{SESSION_COOKIE}={}", officer.cookie)),
+            ],
+            "{}",
+        )
         .await;
     assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let unknown_field = world.post(&officer, &uri, &[("version", "9")]).await;
     assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
-    assert!(ok(world.service.store().policy_approvals(draft)).is_empty(), "no refused form approved anything");
+    assert!(
+        ok(world.service.store().policy_approvals(draft)).is_empty(),
+        "no refused form approved anything"
+    );
     // The same form with the token of this session goes through.
     let approved = world.post(&officer, &uri, &[]).await;
-    assert_eq!((approved.status, approved.location()), (StatusCode::SEE_OTHER, format!("/console/policies/{draft}?done=approved&n={draft}").as_str()));
+    assert_eq!(
+        (approved.status, approved.location()),
+        (StatusCode::SEE_OTHER, format!("/console/policies/{draft}?done=approved&n={draft}").as_str())
+    );
 }
 
 #[tokio::test]
@@ -430,7 +559,11 @@ async fn signing_out_ends_the_session_on_the_server() {
     assert_eq!((out.status, out.location()), (StatusCode::SEE_OTHER, "/console/sign-in"));
     assert!(out.cookie(SESSION_COOKIE).is_some_and(|c| c.contains("Max-Age=0")));
     let again = world.get(&session, "/console/overview").await;
-    assert_eq!((again.status, again.location()), (StatusCode::SEE_OTHER, "/console/sign-in"), "the old cookie no longer works");
+    assert_eq!(
+        (again.status, again.location()),
+        (StatusCode::SEE_OTHER, "/console/sign-in"),
+        "the old cookie no longer works"
+    );
     assert_eq!(world.get(&kept, "/console/overview").await.status, StatusCode::OK, "only that session ended");
     assert_eq!(world.state.console.sessions().count(), 1);
 }
@@ -449,7 +582,9 @@ async fn a_revoked_or_expired_key_ends_its_sessions_at_the_next_request() {
     assert_eq!(action.status, StatusCode::UNAUTHORIZED);
     assert_eq!(world.state.console.sessions().count(), 0, "the revoked key's sessions are gone");
     // A key that expires: its session ends when it does, even in the middle of the session.
-    let short = ok(world.service.create_key_on_server("test", "tester", "brief", OperatorRole::Auditor, Some(1800))).key;
+    let short =
+        ok(world.service.create_key_on_server("test", "tester", "brief", OperatorRole::Auditor, Some(1800)))
+            .key;
     let brief = world.sign_in(&short).await;
     world.clock.advance_secs(1000);
     assert_eq!(world.get(&brief, "/console/overview").await.status, StatusCode::OK);
@@ -464,10 +599,18 @@ async fn sessions_end_when_idle_or_old_and_are_bounded_in_number() {
     let session = world.sign_in(&world.officer).await;
     for _ in 0..5 {
         world.clock.advance_secs(599);
-        assert_eq!(world.get(&session, "/console/overview").await.status, StatusCode::OK, "used within the idle time");
+        assert_eq!(
+            world.get(&session, "/console/overview").await.status,
+            StatusCode::OK,
+            "used within the idle time"
+        );
     }
     world.clock.advance_secs(700);
-    assert_eq!(world.get(&session, "/console/overview").await.status, StatusCode::SEE_OTHER, "past the absolute lifetime");
+    assert_eq!(
+        world.get(&session, "/console/overview").await.status,
+        StatusCode::SEE_OTHER,
+        "past the absolute lifetime"
+    );
     let idle = world.sign_in(&world.officer).await;
     world.clock.advance_secs(601);
     assert_eq!(world.get(&idle, "/console/overview").await.status, StatusCode::SEE_OTHER, "idle too long");
@@ -477,7 +620,11 @@ async fn sessions_end_when_idle_or_old_and_are_bounded_in_number() {
     let second = world.sign_in(&world.officer).await;
     world.clock.advance_secs(1);
     let third = world.sign_in(&world.officer).await;
-    assert_eq!(world.get(&first, "/console/overview").await.status, StatusCode::SEE_OTHER, "a key keeps at most 2");
+    assert_eq!(
+        world.get(&first, "/console/overview").await.status,
+        StatusCode::SEE_OTHER,
+        "a key keeps at most 2"
+    );
     assert_eq!(world.get(&second, "/console/overview").await.status, StatusCode::OK);
     world.clock.advance_secs(1);
     assert_eq!(world.get(&third, "/console/overview").await.status, StatusCode::OK);
@@ -486,7 +633,11 @@ async fn sessions_end_when_idle_or_old_and_are_bounded_in_number() {
     world.clock.advance_secs(1);
     let _operator = world.sign_in(&world.operator).await;
     assert!(world.state.console.sessions().count() <= 3);
-    assert_eq!(world.get(&second, "/console/overview").await.status, StatusCode::SEE_OTHER, "the least recently used went");
+    assert_eq!(
+        world.get(&second, "/console/overview").await.status,
+        StatusCode::SEE_OTHER,
+        "the least recently used went"
+    );
 }
 
 #[tokio::test]
@@ -498,7 +649,13 @@ async fn every_value_is_escaped() {
     let submitted = world.post(&officer, "/console/policies", &[("text", &hostile_policy)]).await;
     assert_eq!(submitted.status, StatusCode::SEE_OTHER, "{}", submitted.body);
     let hostile = world.hostile_app.to_string();
-    for uri in ["/console/apps".to_string(), format!("/console/apps/{hostile}"), format!("/console/policies/{}", 2), "/console/members?member=bob".to_string(), "/console/overview".to_string()] {
+    for uri in [
+        "/console/apps".to_string(),
+        format!("/console/apps/{hostile}"),
+        format!("/console/policies/{}", 2),
+        "/console/members?member=bob".to_string(),
+        "/console/overview".to_string(),
+    ] {
         let page = world.get(&officer, &uri).await;
         assert_eq!(page.status, StatusCode::OK, "{uri}");
         assert!(!page.body.contains("<script>alert"), "{uri} carries a live script");
@@ -524,8 +681,14 @@ async fn the_two_person_rule_holds_in_the_console() {
     let submitted = world.post(&author, "/console/policies", &[("text", GROUPS_2018)]).await;
     assert_eq!(submitted.location(), "/console/policies/2?done=submitted&n=2");
     let page = world.get(&author, "/console/policies/2").await.body;
-    assert!(page.contains("id=\"approve-refused\"") && !page.contains("id=\"approve\""), "the author is not offered approval");
-    assert!(page.contains("id=\"diff\"") && page.contains("class=\"added\""), "the draft is shown as a diff against the active version");
+    assert!(
+        page.contains("id=\"approve-refused\"") && !page.contains("id=\"approve\""),
+        "the author is not offered approval"
+    );
+    assert!(
+        page.contains("id=\"diff\"") && page.contains("class=\"added\""),
+        "the draft is shown as a diff against the active version"
+    );
     assert!(page.contains("id=\"proofs\"") && page.contains("No proofs recorded for this version."));
     let refused = world.post(&author, "/console/policies/2/approve", &[]).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
@@ -543,14 +706,24 @@ async fn the_two_person_rule_holds_in_the_console() {
     assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
     let preview = world.post(&second, "/console/policies/2/preview", &[("since", "30d")]).await;
     assert_eq!(preview.status, StatusCode::SEE_OTHER, "{}", preview.body);
-    let activated = world.post(&operator, "/console/policies/2/activate", &[("reason", "April 2018 rules")]).await;
+    let activated =
+        world.post(&operator, "/console/policies/2/activate", &[("reason", "April 2018 rules")]).await;
     assert_eq!(activated.status, StatusCode::SEE_OTHER, "{}", activated.body);
     assert_eq!(ok(world.service.store().active_policy()).map(|p| p.version), Some(2));
     let shown = world.get(&second, "/console/policies/2?done=activated&n=2").await.body;
-    assert!(shown.contains("Policy version 2 is now the active policy.") && shown.contains("April 2018 rules"));
+    assert!(
+        shown.contains("Policy version 2 is now the active policy.") && shown.contains("April 2018 rules")
+    );
     assert!(shown.contains("disclosures in the window would have been denied"), "the kept preview is shown");
     // What the API lists is what the console did.
-    let listed = world.raw(Method::GET, "/platform/v1/policies", &[("authorization", &format!("Bearer {}", world.operator))], "").await;
+    let listed = world
+        .raw(
+            Method::GET,
+            "/platform/v1/policies",
+            &[("authorization", &format!("Bearer {}", world.operator))],
+            "",
+        )
+        .await;
     let listed: Value = serde_json::from_str(&listed.body).unwrap_or_default();
     assert_eq!(listed[1]["approvals"][0]["counts"], json!(true));
     assert_eq!(listed[1]["activations"][0]["reason"], json!("April 2018 rules"));
@@ -563,29 +736,58 @@ async fn a_banned_app_stays_banned_and_its_developer_is_told_why() {
     let app = world.app.to_string();
     let missing = world.post(&officer, &format!("/console/apps/{app}/revoke"), &[("reason", "  ")]).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST, "a reason is required");
-    let suspended = world.post(&officer, &format!("/console/apps/{app}/suspend"), &[("reason", "data use \"under review\"")]).await;
+    let suspended = world
+        .post(&officer, &format!("/console/apps/{app}/suspend"), &[("reason", "data use \"under review\"")])
+        .await;
     assert_eq!(suspended.status, StatusCode::SEE_OTHER, "{}", suspended.body);
-    let revoked = world.post(&officer, &format!("/console/apps/{app}/revoke"), &[("reason", "kept reading after the change")]).await;
-    assert_eq!((revoked.status, revoked.location()), (StatusCode::SEE_OTHER, format!("/console/apps/{app}?done=revoked&n=1").as_str()));
+    let revoked = world
+        .post(
+            &officer,
+            &format!("/console/apps/{app}/revoke"),
+            &[("reason", "kept reading after the change")],
+        )
+        .await;
+    assert_eq!(
+        (revoked.status, revoked.location()),
+        (StatusCode::SEE_OTHER, format!("/console/apps/{app}?done=revoked&n=1").as_str())
+    );
     let page = world.get(&officer, revoked.location()).await.body;
     assert!(page.contains("id=\"app-status\">banned<") && page.contains("id=\"banned-note\""));
-    assert!(!page.contains("id=\"suspend\"") && !page.contains("id=\"reinstate\"") && !page.contains("id=\"revoke\""));
-    assert!(page.contains("kept reading after the change") && page.contains("data use &#34;under review&#34;"), "{page}");
+    assert!(
+        !page.contains("id=\"suspend\"")
+            && !page.contains("id=\"reinstate\"")
+            && !page.contains("id=\"revoke\"")
+    );
+    assert!(
+        page.contains("kept reading after the change") && page.contains("data use &#34;under review&#34;"),
+        "{page}"
+    );
     for action in ["reinstate", "suspend"] {
-        let reply = world.post(&officer, &format!("/console/apps/{app}/{action}"), &[("reason", "try")]).await;
+        let reply =
+            world.post(&officer, &format!("/console/apps/{app}/{action}"), &[("reason", "try")]).await;
         assert_eq!(reply.status, StatusCode::CONFLICT, "{action}: {}", reply.body);
         assert!(reply.body.contains("banned app stays banned"));
     }
-    assert_eq!(ok(world.service.store().app(&world.app)).map(|a| a.status), Some(consentry_types::AppStatus::Banned));
+    assert_eq!(
+        ok(world.service.store().app(&world.app)).map(|a| a.status),
+        Some(consentry_types::AppStatus::Banned)
+    );
     // The token died with it; the developer was told, with the reason, as valid JSON.
-    let read = world.raw(Method::GET, "/v1/groups/hikers", &[("authorization", &format!("Bearer {}", world.token))], "").await;
+    let read = world
+        .raw(Method::GET, "/v1/groups/hikers", &[("authorization", &format!("Bearer {}", world.token))], "")
+        .await;
     assert_eq!(read.status, StatusCode::UNAUTHORIZED);
     let told = ok(world.service.store().notifications(&ok(DeveloperId::parse("acme"))));
-    let revoked_event = told.iter().find(|n| n.event == "access.revoked").map(|n| n.payload.clone()).unwrap_or_default();
+    let revoked_event =
+        told.iter().find(|n| n.event == "access.revoked").map(|n| n.payload.clone()).unwrap_or_default();
     let payload: Value = serde_json::from_str(&revoked_event).unwrap_or_default();
     assert_eq!(payload["reason"], json!("kept reading after the change"), "{revoked_event}");
-    let suspended_event = told.iter().find(|n| n.event == "app.suspended").map(|n| n.payload.clone()).unwrap_or_default();
-    assert_eq!(serde_json::from_str::<Value>(&suspended_event).unwrap_or_default()["reason"], json!("data use \"under review\""));
+    let suspended_event =
+        told.iter().find(|n| n.event == "app.suspended").map(|n| n.payload.clone()).unwrap_or_default();
+    assert_eq!(
+        serde_json::from_str::<Value>(&suspended_event).unwrap_or_default()["reason"],
+        json!("data use \"under review\"")
+    );
 }
 
 #[tokio::test]
@@ -596,7 +798,10 @@ async fn a_dead_delivery_is_retried_once_from_the_console() {
     let now = world.service.now();
     let due = ok(store.due_notifications(now, 100));
     let dead = due.first().map(|n| n.id).unwrap_or_default();
-    assert!(ok(store.retry_notification(dead, now).map(|_| false).or_else(|_| Ok::<bool, String>(true))), "a pending one is not retried");
+    assert!(
+        ok(store.retry_notification(dead, now).map(|_| false).or_else(|_| Ok::<bool, String>(true))),
+        "a pending one is not retried"
+    );
     // Its last allowed attempt failed.
     ok(store.record_delivery(dead, DeliveryStatus::Dead, now, Some("http_5xx 503")));
     let operator = world.sign_in(&world.operator).await;
@@ -604,12 +809,21 @@ async fn a_dead_delivery_is_retried_once_from_the_console() {
     assert!(page.contains(&format!("id=\"retry-{dead}\"")), "a retry button for the dead delivery");
     assert!(page.contains("http_5xx 503"));
     let retried = world.post(&operator, &format!("/console/deliveries/{dead}/retry"), &[]).await;
-    assert_eq!((retried.status, retried.location()), (StatusCode::SEE_OTHER, format!("/console/remediation?done=retried&n={dead}").as_str()));
+    assert_eq!(
+        (retried.status, retried.location()),
+        (StatusCode::SEE_OTHER, format!("/console/remediation?done=retried&n={dead}").as_str())
+    );
     let after = ok(store.notifications(&developer)).into_iter().find(|n| n.id == dead);
-    assert_eq!(after.as_ref().map(|n| (n.status, n.attempts)), Some((DeliveryStatus::Pending, 1)), "pending again, attempts kept");
+    assert_eq!(
+        after.as_ref().map(|n| (n.status, n.attempts)),
+        Some((DeliveryStatus::Pending, 1)),
+        "pending again, attempts kept"
+    );
     assert!(ok(store.due_notifications(world.service.now(), 100)).iter().any(|n| n.id == dead), "due now");
     let page = world.get(&operator, "/console/remediation?done=retried&n=1").await.body;
-    assert!(!page.contains(&format!("id=\"retry-{dead}\"")) && page.contains(&format!("id=\"delivery-{dead}\"")));
+    assert!(
+        !page.contains(&format!("id=\"retry-{dead}\"")) && page.contains(&format!("id=\"delivery-{dead}\""))
+    );
     let twice = world.post(&operator, &format!("/console/deliveries/{dead}/retry"), &[]).await;
     assert_eq!(twice.status, StatusCode::CONFLICT, "only a dead delivery is retried: {}", twice.body);
 }
@@ -621,7 +835,17 @@ async fn an_audit_from_the_console_equals_the_platform_api_audit() {
     let world = World::new(SessionLimits::default()).await;
     let auditor = world.sign_in(&world.auditor).await;
     let started = world
-        .post(&auditor, "/console/audits", &[("policy", "draft"), ("draft", GROUPS_2018), ("from", "2019-12-01"), ("to", "2020-02-01"), ("since", "60d")])
+        .post(
+            &auditor,
+            "/console/audits",
+            &[
+                ("policy", "draft"),
+                ("draft", GROUPS_2018),
+                ("from", "2019-12-01"),
+                ("to", "2020-02-01"),
+                ("since", "60d"),
+            ],
+        )
         .await;
     assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
     let job = started.location().to_string();
@@ -637,7 +861,11 @@ async fn an_audit_from_the_console_equals_the_platform_api_audit() {
         .await;
     let api: Value = serde_json::from_str(&api.body).unwrap_or_default();
     let shown = |id: &str| {
-        page.body.split(&format!("id=\"{id}\">")).nth(1).and_then(|r| r.split('<').next()).and_then(|n| n.parse::<u64>().ok())
+        page.body
+            .split(&format!("id=\"{id}\">"))
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .and_then(|n| n.parse::<u64>().ok())
     };
     for (id, key) in [
         ("developers-could", "developers_could"),
@@ -649,31 +877,67 @@ async fn an_audit_from_the_console_equals_the_platform_api_audit() {
     ] {
         assert_eq!(shown(id), api["summary"][key].as_u64(), "{id}");
     }
-    assert_eq!(api["summary"]["violating_disclosures"], json!(4), "ann's and cat's name and picture were read without opt-in: {api}");
+    assert_eq!(
+        api["summary"]["violating_disclosures"],
+        json!(4),
+        "ann's and cat's name and picture were read without opt-in: {api}"
+    );
     assert!(page.body.contains("id=\"did\"") && page.body.contains("id=\"violations-per-day\""));
     let csv = world.get(&auditor, &format!("{job}/report.csv")).await;
-    assert_eq!(csv.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), Some("text/csv; charset=utf-8"));
-    assert!(csv.body.starts_with("answer,app,developer") && csv.body.contains(&format!("\ndid,{},acme,", world.app)), "{}", csv.body);
+    assert_eq!(
+        csv.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        Some("text/csv; charset=utf-8")
+    );
+    assert!(
+        csv.body.starts_with("answer,app,developer")
+            && csv.body.contains(&format!("\ndid,{},acme,", world.app)),
+        "{}",
+        csv.body
+    );
     let manifest = world.get(&auditor, &format!("{job}/manifests/acme.json")).await;
     let manifest: Value = serde_json::from_str(&manifest.body).unwrap_or_default();
     assert_eq!(manifest["apps"], api["deletion_manifests"]["acme"], "the manifest is the API's");
     let html = world.get(&auditor, &format!("{job}/report.html")).await;
     assert!(html.body.contains("<svg") && html.headers.get(header::CONTENT_DISPOSITION).is_some());
-    assert_eq!(world.get(&auditor, &format!("{job}/manifests/nobody.json")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        world.get(&auditor, &format!("{job}/manifests/nobody.json")).await.status,
+        StatusCode::NOT_FOUND
+    );
     // An auditor may not open cases; a privacy officer opens one for the developer that did.
     assert!(!page.body.contains("id=\"open-cases\""));
-    assert_eq!(world.post(&auditor, &format!("{job}/cases"), &[("deadline_days", "30")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        world.post(&auditor, &format!("{job}/cases"), &[("deadline_days", "30")]).await.status,
+        StatusCode::FORBIDDEN
+    );
     let officer = world.sign_in(&world.officer).await;
     let opened = world.post(&officer, &format!("{job}/cases"), &[("deadline_days", "30")]).await;
-    assert_eq!((opened.status, opened.location()), (StatusCode::SEE_OTHER, "/console/remediation?done=cases-opened&n=1"));
+    assert_eq!(
+        (opened.status, opened.location()),
+        (StatusCode::SEE_OTHER, "/console/remediation?done=cases-opened&n=1")
+    );
     let cases = ok(world.service.store().cases());
     assert_eq!(cases.len(), 1);
-    let kept: Value = serde_json::from_str(&cases.first().map(|c| c.manifest.clone()).unwrap_or_default()).unwrap_or_default();
+    let kept: Value = serde_json::from_str(&cases.first().map(|c| c.manifest.clone()).unwrap_or_default())
+        .unwrap_or_default();
     assert_eq!(kept, api["deletion_manifests"]["acme"]);
     let again = world.post(&officer, &format!("{job}/cases"), &[("deadline_days", "30")]).await;
-    assert_eq!(again.location(), "/console/remediation?done=cases-opened&n=0", "a developer with an open case is skipped");
+    assert_eq!(
+        again.location(),
+        "/console/remediation?done=cases-opened&n=0",
+        "a developer with an open case is skipped"
+    );
     // A draft that does not validate is refused at once, with the reason.
-    let bad = world.post(&auditor, "/console/audits", &[("policy", "draft"), ("draft", "permit (principal, action == Action::\"member.shoe_size\", resource);"), ("since", "60d")]).await;
+    let bad = world
+        .post(
+            &auditor,
+            "/console/audits",
+            &[
+                ("policy", "draft"),
+                ("draft", "permit (principal, action == Action::\"member.shoe_size\", resource);"),
+                ("since", "60d"),
+            ],
+        )
+        .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
 }
 
@@ -683,12 +947,25 @@ async fn a_member_lookup_shows_what_the_ledger_says_each_app_received() {
     let auditor = world.sign_in(&world.auditor).await;
     let page = world.get(&auditor, "/console/members?member=bob").await;
     assert_eq!(page.status, StatusCode::OK);
-    let api = world.raw(Method::GET, "/platform/v1/members/bob/disclosures", &[("authorization", &format!("Bearer {}", world.auditor))], "").await;
+    let api = world
+        .raw(
+            Method::GET,
+            "/platform/v1/members/bob/disclosures",
+            &[("authorization", &format!("Bearer {}", world.auditor))],
+            "",
+        )
+        .await;
     let api: Value = serde_json::from_str(&api.body).unwrap_or_default();
     let first = &api["data"][0];
     assert!(first["seq"].as_u64().is_some(), "{api}");
-    assert!(page.body.contains(first["app"].as_str().unwrap_or("?")) && page.body.contains("member.name, member.picture"));
-    assert!(page.body.contains(&format!("<td class=\"n\">{}</td>", first["policy_version"])), "under which version");
+    assert!(
+        page.body.contains(first["app"].as_str().unwrap_or("?"))
+            && page.body.contains("member.name, member.picture")
+    );
+    assert!(
+        page.body.contains(&format!("<td class=\"n\">{}</td>", first["policy_version"])),
+        "under which version"
+    );
     let nobody = world.get(&auditor, "/console/members?member=zed").await;
     assert!(nobody.body.contains("id=\"nothing-disclosed\"") && nobody.body.contains("(no such member now)"));
 }
@@ -698,12 +975,21 @@ async fn the_overview_counts_what_the_store_and_ledger_hold_and_verifies_the_led
     let world = World::new(SessionLimits::default()).await;
     let session = world.sign_in(&world.auditor).await;
     let page = world.get(&session, "/console/overview").await.body;
-    let shown = |id: &str| page.split(&format!("id=\"{id}\">")).nth(1).and_then(|r| r.split('<').next()).unwrap_or_default().to_string();
+    let shown = |id: &str| {
+        page.split(&format!("id=\"{id}\">"))
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .unwrap_or_default()
+            .to_string()
+    };
     assert_eq!(shown("apps-active"), "2");
     assert_eq!(shown("installations"), "1");
     assert_eq!(shown("opt-ins"), "1");
     assert_eq!(shown("ledger-records"), "1");
-    assert!(page.contains("id=\"by-field\"") && page.contains("member.name: 3"), "ann, bob and cat's names were sent on one day");
+    assert!(
+        page.contains("id=\"by-field\"") && page.contains("member.name: 3"),
+        "ann, bob and cat's names were sent on one day"
+    );
     assert!(page.contains("id=\"last-verification\">not verified"));
     let started = world.post(&session, "/console/ledger/verify", &[]).await;
     assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);

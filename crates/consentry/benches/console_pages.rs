@@ -52,8 +52,11 @@ fn get(uri: &str, header_name: &str, value: &str) -> Request<Body> {
 
 /// Signs in through the console's form and returns the session cookie.
 async fn sign_in(router: &Router, key: &str) -> String {
-    let (_, headers, body) = send(router, Request::builder().uri("/console/sign-in").body(Body::empty()).unwrap_or_default()).await;
-    let token = body.split("name=\"token\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
+    let (_, headers, body) =
+        send(router, Request::builder().uri("/console/sign-in").body(Body::empty()).unwrap_or_default())
+            .await;
+    let token =
+        body.split("name=\"token\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
     assert!(headers.get_all(header::SET_COOKIE).iter().any(|c| c.to_str().is_ok_and(|c| c.contains(token))));
     // A key (csk_, base64url) and the token (hex) need no escaping in a form.
     let form = format!("key={key}&token={token}");
@@ -77,7 +80,13 @@ async fn sign_in(router: &Router, key: &str) -> String {
 }
 
 /// Server time of `iterations` requests to `uri`: (p50, p99), and the last body.
-async fn time(router: &Router, uri: &str, header_name: &str, value: &str, iterations: usize) -> (Duration, Duration, String) {
+async fn time(
+    router: &Router,
+    uri: &str,
+    header_name: &str,
+    value: &str,
+    iterations: usize,
+) -> (Duration, Duration, String) {
     let mut times = Vec::with_capacity(iterations);
     let mut last = String::new();
     for _ in 0..iterations {
@@ -88,7 +97,8 @@ async fn time(router: &Router, uri: &str, header_name: &str, value: &str, iterat
         last = body;
     }
     times.sort();
-    let at = |q: f64| times.get(((times.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+    let at =
+        |q: f64| times.get(((times.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
     (at(0.5), at(0.99), last)
 }
 
@@ -109,11 +119,17 @@ fn main() {
     assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
     println!("demo world ({scale}) played in {:.1} s", played.elapsed().as_secs_f64());
     let store = Arc::new(ok(SqliteStore::open(&dir.join("consentry.db"))));
-    let service = Arc::new(Service::new(store, Arc::new(SystemClock::default()), server_key(&dir), ServiceConfig::default()));
+    let service = Arc::new(Service::new(
+        store,
+        Arc::new(SystemClock::default()),
+        server_key(&dir),
+        ServiceConfig::default(),
+    ));
     let ledger = Arc::new(ok(Ledger::open(&dir.join("ledger"), LedgerOptions::default())));
     println!("ledger: {} records, {} disclosures", ledger.stats().records, ledger.stats().disclosures);
     let router = app(ApiState::new(service).with_ledger(ledger));
-    let officer = std::fs::read_to_string(dir.join("privacy-officer.key")).unwrap_or_default().trim().to_string();
+    let officer =
+        std::fs::read_to_string(dir.join("privacy-officer.key")).unwrap_or_default().trim().to_string();
     let runtime = ok(tokio::runtime::Builder::new_multi_thread().enable_all().build());
     runtime.block_on(async move {
         let cookie = sign_in(&router, &officer).await;
@@ -121,7 +137,11 @@ fn main() {
         // A finished audit to show: the 60 days before the demo's audit, against the active policy.
         let csrf = {
             let (_, _, body) = send(&router, get("/console/audits", "cookie", &cookie)).await;
-            body.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
+            body.split("name=\"csrf\" value=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_default()
+                .to_string()
         };
         let form = format!("csrf={csrf}&policy=active&from=2019-09-06&to=2019-11-05");
         let request = Request::builder()
@@ -133,7 +153,8 @@ fn main() {
             .unwrap_or_default();
         let (status, headers, body) = send(&router, request).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-        let audit = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let audit =
+            headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let audit_started = WallClock::now();
         loop {
             let (_, _, body) = send(&router, get(&audit, "cookie", &cookie)).await;
@@ -142,7 +163,10 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        println!("the audit ran in the background in {:.2} s (not a page: excluded)", audit_started.elapsed().as_secs_f64());
+        println!(
+            "the audit ran in the background in {:.2} s (not a page: excluded)",
+            audit_started.elapsed().as_secs_f64()
+        );
         let member = "m-00001";
         // (page, console uri, API baseline uri)
         let pages: Vec<(&str, String, Option<&str>)> = vec![
@@ -154,14 +178,21 @@ fn main() {
             ("remediation", "/console/remediation".into(), Some("/platform/v1/cases")),
             ("apps", "/console/apps".into(), Some("/platform/v1/apps")),
             ("app", "/console/apps/app-000-0".into(), None),
-            ("member", format!("/console/members?member={member}"), Some("/platform/v1/members/m-00001/disclosures?limit=1000")),
+            (
+                "member",
+                format!("/console/members?member={member}"),
+                Some("/platform/v1/members/m-00001/disclosures?limit=1000"),
+            ),
         ];
         let iterations = if full { 200 } else { 5 };
         // Warm the ledger digest and caches once, as a server that has been up would be.
         for (_, uri, _) in &pages {
             let _ = send(&router, get(uri, "cookie", &cookie)).await;
         }
-        println!("{:<14} {:>9} {:>9}   {:>13} {:>13}  {:>7}", "page", "p50 ms", "p99 ms", "API p50 ms", "API p99 ms", "ratio");
+        println!(
+            "{:<14} {:>9} {:>9}   {:>13} {:>13}  {:>7}",
+            "page", "p50 ms", "p99 ms", "API p50 ms", "API p99 ms", "ratio"
+        );
         let mut worst = Duration::ZERO;
         for (name, uri, baseline) in &pages {
             let (p50, p99, page) = time(&router, uri, "cookie", &cookie, iterations).await;
@@ -170,7 +201,10 @@ fn main() {
                 Some(api_uri) => {
                     let (a50, a99, json) = time(&router, api_uri, "authorization", &bearer, iterations).await;
                     same_answers(name, &page, &json);
-                    (format!("{:>13} {:>13}", ms(a50), ms(a99)), format!("{:.1}x", p50.as_secs_f64() / a50.as_secs_f64().max(1e-9)))
+                    (
+                        format!("{:>13} {:>13}", ms(a50), ms(a99)),
+                        format!("{:.1}x", p50.as_secs_f64() / a50.as_secs_f64().max(1e-9)),
+                    )
                 }
                 None => (format!("{:>13} {:>13}", "-", "-"), "-".to_string()),
             };
@@ -201,13 +235,21 @@ fn same_answers(name: &str, page: &str, json: &str) {
         }
         "remediation" => {
             for case in value.as_array().into_iter().flatten() {
-                let row = format!("<td class=\"n\">{}</td><td>{}</td>", case["id"], case["developer"].as_str().unwrap_or_default());
+                let row = format!(
+                    "<td class=\"n\">{}</td><td>{}</td>",
+                    case["id"],
+                    case["developer"].as_str().unwrap_or_default()
+                );
                 assert!(page.contains(&row), "remediation: case {} missing", case["id"]);
             }
         }
         "member" => {
             let rows = value["data"].as_array().map(Vec::len).unwrap_or(0);
-            let shown = page.split("id=\"disclosures\"").nth(1).map(|t| t.matches("<tr><td class=\"n\">").count()).unwrap_or(0);
+            let shown = page
+                .split("id=\"disclosures\"")
+                .nth(1)
+                .map(|t| t.matches("<tr><td class=\"n\">").count())
+                .unwrap_or(0);
             assert_eq!(shown, rows, "member: the console lists every response the API does");
         }
         _ => {}

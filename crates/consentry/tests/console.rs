@@ -82,7 +82,9 @@ impl Receiver {
                 }
                 let mut body = vec![0u8; length];
                 let _ = std::io::Read::read_exact(&mut reader, &mut body);
-                let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
         });
         Receiver { addr, seen }
@@ -127,7 +129,18 @@ impl Console {
         let data = dir.to_str().unwrap_or_default().to_string();
         let demo = run(&["demo", "--scale", "small", "--no-serve", "--data-dir", &data]);
         assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
-        let made = run(&["keys", "create", "--role", "privacy_officer", "--name", "olga", "--out", &format!("{data}/olga.key"), "--data-dir", &data]);
+        let made = run(&[
+            "keys",
+            "create",
+            "--role",
+            "privacy_officer",
+            "--name",
+            "olga",
+            "--out",
+            &format!("{data}/olga.key"),
+            "--data-dir",
+            &data,
+        ]);
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
         let receiver = Receiver::start();
         let dead_delivery = seed(&dir, &receiver.addr);
@@ -160,7 +173,10 @@ impl Console {
     fn no_console_errors(&self, expected: &[&str]) {
         for (level, message) in ok(self.browser.console()) {
             let error = level == "SEVERE" || level == "ERROR";
-            assert!(!error || expected.iter().any(|e| message.contains(e)), "browser console {level}: {message}");
+            assert!(
+                !error || expected.iter().any(|e| message.contains(e)),
+                "browser console {level}: {message}"
+            );
         }
     }
 
@@ -189,7 +205,12 @@ impl Console {
         ok(self.browser.type_into("#key", key));
         self.submit("#sign-in");
         let url = ok(self.browser.url());
-        assert!(url.ends_with("/console/overview"), "not signed in ({} characters of key): {url} {}", key.len(), ok(self.browser.source()));
+        assert!(
+            url.ends_with("/console/overview"),
+            "not signed in ({} characters of key): {url} {}",
+            key.len(),
+            ok(self.browser.source())
+        );
     }
 
     fn sign_out(&self) {
@@ -211,7 +232,9 @@ impl Console {
     /// Sets a form control's value (long text and dates, which typing would make slow or
     /// locale-dependent).
     fn set(&self, css: &str, value: &str) {
-        ok(self.browser.script("document.querySelector(arguments[0]).value = arguments[1];", json!([css, value])));
+        ok(self
+            .browser
+            .script("document.querySelector(arguments[0]).value = arguments[1];", json!([css, value])));
     }
 }
 
@@ -219,10 +242,20 @@ impl Console {
 /// script, revoked, whose `access.revoked` delivery died. Returns that delivery's id.
 fn seed(dir: &Path, receiver: &str) -> u64 {
     let store: Arc<dyn Store> = Arc::new(ok(SqliteStore::open(&dir.join("consentry.db"))));
-    let service = Service::new(store.clone(), Arc::new(SystemClock::default()), ServerKey::generate(), ServiceConfig::default())
-        .with_webhook_targets(WebhookTargets::strict().allow_local(true));
+    let service = Service::new(
+        store.clone(),
+        Arc::new(SystemClock::default()),
+        ServerKey::generate(),
+        ServiceConfig::default(),
+    )
+    .with_webhook_targets(WebhookTargets::strict().allow_local(true));
     let developer = ok(DeveloperId::parse("dev-quoted"));
-    ok(service.put_developer(&developer, QUOTED_DEVELOPER, "privacy@quoted.example", &format!("http://{receiver}/hook")));
+    ok(service.put_developer(
+        &developer,
+        QUOTED_DEVELOPER,
+        "privacy@quoted.example",
+        &format!("http://{receiver}/hook"),
+    ));
     let app = ok(service.register_app(&developer, HOSTILE_APP, "analytics"));
     ok(service.revoke_app(&app.app.id));
     let queued = ok(store.notifications(&developer));
@@ -254,25 +287,44 @@ fn each_role_signs_in_and_every_page_renders_without_a_browser_error() {
     console.go("/console/overview");
     assert!(ok(console.browser.url()).ends_with("/console/sign-in"), "no session, no console");
     console.shot("sign-in");
-    for (role, key) in [("operator", &console.operator), ("privacy_officer", &console.officer), ("auditor", &console.auditor)] {
+    for (role, key) in [
+        ("operator", &console.operator),
+        ("privacy_officer", &console.officer),
+        ("auditor", &console.auditor),
+    ] {
         console.sign_in(key);
         assert_eq!(console.text("#signed-in-role"), role);
-        assert_eq!(console.has("nav a[href=\"/console/audits\"]"), role != "operator", "{role}: audits offered only to who may run them");
+        assert_eq!(
+            console.has("nav a[href=\"/console/audits\"]"),
+            role != "operator",
+            "{role}: audits offered only to who may run them"
+        );
         for (name, path) in pages(role) {
             console.go(path);
             let title = ok(console.browser.script("return document.title;", json!([])));
-            assert!(title.as_str().is_some_and(|t| t.ends_with("consentry console") && !t.starts_with("4")), "{role} {path}: {title}");
+            assert!(
+                title.as_str().is_some_and(|t| t.ends_with("consentry console") && !t.starts_with("4")),
+                "{role} {path}: {title}"
+            );
             // The stylesheet and the script are allowed by the CSP and ran.
-            let styled = ok(console.browser.script("return getComputedStyle(document.querySelector('.top')).display;", json!([])));
+            let styled = ok(console
+                .browser
+                .script("return getComputedStyle(document.querySelector('.top')).display;", json!([])));
             assert_eq!(styled, json!("flex"), "{path}: the console's stylesheet applies");
             if console.has("table.sortable") {
-                assert!(console.has("table.sortable th button.sort"), "{path}: the console's script made the tables sortable");
+                assert!(
+                    console.has("table.sortable th button.sort"),
+                    "{path}: the console's script made the tables sortable"
+                );
             }
             console.shot(&format!("{role}-{name}"));
         }
         if role == "operator" {
             console.go("/console/audits");
-            assert!(console.text("#problem").contains("this needs the role"), "an operator is refused audits");
+            assert!(
+                console.text("#problem").contains("this needs the role"),
+                "an operator is refused audits"
+            );
             console.no_console_errors(&["status of 403"]);
         }
         console.sign_out();
@@ -286,10 +338,25 @@ fn an_audit_run_in_the_console_finds_what_the_cli_finds() {
     let Some(console) = Console::start("audit") else { return };
     let data = console.dir.to_str().unwrap_or_default().to_string();
     let policy = repo_file("policies/groups-2018.cedar");
-    let cli = run(&["audit", "--data-dir", &data, "--policy", policy.to_str().unwrap_or_default(), "--from", "2019-09-06", "--to", "2019-11-05", "--format", "json"]);
+    let cli = run(&[
+        "audit",
+        "--data-dir",
+        &data,
+        "--policy",
+        policy.to_str().unwrap_or_default(),
+        "--from",
+        "2019-09-06",
+        "--to",
+        "2019-11-05",
+        "--format",
+        "json",
+    ]);
     assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
     let cli: Value = ok(serde_json::from_slice(&cli.stdout));
-    assert!(cli["summary"]["developers_did"].as_u64().is_some_and(|n| n > 0), "the window has findings: {cli}");
+    assert!(
+        cli["summary"]["developers_did"].as_u64().is_some_and(|n| n > 0),
+        "the window has findings: {cli}"
+    );
     console.sign_in(&console.auditor);
     console.go("/console/audits");
     console.shot("audits");
@@ -298,7 +365,9 @@ fn an_audit_run_in_the_console_finds_what_the_cli_finds() {
     console.set("#audit-from", "2019-09-06");
     console.set("#audit-to", "2019-11-05");
     console.submit("#run-audit");
-    ok(console.browser.wait("the audit's results", Duration::from_secs(60), |b| Ok(b.count("#summary")? > 0 || b.count("#problem")? > 0)));
+    ok(console.browser.wait("the audit's results", Duration::from_secs(60), |b| {
+        Ok(b.count("#summary")? > 0 || b.count("#problem")? > 0)
+    }));
     let number = |id: &str| console.text(&format!("#{id}")).replace(',', "").parse::<u64>().ok();
     for (id, key) in [
         ("developers-could", "developers_could"),
@@ -314,18 +383,25 @@ fn an_audit_run_in_the_console_finds_what_the_cli_finds() {
     }
     let rows = ok(console.browser.count("#did tbody tr"));
     assert_eq!(Some(rows), cli["did"].as_array().map(Vec::len));
-    assert_eq!(ok(console.browser.count("#manifests li")), cli["deletion_manifests"].as_object().map_or(0, |m| m.len()));
+    assert_eq!(
+        ok(console.browser.count("#manifests li")),
+        cli["deletion_manifests"].as_object().map_or(0, |m| m.len())
+    );
     // Sort the findings by disclosures: the column's header says so and the rows follow.
     let sort = "#did thead th:nth-child(4) button.sort";
     ok(console.browser.click(sort));
     ok(console.browser.click(sort));
-    let header = ok(console.browser.script("return document.querySelector('#did thead th:nth-child(4)').getAttribute('aria-sort');", json!([])));
+    let header = ok(console.browser.script(
+        "return document.querySelector('#did thead th:nth-child(4)').getAttribute('aria-sort');",
+        json!([]),
+    ));
     assert_eq!(header, json!("descending"));
     let column = ok(console.browser.script(
         "return Array.from(document.querySelectorAll('#did tbody tr td:nth-child(4)')).map(td => Number(td.textContent));",
         json!([]),
     ));
-    let values: Vec<u64> = column.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    let values: Vec<u64> =
+        column.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
     assert!(values.windows(2).all(|w| w[0] >= w[1]) && values.len() == rows, "{values:?}");
     console.shot("audit-result");
 }
@@ -341,7 +417,11 @@ fn a_draft_is_approved_by_a_second_officer_and_refused_to_its_author() {
     assert!(url.ends_with("/console/policies/4?done=submitted&n=4"), "{url}");
     assert!(console.text("#notice").contains("Policy version 4 submitted"));
     assert!(!console.has("#approve"), "the author is not offered approval");
-    assert!(console.text("#approve-refused").contains("submitted it"), "{}", console.text("#approve-refused"));
+    assert!(
+        console.text("#approve-refused").contains("submitted it"),
+        "{}",
+        console.text("#approve-refused")
+    );
     assert!(console.has("#diff .added") && console.has("#proofs"));
     console.shot("policy-draft");
     // Tried anyway, with a form made in the page: the server refuses it.
@@ -353,7 +433,11 @@ fn a_draft_is_approved_by_a_second_officer_and_refused_to_its_author() {
         json!([]),
     ));
     ok(console.browser.wait("the refusal", Duration::from_secs(10), |b| Ok(b.count("#problem")? > 0)));
-    assert!(console.text("#problem").contains("cannot approve policy version 4"), "{}", console.text("#problem"));
+    assert!(
+        console.text("#problem").contains("cannot approve policy version 4"),
+        "{}",
+        console.text("#problem")
+    );
     console.no_console_errors(&["status of 422"]);
     ok(console.browser.screenshot(&screenshots().join("policy-refused-to-author.png")));
     console.go("/console/policies/4");
@@ -363,7 +447,9 @@ fn a_draft_is_approved_by_a_second_officer_and_refused_to_its_author() {
     console.go("/console/policies/4");
     console.submit("#approve");
     assert!(console.text("#notice").contains("Policy version 4 approved."));
-    assert!(console.text("#approvals").contains("privacy-team") && console.text("#approvals").contains("counts"));
+    assert!(
+        console.text("#approvals").contains("privacy-team") && console.text("#approvals").contains("counts")
+    );
     assert_eq!(console.text("#policy-status"), "approved, not active");
     console.shot("policy-approved");
 }
@@ -411,7 +497,10 @@ fn an_app_is_revoked_and_a_dead_webhook_is_retried_until_delivered() {
         b.go(&console.url("/console/remediation"))?;
         Ok(b.count(&format!("#delivered #delivery-{id}"))? > 0)
     }));
-    assert!(console.receiver.seen.lock().is_ok_and(|seen| seen.contains(&id.to_string())), "delivered to the endpoint");
+    assert!(
+        console.receiver.seen.lock().is_ok_and(|seen| seen.contains(&id.to_string())),
+        "delivered to the endpoint"
+    );
     console.shot("remediation-delivered");
 }
 
@@ -424,7 +513,9 @@ fn a_member_is_looked_up_and_the_console_works_from_the_keyboard() {
     let focused = ok(console.browser.script("return document.activeElement.id;", json!([])));
     assert_eq!(focused, json!("key"), "the key field is the first stop");
     ok(console.browser.keys(&[&console.auditor, ENTER]));
-    ok(console.browser.wait("the overview", Duration::from_secs(10), |b| Ok(b.url()?.ends_with("/console/overview"))));
+    ok(console
+        .browser
+        .wait("the overview", Duration::from_secs(10), |b| Ok(b.url()?.ends_with("/console/overview"))));
     ok(console.browser.keys(&[TAB]));
     let skip = ok(console.browser.script("return document.activeElement.textContent;", json!([])));
     assert_eq!(skip, json!("Skip to the page's content"));
@@ -463,9 +554,14 @@ fn a_member_is_looked_up_and_the_console_works_from_the_keyboard() {
     let lines = String::from_utf8_lossy(&ledger.stdout).lines().count();
     assert_eq!(shown, lines.min(1000), "every response the ledger recorded for {member}");
     // Sort a table from the keyboard.
-    ok(console.browser.script("document.querySelector('#per-app thead th:nth-child(3) button.sort').focus();", json!([])));
+    ok(console
+        .browser
+        .script("document.querySelector('#per-app thead th:nth-child(3) button.sort').focus();", json!([])));
     ok(console.browser.keys(&[ENTER]));
-    let sorted = ok(console.browser.script("return document.querySelector('#per-app thead th:nth-child(3)').getAttribute('aria-sort');", json!([])));
+    let sorted = ok(console.browser.script(
+        "return document.querySelector('#per-app thead th:nth-child(3)').getAttribute('aria-sort');",
+        json!([]),
+    ));
     assert_eq!(sorted, json!("ascending"));
     console.shot("member");
     // Verify the ledger from the overview.

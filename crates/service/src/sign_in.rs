@@ -70,7 +70,8 @@ struct Entry {
 
 impl Entry {
     fn expired(&self, now: Instant, limits: &SessionLimits) -> bool {
-        now >= self.created.plus_secs(limits.absolute_secs) || now >= self.last_used.plus_secs(limits.idle_secs)
+        now >= self.created.plus_secs(limits.absolute_secs)
+            || now >= self.last_used.plus_secs(limits.idle_secs)
     }
 }
 
@@ -105,7 +106,8 @@ impl SignInSessions {
         let now = service.now();
         let session = random_text(32);
         let csrf = random_text(32);
-        let entry = Entry { key_id: operator.key_id.clone(), csrf: csrf.clone(), created: now, last_used: now };
+        let entry =
+            Entry { key_id: operator.key_id.clone(), csrf: csrf.clone(), created: now, last_used: now };
         let mut entries = self.lock()?;
         entries.retain(|_, e| !e.expired(now, &self.limits));
         let of_key = entries.values().filter(|e| e.key_id == operator.key_id).count();

@@ -54,12 +54,19 @@ impl Service {
 
     /// Brings a suspended app back for `reason` (never a banned one, never while a case
     /// naming it is open), telling the developer with `app.reinstated`.
-    pub fn reinstate_app_because(&self, by: &OperatorSession, app: &AppId, reason: &str) -> ServiceResult<()> {
+    pub fn reinstate_app_because(
+        &self,
+        by: &OperatorSession,
+        app: &AppId,
+        reason: &str,
+    ) -> ServiceResult<()> {
         by.require(STANDING_ROLES)?;
         let reason = reason_json(reason)?;
         self.live_key(&by.key_id)?;
         match self.store.app(app)?.map(|a| a.status) {
-            Some(AppStatus::Suspended) => self.set_app_status_because(app, AppStatus::Active, Some(&reason))?,
+            Some(AppStatus::Suspended) => {
+                self.set_app_status_because(app, AppStatus::Active, Some(&reason))?
+            }
             // The same refusals as `reinstate_app`.
             Some(_) => return self.reinstate_app(app),
             None => return Err(ServiceError::NotFound(format!("app {:?}", app.as_str()))),

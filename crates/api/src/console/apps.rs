@@ -158,10 +158,9 @@ pub(crate) async fn show(
     let may_act = STANDING_ROLES.contains(&signed.operator.role);
     let page = blocking(&state.service, move |s| {
         let store = s.store();
-        let app = store
-            .app(&id)
-            .map_err(map)?
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("there is no app {id}")))?;
+        let app = store.app(&id).map_err(map)?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("there is no app {id}"))
+        })?;
         let developer = store.developer(&app.developer).map_err(map)?;
         let facts = store.facts_as_of(s.now()).map_err(map)?;
         let installations = facts
@@ -194,7 +193,8 @@ pub(crate) async fn show(
                     .unwrap_or_default(),
             })
             .collect();
-        let certified = store.last_certified(&id).map_err(map)?.map(view::day).unwrap_or_else(|| "never".into());
+        let certified =
+            store.last_certified(&id).map_err(map)?.map(view::day).unwrap_or_else(|| "never".into());
         Ok(AppPage {
             chrome,
             id: app.id.to_string(),
@@ -230,7 +230,10 @@ pub(crate) async fn act(
     let Path((raw, action)) = paths.map_err(|_| ConsoleError::bad_request("bad path"))?;
     let app = AppId::parse(&raw).map_err(|e| ConsoleError::bad_request(e.to_string()))?;
     if !matches!(action.as_str(), "suspend" | "reinstate" | "revoke") {
-        return Err(ConsoleError::new(StatusCode::NOT_FOUND, "an app can be suspended, reinstated or revoked"));
+        return Err(ConsoleError::new(
+            StatusCode::NOT_FOUND,
+            "an app can be suspended, reinstated or revoked",
+        ));
     }
     signed.require(STANDING_ROLES)?;
     let form = signed.form(&headers, &body, &["reason"])?;
@@ -240,7 +243,9 @@ pub(crate) async fn act(
     let (what, n) = blocking(&state.service, move |s| {
         match action.as_str() {
             "suspend" => s.suspend_app_because(&operator, &target, &reason).map(|()| ("suspended", None)),
-            "reinstate" => s.reinstate_app_because(&operator, &target, &reason).map(|()| ("reinstated", None)),
+            "reinstate" => {
+                s.reinstate_app_because(&operator, &target, &reason).map(|()| ("reinstated", None))
+            }
             _ => s.revoke_app_by(&operator, &target, &reason).map(|tokens| ("revoked", Some(tokens))),
         }
         .map_err(ApiError::from)

@@ -112,6 +112,12 @@ pub(crate) async fn start(
             if text.trim().is_empty() {
                 return Err(ConsoleError::bad_request("paste the draft's Cedar text"));
             }
+            if text.len() > crate::POLICY_BODY_LIMIT {
+                return Err(ConsoleError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "a draft is at most 1 MiB of text",
+                ));
+            }
             (None, Some(text))
         }
         _ => return Err(ConsoleError::bad_request("policy must be active, version or draft")),
@@ -166,7 +172,8 @@ fn job_of(state: &ApiState, path: Result<Path<String>, PathRejection>) -> Result
 
 /// The finished report of an audit job, or why there is none.
 fn report_of(job: &Job) -> Result<Arc<AuditReport>, ConsoleError> {
-    let outcome = job.outcome.lock().map_err(|_| ConsoleError::new(StatusCode::INTERNAL_SERVER_ERROR, "lost"))?;
+    let outcome =
+        job.outcome.lock().map_err(|_| ConsoleError::new(StatusCode::INTERNAL_SERVER_ERROR, "lost"))?;
     match outcome.as_ref() {
         Some(Ok(JobResult::Audit(report))) => Ok(report.clone()),
         Some(Err(error)) => Err(ConsoleError::new(StatusCode::UNPROCESSABLE_ENTITY, error.clone())),
@@ -363,7 +370,8 @@ pub(crate) async fn show(
 
 fn download(content_type: &'static str, filename: &str, body: String) -> Response {
     let disposition = format!("attachment; filename=\"{filename}\"");
-    let mut response = ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response();
+    let mut response =
+        ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response();
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
     }
@@ -380,7 +388,11 @@ pub(crate) async fn report_html(
     signed.require(AUDITORS)?;
     let job = job_of(&state, path)?;
     let report = report_of(&job)?;
-    Ok(download("text/html; charset=utf-8", &format!("audit-{}.html", job.id), crate::report::report_html(&report)))
+    Ok(download(
+        "text/html; charset=utf-8",
+        &format!("audit-{}.html", job.id),
+        crate::report::report_html(&report),
+    ))
 }
 
 /// `GET /console/audits/{id}/report.csv`.
@@ -392,7 +404,11 @@ pub(crate) async fn report_csv(
     signed.require(AUDITORS)?;
     let job = job_of(&state, path)?;
     let report = report_of(&job)?;
-    Ok(download("text/csv; charset=utf-8", &format!("audit-{}.csv", job.id), crate::report::report_csv(&report)))
+    Ok(download(
+        "text/csv; charset=utf-8",
+        &format!("audit-{}.csv", job.id),
+        crate::report::report_csv(&report),
+    ))
 }
 
 /// `GET /console/audits/{id}/manifests/{developer}.json|csv`: one developer's deletion manifest.

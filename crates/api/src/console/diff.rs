@@ -79,7 +79,8 @@ pub(crate) fn lines(old: &str, new: &str) -> Option<Vec<DiffLine>> {
             j += 1;
         } else if i < n
             && (j == m
-                || lcs.get((i + 1) * width + j).copied().unwrap_or(0) >= lcs.get(i * width + j + 1).copied().unwrap_or(0))
+                || lcs.get((i + 1) * width + j).copied().unwrap_or(0)
+                    >= lcs.get(i * width + j + 1).copied().unwrap_or(0))
         {
             // Removals first, so a changed line reads as removed then added.
             out.push(line(Change::Removed, x.copied().unwrap_or_default()));

@@ -68,7 +68,11 @@ impl LedgerDigest {
 
     /// The date of a day number, `YYYY-MM-DD`.
     pub fn date(day: i64) -> String {
-        Instant::from_millis(day.saturating_mul(DAY_MILLIS)).to_string().get(..10).unwrap_or_default().to_string()
+        Instant::from_millis(day.saturating_mul(DAY_MILLIS))
+            .to_string()
+            .get(..10)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The day number of an instant.
@@ -132,7 +136,8 @@ mod tests {
             group_fields: Field::GroupName.bit() | Field::GroupMemberCount.bit(),
             ..RawRecord::default()
         };
-        record.members = vec![(1, Field::MemberName.bit() | Field::MemberPicture.bit()), (2, Field::MemberName.bit())];
+        record.members =
+            vec![(1, Field::MemberName.bit() | Field::MemberPicture.bit()), (2, Field::MemberName.bit())];
         digest.add(&record);
         record.at = at.plus_secs(1);
         record.policy_version = 3;

@@ -163,15 +163,23 @@ mod tests {
         let mut started = Vec::new();
         for _ in 0..MAX_RUNNING_JOBS {
             let gate = gate.clone();
-            let job = jobs.start(JobKind::Audit, "a".into(), "k".into(), Instant::from_secs(0), 10, move |progress| {
-                progress.store(5, Ordering::Relaxed);
-                gate.wait();
-                Err("stopped".into())
-            });
+            let job = jobs.start(
+                JobKind::Audit,
+                "a".into(),
+                "k".into(),
+                Instant::from_secs(0),
+                10,
+                move |progress| {
+                    progress.store(5, Ordering::Relaxed);
+                    gate.wait();
+                    Err("stopped".into())
+                },
+            );
             started.push(job.ok());
         }
         assert!(started.iter().all(Option::is_some));
-        let refused = jobs.start(JobKind::Audit, "b".into(), "k".into(), Instant::from_secs(0), 0, |_| Err("x".into()));
+        let refused =
+            jobs.start(JobKind::Audit, "b".into(), "k".into(), Instant::from_secs(0), 0, |_| Err("x".into()));
         assert_eq!(refused.err(), Some(StartRefused::Busy));
         gate.wait();
         for job in started.into_iter().flatten() {
@@ -180,6 +188,8 @@ mod tests {
             }
             assert_eq!(Jobs::fraction(&job), (5, 10));
         }
-        assert!(jobs.start(JobKind::Audit, "c".into(), "k".into(), Instant::from_secs(0), 0, |_| Err("x".into())).is_ok());
+        assert!(jobs
+            .start(JobKind::Audit, "c".into(), "k".into(), Instant::from_secs(0), 0, |_| Err("x".into()))
+            .is_ok());
     }
 }

@@ -86,13 +86,17 @@ pub(crate) async fn page(
         let found = if dir.join("signing.pub").exists() {
             crate::transparency::member_disclosures_page(&dir, &member, (None, None), after, PAGE)?
         } else {
-            crate::transparency::MemberDisclosures { data: Vec::new(), paging: crate::groups::Paging { after: None } }
+            crate::transparency::MemberDisclosures {
+                data: Vec::new(),
+                paging: crate::groups::Paging { after: None },
+            }
         };
-        let mut per_app: BTreeMap<String, (String, u64, Vec<String>, Vec<u32>, String, String)> = BTreeMap::new();
+        let mut per_app: BTreeMap<String, (String, u64, Vec<String>, Vec<u32>, String, String)> =
+            BTreeMap::new();
         for d in &found.data {
-            let entry = per_app
-                .entry(d.app.clone())
-                .or_insert_with(|| (d.developer.clone(), 0, Vec::new(), Vec::new(), d.at.clone(), d.at.clone()));
+            let entry = per_app.entry(d.app.clone()).or_insert_with(|| {
+                (d.developer.clone(), 0, Vec::new(), Vec::new(), d.at.clone(), d.at.clone())
+            });
             entry.1 += 1;
             for field in &d.fields {
                 if !entry.2.contains(field) {

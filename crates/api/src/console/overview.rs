@@ -104,10 +104,18 @@ fn platform(service: &consentry_service::Service) -> Result<Platform, ApiError> 
         created: p.created_at.get(..10).unwrap_or_default().to_string(),
     };
     let never_active = |p: &&crate::platform::PolicyBody| p.activations.is_empty() && !p.active;
-    let awaiting_approval =
-        policies.iter().filter(never_active).filter(|p| !p.approvals.iter().any(|a| a.counts)).map(line).collect();
-    let awaiting_activation =
-        policies.iter().filter(never_active).filter(|p| p.approvals.iter().any(|a| a.counts)).map(line).collect();
+    let awaiting_approval = policies
+        .iter()
+        .filter(never_active)
+        .filter(|p| !p.approvals.iter().any(|a| a.counts))
+        .map(line)
+        .collect();
+    let awaiting_activation = policies
+        .iter()
+        .filter(never_active)
+        .filter(|p| p.approvals.iter().any(|a| a.counts))
+        .map(line)
+        .collect();
     let all_cases = store.cases().map_err(map)?;
     let states = [
         CaseState::DeletionRequested,
@@ -116,11 +124,15 @@ fn platform(service: &consentry_service::Service) -> Result<Platform, ApiError> 
         CaseState::Failed,
         CaseState::Closed,
     ];
-    let cases =
-        states.iter().map(|s| (s.as_str(), count(all_cases.iter().filter(|c| c.state == *s).count() as u64))).collect();
+    let cases = states
+        .iter()
+        .map(|s| (s.as_str(), count(all_cases.iter().filter(|c| c.state == *s).count() as u64)))
+        .collect();
     let open = all_cases
         .iter()
-        .filter(|c| matches!(c.state, CaseState::DeletionRequested | CaseState::Overdue | CaseState::Attested))
+        .filter(|c| {
+            matches!(c.state, CaseState::DeletionRequested | CaseState::Overdue | CaseState::Attested)
+        })
         .count();
     let overdue = all_cases
         .iter()
@@ -160,13 +172,12 @@ fn charts(digest: &LedgerDigest) -> (String, BarChart, BarChart) {
     let fields: Vec<String> = Field::ALL.iter().map(|f| f.as_str().to_string()).collect();
     let by_field = days
         .iter()
-        .map(|d| (LedgerDigest::date(*d), digest.by_field.get(d).map(|v| v.to_vec()).unwrap_or_else(|| vec![0; 7])))
+        .map(|d| {
+            (LedgerDigest::date(*d), digest.by_field.get(d).map(|v| v.to_vec()).unwrap_or_else(|| vec![0; 7]))
+        })
         .collect();
-    let mut versions: Vec<u32> = digest
-        .by_version
-        .range(first..=last)
-        .flat_map(|(_, v)| v.keys().copied())
-        .collect();
+    let mut versions: Vec<u32> =
+        digest.by_version.range(first..=last).flat_map(|(_, v)| v.keys().copied()).collect();
     versions.sort_unstable();
     versions.dedup();
     let by_version = days
@@ -215,7 +226,14 @@ fn verification_line(job: &super::jobs::Job) -> VerificationLine {
         Some(Err(error)) => (false, false, format!("could not run: {error}")),
     });
     let (running, ok, outcome) = outcome.unwrap_or((false, false, "unknown".into()));
-    VerificationLine { id: job.id, started: view::when(job.started_at), by: job.started_by.clone(), running, ok, outcome }
+    VerificationLine {
+        id: job.id,
+        started: view::when(job.started_at),
+        by: job.started_by.clone(),
+        running,
+        ok,
+        outcome,
+    }
 }
 
 /// `GET /console/overview`.
@@ -259,9 +277,8 @@ pub(crate) async fn page(
         ledger_records: count(records.unwrap_or(digest.records)),
         ledger_disclosures: count(digest.disclosures),
         last_record: digest.last_at.map(view::when).unwrap_or_else(|| "none".into()),
-        last_checkpoint: checkpoint.map(|c| {
-            format!("record {} at {}", count(c.seq), view::when(Instant::from_millis(c.at_millis)))
-        }),
+        last_checkpoint: checkpoint
+            .map(|c| format!("record {} at {}", count(c.seq), view::when(Instant::from_millis(c.at_millis)))),
         verification: state.console.jobs.last_verification().map(|j| verification_line(&j)),
         window,
         by_field,
@@ -288,11 +305,21 @@ pub(crate) async fn verify(
     let job = state
         .console
         .jobs
-        .start(JobKind::Verification, "ledger verification".into(), by, state.service.now(), total, move |_| {
-            consentry_ledger::verify(&dir, &[]).map(JobResult::Verification).map_err(|e| e.to_string())
-        })
+        .start(
+            JobKind::Verification,
+            "ledger verification".into(),
+            by,
+            state.service.now(),
+            total,
+            move |_| {
+                consentry_ledger::verify(&dir, &[]).map(JobResult::Verification).map_err(|e| e.to_string())
+            },
+        )
         .map_err(|_| {
-            ConsoleError::new(StatusCode::TOO_MANY_REQUESTS, "other jobs are running; try again when one ends")
+            ConsoleError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "other jobs are running; try again when one ends",
+            )
         })?;
     Ok(done(&format!("/console/ledger/verifications/{}", job.id), "verifying", Some(job.id)))
 }
@@ -317,12 +344,9 @@ pub(crate) async fn verification(
         .ok()
         .and_then(|Path(raw)| raw.parse::<u64>().ok())
         .ok_or_else(|| ConsoleError::bad_request("a verification id is a whole number"))?;
-    let job = state
-        .console
-        .jobs
-        .get(id)
-        .filter(|j| j.kind == JobKind::Verification)
-        .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, "no such verification (only the last few are kept)"))?;
+    let job = state.console.jobs.get(id).filter(|j| j.kind == JobKind::Verification).ok_or_else(|| {
+        ConsoleError::new(StatusCode::NOT_FOUND, "no such verification (only the last few are kept)")
+    })?;
     let mut chrome = signed.chrome("/console/overview", format!("Ledger verification {id}"));
     chrome.notice = view::notice(&params);
     let _ = Jobs::fraction(&job);

@@ -221,10 +221,9 @@ pub(crate) async fn show(
     })
     .await?;
     let active = bodies.iter().find(|b| b.active);
-    let body = bodies
-        .iter()
-        .find(|b| b.version == version)
-        .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, format!("there is no policy version {version}")))?;
+    let body = bodies.iter().find(|b| b.version == version).ok_or_else(|| {
+        ConsoleError::new(StatusCode::NOT_FOUND, format!("there is no policy version {version}"))
+    })?;
     let diff = match active {
         Some(active) if active.version != version => diff::lines(&active.text, &body.text),
         _ => None,
@@ -251,7 +250,11 @@ pub(crate) async fn show(
         approvals: body
             .approvals
             .iter()
-            .map(|a| Approval { by: key(&a.by), at: a.at.get(..16).unwrap_or_default().replace('T', " "), counts: a.counts })
+            .map(|a| Approval {
+                by: key(&a.by),
+                at: a.at.get(..16).unwrap_or_default().replace('T', " "),
+                counts: a.counts,
+            })
             .collect(),
         activations: body
             .activations

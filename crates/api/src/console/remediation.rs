@@ -68,7 +68,10 @@ fn due(deadline: Instant, now: Instant, state: &str) -> String {
 
 /// Items in a manifest (JSON: app → list of (member, field)).
 fn items(manifest: &serde_json::Value) -> u64 {
-    manifest.as_object().map(|apps| apps.values().filter_map(|v| v.as_array()).map(|a| a.len() as u64).sum()).unwrap_or(0)
+    manifest
+        .as_object()
+        .map(|apps| apps.values().filter_map(|v| v.as_array()).map(|a| a.len() as u64).sum())
+        .unwrap_or(0)
 }
 
 /// The state of a delivery as people say it.
@@ -94,7 +97,8 @@ pub(crate) async fn page(
         let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
         let store = s.store();
         // Developers are known through their apps and their cases.
-        let mut developers: Vec<DeveloperId> = store.apps().map_err(map)?.into_iter().map(|a| a.developer).collect();
+        let mut developers: Vec<DeveloperId> =
+            store.apps().map_err(map)?.into_iter().map(|a| a.developer).collect();
         developers.extend(store.cases().map_err(map)?.into_iter().map(|c| c.developer));
         developers.sort();
         developers.dedup();
@@ -124,7 +128,13 @@ pub(crate) async fn page(
                         events: c
                             .events
                             .iter()
-                            .map(|e| (e.at.get(..16).unwrap_or_default().replace('T', " "), e.state, e.note.clone()))
+                            .map(|e| {
+                                (
+                                    e.at.get(..16).unwrap_or_default().replace('T', " "),
+                                    e.state,
+                                    e.note.clone(),
+                                )
+                            })
                             .collect(),
                     }
                 })

@@ -69,9 +69,10 @@ pub(crate) fn over_https(parts_uri: &axum::http::Uri, headers: &HeaderMap) -> bo
         .and_then(|v| v.split(',').next())
         .is_some_and(|first| {
             first.split(';').any(|pair| {
-                pair.trim()
-                    .split_once('=')
-                    .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("proto") && v.trim().trim_matches('"').eq_ignore_ascii_case("https"))
+                pair.trim().split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("proto")
+                        && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
+                })
             })
         });
     forwarded_proto || forwarded
@@ -94,7 +95,10 @@ fn same_site_only(method: &Method, headers: &HeaderMap) -> Result<(), ConsoleErr
     }
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).unwrap_or("none");
     if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
-        return Err(ConsoleError::new(StatusCode::FORBIDDEN, "a form from another site cannot act in the console"));
+        return Err(ConsoleError::new(
+            StatusCode::FORBIDDEN,
+            "a form from another site cannot act in the console",
+        ));
     }
     Ok(())
 }
@@ -136,7 +140,8 @@ impl FromRequestParts<ApiState> for Signed {
             return Err(NoSession { get, message: "you are not signed in".into(), secure }.into_response());
         };
         let console = state.console.clone();
-        let resumed = blocking(&state.service, move |s| console.sessions.resume(s, &id).map_err(ApiError::from)).await;
+        let resumed =
+            blocking(&state.service, move |s| console.sessions.resume(s, &id).map_err(ApiError::from)).await;
         match resumed {
             Ok(session) => Ok(Signed { operator: session.operator.clone(), session, secure }),
             Err(error) if error.status == StatusCode::UNAUTHORIZED => {
@@ -159,7 +164,12 @@ impl Signed {
     }
 
     /// The form's fields, once its CSRF token is this session's.
-    pub(crate) fn form(&self, headers: &HeaderMap, body: &Bytes, allowed: &[&str]) -> Result<crate::extract::Params, ConsoleError> {
+    pub(crate) fn form(
+        &self,
+        headers: &HeaderMap,
+        body: &Bytes,
+        allowed: &[&str],
+    ) -> Result<crate::extract::Params, ConsoleError> {
         let params = view::form(headers, body, allowed)?;
         let token = params.get(CSRF_FIELD).unwrap_or_default();
         if !self.session.csrf_matches(token) {
@@ -188,7 +198,9 @@ fn sign_in_page(status: StatusCode, message: Option<String>, secure: bool) -> Re
     let token = random_token();
     let mut response = view::html(&SignInPage { token: token.clone(), message });
     *response.status_mut() = status;
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(SIGN_IN_COOKIE, &token, SIGN_IN_FORM_SECS, secure));
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, set_cookie(SIGN_IN_COOKIE, &token, SIGN_IN_FORM_SECS, secure));
     response
 }
 
@@ -224,7 +236,8 @@ pub(crate) async fn sign_in(
     }
     let key = params.get("key").unwrap_or_default().trim().to_string();
     let console = state.console.clone();
-    let signed = blocking(&state.service, move |s| console.sessions.sign_in(s, &key).map_err(ApiError::from)).await;
+    let signed =
+        blocking(&state.service, move |s| console.sessions.sign_in(s, &key).map_err(ApiError::from)).await;
     match signed {
         Ok(signed) => {
             let max_age = (signed.expires_at.secs() - state.service.now().secs()).max(1);
@@ -235,9 +248,11 @@ pub(crate) async fn sign_in(
             tracing::info!(key = %signed.operator.key_id, role = signed.operator.role.as_str(), "console sign-in");
             response
         }
-        Err(error) if error.status == StatusCode::UNAUTHORIZED => {
-            sign_in_page(StatusCode::UNAUTHORIZED, Some(format!("Not signed in: {}.", error.problem.detail)), secure)
-        }
+        Err(error) if error.status == StatusCode::UNAUTHORIZED => sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            Some(format!("Not signed in: {}.", error.problem.detail)),
+            secure,
+        ),
         Err(error) => ConsoleError::from(error).into_response(),
     }
 }
@@ -284,10 +299,19 @@ mod tests {
 
     #[test]
     fn a_cookie_sent_twice_is_no_cookie() {
-        assert_eq!(cookie(&headers(&[("cookie", "a=1; consentry_console=xyz")]), SESSION_COOKIE), Some("xyz"));
-        assert_eq!(cookie(&headers(&[("cookie", "consentry_console=1; consentry_console=2")]), SESSION_COOKIE), None);
         assert_eq!(
-            cookie(&headers(&[("cookie", "consentry_console=1"), ("cookie", "consentry_console=2")]), SESSION_COOKIE),
+            cookie(&headers(&[("cookie", "a=1; consentry_console=xyz")]), SESSION_COOKIE),
+            Some("xyz")
+        );
+        assert_eq!(
+            cookie(&headers(&[("cookie", "consentry_console=1; consentry_console=2")]), SESSION_COOKIE),
+            None
+        );
+        assert_eq!(
+            cookie(
+                &headers(&[("cookie", "consentry_console=1"), ("cookie", "consentry_console=2")]),
+                SESSION_COOKIE
+            ),
             None
         );
         assert_eq!(cookie(&headers(&[("cookie", "xconsentry_console=1")]), SESSION_COOKIE), None);
@@ -309,10 +333,15 @@ mod tests {
     fn the_session_cookie_is_http_only_strict_and_secure_over_https() {
         let cookie = set_cookie(SESSION_COOKIE, "abc", 60, true);
         let text = cookie.to_str().unwrap_or_default();
-        for part in ["consentry_console=abc", "Path=/console", "Max-Age=60", "HttpOnly", "SameSite=Strict", "Secure"] {
+        for part in
+            ["consentry_console=abc", "Path=/console", "Max-Age=60", "HttpOnly", "SameSite=Strict", "Secure"]
+        {
             assert!(text.contains(part), "{text}");
         }
-        assert!(!set_cookie(SESSION_COOKIE, "abc", 60, false).to_str().unwrap_or_default().contains("Secure"));
+        assert!(!set_cookie(SESSION_COOKIE, "abc", 60, false)
+            .to_str()
+            .unwrap_or_default()
+            .contains("Secure"));
     }
 
     #[test]

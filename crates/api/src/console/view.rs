@@ -109,7 +109,8 @@ struct ErrorPage<'a> {
 
 /// A page saying what went wrong, with the status code.
 pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
-    let page = ErrorPage { status: status.as_u16(), reason: status.canonical_reason().unwrap_or("Error"), message };
+    let page =
+        ErrorPage { status: status.as_u16(), reason: status.canonical_reason().unwrap_or("Error"), message };
     let mut response = html(&page);
     *response.status_mut() = status;
     response
@@ -118,12 +119,12 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
 /// A rendered template as an HTML response.
 pub(crate) fn html(page: &impl Template) -> Response {
     match page.render() {
-        Ok(body) => {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], body).into_response()
-        }
+        Ok(body) => ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], body)
+            .into_response(),
         Err(error) => {
             tracing::error!(%error, "a console template failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered; it was logged").into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered; it was logged")
+                .into_response()
         }
     }
 }
@@ -155,7 +156,9 @@ pub(crate) fn notice(params: &Params) -> Option<String> {
         None => text.replace(" #", ""),
     };
     let text = match params.get("done")? {
-        "submitted" => "Policy version # submitted; a privacy officer outside its author's lineage must approve it.",
+        "submitted" => {
+            "Policy version # submitted; a privacy officer outside its author's lineage must approve it."
+        }
         "approved" => "Policy version # approved.",
         "activated" => "Policy version # is now the active policy.",
         "previewed" => "Preview of version # recorded with the version.",

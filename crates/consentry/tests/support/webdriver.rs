@@ -54,10 +54,18 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<(u1
         None => {
             let mut rest = String::new();
             reader.read_to_string(&mut rest).map_err(|e| format!("read: {e}"))?;
-            if lower.contains("transfer-encoding: chunked") { dechunk(&rest) } else { rest }
+            if lower.contains("transfer-encoding: chunked") {
+                dechunk(&rest)
+            } else {
+                rest
+            }
         }
     };
-    let value = if body.trim().is_empty() { Value::Null } else { serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))? };
+    let value = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?
+    };
     Ok((status, value))
 }
 
@@ -112,7 +120,10 @@ impl Browser {
         let _ = std::fs::remove_dir_all(&profile);
         let mut browser = Browser { driver, port, session: String::new(), profile };
         let started = Instant::now();
-        while http(port, "GET", "/status", None).map(|(_, v)| v["value"]["ready"] != json!(true)).unwrap_or(true) {
+        while http(port, "GET", "/status", None)
+            .map(|(_, v)| v["value"]["ready"] != json!(true))
+            .unwrap_or(true)
+        {
             if started.elapsed() > Duration::from_secs(20) {
                 return Err("chromedriver did not become ready".into());
             }
@@ -168,7 +179,8 @@ impl Browser {
 
     /// How many elements match a CSS selector.
     pub fn count(&self, css: &str) -> Result<usize, String> {
-        let found = self.command("POST", "/elements", Some(json!({"using": "css selector", "value": css})))?;
+        let found =
+            self.command("POST", "/elements", Some(json!({"using": "css selector", "value": css})))?;
         Ok(found.as_array().map(Vec::len).unwrap_or(0))
     }
 
@@ -198,7 +210,11 @@ impl Browser {
                 actions.push(json!({"type": "keyUp", "value": c.to_string()}));
             }
         }
-        self.command("POST", "/actions", Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})))?;
+        self.command(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )?;
         self.command("DELETE", "/actions", None).map(|_| ())
     }
 
@@ -223,13 +239,17 @@ impl Browser {
     /// The browser's console messages since the last call: (level, message).
     pub fn console(&self) -> Result<Vec<(String, String)>, String> {
         let body = Some(json!({"type": "browser"}));
-        let entries = self.command("POST", "/se/log", body.clone()).or_else(|_| self.command("POST", "/log", body))?;
+        let entries =
+            self.command("POST", "/se/log", body.clone()).or_else(|_| self.command("POST", "/log", body))?;
         Ok(entries
             .as_array()
             .map(|list| {
                 list.iter()
                     .map(|e| {
-                        (e["level"].as_str().unwrap_or_default().to_string(), e["message"].as_str().unwrap_or_default().to_string())
+                        (
+                            e["level"].as_str().unwrap_or_default().to_string(),
+                            e["message"].as_str().unwrap_or_default().to_string(),
+                        )
                     })
                     .collect()
             })
@@ -237,7 +257,12 @@ impl Browser {
     }
 
     /// Waits until `check` holds (or fails after `limit`).
-    pub fn wait(&self, what: &str, limit: Duration, check: impl Fn(&Browser) -> Result<bool, String>) -> Result<(), String> {
+    pub fn wait(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Browser) -> Result<bool, String>,
+    ) -> Result<(), String> {
         let started = Instant::now();
         loop {
             if check(self)? {
