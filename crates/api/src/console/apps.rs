@@ -1,5 +1,5 @@
 //! Apps and developers: each app's status, category, last certification and installations;
-//! one app's installations, status history and what its developer was told; suspend,
+//! one app's installations and what its developer was told of its standing; suspend,
 //! reinstate and revoke with a reason (a banned app stays banned; a suspended app comes back
 //! only once its case is closed), and revoking every app of a developer.
 
@@ -130,7 +130,6 @@ struct AppPage {
     developer_name: String,
     developer_contact: String,
     installations: Vec<(String, String, String)>,
-    history: Vec<(String, &'static str)>,
     told: Vec<Told>,
     may_act: bool,
     may_suspend: bool,
@@ -169,14 +168,6 @@ pub(crate) async fn show(
             .filter(|((a, _), _)| *a == id)
             .map(|((_, group), (by, since))| (group.to_string(), by.to_string(), view::when(*since)))
             .collect();
-        let history = store
-            .fact_history()
-            .map_err(map)?
-            .app_statuses
-            .into_iter()
-            .filter(|c| c.key == id)
-            .map(|c| (view::when(c.at), c.value.as_str()))
-            .collect();
         let quoted = format!("\"app\":\"{id}\"");
         let told = store
             .notifications(&app.developer)
@@ -207,7 +198,6 @@ pub(crate) async fn show(
             developer_name: developer.as_ref().map(|d| d.name.clone()).unwrap_or_default(),
             developer_contact: developer.map(|d| d.contact_email).unwrap_or_default(),
             installations,
-            history,
             told,
             may_act,
             may_suspend: may_act && app.status == AppStatus::Active,
