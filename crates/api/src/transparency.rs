@@ -160,7 +160,8 @@ mod tests {
         for entry in Entries::open(dir).unwrap_or_else(|e| unreachable!("{e}")) {
             let entry = entry.unwrap_or_else(|e| unreachable!("{e}"));
             let r = &entry.record;
-            if entry.seq <= after || window.0.is_some_and(|f| r.at < f) || window.1.is_some_and(|t| r.at >= t) {
+            if entry.seq <= after || window.0.is_some_and(|f| r.at < f) || window.1.is_some_and(|t| r.at >= t)
+            {
                 continue;
             }
             let Some(d) = r.disclosures.iter().find(|d| d.subject == Subject::Member(member.clone())) else {
@@ -170,7 +171,14 @@ mod tests {
                 break;
             }
             let fields = d.fields.iter().map(|f| f.as_str().to_string()).collect();
-            out.push((entry.seq, r.app.to_string(), r.group.to_string(), r.route.clone(), r.policy_version, fields));
+            out.push((
+                entry.seq,
+                r.app.to_string(),
+                r.group.to_string(),
+                r.route.clone(),
+                r.policy_version,
+                fields,
+            ));
         }
         out
     }
@@ -182,7 +190,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("consentry-transparency-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
-        let fields = [Field::MemberName.bit(), Field::MemberPicture.bit() | Field::MemberName.bit(), Field::PostAuthor.bit()];
+        let fields = [
+            Field::MemberName.bit(),
+            Field::MemberPicture.bit() | Field::MemberName.bit(),
+            Field::PostAuthor.bit(),
+        ];
         for i in 0..120u64 {
             // Record i discloses members i % 7 .. i % 7 + i % 4 (a member first seen late, some never).
             let first = i % 7 + if i > 60 { 3 } else { 0 };
@@ -209,15 +221,30 @@ mod tests {
             };
             ledger.append(&record).unwrap_or_else(|e| unreachable!("{e}"));
         }
-        let window = (Some(Instant::from_secs(1_600_000_000 + 30 * 60)), Some(Instant::from_secs(1_600_000_000 + 100 * 60)));
+        let window = (
+            Some(Instant::from_secs(1_600_000_000 + 30 * 60)),
+            Some(Instant::from_secs(1_600_000_000 + 100 * 60)),
+        );
         for m in 0..12 {
             let member = id(MemberId::parse, &format!("m-{m:02}"));
-            for (window, after, limit) in [((None, None), 0, 1000), (window, 0, 1000), ((None, None), 50, 3), ((None, None), 0, 1)] {
-                let page = member_disclosures_page(&dir, &member, window, after, limit).unwrap_or_else(|e| unreachable!("{e:?}"));
+            for (window, after, limit) in
+                [((None, None), 0, 1000), (window, 0, 1000), ((None, None), 50, 3), ((None, None), 0, 1)]
+            {
+                let page = member_disclosures_page(&dir, &member, window, after, limit)
+                    .unwrap_or_else(|e| unreachable!("{e:?}"));
                 let got: Vec<_> = page
                     .data
                     .iter()
-                    .map(|d| (d.seq, d.app.clone(), d.group.clone(), d.route.clone(), d.policy_version, d.fields.clone()))
+                    .map(|d| {
+                        (
+                            d.seq,
+                            d.app.clone(),
+                            d.group.clone(),
+                            d.route.clone(),
+                            d.policy_version,
+                            d.fields.clone(),
+                        )
+                    })
                     .collect();
                 let expected = reference(&dir, &member, window, after, limit);
                 assert_eq!(got, expected, "{member} {window:?} after {after} limit {limit}");

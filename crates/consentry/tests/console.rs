@@ -8,6 +8,7 @@
 
 #![allow(clippy::indexing_slicing)] // serde_json indexing returns Null, it never panics
 
+#[allow(dead_code)] // the shared helpers: this binary starts its server with an environment
 mod support;
 #[path = "support/webdriver.rs"]
 mod webdriver;

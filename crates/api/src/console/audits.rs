@@ -26,6 +26,11 @@ use crate::extract::blocking;
 use crate::problem::ApiError;
 use crate::ApiState;
 
+/// A member of a JSON object, or null.
+fn at<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
 /// Who opens remediation cases from an audit: it revokes apps (a privacy officer's or
 /// operator's call) and needs the audit's results (an auditor's or privacy officer's).
 const CASE_OPENERS: &[OperatorRole] = &[OperatorRole::PrivacyOfficer];
@@ -242,51 +247,51 @@ fn first_day(value: &Value) -> String {
 }
 
 fn rows(json: &Value) -> (Summary, Vec<DidRow>, Vec<CouldRow>) {
-    let s = &json["summary"];
+    let s = &at(json, "summary");
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     let summary = Summary {
-        developers_could: n(&s["developers_could"]),
-        developers_did: n(&s["developers_did"]),
-        could_but_did_not: n(&s["developers_could_but_did_not"]),
-        apps_could: n(&s["apps_could"]),
-        apps_did: n(&s["apps_did"]),
-        violations: n(&s["violating_disclosures"]),
-        members_affected: n(&s["members_affected"]),
-        records: n(&s["records_checked"]),
-        disclosures: n(&s["disclosures_checked"]),
-        seconds: format!("{:.2}", s["seconds"].as_f64().unwrap_or(0.0)),
+        developers_could: n(at(s, "developers_could")),
+        developers_did: n(at(s, "developers_did")),
+        could_but_did_not: n(at(s, "developers_could_but_did_not")),
+        apps_could: n(at(s, "apps_could")),
+        apps_did: n(at(s, "apps_did")),
+        violations: n(at(s, "violating_disclosures")),
+        members_affected: n(at(s, "members_affected")),
+        records: n(at(s, "records_checked")),
+        disclosures: n(at(s, "disclosures_checked")),
+        seconds: format!("{:.2}", at(s, "seconds").as_f64().unwrap_or(0.0)),
     };
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
-    let did_apps: Vec<String> = list(&json["did"]).iter().map(|a| text(&a["app"])).collect();
-    let did = list(&json["did"])
+    let did_apps: Vec<String> = list(at(json, "did")).iter().map(|a| text(at(a, "app"))).collect();
+    let did = list(at(json, "did"))
         .iter()
         .map(|a| DidRow {
-            app: text(&a["app"]),
-            developer: text(&a["developer"]),
-            category: text(&a["category"]),
-            violations: n(&a["violations"]),
-            members: n(&a["members_affected"]),
-            groups: n(&a["groups"]),
-            first: first_day(&a["first"]),
-            last: first_day(&a["last"]),
-            fields: a["by_field"]
+            app: text(at(a, "app")),
+            developer: text(at(a, "developer")),
+            category: text(at(a, "category")),
+            violations: n(at(a, "violations")),
+            members: n(at(a, "members_affected")),
+            groups: n(at(a, "groups")),
+            first: first_day(at(a, "first")),
+            last: first_day(at(a, "last")),
+            fields: at(a, "by_field")
                 .as_object()
                 .map(|m| m.iter().map(|(f, c)| format!("{f}: {}", n(c))).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default(),
         })
         .collect();
-    let could = list(&json["could"])
+    let could = list(at(json, "could"))
         .iter()
         .map(|a| CouldRow {
-            app: text(&a["app"]),
-            developer: text(&a["developer"]),
-            category: text(&a["category"]),
-            groups: n(&a["groups_exposed"]),
-            members: n(&a["members_exposed"]),
-            fields: list(&a["fields"]).iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
-            member_days: format!("{:.1}", a["member_days"].as_f64().unwrap_or(0.0)),
-            used: if did_apps.contains(&text(&a["app"])) { "yes" } else { "no" },
+            app: text(at(a, "app")),
+            developer: text(at(a, "developer")),
+            category: text(at(a, "category")),
+            groups: n(at(a, "groups_exposed")),
+            members: n(at(a, "members_exposed")),
+            fields: list(at(a, "fields")).iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+            member_days: format!("{:.1}", at(a, "member_days").as_f64().unwrap_or(0.0)),
+            used: if did_apps.contains(&text(at(a, "app"))) { "yes" } else { "no" },
         })
         .collect();
     (summary, did, could)
@@ -474,7 +479,7 @@ pub(crate) async fn open_cases(
             if open_for.contains(developer) {
                 continue;
             }
-            let manifest = json["deletion_manifests"]
+            let manifest = at(&json, "deletion_manifests")
                 .get(developer.as_str())
                 .map(Value::to_string)
                 .unwrap_or_else(|| "{}".to_string());

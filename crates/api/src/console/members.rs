@@ -38,6 +38,9 @@ pub(crate) struct PerApp {
     pub last: String,
 }
 
+/// Per app: developer, responses, fields, policy versions, first and last instant.
+type AppTally = (String, u64, Vec<String>, Vec<u32>, String, String);
+
 pub(crate) struct Lookup {
     pub member: String,
     pub name: Option<String>,
@@ -91,8 +94,7 @@ pub(crate) async fn page(
                 paging: crate::groups::Paging { after: None },
             }
         };
-        let mut per_app: BTreeMap<String, (String, u64, Vec<String>, Vec<u32>, String, String)> =
-            BTreeMap::new();
+        let mut per_app: BTreeMap<String, AppTally> = BTreeMap::new();
         for d in &found.data {
             let entry = per_app.entry(d.app.clone()).or_insert_with(|| {
                 (d.developer.clone(), 0, Vec::new(), Vec::new(), d.at.clone(), d.at.clone())

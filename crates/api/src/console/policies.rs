@@ -20,6 +20,11 @@ use crate::platform::{KeyRef, PolicyBody};
 use crate::problem::ApiError;
 use crate::ApiState;
 
+/// A member of a JSON object, or null.
+fn at<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
 /// Who may submit and activate versions (as the platform API).
 const AUTHORS: &[OperatorRole] = &[OperatorRole::Operator, OperatorRole::PrivacyOfficer];
 /// Who may preview a stored version and keep the preview (as the platform API).
@@ -147,14 +152,14 @@ fn exposures(value: Option<&Value>) -> Vec<Exposure> {
         .map(|list| {
             list.iter()
                 .map(|e| Exposure {
-                    app: e["app"].as_str().unwrap_or_default().to_string(),
-                    developer: e["developer"].as_str().unwrap_or("-").to_string(),
-                    fields: e["fields"]
+                    app: at(e, "app").as_str().unwrap_or_default().to_string(),
+                    developer: at(e, "developer").as_str().unwrap_or("-").to_string(),
+                    fields: at(e, "fields")
                         .as_array()
                         .map(|f| f.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
                         .unwrap_or_default(),
-                    members: e["members"].as_u64().unwrap_or(0),
-                    groups: e["groups"].as_u64().unwrap_or(0),
+                    members: at(e, "members").as_u64().unwrap_or(0),
+                    groups: at(e, "groups").as_u64().unwrap_or(0),
                 })
                 .collect()
         })
@@ -162,15 +167,15 @@ fn exposures(value: Option<&Value>) -> Vec<Exposure> {
 }
 
 fn preview_view(kept: &Value) -> PreviewView {
-    let summary = &kept["summary"];
-    let from = summary["from"].as_str().unwrap_or_default();
-    let to = summary["to"].as_str().unwrap_or_default();
+    let summary = &at(kept, "summary");
+    let from = at(summary, "from").as_str().unwrap_or_default();
+    let to = at(summary, "to").as_str().unwrap_or_default();
     PreviewView {
-        by: kept["by"].as_str().unwrap_or_default().to_string(),
-        at: kept["at"].as_str().unwrap_or_default().get(..16).unwrap_or_default().replace('T', " "),
+        by: at(kept, "by").as_str().unwrap_or_default().to_string(),
+        at: at(kept, "at").as_str().unwrap_or_default().get(..16).unwrap_or_default().replace('T', " "),
         window: format!("{} to {}", from.get(..10).unwrap_or(from), to.get(..10).unwrap_or(to)),
-        against: summary["against_version"].as_u64().map(|v| format!("version {v}")).unwrap_or_default(),
-        denied: summary["disclosures_the_draft_would_have_denied"].as_u64().unwrap_or(0),
+        against: at(summary, "against_version").as_u64().map(|v| format!("version {v}")).unwrap_or_default(),
+        denied: at(summary, "disclosures_the_draft_would_have_denied").as_u64().unwrap_or(0),
         loses: exposures(summary.get("loses")),
         gains: exposures(summary.get("gains")),
     }
