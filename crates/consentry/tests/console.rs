@@ -288,6 +288,10 @@ fn each_role_signs_in_and_every_page_renders_without_a_browser_error() {
     console.go("/console/overview");
     assert!(ok(console.browser.url()).ends_with("/console/sign-in"), "no session, no console");
     console.shot("sign-in");
+    // The check for console errors can fail: an error logged in the page is seen.
+    ok(console.browser.script("console.error('consentry self-check');", json!([])));
+    let seen = ok(console.browser.console());
+    assert!(seen.iter().any(|(level, message)| level == "SEVERE" && message.contains("consentry self-check")), "{seen:?}");
     for (role, key) in [
         ("operator", &console.operator),
         ("privacy_officer", &console.officer),
