@@ -95,8 +95,19 @@ impl Receiver {
 /// The small demo world served, with an officer who will author a draft, a developer with a
 /// quoted name whose app is named like a script (revoked, its webhook delivery dead), and a
 /// browser.
+/// The server, stopped however the test ends (even if it fails while starting).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Console {
-    server: Child,
+    /// Dropped first: the server stops before its directory goes.
+    server: Server,
     base: String,
     dir: PathBuf,
     operator: String,
@@ -111,8 +122,9 @@ struct Console {
 
 impl Drop for Console {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        let Server(server) = &mut self.server;
+        let _ = server.kill();
+        let _ = server.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -145,10 +157,10 @@ impl Console {
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
         let receiver = Receiver::start();
         let dead_delivery = seed(&dir, &receiver.addr);
-        let (server, addr, _) = start_server_with(&dir, &[("CONSENTRY_ALLOW_LOCAL_WEBHOOKS", "true")]);
         let browser = ok(Browser::start(&chromium));
+        let (server, addr, _) = start_server_with(&dir, &[("CONSENTRY_ALLOW_LOCAL_WEBHOOKS", "true")]);
         Some(Console {
-            server,
+            server: Server(server),
             base: format!("http://{addr}"),
             operator: key_file(&dir, "bootstrap-operator.key"),
             officer: key_file(&dir, "privacy-officer.key"),
@@ -291,7 +303,10 @@ fn each_role_signs_in_and_every_page_renders_without_a_browser_error() {
     // The check for console errors can fail: an error logged in the page is seen.
     ok(console.browser.script("console.error('consentry self-check');", json!([])));
     let seen = ok(console.browser.console());
-    assert!(seen.iter().any(|(level, message)| level == "SEVERE" && message.contains("consentry self-check")), "{seen:?}");
+    assert!(
+        seen.iter().any(|(level, message)| level == "SEVERE" && message.contains("consentry self-check")),
+        "{seen:?}"
+    );
     for (role, key) in [
         ("operator", &console.operator),
         ("privacy_officer", &console.officer),
