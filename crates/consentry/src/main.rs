@@ -7,6 +7,7 @@ mod demo;
 mod installations;
 mod ledger;
 mod policy_tests;
+mod prove;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,9 @@ enum PolicyCommand {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Prove a draft within the invariants, never erroring, and compare it with the active
+    /// version (needs an SMT solver: cvc5 or z3).
+    Prove(prove::ProveArgs),
     /// Store a policy file as a new version and make it the active policy now.
     Activate {
         file: PathBuf,
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),
         Command::Policy { command: PolicyCommand::Test { paths } } => policy_tests::run(&paths),
+        Command::Policy { command: PolicyCommand::Prove(args) } => prove::run(args),
         Command::Policy { command: PolicyCommand::Preview { draft, since, to, data_dir } } => {
             audit::preview(&draft, &since, to.as_deref(), &data_dir)
         }
