@@ -17,7 +17,7 @@ use axum::Router;
 use consentry_api::{app, ApiState};
 use consentry_service::{ServerKey, Service, ServiceConfig, SystemClock};
 use consentry_store_sqlite::SqliteStore;
-use consentry_types::{DeveloperId, GroupId, MemberId, Role, Scope};
+use consentry_types::{DeveloperId, GroupId, MemberId, OperatorRole, Role, Scope};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -49,9 +49,17 @@ fn world(path: &std::path::Path) -> (Arc<Service>, String) {
     }
     let admin = MemberId::parse("m-00000").unwrap_or_else(|e| unreachable!("{e}"));
     ok(service.install_app(&registered.app.id, &group, &admin));
-    let version = service.submit_policy(GROUPS_2018, "bench").unwrap_or_else(|e| unreachable!("{e}"));
-    service.approve_policy(version, "bench-officer").unwrap_or_else(|e| unreachable!("{e}"));
-    service.activate_policy(version, "bench", "bench").unwrap_or_else(|e| unreachable!("{e}"));
+    // Two keys made on the server: the author's, and an independent privacy officer's.
+    let sign_in = |name: &str, role: OperatorRole| {
+        let made = service.create_key_on_server("bench", "bench", name, role, None);
+        let made = made.unwrap_or_else(|e| unreachable!("{e}"));
+        service.authenticate_operator(&made.key).unwrap_or_else(|e| unreachable!("{e}"))
+    };
+    let author = sign_in("bench", OperatorRole::Operator);
+    let officer = sign_in("bench-officer", OperatorRole::PrivacyOfficer);
+    let version = service.submit_policy(GROUPS_2018, &author).unwrap_or_else(|e| unreachable!("{e}"));
+    service.approve_policy(version, &officer).unwrap_or_else(|e| unreachable!("{e}"));
+    service.activate_policy(version, &author, "bench").unwrap_or_else(|e| unreachable!("{e}"));
     store.set_bulk_load(false).unwrap_or_else(|e| unreachable!("{e}"));
     let token = service
         .issue_token(&registered.app.client_id, &registered.client_secret)

@@ -5,6 +5,7 @@ mod audits;
 mod cases;
 mod extract;
 mod groups;
+mod keys;
 mod oauth;
 mod openapi;
 mod platform;
@@ -141,7 +142,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/policies/{version}/approve", post(platform::approve_policy))
         .route("/policies/preview", post(audits::preview_policy))
         .route("/policies/{version}/preview", post(audits::preview_version))
-        .route("/keys", post(platform::create_key))
+        .route("/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/keys/{id}", get(keys::show_key).delete(keys::revoke_key))
         .route("/audits", post(audits::run_audit))
         .route("/cases", get(cases::all_cases))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audits, cases, groups, oauth, platform, transparency};
+use crate::{audits, cases, groups, keys, oauth, platform, transparency};
 
 struct SecuritySchemes;
 
@@ -30,7 +30,7 @@ impl Modify for SecuritySchemes {
         platform::put_post, platform::put_developer, platform::create_app, platform::list_apps,
         platform::suspend_app, platform::reinstate_app, platform::put_installation, platform::delete_installation,
         platform::put_consent, platform::delete_consent, platform::submit_policy, platform::list_policies,
-        platform::activate_policy, platform::create_key, transparency::member_disclosures,
+        platform::activate_policy, keys::create_key, keys::list_keys, keys::show_key, keys::revoke_key, transparency::member_disclosures,
         audits::run_audit, audits::preview_policy, audits::preview_version, platform::approve_policy, platform::revoke_app, platform::revoke_developer, platform::webhook_secret, platform::list_notifications, cases::my_cases, cases::attest, cases::all_cases, cases::certify, platform::group_installations,
     ),
     modifiers(&SecuritySchemes),
@@ -39,6 +39,7 @@ impl Modify for SecuritySchemes {
         (name = "groups", description = "The Groups API for apps"),
         (name = "platform", description = "The platform's own backend: ingest, apps, installations, consents"),
         (name = "policies", description = "Cedar policy versions and activation"),
+        (name = "keys", description = "Operator keys: who made them, expiry, revocation"),
         (name = "cases", description = "Remediation: deletion requests, attestations, deadlines"),
     )
 )]

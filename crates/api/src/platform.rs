@@ -63,6 +63,7 @@ pub struct PostInput {
 pub struct DeveloperInput {
     pub name: String,
     pub contact_email: String,
+    /// An `https://` URL on a public address (see the README's "Receiving webhooks").
     pub webhook_url: String,
 }
 
@@ -112,17 +113,44 @@ pub struct PolicyCreated {
     pub version: u32,
 }
 
+/// An operator key named in a record: its id, and its name if it is a key (authors from
+/// before keys had identities were recorded by a typed name, with no key behind it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyRef {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// A privacy officer's approval of a version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalBody {
+    pub by: KeyRef,
+    pub at: String,
+    /// Whether it satisfies the two-person rule now (a key outside the author's lineage, not
+    /// revoked since).
+    pub counts: bool,
+}
+
+/// One time a version was made the active policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivationRecord {
+    pub at: String,
+    pub by: KeyRef,
+    pub reason: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PolicyBody {
     pub version: u32,
-    pub author: String,
+    /// The key that submitted it.
+    pub author: KeyRef,
     pub created_at: String,
     pub active: bool,
     pub text: String,
-    /// Who approved it, and when.
-    pub approvals: Vec<String>,
-    /// Every time it was made the active policy: when, by whom, why.
-    pub activations: Vec<String>,
+    /// Who approved it (by key), and when.
+    pub approvals: Vec<ApprovalBody>,
+    /// Every time it was made the active policy: when, by which key, why.
+    pub activations: Vec<ActivationRecord>,
     /// Previews kept with the version: who, when, and the summary.
     #[schema(value_type = Vec<Object>)]
     pub previews: Vec<serde_json::Value>,
@@ -137,25 +165,10 @@ pub struct ActivationInput {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActivationBody {
     pub version: u32,
+    /// The id of the key that activated it.
     pub author: String,
     pub reason: String,
     pub at: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyInput {
-    pub name: String,
-    /// `operator`, `privacy_officer` or `auditor`.
-    pub role: String,
-}
-
-/// A new operator key. Its text is shown here once and kept only as a hash.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeyCreated {
-    pub id: String,
-    pub key: String,
-    pub role: String,
 }
 
 type NoContent = Result<StatusCode, ApiError>;
@@ -239,7 +252,8 @@ pub async fn put_post(
 }
 
 #[utoipa::path(put, path = "/platform/v1/developers/{id}", tag = "platform", request_body = DeveloperInput,
-    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem)),
+    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem),
+        (status = 422, description = "the webhook URL's target is refused (not https, or a loopback, private, link-local or metadata address)", body = Problem)),
     security(("operator_key" = [])))]
 pub async fn put_developer(
     State(state): State<ApiState>,
@@ -307,7 +321,7 @@ pub async fn list_apps(
 }
 
 #[utoipa::path(post, path = "/platform/v1/apps/{id}/suspend", tag = "platform",
-    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem, description = "the app is banned, and stays so")),
     security(("operator_key" = [])))]
 pub async fn suspend_app(
     State(state): State<ApiState>,
@@ -318,8 +332,11 @@ pub async fn suspend_app(
     write_call!(state, op, POLICY_AUTHORS, |s| s.set_app_status(&app, AppStatus::Suspended))
 }
 
+/// Brings a suspended app back: never a banned one, never while a remediation case naming
+/// it is open.
 #[utoipa::path(post, path = "/platform/v1/apps/{id}/reinstate", tag = "platform",
-    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the app is not suspended (banned apps stay banned), or a case naming it is open")),
     security(("operator_key" = [])))]
 pub async fn reinstate_app(
     State(state): State<ApiState>,
@@ -327,7 +344,7 @@ pub async fn reinstate_app(
     path: Result<Path<String>, PathRejection>,
 ) -> NoContent {
     let app = id(&one(path)?, AppId::parse)?;
-    write_call!(state, op, POLICY_AUTHORS, |s| s.set_app_status(&app, AppStatus::Active))
+    write_call!(state, op, POLICY_AUTHORS, |s| s.reinstate_app(&app))
 }
 
 #[utoipa::path(put, path = "/platform/v1/groups/{gid}/installations/{app}", tag = "platform", request_body = InstallationInput,
@@ -409,9 +426,8 @@ pub async fn submit_policy(
     let bytes = body_bytes(request, &state).await?;
     let text =
         String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("policy text must be UTF-8"))?;
-    let author = op.name.clone();
     let version =
-        blocking(&state.service, move |s| s.submit_policy(&text, &author).map_err(ApiError::from)).await?;
+        blocking(&state.service, move |s| s.submit_policy(&text, &op).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(PolicyCreated { version })))
 }
 
@@ -426,15 +442,23 @@ pub async fn list_policies(
     let bodies = blocking(&state.service, |s| {
         let store = s.store();
         let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
+        let names: std::collections::HashMap<String, String> =
+            s.operator_keys()?.into_iter().map(|k| (k.id, k.name)).collect();
+        let key_ref = |id: &str| KeyRef { id: id.to_string(), name: names.get(id).cloned() };
         let active = store.active_policy().map_err(map)?.map(|p| p.version);
         let all_activations = store.policy_activations().map_err(map)?;
         let mut bodies = Vec::new();
         for v in store.policy_versions().map_err(map)? {
+            let counting = s.counting_approvals(v.version)?;
             let approvals = store
                 .policy_approvals(v.version)
                 .map_err(map)?
                 .into_iter()
-                .map(|(who, at)| format!("{who} at {at}"))
+                .map(|(who, at)| ApprovalBody {
+                    counts: counting.iter().any(|(k, _)| *k == who),
+                    by: key_ref(&who),
+                    at: at.to_string(),
+                })
                 .collect();
             let previews = store
                 .policy_previews(v.version)
@@ -448,13 +472,17 @@ pub async fn list_policies(
             let activations = all_activations
                 .iter()
                 .filter(|a| a.version == v.version)
-                .map(|a| format!("{} by {}: {}", a.at, a.author, a.reason))
+                .map(|a| ActivationRecord {
+                    at: a.at.to_string(),
+                    by: key_ref(&a.author),
+                    reason: a.reason.clone(),
+                })
                 .collect();
             bodies.push(PolicyBody {
                 activations,
                 active: Some(v.version) == active,
                 version: v.version,
-                author: v.author,
+                author: key_ref(&v.author),
                 created_at: v.created_at.to_string(),
                 text: v.text,
                 approvals,
@@ -479,9 +507,8 @@ pub async fn activate_policy(
     op.require(POLICY_AUTHORS)?;
     let version: u32 =
         one(path)?.parse().map_err(|_| ApiError::bad_request("version must be a whole number"))?;
-    let author = op.name.clone();
     let activation = blocking(&state.service, move |s| {
-        s.activate_policy(version, &author, &input.reason).map_err(ApiError::from)
+        s.activate_policy(version, &op, &input.reason).map_err(ApiError::from)
     })
     .await?;
     Ok(Json(ActivationBody {
@@ -510,6 +537,8 @@ pub struct NotificationBody {
     pub status: &'static str,
     pub attempts: u32,
     pub next_attempt_at: String,
+    /// Why the last attempt failed, as a class and the HTTP status where there is one (e.g.
+    /// `timeout`, `refused_target`, `http_5xx 503`); never the network's own error text.
     pub last_error: Option<String>,
 }
 
@@ -662,9 +691,11 @@ pub async fn revoke_developer(
     Ok(Json(Revoked { apps, tokens_revoked: tokens }))
 }
 
-/// A privacy officer who is not the author approves a stored version (two-person rule).
+/// A privacy officer approves a stored version with a key outside its author's lineage
+/// (two-person rule): not the author's key, not one the author's key created or that created
+/// it, not one made by the same key as the author's.
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/approve", tag = "policies",
-    params(("version" = u32, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the approver wrote this version")),
+    params(("version" = u32, Path)), responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the approver's key is in the author's lineage")),
     security(("operator_key" = [])))]
 pub async fn approve_policy(
     State(state): State<ApiState>,
@@ -673,26 +704,7 @@ pub async fn approve_policy(
 ) -> NoContent {
     let version: u32 =
         one(path)?.parse().map_err(|_| ApiError::bad_request("version must be a whole number"))?;
-    let approver = op.name.clone();
-    write_call!(state, op, &[OperatorRole::PrivacyOfficer], |s| s.approve_policy(version, &approver))
-}
-
-#[utoipa::path(post, path = "/platform/v1/keys", tag = "platform", request_body = KeyInput,
-    responses((status = 201, body = KeyCreated), (status = 400, body = Problem), (status = 403, body = Problem)),
-    security(("operator_key" = [])))]
-pub async fn create_key(
-    State(state): State<ApiState>,
-    OperatorAuth(op): OperatorAuth,
-    JsonBody(input): JsonBody<KeyInput>,
-) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
-    op.require(WRITERS)?;
-    let role = OperatorRole::parse(&input.role)
-        .ok_or_else(|| ApiError::bad_request("role must be operator, privacy_officer or auditor"))?;
-    let created =
-        blocking(&state.service, move |s| s.create_operator_key(&input.name, role).map_err(ApiError::from))
-            .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(KeyCreated { id: created.id, key: created.key, role: created.role.as_str().to_string() }),
-    ))
+    op.require(&[OperatorRole::PrivacyOfficer])?;
+    blocking(&state.service, move |s| s.approve_policy(version, &op).map_err(ApiError::from)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -10,8 +10,9 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use consentry_api::{app, ApiState};
 use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
+use consentry_store::CaseState;
 use consentry_store_sqlite::SqliteStore;
-use consentry_types::{Instant, OperatorRole};
+use consentry_types::{AppId, AppStatus, DeveloperId, Instant, OperatorRole};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -39,11 +40,13 @@ impl Harness {
         let store = Arc::new(SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}")));
         let service =
             Arc::new(Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default()));
-        let operator = service.bootstrap_operator_key().ok().flatten().map(|k| k.key).unwrap_or_default();
-        let officer = service
-            .create_operator_key("officer", OperatorRole::PrivacyOfficer)
+        let operator = service
+            .bootstrap_operator_key("test", "tester")
+            .ok()
+            .flatten()
             .map(|k| k.key)
             .unwrap_or_default();
+        let officer = server_key(&service, "officer", OperatorRole::PrivacyOfficer);
         let router = app(ApiState::new(service.clone()));
         Harness { router, service, clock, operator, officer }
     }
@@ -194,6 +197,11 @@ impl Harness {
             .map(|a| a.iter().filter_map(|m| m["name"].as_str().map(String::from)).collect())
             .unwrap_or_default()
     }
+}
+
+/// A key made on the server, as `consentry keys create` does (never over HTTP).
+fn server_key(service: &Service, name: &str, role: OperatorRole) -> String {
+    service.create_key_on_server("test", "tester", name, role, None).map(|k| k.key).unwrap_or_default()
 }
 
 fn is_problem(reply: &Reply, status: StatusCode) -> bool {
@@ -529,13 +537,8 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
 async fn platform_endpoints_need_a_key_and_the_right_role() {
     let h = Harness::new();
     h.world().await;
-    let auditor =
-        h.service.create_operator_key("auditor", OperatorRole::Auditor).map(|k| k.key).unwrap_or_default();
-    let officer = h
-        .service
-        .create_operator_key("officer", OperatorRole::PrivacyOfficer)
-        .map(|k| k.key)
-        .unwrap_or_default();
+    let auditor = server_key(&h.service, "auditor", OperatorRole::Auditor);
+    let officer = server_key(&h.service, "officer", OperatorRole::PrivacyOfficer);
     let writes: Vec<(Method, &str, Option<Value>)> = vec![
         (
             Method::PUT,
@@ -648,6 +651,9 @@ async fn openapi_document_lists_every_route() {
         ("post", "/v1/apps/{id}/certification"),
         ("get", "/platform/v1/groups/{gid}/installations"),
         ("post", "/platform/v1/keys"),
+        ("get", "/platform/v1/keys"),
+        ("get", "/platform/v1/keys/{id}"),
+        ("delete", "/platform/v1/keys/{id}"),
         ("get", "/platform/v1/members/{id}/disclosures"),
         ("post", "/platform/v1/audits"),
         ("post", "/platform/v1/policies/preview"),
@@ -837,8 +843,7 @@ async fn audits_answer_did_and_could_for_auditors_only() {
     h.clock.advance_secs(60);
     // A draft that permits no member profiles at all.
     let draft = "permit (principal, action in [Consentry::Action::\"group_data\", Consentry::Action::\"post_data\"], resource) when { context.installed };";
-    let auditor =
-        h.service.create_operator_key("auditor", OperatorRole::Auditor).map(|k| k.key).unwrap_or_default();
+    let auditor = server_key(&h.service, "auditor", OperatorRole::Auditor);
     let body = json!({"policy_text": draft, "since": "1d"});
     let report = h.call(Method::POST, "/platform/v1/audits", Some(&auditor), Some(body.clone())).await;
     assert_eq!(report.status, StatusCode::OK, "{}", report.body);
@@ -941,11 +946,7 @@ async fn activation_needs_approval_by_someone_other_than_the_author() {
         &h.op(Method::POST, "/platform/v1/policies/2/approve", None).await,
         StatusCode::FORBIDDEN
     ));
-    let carol = h
-        .service
-        .create_operator_key("carol", OperatorRole::PrivacyOfficer)
-        .map(|k| k.key)
-        .unwrap_or_default();
+    let carol = server_key(&h.service, "carol", OperatorRole::PrivacyOfficer);
     let own = Request::builder()
         .method(Method::POST)
         .uri("/platform/v1/policies")
@@ -1228,4 +1229,375 @@ async fn a_case_revokes_requests_deletion_takes_one_attestation_and_marks_what_i
     )
     .await;
     assert!(is_problem(&foreign, StatusCode::NOT_FOUND));
+}
+
+/// Issue 8 part 3: an operator alone mints a privacy-officer key, approves with it and activates.
+#[tokio::test]
+async fn one_operator_cannot_mint_an_officer_key_and_pass_the_two_person_rule_alone() {
+    let h = Harness::new();
+    h.world().await;
+    assert_eq!(h.policy(LEGACY).await.status, StatusCode::CREATED);
+    let minted = h
+        .op(Method::POST, "/platform/v1/keys", Some(json!({"name": "olga", "role": "privacy_officer"})))
+        .await;
+    assert!(is_problem(&minted, StatusCode::FORBIDDEN), "an operator minted an officer key: {}", minted.body);
+    let key = minted.body["key"].as_str().unwrap_or("csk_none_none").to_string();
+    let approved = h.call(Method::POST, "/platform/v1/policies/2/approve", Some(&key), None).await;
+    assert!(is_problem(&approved, StatusCode::UNAUTHORIZED), "{}", approved.body);
+    let activated =
+        h.op(Method::POST, "/platform/v1/policies/2/activate", Some(json!({"reason": "alone"}))).await;
+    assert!(is_problem(&activated, StatusCode::UNPROCESSABLE_ENTITY), "{}", activated.body);
+    assert_eq!(h.service.store().active_policy().ok().flatten().map(|p| p.version), Some(1));
+}
+
+/// Issue 8 part 3: a banned app was reinstated by one call (or suspended, then reinstated).
+#[tokio::test]
+async fn a_banned_app_stays_banned() {
+    let h = Harness::new();
+    let (app_id, client_id, secret) = h.world().await;
+    let revoked = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/revoke"), None).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    let reinstated = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/reinstate"), None).await;
+    assert!(is_problem(&reinstated, StatusCode::CONFLICT), "{} {}", reinstated.status, reinstated.body);
+    assert!(reinstated.body["detail"].as_str().is_some_and(|d| d.contains("banned")), "{}", reinstated.body);
+    // Suspending a banned app first does not launder it either.
+    let suspended = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/suspend"), None).await;
+    assert!(is_problem(&suspended, StatusCode::CONFLICT), "{} {}", suspended.status, suspended.body);
+    let again = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/reinstate"), None).await;
+    assert!(is_problem(&again, StatusCode::CONFLICT), "{}", again.body);
+    let app = AppId::parse(&app_id).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(h.service.store().app(&app).ok().flatten().map(|a| a.status), Some(AppStatus::Banned));
+    let token = h
+        .form(
+            "/oauth/token",
+            &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
+            None,
+        )
+        .await;
+    assert_ne!(token.status, StatusCode::OK, "a banned app got a token: {}", token.body);
+}
+
+/// Issue 8 part 3: a suspended app came back while its developer's case about it was open.
+#[tokio::test]
+async fn a_suspended_app_comes_back_only_once_its_case_is_closed() {
+    let h = Harness::new();
+    let (app_id, _, _) = h.world().await;
+    let suspended = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/suspend"), None).await;
+    assert_eq!(suspended.status, StatusCode::NO_CONTENT, "{}", suspended.body);
+    let acme = DeveloperId::parse("acme").unwrap_or_else(|e| unreachable!("{e}"));
+    let now = h.service.now();
+    let manifest = format!(r#"{{"{app_id}":[{{"member":"m_1","field":"member.name"}}]}}"#);
+    let store = h.service.store();
+    // Another developer's case, or one of acme's that names no app, does not hold it back.
+    let unrelated = store.open_case(&acme, "{}", now.plus_days(30), now).unwrap_or_default();
+    let case = store.open_case(&acme, &manifest, now.plus_days(30), now).unwrap_or_default();
+    let refused = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/reinstate"), None).await;
+    assert!(is_problem(&refused, StatusCode::CONFLICT), "{} {}", refused.status, refused.body);
+    assert!(
+        refused.body["detail"].as_str().is_some_and(|d| d.contains(&format!("case {case}"))),
+        "{}",
+        refused.body
+    );
+    for (from, to) in
+        [(CaseState::DeletionRequested, CaseState::Attested), (CaseState::Attested, CaseState::Failed)]
+    {
+        assert_eq!(store.move_case(case, from, to, "test", now), Ok(()));
+        let still = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/reinstate"), None).await;
+        assert!(is_problem(&still, StatusCode::CONFLICT), "{} while {}", still.status, to.as_str());
+    }
+    assert_eq!(store.move_case(case, CaseState::Failed, CaseState::Closed, "test", now), Ok(()));
+    let back = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/reinstate"), None).await;
+    assert_eq!(back.status, StatusCode::NO_CONTENT, "{}", back.body);
+    let active = h.op(Method::POST, &format!("/platform/v1/apps/{app_id}/reinstate"), None).await;
+    assert!(is_problem(&active, StatusCode::CONFLICT), "reinstating an active app: {}", active.status);
+    assert!(unrelated > 0);
+}
+
+/// The id part of a key's text, `csk_<id>_<secret>`.
+fn id_of(key: &str) -> String {
+    key.strip_prefix("csk_").and_then(|r| r.split('_').next()).unwrap_or_default().to_string()
+}
+
+const ROLES: [&str; 3] = ["operator", "privacy_officer", "auditor"];
+
+#[tokio::test]
+async fn over_http_each_role_creates_exactly_the_keys_its_row_of_the_table_allows() {
+    let h = Harness::new();
+    let auditor = server_key(&h.service, "auditor", OperatorRole::Auditor);
+    let callers =
+        [("operator", h.operator.clone()), ("privacy_officer", h.officer.clone()), ("auditor", auditor)];
+    let allowed = |caller: &str, role: &str| match caller {
+        "privacy_officer" => true,
+        "operator" => role != "privacy_officer",
+        _ => false,
+    };
+    for role in ROLES {
+        let body = json!({"name": format!("new {role}"), "role": role});
+        let anonymous = h.call(Method::POST, "/platform/v1/keys", None, Some(body.clone())).await;
+        assert!(
+            is_problem(&anonymous, StatusCode::UNAUTHORIZED),
+            "{role} without a key: {}",
+            anonymous.status
+        );
+        let forged = h
+            .call(Method::POST, "/platform/v1/keys", Some("csk_000000000000_forged"), Some(body.clone()))
+            .await;
+        assert!(is_problem(&forged, StatusCode::UNAUTHORIZED));
+        for (caller, key) in &callers {
+            let reply = h.call(Method::POST, "/platform/v1/keys", Some(key), Some(body.clone())).await;
+            if !allowed(caller, role) {
+                assert!(
+                    is_problem(&reply, StatusCode::FORBIDDEN),
+                    "{caller} made a {role} key: {}",
+                    reply.body
+                );
+                continue;
+            }
+            assert_eq!(reply.status, StatusCode::CREATED, "{caller} making a {role} key: {}", reply.body);
+            let new_key = reply.body["key"].as_str().unwrap_or_default().to_string();
+            assert_eq!(reply.body["id"].as_str(), Some(id_of(&new_key).as_str()));
+            // The new key works, with its role, and says which key made it.
+            let shown = h
+                .call(Method::GET, &format!("/platform/v1/keys/{}", id_of(&new_key)), Some(&new_key), None)
+                .await;
+            assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+            assert_eq!(shown.body["role"], role);
+            assert_eq!(shown.body["created_by"]["key"].as_str(), Some(id_of(key).as_str()));
+            assert_eq!(shown.body["status"], "live");
+        }
+    }
+    // Bad input is a 400 and makes no key.
+    let before = h.service.operator_keys().map(|k| k.len()).unwrap_or_default();
+    for bad in [
+        json!({"name": "x", "role": "root"}),
+        json!({"name": " ", "role": "auditor"}),
+        json!({"name": "x", "role": "auditor", "expires_in": "0d"}),
+        json!({"name": "x", "role": "auditor", "expires_in": "1é"}),
+        json!({"name": "x", "role": "auditor", "expires_in": "99999d"}),
+        json!({"name": "x", "role": "auditor", "hash": "00"}),
+    ] {
+        let reply = h.call(Method::POST, "/platform/v1/keys", Some(&h.officer), Some(bad.clone())).await;
+        assert!(is_problem(&reply, StatusCode::BAD_REQUEST), "{bad}: {} {}", reply.status, reply.body);
+    }
+    assert_eq!(h.service.operator_keys().map(|k| k.len()).unwrap_or_default(), before);
+}
+
+#[tokio::test]
+async fn keys_are_listed_and_shown_to_every_role_without_secret_or_hash() {
+    let h = Harness::new();
+    let auditor = server_key(&h.service, "auditor", OperatorRole::Auditor);
+    let made = h
+        .call(
+            Method::POST,
+            "/platform/v1/keys",
+            Some(&h.officer),
+            Some(json!({"name": "peter", "role": "privacy_officer", "expires_in": "90d"})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let secrets: Vec<String> = [h.operator.as_str(), h.officer.as_str(), auditor.as_str()]
+        .into_iter()
+        .chain(made.body["key"].as_str())
+        .map(|k| k.rsplit('_').next().unwrap_or_default().to_string())
+        .collect();
+    let hashes: Vec<String> =
+        h.service.operator_keys().unwrap_or_default().into_iter().map(|k| k.hash).collect();
+    assert_eq!(hashes.len(), 4);
+    for key in [&h.operator, &h.officer, &auditor] {
+        let listed = h.call(Method::GET, "/platform/v1/keys", Some(key), None).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+        let text = listed.body.to_string();
+        assert_eq!(listed.body.as_array().map(Vec::len), Some(4), "{text}");
+        for secret in secrets.iter().chain(&hashes) {
+            assert!(!text.contains(secret.as_str()), "the listing shows a secret or a hash: {text}");
+        }
+        assert!(!text.contains("\"hash\""), "{text}");
+    }
+    let listed = h.call(Method::GET, "/platform/v1/keys", Some(&auditor), None).await;
+    let peter = &listed.body[3];
+    assert_eq!(peter["name"], "peter");
+    assert_eq!(peter["created_by"]["key"].as_str(), Some(id_of(&h.officer).as_str()));
+    assert!(peter["expires_at"].as_str().is_some_and(|t| t.starts_with("2020-")), "{peter}");
+    assert_eq!(listed.body[0]["created_by"], json!({"command": "test", "os_user": "tester"}));
+    let id = id_of(&h.officer);
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/keys", None, None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, &format!("/platform/v1/keys/{id}"), None, None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(Method::DELETE, &format!("/platform/v1/keys/{id}"), None, None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    let shown = h.call(Method::GET, &format!("/platform/v1/keys/{id}"), Some(&auditor), None).await;
+    assert_eq!((shown.status, shown.body["name"].as_str()), (StatusCode::OK, Some("officer")));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/keys/000000000000", Some(&auditor), None).await,
+        StatusCode::NOT_FOUND
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/keys/bad%21id", Some(&auditor), None).await,
+        StatusCode::BAD_REQUEST
+    ));
+}
+
+#[tokio::test]
+async fn each_role_revokes_exactly_the_keys_its_row_allows_and_a_revoked_key_fails_at_once() {
+    let h = Harness::new();
+    let auditor = server_key(&h.service, "auditor", OperatorRole::Auditor);
+    let callers =
+        [("operator", h.operator.clone()), ("privacy_officer", h.officer.clone()), ("auditor", auditor)];
+    let role_of = |name: &str| OperatorRole::parse(name).unwrap_or(OperatorRole::Auditor);
+    let allowed = |caller: &str, role: &str| match caller {
+        "privacy_officer" => true,
+        "operator" => role != "privacy_officer",
+        _ => false,
+    };
+    for (caller, key) in &callers {
+        for role in ROLES {
+            let target = server_key(&h.service, &format!("{role} target"), role_of(role));
+            let uri = format!("/platform/v1/keys/{}", id_of(&target));
+            let reply = h.call(Method::DELETE, &uri, Some(key), None).await;
+            let still = h.call(Method::GET, "/platform/v1/keys", Some(&target), None).await;
+            if allowed(caller, role) {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::NO_CONTENT,
+                    "{caller} revoking a {role} key: {}",
+                    reply.body
+                );
+                // The very next request with the revoked key fails, and says why.
+                assert!(is_problem(&still, StatusCode::UNAUTHORIZED), "{caller}/{role}: {}", still.status);
+                assert_eq!(still.body["detail"], "the API key was revoked");
+                // Revoking it again changes nothing.
+                assert_eq!(
+                    h.call(Method::DELETE, &uri, Some(key), None).await.status,
+                    StatusCode::NO_CONTENT
+                );
+            } else {
+                assert!(is_problem(&reply, StatusCode::FORBIDDEN), "{caller} revoked a {role} key");
+                assert_eq!(still.status, StatusCode::OK, "a refused revocation changed nothing");
+            }
+        }
+    }
+    // Every role may revoke its own key; the very next request with it fails.
+    for role in ROLES {
+        let own = server_key(&h.service, &format!("own {role}"), role_of(role));
+        let reply =
+            h.call(Method::DELETE, &format!("/platform/v1/keys/{}", id_of(&own)), Some(&own), None).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{role} revoking itself: {}", reply.body);
+        let next = h.call(Method::GET, "/platform/v1/keys", Some(&own), None).await;
+        assert!(is_problem(&next, StatusCode::UNAUTHORIZED), "{role}: {}", next.status);
+    }
+    assert!(is_problem(
+        &h.call(Method::DELETE, "/platform/v1/keys/000000000000", Some(&h.officer), None).await,
+        StatusCode::NOT_FOUND
+    ));
+    // The last live privacy-officer key is kept, even from itself.
+    for key in h.service.operator_keys().unwrap_or_default() {
+        if key.role == OperatorRole::PrivacyOfficer && key.id != id_of(&h.officer) {
+            assert!(h.service.revoke_key_on_server(&key.id, false).is_ok());
+        }
+    }
+    let live_officers: Vec<String> = h
+        .service
+        .operator_keys()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| k.role == OperatorRole::PrivacyOfficer && k.revoked_at.is_none())
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(live_officers, [id_of(&h.officer)]);
+    let last = h
+        .call(Method::DELETE, &format!("/platform/v1/keys/{}", id_of(&h.officer)), Some(&h.officer), None)
+        .await;
+    assert!(is_problem(&last, StatusCode::CONFLICT), "{} {}", last.status, last.body);
+    assert!(last.body["detail"].as_str().is_some_and(|d| d.contains("last live privacy-officer key")));
+    assert_eq!(h.call(Method::GET, "/platform/v1/keys", Some(&h.officer), None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_expired_key_fails_at_its_next_request_and_is_listed_expired() {
+    let h = Harness::new();
+    let made = h
+        .op(
+            Method::POST,
+            "/platform/v1/keys",
+            Some(json!({"name": "temp", "role": "auditor", "expires_in": "1h"})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    assert_eq!(made.body["expires_at"].as_str(), Some(h.service.now().plus_secs(3600).to_string().as_str()));
+    let key = made.body["key"].as_str().unwrap_or_default().to_string();
+    h.clock.advance_secs(3599);
+    assert_eq!(h.call(Method::GET, "/platform/v1/keys", Some(&key), None).await.status, StatusCode::OK);
+    h.clock.advance_secs(1);
+    let expired = h.call(Method::GET, "/platform/v1/keys", Some(&key), None).await;
+    assert!(is_problem(&expired, StatusCode::UNAUTHORIZED), "{}", expired.status);
+    assert_eq!(expired.body["detail"], "the API key expired");
+    let listed =
+        h.call(Method::GET, &format!("/platform/v1/keys/{}", id_of(&key)), Some(&h.operator), None).await;
+    assert_eq!(listed.body["status"], "expired");
+}
+
+#[tokio::test]
+async fn the_version_list_names_author_and_approvers_by_key_and_refuses_the_authors_lineage() {
+    let h = Harness::new();
+    h.world().await;
+    // The officer makes a second officer key over HTTP: whoever holds the first holds both.
+    let peter = h
+        .call(
+            Method::POST,
+            "/platform/v1/keys",
+            Some(&h.officer),
+            Some(json!({"name": "peter", "role": "privacy_officer"})),
+        )
+        .await;
+    let peter = peter.body["key"].as_str().unwrap_or_default().to_string();
+    let by_officer = Request::builder()
+        .method(Method::POST)
+        .uri("/platform/v1/policies")
+        .header(header::AUTHORIZATION, format!("Bearer {}", h.officer))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(LEGACY))
+        .unwrap_or_default();
+    assert_eq!(h.send(by_officer).await.status, StatusCode::CREATED);
+    let lineage = h.call(Method::POST, "/platform/v1/policies/2/approve", Some(&peter), None).await;
+    assert!(is_problem(&lineage, StatusCode::UNPROCESSABLE_ENTITY), "{}", lineage.body);
+    assert!(
+        lineage.body["detail"].as_str().is_some_and(|d| d.contains("was created by key")),
+        "{}",
+        lineage.body
+    );
+    // The operator's draft, approved by peter, is listed with both keys' ids and names.
+    assert_eq!(h.policy(GROUPS_2018).await.status, StatusCode::CREATED);
+    assert_eq!(
+        h.call(Method::POST, "/platform/v1/policies/3/approve", Some(&peter), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let activated =
+        h.op(Method::POST, "/platform/v1/policies/3/activate", Some(json!({"reason": "reviewed"}))).await;
+    assert_eq!(activated.status, StatusCode::OK, "{}", activated.body);
+    assert_eq!(activated.body["author"].as_str(), Some(id_of(&h.operator).as_str()));
+    let listed = h.call(Method::GET, "/platform/v1/policies", Some(&h.officer), None).await;
+    let v3 = &listed.body[2];
+    assert_eq!(v3["version"], 3);
+    assert_eq!(v3["author"], json!({"id": id_of(&h.operator), "name": "bootstrap"}));
+    assert_eq!(v3["approvals"][0]["by"], json!({"id": id_of(&peter), "name": "peter"}));
+    assert_eq!(v3["approvals"][0]["counts"], true);
+    assert_eq!(v3["activations"][0]["by"]["id"].as_str(), Some(id_of(&h.operator).as_str()));
+    assert_eq!(v3["activations"][0]["reason"], "reviewed");
+    assert_eq!(listed.body[1]["approvals"], json!([]), "the refused approval left no trace");
+    // Once peter's key is revoked, its approval no longer counts.
+    assert_eq!(
+        h.call(Method::DELETE, &format!("/platform/v1/keys/{}", id_of(&peter)), Some(&h.officer), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let listed = h.call(Method::GET, "/platform/v1/policies", Some(&h.officer), None).await;
+    assert_eq!(listed.body[2]["approvals"][0]["counts"], false);
 }

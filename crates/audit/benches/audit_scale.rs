@@ -20,8 +20,8 @@ use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
 use consentry_store::Store;
 use consentry_store_sqlite::SqliteStore;
 use consentry_types::{
-    AppId, DeveloperId, Disclosure, DisclosureRecord, Field, FieldSet, GroupId, Instant, MemberId, Role,
-    Scope, Subject,
+    AppId, DeveloperId, Disclosure, DisclosureRecord, Field, FieldSet, GroupId, Instant, MemberId,
+    OperatorRole, Role, Scope, Subject,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -85,9 +85,17 @@ fn main() {
             ok(service.set_membership(group, m, Some(if i == 0 { Role::Admin } else { Role::Member })));
         }
     }
-    let version = service.submit_policy(GROUPS_2018, "bench").unwrap_or_else(|e| unreachable!("{e}"));
-    service.approve_policy(version, "bench-officer").unwrap_or_else(|e| unreachable!("{e}"));
-    service.activate_policy(version, "bench", "bench").unwrap_or_else(|e| unreachable!("{e}"));
+    // Two keys made on the server: the author's, and an independent privacy officer's.
+    let sign_in = |name: &str, role: OperatorRole| {
+        let made = service.create_key_on_server("bench", "bench", name, role, None);
+        let made = made.unwrap_or_else(|e| unreachable!("{e}"));
+        service.authenticate_operator(&made.key).unwrap_or_else(|e| unreachable!("{e}"))
+    };
+    let author = sign_in("bench", OperatorRole::Operator);
+    let officer = sign_in("bench-officer", OperatorRole::PrivacyOfficer);
+    let version = service.submit_policy(GROUPS_2018, &author).unwrap_or_else(|e| unreachable!("{e}"));
+    service.approve_policy(version, &officer).unwrap_or_else(|e| unreachable!("{e}"));
+    service.activate_policy(version, &author, "bench").unwrap_or_else(|e| unreachable!("{e}"));
     let mut app_ids = Vec::new();
     let mut installs: Vec<Vec<usize>> = Vec::new();
     for a in 0..apps {

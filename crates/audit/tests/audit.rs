@@ -81,6 +81,8 @@ impl Store for StaleConsents {
         put_operator_key(&self, k: &OperatorKey) -> StoreResult<()>;
         operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
         operator_key_count(&self) -> StoreResult<u64>;
+        operator_keys(&self) -> StoreResult<Vec<OperatorKey>>;
+        revoke_operator_key(&self, id: &str, at: Instant, keep: bool) -> StoreResult<bool>;
         facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
         fact_history(&self) -> StoreResult<FactHistory>;
         enqueue_notification(&self, d: &DeveloperId, e: &str, p: &str, at: Instant) -> StoreResult<u64>;
@@ -145,6 +147,9 @@ struct World {
     dir: std::path::PathBuf,
     apps: Vec<(AppId, consentry_service::AppSession)>,
     key: ServerKey,
+    /// Two keys made on the server: one writes policies, the other approves them.
+    author: consentry_service::OperatorSession,
+    officer: consentry_service::OperatorSession,
 }
 
 fn world(name: &str) -> World {
@@ -186,7 +191,14 @@ fn world(name: &str) -> World {
     }
     let ledger =
         Ledger::open(&dir.join("ledger"), LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
-    World { store, service, clock, ledger, dir, apps, key }
+    let sign_in = |name: &str, role: OperatorRole| {
+        let made = service.create_key_on_server("test", "tester", name, role, None);
+        let made = made.unwrap_or_else(|e| unreachable!("{e}"));
+        service.authenticate_operator(&made.key).unwrap_or_else(|e| unreachable!("{e}"))
+    };
+    let (author, officer) =
+        (sign_in("author", OperatorRole::Operator), sign_in("officer", OperatorRole::PrivacyOfficer));
+    World { store, service, clock, ledger, dir, apps, key, author, officer }
 }
 
 impl World {
@@ -365,9 +377,9 @@ proptest! {
     fn the_enforced_policy_finds_zero_violations(legacy in any::<bool>(), steps in prop::collection::vec(step(), 5..60)) {
         let w = world("zero");
         let text = if legacy { LEGACY } else { GROUPS_2018 };
-        let version = w.service.submit_policy(text, "t").unwrap_or_else(|e| unreachable!("{e}"));
-        w.service.approve_policy(version, "officer").unwrap_or_else(|e| unreachable!("{e}"));
-        w.service.activate_policy(version, "t", "throughout").unwrap_or_else(|e| unreachable!("{e}"));
+        let version = w.service.submit_policy(text, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.approve_policy(version, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.activate_policy(version, &w.author, "throughout").unwrap_or_else(|e| unreachable!("{e}"));
         w.post_something();
         for s in &steps {
             w.play(s);
@@ -382,17 +394,17 @@ proptest! {
     #[test]
     fn the_audit_equals_brute_force(before in prop::collection::vec(step(), 3..30), after in prop::collection::vec(step(), 3..30)) {
         let w = world("brute");
-        let legacy = w.service.submit_policy(LEGACY, "t").unwrap_or_else(|e| unreachable!("{e}"));
-        w.service.approve_policy(legacy, "officer").unwrap_or_else(|e| unreachable!("{e}"));
-        w.service.activate_policy(legacy, "t", "first").unwrap_or_else(|e| unreachable!("{e}"));
+        let legacy = w.service.submit_policy(LEGACY, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.approve_policy(legacy, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.activate_policy(legacy, &w.author, "first").unwrap_or_else(|e| unreachable!("{e}"));
         w.post_something();
         for s in &before {
             w.play(s);
         }
-        let intended = w.service.submit_policy(GROUPS_2018, "t").unwrap_or_else(|e| unreachable!("{e}"));
+        let intended = w.service.submit_policy(GROUPS_2018, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
         w.clock.advance_secs(60);
-        w.service.approve_policy(intended, "officer").unwrap_or_else(|e| unreachable!("{e}"));
-        w.service.activate_policy(intended, "t", "change").unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.approve_policy(intended, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.activate_policy(intended, &w.author, "change").unwrap_or_else(|e| unreachable!("{e}"));
         for s in &after {
             w.play(s);
         }
@@ -405,9 +417,9 @@ proptest! {
 #[test]
 fn a_stale_consent_in_enforcement_is_found_exactly() {
     let w = world("stale");
-    let version = w.service.submit_policy(GROUPS_2018, "t").unwrap_or_else(|e| unreachable!("{e}"));
-    w.service.approve_policy(version, "officer").unwrap_or_else(|e| unreachable!("{e}"));
-    w.service.activate_policy(version, "t", "throughout").unwrap_or_else(|e| unreachable!("{e}"));
+    let version = w.service.submit_policy(GROUPS_2018, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.approve_policy(version, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.activate_policy(version, &w.author, "throughout").unwrap_or_else(|e| unreachable!("{e}"));
     let (app, _) = w.apps[0].clone();
     for m in 0..8 {
         let _ = w.service.set_membership(
@@ -447,9 +459,9 @@ fn a_stale_consent_in_enforcement_is_found_exactly() {
 #[test]
 fn legacy_reads_of_members_who_never_opted_in_are_violations_of_groups_2018() {
     let w = world("legacy");
-    let legacy = w.service.submit_policy(LEGACY, "t").unwrap_or_else(|e| unreachable!("{e}"));
-    w.service.approve_policy(legacy, "officer").unwrap_or_else(|e| unreachable!("{e}"));
-    w.service.activate_policy(legacy, "t", "2017").unwrap_or_else(|e| unreachable!("{e}"));
+    let legacy = w.service.submit_policy(LEGACY, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.approve_policy(legacy, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.activate_policy(legacy, &w.author, "2017").unwrap_or_else(|e| unreachable!("{e}"));
     let (app, _) = w.apps[0].clone();
     for m in [1, 2] {
         let _ = w.service.set_membership(&group(0), &member(m), Some(Role::Member));

@@ -13,12 +13,15 @@ use consentry_service::{
     AppSession, PageRequest, Service, ServiceConfig, SimulatedClock, Subject, SystemClock,
 };
 use consentry_store::Store;
-use consentry_types::{AppId, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, PostId, Role, Scope};
+use consentry_types::{
+    AppId, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, OperatorRole, PostId, Role, Scope,
+};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::data_dir::DataDir;
+use crate::keys::{os_user, BOOTSTRAP_KEY_FILE};
 use crate::serve::announce_bootstrap_key;
 
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
@@ -227,18 +230,44 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let clock = Arc::new(SimulatedClock::starting_at(start));
     // Simulated apps keep one token for the whole story; served tokens live an hour.
     let sim_config = ServiceConfig { token_ttl_secs: 5 * 365 * 86_400, ..ServiceConfig::default() };
-    let sim = Arc::new(Service::new(store.clone(), clock.clone(), key.clone(), sim_config));
-    let hooks = WebhookReceiver::start()?;
+    // The developers' endpoints are on loopback: local webhooks are allowed for the demo.
+    let sim = Arc::new(
+        Service::new(store.clone(), clock.clone(), key.clone(), sim_config)
+            .with_webhook_targets(crate::serve::webhook_targets(true)),
+    );
+    let secrets = sim.clone();
+    let hooks = WebhookReceiver::start(move |developer| secrets.webhook_secret(developer), clock.clone())?;
     let mut rng = StdRng::seed_from_u64(seed);
     let fail = |e: consentry_service::ServiceError| anyhow::anyhow!("{e}");
 
     println!("consentry demo: the Groups API story, 2017 to 2019 (seed {seed})");
     println!();
 
+    // The policy team's keys, made on the server as `consentry serve` and `consentry keys
+    // create` make them: the first operator key writes policies, and an independent
+    // privacy officer's key approves them (two-person rule, checked by key).
+    let user = os_user();
+    let author = sim.bootstrap_operator_key("consentry demo", &user).map_err(fail)?;
+    let author = author.context("the demo's store already had operator keys")?;
+    dir.write_secret(BOOTSTRAP_KEY_FILE, &format!("{}\n", author.key))?;
+    let officer = sim
+        .create_key_on_server("consentry demo", &user, "privacy-team", OperatorRole::PrivacyOfficer, None)
+        .map_err(fail)?;
+    dir.write_secret("privacy-officer.key", &format!("{}\n", officer.key))?;
+    let author = sim.authenticate_operator(&author.key).map_err(fail)?;
+    let officer = sim.authenticate_operator(&officer.key).map_err(fail)?;
+    println!(
+        "{}  keys made on the server: operator key {} writes policies, privacy-officer key {} ({}) approves them",
+        &start.to_string()[..10],
+        author.key_id,
+        officer.key_id,
+        officer.name
+    );
+
     // Policies: legacy rules at launch; the 2018 rules are written ahead of the change.
-    let legacy = sim.submit_policy(LEGACY, "platform-policy").map_err(fail)?;
-    sim.approve_policy(legacy, "privacy-team").map_err(fail)?;
-    sim.activate_policy(legacy, "platform-policy", "Groups API rules at launch").map_err(fail)?;
+    let legacy = sim.submit_policy(LEGACY, &author).map_err(fail)?;
+    sim.approve_policy(legacy, &officer).map_err(fail)?;
+    sim.activate_policy(legacy, &author, "Groups API rules at launch").map_err(fail)?;
     println!(
         "{}  policy v{legacy} legacy-2017 active: installed apps read every member's name and picture",
         &start.to_string()[..10]
@@ -441,14 +470,10 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     withdrawals += 1;
                 }
                 Event::ShipGroups2018 => {
-                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, "platform-policy").map_err(fail)?;
-                    sim.approve_policy(version, "privacy-team").map_err(fail)?;
-                    sim.activate_policy(
-                        version,
-                        "platform-policy",
-                        "April 2018: member profiles only with opt-in",
-                    )
-                    .map_err(fail)?;
+                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, &author).map_err(fail)?;
+                    sim.approve_policy(version, &officer).map_err(fail)?;
+                    sim.activate_policy(version, &author, "April 2018: member profiles only with opt-in")
+                        .map_err(fail)?;
                     println!(
                         "{}  {} installations under legacy-2017 so far",
                         day(legacy_window_end),
@@ -513,11 +538,11 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     );
                 }
                 Event::Fix => {
-                    let version = sim.submit_policy(GROUPS_2018, "platform-policy").map_err(fail)?;
-                    sim.approve_policy(version, "privacy-team").map_err(fail)?;
+                    let version = sim.submit_policy(GROUPS_2018, &author).map_err(fail)?;
+                    sim.approve_policy(version, &officer).map_err(fail)?;
                     sim.activate_policy(
                         version,
-                        "privacy-team",
+                        &officer,
                         "remove the grandfathering clause found by the 2019-11-05 audit",
                     )
                     .map_err(fail)?;
@@ -652,10 +677,13 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         cases.len().saturating_sub(overdue as usize),
         outcomes.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
     );
+    let (refused, summary) = hooks.summary();
     println!(
-        "Webhooks: {delivered} signed deliveries received by the developers' endpoints ({}).",
-        hooks.summary()
+        "Webhooks: {delivered} deliveries, each signature and id checked by the developers' endpoints ({summary})."
     );
+    if refused > 0 {
+        bail!("the developers' endpoints refused {refused} webhook signatures");
+    }
     println!();
     let facts = store.facts_as_of(change.plus_millis(-1)).context("cannot reconstruct the facts")?;
     println!(
@@ -668,10 +696,13 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     println!("The story took {:.1} s of wall time.", started.elapsed().as_secs_f64());
     println!();
 
-    // Serve the same world with the wall clock.
-    let service =
-        Arc::new(Service::new(store, Arc::new(SystemClock::default()), key, ServiceConfig::default()));
-    announce_bootstrap_key(&service, &dir)?;
+    // Serve the same world with the wall clock (the developers' endpoints keep listening).
+    hooks.set_clock(Arc::new(SystemClock::default()));
+    let service = Arc::new(
+        Service::new(store, Arc::new(SystemClock::default()), key, ServiceConfig::default())
+            .with_webhook_targets(crate::serve::webhook_targets(true)),
+    );
+    announce_bootstrap_key(&service, &dir, "consentry demo")?;
     // Show the app and group where the most members opted in, so the example has people in it.
     let (best_app, best_group) = installed
         .iter()
@@ -695,7 +726,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         .context("no app is installed anywhere at the end of the story")?;
     let credentials = registrations.get(best_app).cloned().context("the demo registered no app")?;
     let group = group_ids.get(best_group).cloned().context("the demo has no group")?;
-    let key_file = dir.file("bootstrap-operator.key");
+    let key_file = dir.file(BOOTSTRAP_KEY_FILE);
     let after_story: Arc<dyn Fn(SocketAddr) + Send + Sync> = Arc::new(move |addr: SocketAddr| {
         let base = format!("http://{addr}");
         println!();
@@ -794,60 +825,117 @@ fn report(params: &Params, apps: usize, tallies: &[Tally; 3]) {
     println!();
 }
 
-/// A local stand-in for the developers' webhook endpoints: it answers 200 and counts events.
+/// A local stand-in for the developers' webhook endpoints, served with axum as a developer's
+/// would be: each delivery's signature is checked with that developer's secret against the
+/// story's clock (five minutes' tolerance), deliveries are deduplicated by their signed id,
+/// and only verified events are counted. A bad signature is answered 400.
 struct WebhookReceiver {
-    addr: std::net::SocketAddr,
-    events: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+    addr: SocketAddr,
+    received: Arc<std::sync::Mutex<Received>>,
+    clock: ReceiverClock,
+}
+
+/// The developers' notion of now: the story's clock while it plays, then the wall clock.
+type ReceiverClock = Arc<std::sync::RwLock<Arc<dyn consentry_service::Clock>>>;
+
+/// What the developers' endpoints accepted and refused.
+#[derive(Default)]
+struct Received {
+    events: BTreeMap<String, usize>,
+    ids: HashSet<(String, String)>,
+    duplicates: usize,
+    refused: usize,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    /// The secret each developer was given (`GET /platform/v1/developers/{id}/webhook-secret`).
+    secret: Arc<dyn Fn(&DeveloperId) -> String + Send + Sync>,
+    clock: ReceiverClock,
+    received: Arc<std::sync::Mutex<Received>>,
+}
+
+/// `POST /hooks/{developer}`: what a developer's endpoint does with a delivery.
+async fn receive_webhook(
+    axum::extract::State(state): axum::extract::State<ReceiverState>,
+    axum::extract::Path(developer): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    let Ok(developer) = DeveloperId::parse(&developer) else { return StatusCode::NOT_FOUND };
+    let header = headers.get("consentry-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Ok(now) = state.clock.read().map(|clock| clock.now().secs()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let verified = consentry_notify::verify_signature(&(state.secret)(&developer), header, &body, now, 300);
+    let json: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    let field = |name: &str| json.as_ref().and_then(|v| v.get(name)?.as_str().map(str::to_string));
+    let Ok(mut received) = state.received.lock() else { return StatusCode::INTERNAL_SERVER_ERROR };
+    match (verified, field("id"), field("event")) {
+        (Ok(()), Some(id), Some(event)) => {
+            if received.ids.insert((developer.to_string(), id)) {
+                *received.events.entry(event).or_default() += 1;
+            } else {
+                received.duplicates += 1;
+            }
+            StatusCode::OK
+        }
+        _ => {
+            received.refused += 1;
+            StatusCode::BAD_REQUEST
+        }
+    }
 }
 
 impl WebhookReceiver {
-    fn start() -> Result<WebhookReceiver> {
-        use std::io::{Read, Write};
+    fn start(
+        secret: impl Fn(&DeveloperId) -> String + Send + Sync + 'static,
+        clock: Arc<dyn consentry_service::Clock>,
+    ) -> Result<WebhookReceiver> {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").context("cannot start the demo's webhook receiver")?;
+        listener.set_nonblocking(true).context("cannot start the demo's webhook receiver")?;
         let addr = listener.local_addr()?;
-        let events: Arc<std::sync::Mutex<BTreeMap<String, usize>>> = Arc::default();
-        let counted = events.clone();
+        let received: Arc<std::sync::Mutex<Received>> = Arc::default();
+        let clock: ReceiverClock = Arc::new(std::sync::RwLock::new(clock));
+        let state =
+            ReceiverState { secret: Arc::new(secret), clock: clock.clone(), received: received.clone() };
+        let router = axum::Router::new()
+            .route("/hooks/{developer}", axum::routing::post(receive_webhook))
+            .with_state(state);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the demo's webhook receiver")?;
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
-                    request.extend_from_slice(buffer.get(..n).unwrap_or_default());
-                    let text = String::from_utf8_lossy(&request);
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if body.len() >= length {
-                            if let Some(event) =
-                                head.lines().find_map(|l| l.strip_prefix("Consentry-Event: "))
-                            {
-                                if let Ok(mut events) = counted.lock() {
-                                    *events.entry(event.trim().to_string()).or_default() += 1;
-                                }
-                            }
-                            break;
-                        }
-                    }
+            runtime.block_on(async move {
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => axum::serve(listener, router).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = served {
+                    eprintln!("the demo's webhook receiver stopped: {error}");
                 }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            }
+            });
         });
-        Ok(WebhookReceiver { addr, events })
+        Ok(WebhookReceiver { addr, received, clock })
     }
 
-    fn summary(&self) -> String {
-        self.events
-            .lock()
-            .map(|e| e.iter().map(|(name, n)| format!("{n} {name}")).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default()
+    /// From now on, signatures are checked against `clock`.
+    fn set_clock(&self, clock: Arc<dyn consentry_service::Clock>) {
+        if let Ok(mut current) = self.clock.write() {
+            *current = clock;
+        }
+    }
+
+    /// Refused signatures, and what was accepted, e.g. `3 deletion.requested, 1 case.failed`.
+    fn summary(&self) -> (usize, String) {
+        let Ok(received) = self.received.lock() else { return (0, String::new()) };
+        let events = received.events.iter().map(|(name, n)| format!("{n} {name}")).collect::<Vec<_>>();
+        let accepted = if events.is_empty() { "nothing accepted".to_string() } else { events.join(", ") };
+        let summary =
+            format!("{accepted}; {} refused, {} duplicates ignored", received.refused, received.duplicates);
+        (received.refused, summary)
     }
 }

@@ -1,11 +1,11 @@
-//! `consentry ledger verify|show|checkpoint`: the ledger from the command line.
+//! `consentry ledger verify|show|export|checkpoint|repair`: the ledger from the command line.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use consentry_ledger::{verify, Entries};
+use consentry_ledger::{diagnose, repair, verify, Diagnosis, Entries, RepairPlan};
 use consentry_types::{AppId, Instant, MemberId, Subject};
 
 use crate::data_dir::DataDir;
@@ -49,6 +49,16 @@ pub enum LedgerCommand {
     Checkpoint {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
+    },
+    /// Say what can be kept of a ledger that refuses to open; with --yes, keep it: the damaged
+    /// segment moves to ledger/damaged/ (never deleted) and what chains before the damage
+    /// becomes the active segment.
+    Repair {
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Repair (without it, only say what would be done).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -158,5 +168,68 @@ pub fn run(command: LedgerCommand) -> Result<()> {
             println!("{}", ledger.checkpoint()?.to_line());
             Ok(())
         }
+        LedgerCommand::Repair { data_dir, yes } => repair_ledger(&existing_ledger(&data_dir)?, yes),
     }
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Says what repairing would do, in the words an operator needs to decide.
+fn describe(dir: &std::path::Path, plan: &RepairPlan) {
+    let segment = file_name(&plan.path);
+    println!("{}", plan.damage);
+    let records = match plan.kept_records {
+        0 => "no records".to_string(),
+        n => format!("{n} records, the last numbered {}", plan.last_kept_record),
+    };
+    println!(
+        "repair keeps bytes 0 to {} of {segment}: {} whole frames ({records}) that continue the hash chain",
+        plan.keep_bytes, plan.kept_frames
+    );
+    if plan.lost_bytes > 0 {
+        println!("{} bytes after them are not recoverable", plan.lost_bytes);
+        println!(
+            "{segment} moves to {}/{segment}.<time> as it is (kept, never deleted); the {} bytes kept become the active segment",
+            dir.join(consentry_ledger::DAMAGED_DIR).display(),
+            plan.keep_bytes
+        );
+    }
+    if plan.sealed {
+        println!("its seal moves there too, and the segment takes appends again");
+    }
+    if let Some(seq) = plan.checkpoint_beyond {
+        println!(
+            "checkpoints already given out cover records up to {seq}: after the repair `consentry ledger verify` reports them as no longer held, as it must"
+        );
+    }
+}
+
+fn repair_ledger(dir: &std::path::Path, yes: bool) -> Result<()> {
+    let plan = match diagnose(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        Diagnosis::Opens { path, torn_at, torn_bytes } => {
+            match path.filter(|_| torn_bytes > 0) {
+                Some(path) => println!(
+                    "nothing to repair: the ledger opens as it is (opening cuts the last {torn_bytes} bytes of {}, from byte {torn_at}: a crash left them and they were never acknowledged)",
+                    file_name(&path)
+                ),
+                None => println!("nothing to repair: the ledger opens as it is"),
+            }
+            return Ok(());
+        }
+        Diagnosis::Unrepairable(why) => bail!("cannot repair: {why}"),
+        Diagnosis::Repairable(plan) => plan,
+    };
+    describe(dir, &plan);
+    if !yes {
+        println!("nothing was changed; run again with --yes to repair");
+        return Ok(());
+    }
+    let done = repair(dir, &plan, Instant::now()).context("repair failed")?;
+    for moved in &done.moved {
+        println!("kept {}", moved.display());
+    }
+    println!("repaired; recorded in {}: {}", dir.join("repairs").display(), done.record);
+    Ok(())
 }

@@ -5,6 +5,7 @@ mod cases;
 mod data_dir;
 mod demo;
 mod installations;
+mod keys;
 mod ledger;
 mod policy_tests;
 mod prove;
@@ -16,8 +17,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use consentry_service::{Service, ServiceConfig, SystemClock};
 
+use consentry_service::{Service, ServiceConfig, SystemClock};
 use data_dir::DataDir;
 
 #[derive(Parser)]
@@ -44,6 +45,10 @@ enum Command {
         /// Lifetime of access tokens, in seconds.
         #[arg(long, env = "CONSENTRY_TOKEN_TTL", default_value_t = 3600)]
         token_ttl: i64,
+        /// Also accept webhook endpoints on loopback and plain http (local development only).
+        #[arg(long, env = "CONSENTRY_ALLOW_LOCAL_WEBHOOKS", action = clap::ArgAction::SetTrue,
+              value_parser = clap::builder::BoolishValueParser::new())]
+        allow_local_webhooks: bool,
     },
     /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
     Demo {
@@ -84,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         command: ledger::LedgerCommand,
     },
+    /// Operator keys, on the server: create (the first privacy-officer key too), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,18 +120,33 @@ enum PolicyCommand {
     /// Prove a draft within the invariants, never erroring, and compare it with the active
     /// version (needs an SMT solver: cvc5 or z3).
     Prove(prove::ProveArgs),
-    /// Store a policy file as a new version and make it the active policy now.
-    Activate {
+    /// Store a policy file as a new version, written by the holder of the operator key.
+    Submit {
         file: PathBuf,
+        /// A file holding your operator key (or set CONSENTRY_KEY to the key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Approve a stored version with a privacy officer's key outside its author's lineage.
+    Approve {
+        version: u32,
+        /// A file holding your privacy-officer key (or set CONSENTRY_KEY to the key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Make an approved version the active policy now.
+    Activate {
+        version: u32,
         /// Why this policy becomes active (kept with the activation).
         #[arg(long)]
         reason: String,
-        /// Who wrote and activates it.
-        #[arg(long, env = "USER", default_value = "cli")]
-        author: String,
-        /// The privacy officer (not the author) who reviewed and approved it; recorded.
+        /// A file holding your operator key (or set CONSENTRY_KEY to the key).
         #[arg(long)]
-        approved_by: String,
+        key_file: Option<PathBuf>,
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
@@ -152,14 +177,16 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { data_dir, listen, token_ttl } => {
+        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks } => {
             let dir = DataDir::open(&data_dir)?;
             let store = Arc::new(dir.store()?);
             let config =
                 ServiceConfig { token_ttl_secs: token_ttl.clamp(60, 86_400), ..ServiceConfig::default() };
-            let service =
-                Arc::new(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config));
-            serve::announce_bootstrap_key(&service, &dir)?;
+            let service = Arc::new(
+                Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config)
+                    .with_webhook_targets(serve::webhook_targets(allow_local_webhooks)),
+            );
+            serve::announce_bootstrap_key(&service, &dir, "consentry serve (first start)")?;
             let ledger = Arc::new(dir.ledger()?);
             serve::run(service, ledger, dir, &listen, None)
         }
@@ -188,23 +215,35 @@ fn run(cli: Cli) -> Result<()> {
         Command::Audit(args) => audit::run(args),
         Command::Case { command } => cases::run(command),
         Command::Installations { command } => installations::run(command),
-        Command::Policy {
-            command: PolicyCommand::Activate { file, reason, author, approved_by, data_dir },
-        } => {
+        Command::Keys { command } => keys::run(command),
+        Command::Policy { command: PolicyCommand::Submit { file, key_file, data_dir } } => {
             let text = read_policy(&file)?;
             let dir = DataDir::open(&data_dir)?;
-            let store = Arc::new(dir.store()?);
-            let service = Service::new(
-                store,
-                Arc::new(SystemClock::default()),
-                dir.server_key()?,
-                ServiceConfig::default(),
-            );
+            let service = keys::service(&dir)?;
+            let author = keys::sign_in(&service, key_file.as_deref())?;
             let version = service.submit_policy(&text, &author).map_err(|e| policy_error(&file, e))?;
-            service.approve_policy(version, &approved_by).map_err(|e| policy_error(&file, e))?;
+            println!(
+                "submitted {} as policy version {version} with {}; a privacy officer outside its lineage must approve it",
+                file.display(),
+                keys::describe(&author)
+            );
+            Ok(())
+        }
+        Command::Policy { command: PolicyCommand::Approve { version, key_file, data_dir } } => {
+            let dir = DataDir::open(&data_dir)?;
+            let service = keys::service(&dir)?;
+            let officer = keys::sign_in(&service, key_file.as_deref())?;
+            service.approve_policy(version, &officer).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("approved policy version {version} with {}", keys::describe(&officer));
+            Ok(())
+        }
+        Command::Policy { command: PolicyCommand::Activate { version, reason, key_file, data_dir } } => {
+            let dir = DataDir::open(&data_dir)?;
+            let service = keys::service(&dir)?;
+            let by = keys::sign_in(&service, key_file.as_deref())?;
             let activation =
-                service.activate_policy(version, &author, &reason).map_err(|e| policy_error(&file, e))?;
-            println!("activated policy version {version} from {} at {}", file.display(), activation.at);
+                service.activate_policy(version, &by, &reason).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("activated policy version {version} at {} with {}", activation.at, keys::describe(&by));
             Ok(())
         }
     }

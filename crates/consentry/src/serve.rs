@@ -9,17 +9,35 @@ use consentry_ledger::Ledger;
 use consentry_service::Service;
 
 use crate::data_dir::DataDir;
+use crate::keys::{os_user, retire_bootstrap_key_file, BOOTSTRAP_KEY_FILE};
 
-/// On an empty store, creates the first operator key and writes it where only the owner can read.
-pub fn announce_bootstrap_key(service: &Service, dir: &DataDir) -> Result<()> {
-    if let Some(key) = service.bootstrap_operator_key().context("cannot create the bootstrap operator key")? {
-        let path = dir.write_secret("bootstrap-operator.key", &format!("{}\n", key.key))?;
-        println!(
-            "created the first operator key (role operator) in {} (mode 0600); keep it secret",
-            path.display()
-        );
+/// On an empty store, creates the first operator key and writes it where only the owner can
+/// read; on every later start, removes that file once it is no longer needed (see
+/// [`retire_bootstrap_key_file`]). `command` is recorded as the key's maker.
+pub fn announce_bootstrap_key(service: &Service, dir: &DataDir, command: &str) -> Result<()> {
+    let created = service
+        .bootstrap_operator_key(command, &os_user())
+        .context("cannot create the bootstrap operator key")?;
+    match created {
+        Some(key) => {
+            let path = dir.write_secret(BOOTSTRAP_KEY_FILE, &format!("{}\n", key.key))?;
+            println!(
+                "created the first operator key (role operator) in {} (mode 0600); keep it secret",
+                path.display()
+            );
+            Ok(())
+        }
+        None => retire_bootstrap_key_file(service, dir),
     }
-    Ok(())
+}
+
+/// Where developers' webhooks may point: public https endpoints, names resolved by the system
+/// resolver at registration and at each delivery; with `allow_local` (local development, the
+/// demo), also loopback and plain http.
+pub fn webhook_targets(allow_local: bool) -> consentry_service::WebhookTargets {
+    consentry_service::WebhookTargets::strict()
+        .allow_local(allow_local)
+        .with_resolver(Arc::new(consentry_notify::SystemResolver))
 }
 
 /// Called once the listener is bound, with its address.
@@ -42,6 +60,11 @@ pub fn run(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("cannot read the bound address")?;
+        if service.webhook_targets().allows_local() {
+            println!(
+                "local webhooks allowed: loopback and http:// endpoints are accepted (development only)"
+            );
+        }
         println!("consentry listening on http://{addr}  (Ctrl-C or SIGTERM stops it)");
         if let Some(after_bind) = after_bind {
             after_bind(addr);

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::{consentry, start_server};
+use support::{consentry, start_server, start_server_with};
 
 fn run(args: &[&str]) -> Output {
     consentry().args(args).output().unwrap_or_else(|e| unreachable!("cannot run consentry: {e}"))
@@ -100,34 +100,180 @@ fn invalid_policy_names_file_line_and_column() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `consentry` with `CONSENTRY_KEY` set to `key`.
+fn run_as(key: &str, args: &[&str]) -> Output {
+    consentry().env("CONSENTRY_KEY", key).args(args).output().unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// `consentry keys create` on the server; returns the key it printed (its last line).
+fn server_key(data: &str, role: &str, name: &str) -> String {
+    let output = run(&["keys", "create", "--role", role, "--name", name, "--data-dir", data]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout).lines().last().unwrap_or_default().trim().to_string()
+}
+
 #[test]
-fn activate_stores_a_new_version_and_refuses_bad_text() {
+fn a_policy_is_submitted_approved_and_activated_by_two_keys_and_every_refusal_is_one_line() {
     let dir = temp_dir("activate");
     let data = dir.to_str().unwrap_or_default().to_string();
     let legacy = repo_file("policies/legacy-2017.cedar");
     let legacy = legacy.to_str().unwrap_or_default();
-    let activate = |file: &str, reason: &str, approver: Option<&str>| {
-        let mut args =
-            vec!["policy", "activate", file, "--reason", reason, "--author", "ann", "--data-dir", &data];
-        if let Some(approver) = approver {
-            args.extend(["--approved-by", approver]);
-        }
-        run(&args)
-    };
-    let unreviewed = activate(legacy, "launch", None);
-    assert!(!unreviewed.status.success() && text(&unreviewed.stderr).contains("--approved-by"));
-    assert_one_line_error(&activate(legacy, "launch", Some("ann")), "cannot approve it");
-    let first = activate(legacy, "launch", Some("bo"));
+    // Ann's operator key, written to a private file; Olga's officer key, printed once.
+    let ann_file = dir.join("ann.key");
+    let made = run(&[
+        "keys",
+        "create",
+        "--role",
+        "operator",
+        "--name",
+        "ann",
+        "--out",
+        ann_file.to_str().unwrap_or_default(),
+        "--data-dir",
+        &data,
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let ann = std::fs::read_to_string(&ann_file).unwrap_or_default().trim().to_string();
+    assert!(ann.starts_with("csk_") && !text(&made.stdout).contains(&ann), "{}", text(&made.stdout));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&ann_file).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode, 0o600);
+    }
+    let olga = server_key(&data, "privacy_officer", "olga");
+    let ann_key = ann_file.to_str().unwrap_or_default();
+    let submit = |file: &str| run(&["policy", "submit", file, "--key-file", ann_key, "--data-dir", &data]);
+
+    assert_one_line_error(&run(&["policy", "submit", legacy, "--data-dir", &data]), "needs an operator key");
+    let first = submit(legacy);
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(text(&first.stdout).contains("activated policy version 2"), "{}", text(&first.stdout));
+    assert!(text(&first.stdout).contains("as policy version 1 with key"), "{}", text(&first.stdout));
     let bad = dir.join("bad.cedar");
     std::fs::write(&bad, "permit (principal, action, resource) when { context.nope };")
         .unwrap_or_else(|e| unreachable!("{e}"));
-    assert_one_line_error(&activate(bad.to_str().unwrap_or_default(), "x", Some("bo")), "bad.cedar:1:");
-    assert_one_line_error(&activate(legacy, " ", Some("bo")), "reason must not be empty");
-    let second = activate(legacy, "again", Some("bo"));
-    // Versions: 1 (refused self-approval), 2 (first), 3 (empty reason); the invalid text never was one.
-    assert!(text(&second.stdout).contains("activated policy version 4"), "{}", text(&second.stdout));
+    assert_one_line_error(&submit(bad.to_str().unwrap_or_default()), "bad.cedar:1:");
+    // Not approved yet; the author cannot approve; a typed name is no key.
+    assert_one_line_error(
+        &run(&["policy", "activate", "1", "--reason", "launch", "--key-file", ann_key, "--data-dir", &data]),
+        "policy version 1 is not approved",
+    );
+    assert_one_line_error(
+        &run(&["policy", "approve", "1", "--key-file", ann_key, "--data-dir", &data]),
+        "this needs the role privacy_officer",
+    );
+    assert_one_line_error(
+        &run_as("olga", &["policy", "approve", "1", "--data-dir", &data]),
+        "cannot sign in",
+    );
+    assert_one_line_error(
+        &run_as(&olga, &["policy", "approve", "9", "--data-dir", &data]),
+        "policy version 9 not found",
+    );
+    let approved = run_as(&olga, &["policy", "approve", "1", "--data-dir", &data]);
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    assert!(
+        text(&approved.stdout).contains("approved policy version 1 with key"),
+        "{}",
+        text(&approved.stdout)
+    );
+    assert_one_line_error(
+        &run_as(&ann, &["policy", "activate", "1", "--reason", " ", "--data-dir", &data]),
+        "reason must not be empty",
+    );
+    let activated = run_as(&ann, &["policy", "activate", "1", "--reason", "launch", "--data-dir", &data]);
+    assert!(activated.status.success(), "{}", text(&activated.stderr));
+    assert!(text(&activated.stdout).contains("activated policy version 1 at"), "{}", text(&activated.stdout));
+    // Olga's own text needs another officer: her key cannot approve it.
+    let own = run_as(&olga, &["policy", "submit", legacy, "--data-dir", &data]);
+    assert!(text(&own.stdout).contains("as policy version 2"), "{}", text(&own.stderr));
+    assert_one_line_error(&run_as(&olga, &["policy", "approve", "2", "--data-dir", &data]), "submitted it");
+    // A key file others can read is refused before it is used.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = dir.join("open.key");
+        std::fs::write(&open, &ann).unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644));
+        assert_one_line_error(
+            &run(&[
+                "policy",
+                "submit",
+                legacy,
+                "--key-file",
+                open.to_str().unwrap_or_default(),
+                "--data-dir",
+                &data,
+            ]),
+            "can be read by others",
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keys_are_made_listed_and_revoked_on_the_server_and_bad_input_is_one_line() {
+    let dir = temp_dir("keys");
+    let data = dir.to_str().unwrap_or_default().to_string();
+    let olga = server_key(&data, "privacy_officer", "olga");
+    let made = run(&[
+        "keys",
+        "create",
+        "--role",
+        "auditor",
+        "--name",
+        "temp",
+        "--expires-in",
+        "90d",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(
+        text(&made.stdout).contains("(temp, auditor) on the server as")
+            && text(&made.stdout).contains("expires 20")
+    );
+    let auditor = text(&made.stdout).lines().last().unwrap_or_default().trim().to_string();
+    let listed = run(&["keys", "list", "--data-dir", &data]);
+    let table = text(&listed.stdout);
+    assert!(listed.status.success() && table.lines().count() == 3, "{table}");
+    for secret in [&olga, &auditor] {
+        assert!(
+            !table.contains(secret.rsplit('_').next().unwrap_or("-")),
+            "the listing shows a secret: {table}"
+        );
+    }
+    assert!(table.contains("privacy_officer  live") && table.contains("server, "), "{table}");
+    let olga_id = olga.trim_start_matches("csk_").split('_').next().unwrap_or_default().to_string();
+    // The last live officer key is kept unless forced; a revoked key fails at its next use.
+    assert_one_line_error(
+        &run(&["keys", "revoke", &olga_id, "--data-dir", &data]),
+        "last live privacy-officer key",
+    );
+    let forced = run(&["keys", "revoke", &olga_id, "--force", "--data-dir", &data]);
+    assert!(text(&forced.stdout).contains(&format!("revoked key {olga_id}")), "{}", text(&forced.stderr));
+    assert_one_line_error(
+        &run_as(&olga, &["policy", "approve", "1", "--data-dir", &data]),
+        "cannot sign in: the API key was revoked",
+    );
+    assert!(text(&run(&["keys", "list", "--data-dir", &data]).stdout).contains("revoked"));
+    assert_one_line_error(&run(&["keys", "revoke", "nosuchkey", "--data-dir", &data]), "not found");
+    for (args, says) in [
+        (vec!["--role", "root", "--name", "x"], "--role must be operator, privacy_officer or auditor"),
+        (vec!["--role", "auditor", "--name", " "], "a key name must be"),
+        (vec!["--role", "auditor", "--name", "x", "--expires-in", "1é"], "a key lifetime looks like 90d"),
+        (vec!["--role", "auditor", "--name", "x", "--expires-in", "0d"], "a key lifetime looks like 90d"),
+        (vec!["--role", "auditor", "--name", "x", "--out", data.as_str()], "already exists"),
+    ] {
+        let mut all = vec!["keys", "create"];
+        all.extend(args);
+        all.extend(["--data-dir", &data]);
+        assert_one_line_error(&run(&all), says);
+    }
+    assert_eq!(
+        text(&run(&["keys", "list", "--data-dir", &data]).stdout).lines().count(),
+        3,
+        "refusals made no key"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -175,6 +321,8 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         "{stdout}"
     );
     assert!(stdout.contains("deletion.requested") && stdout.contains("deletion.overdue"), "{stdout}");
+    // The developers' endpoints checked every signature and id, and refused none.
+    assert!(stdout.contains("; 0 refused, 0 duplicates ignored)."), "{stdout}");
     // The same seed gives the same story: everything but wall-clock timings is the same.
     let again =
         run(&["demo", "--scale", "small", "--no-serve", "--data-dir", dir.to_str().unwrap_or_default()]);
@@ -402,6 +550,49 @@ fn first_serve_creates_a_private_bootstrap_key_and_serves() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+fn http_put(addr: &str, path: &str, key: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| unreachable!("{e}"));
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn serve_refuses_loopback_webhooks_unless_local_webhooks_are_allowed() {
+    let body = r#"{"name":"Acme","contact_email":"p@acme.example","webhook_url":"https://127.0.0.1:9/hook"}"#;
+    for (setting, allowed) in [(None, false), (Some("0"), false), (Some("true"), true), (Some("1"), true)] {
+        let dir = temp_dir(&format!("local-webhooks-{}", setting.unwrap_or("unset")));
+        let env: Vec<(&str, &str)> =
+            setting.map(|value| vec![("CONSENTRY_ALLOW_LOCAL_WEBHOOKS", value)]).unwrap_or_default();
+        let (mut child, addr, said) = start_server_with(&dir, &env);
+        let key = std::fs::read_to_string(dir.join("bootstrap-operator.key")).unwrap_or_default();
+        let response = http_put(&addr, "/platform/v1/developers/acme", key.trim(), body);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            said.iter().any(|l| l.contains("local webhooks allowed")),
+            allowed,
+            "{setting:?}: {said:?}"
+        );
+        if allowed {
+            assert!(response.starts_with("HTTP/1.1 204"), "{setting:?}: {response}");
+        } else {
+            assert!(
+                response.starts_with("HTTP/1.1 422")
+                    && response.contains("application/problem+json")
+                    && response.contains("127.0.0.1, a loopback address"),
+                "{setting:?}: {response}"
+            );
+        }
+    }
+}
+
 #[test]
 fn corrupted_server_key_is_one_readable_line() {
     let dir = temp_dir("corrupt");
@@ -418,4 +609,230 @@ fn corrupted_server_key_is_one_readable_line() {
     ]);
     assert_one_line_error(&bad_listen, "cannot listen on not-an-address");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 8 part 3: `policy activate --approved-by NAME` took anyone's word for the approval.
+#[test]
+fn a_typed_approver_name_activates_nothing() {
+    let dir = temp_dir("typed-approver");
+    let legacy = repo_file("policies/legacy-2017.cedar");
+    let output = run(&[
+        "policy",
+        "activate",
+        legacy.to_str().unwrap_or_default(),
+        "--reason",
+        "alone",
+        "--author",
+        "mallory",
+        "--approved-by",
+        "olga",
+        "--data-dir",
+        dir.to_str().unwrap_or_default(),
+    ]);
+    assert!(!output.status.success(), "a typed name approved a policy: {}", text(&output.stdout));
+    assert!(!text(&output.stdout).contains("activated"), "{}", text(&output.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_send(addr: &str, method: &str, path: &str, key: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| unreachable!("{e}"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_bootstrap_key_file_is_removed_once_another_operator_key_exists() {
+    let dir = temp_dir("bootstrap-retire");
+    let key_file = dir.join("bootstrap-operator.key");
+    let (child, addr, _) = start_server(&dir);
+    let bootstrap = std::fs::read_to_string(&key_file).unwrap_or_default().trim().to_string();
+    // An auditor key does not make the file unnecessary.
+    let made =
+        http_send(&addr, "POST", "/platform/v1/keys", &bootstrap, r#"{"name":"aud","role":"auditor"}"#);
+    assert!(made.starts_with("HTTP/1.1 201"), "{made}");
+    stop(child);
+    let (child, addr, said) = start_server(&dir);
+    assert!(key_file.exists() && !said.iter().any(|l| l.contains("removed")), "{said:?}");
+    // Another operator key does: the next start removes the file and says why.
+    let made =
+        http_send(&addr, "POST", "/platform/v1/keys", &bootstrap, r#"{"name":"ops2","role":"operator"}"#);
+    assert!(made.starts_with("HTTP/1.1 201"), "{made}");
+    stop(child);
+    let (child, addr, said) = start_server(&dir);
+    assert!(!key_file.exists(), "the bootstrap key file is still there: {said:?}");
+    assert!(
+        said.iter().any(|l| l.contains("removed") && l.contains("another operator key exists")),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|l| l.contains("created the first operator key")), "{said:?}");
+    // The bootstrap key itself stays valid until revoked.
+    let listed = http_send(&addr, "GET", "/platform/v1/keys", &bootstrap, "");
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    stop(child);
+
+    // A revoked bootstrap key's file goes at once.
+    let other = temp_dir("bootstrap-revoked");
+    let (child, _, _) = start_server(&other);
+    stop(child);
+    let id = std::fs::read_to_string(other.join("bootstrap-operator.key"))
+        .unwrap_or_default()
+        .trim_start_matches("csk_")
+        .split('_')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let revoked = run(&["keys", "revoke", &id, "--data-dir", other.to_str().unwrap_or_default()]);
+    assert!(
+        text(&revoked.stdout).contains("the bootstrap key it holds was revoked"),
+        "{}",
+        text(&revoked.stdout)
+    );
+    assert!(!other.join("bootstrap-operator.key").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+/// Every file under `dir` with its bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A ledger of 23 served pages and a checkpoint that covers them, as `serve` leaves it.
+fn ledger_of_23_pages(data: &Path) -> PathBuf {
+    use consentry_types::{
+        AppId, DeveloperId, Disclosure, DisclosureRecord, Field, GroupId, Instant, MemberId, Subject,
+    };
+    fn id<T>(parsed: Result<T, consentry_types::InvalidId>) -> T {
+        parsed.unwrap_or_else(|e| unreachable!("{e}"))
+    }
+    let dir = data.join("ledger");
+    let ledger = consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    for i in 0..23i64 {
+        let members = (0..3).map(|m| Disclosure {
+            subject: Subject::Member(id(MemberId::parse(&format!("m{:02}", (i + m) % 7)))),
+            fields: [Field::MemberName, Field::MemberPicture].into_iter().collect(),
+        });
+        let record = DisclosureRecord {
+            at: Instant::from_secs(1_700_000_000 + i),
+            request_id: format!("{i:016x}"),
+            app: id(AppId::parse("app_0123456789abcdef")),
+            developer: id(DeveloperId::parse("acme")),
+            group: id(GroupId::parse("hikers")),
+            token_hash: format!("{:064x}", 7),
+            policy_version: 1,
+            route: "GET /v1/groups/{id}/members".into(),
+            disclosures: members.collect(),
+        };
+        ledger.append(&record).unwrap_or_else(|e| unreachable!("{e}"));
+    }
+    ledger.checkpoint().unwrap_or_else(|e| unreachable!("{e}"));
+    dir
+}
+
+#[test]
+fn a_damaged_ledger_refuses_everywhere_in_one_line_and_repair_keeps_what_chains() {
+    let data_dir = temp_dir("repair");
+    let ledger = ledger_of_23_pages(&data_dir);
+    let data = data_dir.to_str().unwrap_or_default();
+    // Issue 8: the top bit of the 6th frame's length flipped.
+    let segment = ledger.join("00000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap_or_default();
+    let mut start = 0usize;
+    for _ in 0..5 {
+        let length = bytes.get(start..start + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        start += 4 + length as usize + 32;
+    }
+    if let Some(b) = bytes.get_mut(start + 3) {
+        *b ^= 0x80;
+    }
+    std::fs::write(&segment, &bytes).unwrap_or_else(|e| unreachable!("{e}"));
+    let damaged = files_under(&ledger);
+    let at = format!("00000001.seg is damaged at byte {start}");
+
+    // Every command that reads or opens the ledger says so in one line, and changes nothing.
+    let served = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data]);
+    assert_one_line_error(&served, &at);
+    assert_one_line_error(&run(&["ledger", "checkpoint", "--data-dir", data]), &at);
+    assert_one_line_error(&run(&["ledger", "verify", "--data-dir", data]), &format!("at byte {start}"));
+    assert_one_line_error(&run(&["ledger", "show", "--data-dir", data]), &at);
+    let parquet = data_dir.join("export");
+    assert_one_line_error(
+        &run(&["ledger", "export", "--data-dir", data, "--parquet", parquet.to_str().unwrap_or_default()]),
+        &at,
+    );
+    assert!(files_under(&ledger) == damaged, "a refusal changed the ledger");
+
+    // Repair says what it would do and, without --yes, does nothing.
+    let planned = run(&["ledger", "repair", "--data-dir", data]);
+    let said = text(&planned.stdout);
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    assert!(said.contains(&at), "{said}");
+    assert!(
+        said.contains(&format!("repair keeps bytes 0 to {start} of 00000001.seg: 5 whole frames")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("{} bytes after them are not recoverable", bytes.len() - start)),
+        "{said}"
+    );
+    assert!(said.contains("checkpoints already given out cover records up to 23"), "{said}");
+    assert!(said.contains("nothing was changed; run again with --yes"), "{said}");
+    assert!(files_under(&ledger) == damaged, "a repair without --yes changed the ledger");
+
+    // With --yes: the damaged segment is kept byte for byte, and the ledger opens again.
+    let repaired = run(&["ledger", "repair", "--data-dir", data, "--yes"]);
+    let said = text(&repaired.stdout);
+    assert!(
+        repaired.status.success() && said.contains("repaired; recorded in"),
+        "{said}{}",
+        text(&repaired.stderr)
+    );
+    let kept: Vec<PathBuf> = files_under(&ledger.join("damaged")).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).ok(), Some(bytes.clone()), "the damaged segment is kept as it was");
+    assert_eq!(std::fs::read(&segment).ok(), bytes.get(..start).map(<[u8]>::to_vec));
+    let shown = text(&run(&["ledger", "show", "--data-dir", data]).stdout);
+    let records = shown.lines().count();
+    assert!(records > 0 && records < 23, "{shown}");
+    // Verify now fails honestly against the checkpoint that covered all 23.
+    let verified = run(&["ledger", "verify", "--data-dir", data]);
+    assert_one_line_error(
+        &verified,
+        "covers record 23, which the ledger no longer has (the ledger was repaired since",
+    );
+    // The ledger opens: a new checkpoint, and the server starts.
+    let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout);
+    assert!(checkpoint.starts_with(&format!("checkpoint v1 seq={records} ")), "{checkpoint}");
+    let (mut server, addr, _) = start_server(&data_dir);
+    assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let again = run(&["ledger", "repair", "--data-dir", data]);
+    assert!(text(&again.stdout).starts_with("nothing to repair"), "{}", text(&again.stdout));
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -19,6 +19,8 @@ pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
 /// A names entry: the identities first seen by the record that follows, numbered in order.
 const KIND_NAMES: u8 = 1;
 const KIND_DISCLOSURE: u8 = 2;
+/// The first byte of every payload is one of these.
+pub(crate) const PAYLOAD_KINDS: [u8; 2] = [KIND_NAMES, KIND_DISCLOSURE];
 
 /// What a dictionary number names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

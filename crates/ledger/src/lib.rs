@@ -2,28 +2,39 @@
 //! response leaves, as identities only, hash-chained, in sealed and signed segments.
 //!
 //! Appends from many threads share one `fdatasync` (group commit). A write failure stops the
-//! ledger (every later append fails) rather than risk a gap; reopening recovers. On open, a
-//! torn tail (a frame a crash left half-written, never acknowledged) is cut.
+//! ledger (every later append fails) rather than risk a gap; reopening recovers. On open, only
+//! a torn tail (what a crash leaves of an append that was never acknowledged, see
+//! `segment.rs`) is cut; any other damage refuses to open and changes no file, and
+//! [`repair`] says what can be kept.
 
+mod chain;
+mod checkpoints;
 mod codec;
+mod files;
+mod keys;
 mod reader;
+mod recovery;
+mod repair;
 mod seal;
 mod segment;
 mod verify;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use consentry_types::{DisclosureRecord, Instant};
 use ed25519_dalek::SigningKey;
 
-use codec::{decode, encode_record, frame, merkle_root, Dictionary, Entry};
-use segment::{continues, seal_path, segment_files, segment_path, FrameReader, Stop};
+use codec::{encode_record, frame, merkle_root, Dictionary};
+use recovery::Scanner;
+use segment::{seal_path, segment_path};
 
 pub use codec::RawRecord;
+#[cfg(feature = "fault-injection")]
+pub use files::LossyDisk;
+pub use files::{AppendFile, FileLayer, RealFiles};
 pub use reader::{Entries, LedgerEntry, RawEntries};
+pub use repair::{diagnose, repair, Diagnosis, RepairPlan, Repaired, DAMAGED_DIR};
 pub use seal::{read_verifying_key, Checkpoint};
 pub use verify::{verify, Problem, VerifyReport};
 
@@ -34,8 +45,26 @@ pub enum LedgerError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("ledger is corrupt: {0}")]
     Corrupt(String),
+    /// Bytes of a segment (or of its seal, or of the checkpoints file) are not what was
+    /// written: opening refuses and changes nothing.
+    #[error("{}", damage_message(path, *offset, reason))]
+    Damaged {
+        /// The segment's number (0: the checkpoints file).
+        segment: u64,
+        path: PathBuf,
+        /// Where in the file, when the damage is at a byte.
+        offset: Option<u64>,
+        reason: String,
+    },
     #[error("ledger stopped after a write failure ({0}); restart to recover")]
     Stopped(String),
+}
+
+fn damage_message(path: &Path, offset: Option<u64>, reason: &str) -> String {
+    match offset {
+        Some(offset) => format!("{} is damaged at byte {offset}: {reason}", path.display()),
+        None => format!("{} is damaged: {reason}", path.display()),
+    }
 }
 
 impl LedgerError {
@@ -65,20 +94,12 @@ pub struct LedgerStats {
     pub disclosures: u64,
     pub bytes: u64,
     pub segments: u64,
-}
-
-/// The segment appends go to, as found on open.
-struct ActiveSegment {
-    number: u64,
-    length: u64,
-    first_seq: u64,
-    last_seq: u64,
-    hashes: Vec<[u8; 32]>,
-    previous: [u8; 32],
+    /// `fdatasync`s of segment appends (each makes a group of appends durable).
+    pub syncs: u64,
 }
 
 struct State {
-    file: Arc<File>,
+    file: Arc<dyn AppendFile>,
     segment: u64,
     /// Durable bytes in the active segment.
     segment_len: u64,
@@ -107,138 +128,38 @@ struct State {
 pub struct Ledger {
     dir: PathBuf,
     key: SigningKey,
+    files: Arc<dyn FileLayer>,
     options: LedgerOptions,
     state: Mutex<State>,
     durable: Condvar,
 }
 
-fn open_segment(dir: &Path, number: u64) -> Result<File, LedgerError> {
-    let path = segment_path(dir, number);
-    let file =
-        OpenOptions::new().create(true).append(true).open(&path).map_err(|e| LedgerError::io(&path, e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LedgerError::io(dir, e))?;
-    Ok(file)
-}
-
 impl Ledger {
-    /// Opens (or creates) the ledger in `dir`, recovering from a crash: a torn last frame
-    /// is cut; anything else wrong is an error, never silently dropped.
+    /// Opens (or creates) the ledger in `dir` on the real file system, recovering from a
+    /// crash: a torn tail is cut; any other damage refuses to open and changes no file.
     pub fn open(dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
-        std::fs::create_dir_all(dir).map_err(|e| LedgerError::io(dir, e))?;
-        let key = seal::load_or_create_key(dir)?;
-        let files = segment_files(dir)?;
-        let mut dictionary = Dictionary::default();
-        let (mut head, mut next_seq, mut last_at) = ([0u8; 32], 1u64, Instant::from_millis(0));
-        let mut stats = LedgerStats::default();
-        let mut active: Option<ActiveSegment> = None;
-        for (index, (number, path)) in files.iter().enumerate() {
-            let is_last = index + 1 == files.len();
-            let sealed = seal_path(dir, *number).exists();
-            if !is_last && !sealed {
-                return Err(LedgerError::Corrupt(format!(
-                    "segment {number} is not sealed but is not the last"
-                )));
-            }
-            let segment_previous = head;
-            let mut reader = FrameReader::open(path)?;
-            let (mut hashes, mut first_seq, mut last_seq, mut length) = (Vec::new(), 0u64, 0u64, 0u64);
-            loop {
-                match reader.next_frame() {
-                    Ok(Some(frame)) => {
-                        if !continues(&frame, &head) {
-                            return Err(LedgerError::Corrupt(format!(
-                                "segment {number} at byte {}: the hash chain is broken (run `consentry ledger verify`)",
-                                frame.offset
-                            )));
-                        }
-                        head = frame.stored_hash;
-                        length = frame.offset + 4 + frame.payload.len() as u64 + 32;
-                        if let Entry::Disclosure { seq, record } =
-                            decode(&frame.payload, &mut dictionary, last_at)?
-                        {
-                            if seq != next_seq {
-                                return Err(LedgerError::Corrupt(format!(
-                                    "segment {number}: record {seq} where {next_seq} was due"
-                                )));
-                            }
-                            next_seq += 1;
-                            last_at = record.at;
-                            if first_seq == 0 {
-                                first_seq = seq;
-                            }
-                            last_seq = seq;
-                            stats.records += 1;
-                            stats.disclosures += field_pairs(&record);
-                        }
-                        hashes.push(frame.stored_hash);
-                    }
-                    Ok(None) => break,
-                    Err(Stop::Torn { offset }) if is_last && !sealed => {
-                        let file = OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .map_err(|e| LedgerError::io(path, e))?;
-                        file.set_len(offset)
-                            .and_then(|_| file.sync_all())
-                            .map_err(|e| LedgerError::io(path, e))?;
-                        length = offset;
-                        break;
-                    }
-                    Err(Stop::Torn { offset }) => {
-                        return Err(LedgerError::Corrupt(format!(
-                            "segment {number} is cut short at byte {offset}"
-                        )));
-                    }
-                    Err(Stop::Io(e)) => return Err(LedgerError::io(path, e)),
-                }
-            }
-            stats.bytes += length;
-            stats.segments += 1;
-            if is_last && !sealed {
-                active = Some(ActiveSegment {
-                    number: *number,
-                    length,
-                    first_seq,
-                    last_seq,
-                    hashes,
-                    previous: segment_previous,
-                });
-            } else if is_last {
-                // The last segment was sealed just before a crash: start the next one.
-                active = Some(ActiveSegment {
-                    number: number + 1,
-                    length: 0,
-                    first_seq: 0,
-                    last_seq: 0,
-                    hashes: Vec::new(),
-                    previous: head,
-                });
-            }
-        }
-        let ActiveSegment {
-            number: segment,
-            length: segment_len,
-            first_seq: segment_first_seq,
-            last_seq: segment_last_seq,
-            hashes: segment_hashes,
-            previous: segment_previous,
-        } = active.unwrap_or(ActiveSegment {
-            number: 1,
-            length: 0,
-            first_seq: 0,
-            last_seq: 0,
-            hashes: Vec::new(),
-            previous: head,
-        });
-        let file = Arc::new(open_segment(dir, segment)?);
+        Ledger::open_on(dir, options, Arc::new(RealFiles))
+    }
+
+    /// Opens the ledger with every change going through `files`.
+    pub fn open_on(
+        dir: &Path,
+        options: LedgerOptions,
+        files: Arc<dyn FileLayer>,
+    ) -> Result<Ledger, LedgerError> {
+        let mut scanner = Scanner::new();
+        let checked = recovery::check(dir, &mut scanner)?;
+        let (key, file, segment) = checked.apply(&scanner, files.as_ref())?;
+        let Scanner { dictionary, head, next_seq, last_at, stats, segment: last, .. } = scanner;
+        let fresh = segment != last.number;
         let state = State {
-            file,
+            file: Arc::from(file),
             segment,
-            segment_len,
-            segment_first_seq,
-            segment_last_seq,
-            segment_hashes,
-            segment_previous,
+            segment_len: if fresh { 0 } else { last.length },
+            segment_first_seq: if fresh { 0 } else { last.first_seq },
+            segment_last_seq: if fresh { 0 } else { last.last_seq },
+            segment_hashes: if fresh { Vec::new() } else { last.hashes },
+            segment_previous: if fresh { head } else { last.previous },
             head,
             durable_head: head,
             next_seq,
@@ -254,7 +175,14 @@ impl Ledger {
             #[cfg(feature = "fault-injection")]
             fail_next_write: false,
         };
-        Ok(Ledger { dir: dir.to_path_buf(), key, options, state: Mutex::new(state), durable: Condvar::new() })
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            key,
+            files,
+            options,
+            state: Mutex::new(state),
+            durable: Condvar::new(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -327,10 +255,10 @@ impl Ledger {
         let written = if injected {
             Err(std::io::Error::other("injected failure: no space left on device"))
         } else {
-            (&*file).write_all(&batch).and_then(|_| file.sync_data())
+            file.append(&batch).and_then(|_| file.sync())
         };
         #[cfg(not(feature = "fault-injection"))]
-        let written = (&*file).write_all(&batch).and_then(|_| file.sync_data());
+        let written = file.append(&batch).and_then(|_| file.sync());
         let mut state = self.lock()?;
         state.flushing = false;
         match written {
@@ -347,6 +275,7 @@ impl Ledger {
                 state.stats.records += records;
                 state.stats.disclosures += disclosures;
                 state.stats.bytes += batch.len() as u64;
+                state.stats.syncs += 1;
                 if state.segment_len >= self.options.segment_bytes {
                     if let Err(e) = self.rotate(&mut state) {
                         state.failed = Some(e.to_string());
@@ -375,10 +304,11 @@ impl Ledger {
             head: state.durable_head,
             merkle: merkle_root(&state.segment_hashes),
         };
-        seal.write(&seal_path(&self.dir, state.segment), &self.key)?;
+        seal.write(&seal_path(&self.dir, state.segment), &self.key, self.files.as_ref())?;
         self.write_checkpoint(state.durable_seq, state.durable_head)?;
         state.segment += 1;
-        state.file = Arc::new(open_segment(&self.dir, state.segment)?);
+        let path = segment_path(&self.dir, state.segment);
+        state.file = Arc::from(self.files.open_append(&path).map_err(|e| LedgerError::io(&path, e))?);
         state.segment_len = 0;
         state.segment_first_seq = 0;
         state.segment_hashes.clear();
@@ -389,14 +319,12 @@ impl Ledger {
 
     fn write_checkpoint(&self, seq: u64, head: [u8; 32]) -> Result<Checkpoint, LedgerError> {
         let checkpoint = Checkpoint::sign(seq, head, Instant::now().millis(), &self.key);
-        let path = self.dir.join("checkpoints");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| LedgerError::io(&path, e))?;
-        file.write_all(format!("{}\n", checkpoint.to_line()).as_bytes())
-            .and_then(|_| file.sync_data())
+        let path = self.dir.join(checkpoints::CHECKPOINTS_FILE);
+        self.files
+            .open_append(&path)
+            .and_then(|file| {
+                file.append(format!("{}\n", checkpoint.to_line()).as_bytes()).and_then(|_| file.sync())
+            })
             .map_err(|e| LedgerError::io(&path, e))?;
         Ok(checkpoint)
     }

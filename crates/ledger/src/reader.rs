@@ -1,11 +1,13 @@
 //! Streaming reads of the ledger: one record at a time, never the whole ledger in memory.
+//! The hash chain is checked on the way; a torn tail (never acknowledged) ends the stream,
+//! and any damage is an error, never a silent end.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use consentry_types::{DisclosureRecord, Instant};
 
+use crate::chain::{Chain, Step};
 use crate::codec::{decode, decode_raw, Dictionary, Entry, RawRecord};
-use crate::segment::{continues, segment_files, FrameReader, Stop};
 use crate::LedgerError;
 
 /// One disclosure record with its sequence number.
@@ -15,13 +17,10 @@ pub struct LedgerEntry {
     pub record: DisclosureRecord,
 }
 
-/// Every record of the ledger in order. The hash chain is checked on the way; a torn tail
-/// (never acknowledged) ends the stream.
+/// Every record of the ledger in order.
 pub struct Entries {
-    files: std::vec::IntoIter<(u64, PathBuf)>,
-    current: Option<FrameReader>,
+    chain: Chain,
     dictionary: Dictionary,
-    head: [u8; 32],
     last_at: Instant,
     failed: bool,
 }
@@ -29,10 +28,8 @@ pub struct Entries {
 impl Entries {
     pub fn open(dir: &Path) -> Result<Entries, LedgerError> {
         Ok(Entries {
-            files: segment_files(dir)?.into_iter(),
-            current: None,
+            chain: Chain::open(dir)?,
             dictionary: Dictionary::default(),
-            head: [0; 32],
             last_at: Instant::from_millis(0),
             failed: false,
         })
@@ -47,43 +44,21 @@ impl Iterator for Entries {
             return None;
         }
         loop {
-            if self.current.is_none() {
-                let (_, path) = self.files.next()?;
-                match FrameReader::open(&path) {
-                    Ok(reader) => self.current = Some(reader),
-                    Err(e) => {
-                        self.failed = true;
-                        return Some(Err(e));
-                    }
+            let decoded = match self.chain.step() {
+                Ok(Step::Frame(frame)) => decode(&frame.payload, &mut self.dictionary, self.last_at),
+                Ok(Step::SegmentEnd(_)) => continue,
+                Ok(Step::End) => return None,
+                Err(e) => Err(e),
+            };
+            match decoded {
+                Ok(Entry::Name) => {}
+                Ok(Entry::Disclosure { seq, record }) => {
+                    self.last_at = record.at;
+                    return Some(Ok(LedgerEntry { seq, record }));
                 }
-            }
-            let reader = self.current.as_mut()?;
-            match reader.next_frame() {
-                Ok(Some(frame)) => {
-                    if !continues(&frame, &self.head) {
-                        self.failed = true;
-                        return Some(Err(LedgerError::Corrupt(format!(
-                            "the hash chain is broken at byte {} (run `consentry ledger verify`)",
-                            frame.offset
-                        ))));
-                    }
-                    self.head = frame.stored_hash;
-                    match decode(&frame.payload, &mut self.dictionary, self.last_at) {
-                        Ok(Entry::Name) => continue,
-                        Ok(Entry::Disclosure { seq, record }) => {
-                            self.last_at = record.at;
-                            return Some(Ok(LedgerEntry { seq, record }));
-                        }
-                        Err(e) => {
-                            self.failed = true;
-                            return Some(Err(e));
-                        }
-                    }
-                }
-                Ok(None) | Err(Stop::Torn { .. }) => self.current = None,
-                Err(Stop::Io(e)) => {
+                Err(e) => {
                     self.failed = true;
-                    return Some(Err(LedgerError::Corrupt(format!("read failed: {e}"))));
+                    return Some(Err(e));
                 }
             }
         }
@@ -93,20 +68,16 @@ impl Iterator for Entries {
 /// Every record in order with identities as dictionary numbers, read into one reused
 /// [`RawRecord`]; [`RawEntries::name`] resolves a number. For scans of very large ledgers.
 pub struct RawEntries {
-    files: std::vec::IntoIter<(u64, PathBuf)>,
-    current: Option<FrameReader>,
+    chain: Chain,
     dictionary: Dictionary,
-    head: [u8; 32],
     last_at: Instant,
 }
 
 impl RawEntries {
     pub fn open(dir: &Path) -> Result<RawEntries, LedgerError> {
         Ok(RawEntries {
-            files: segment_files(dir)?.into_iter(),
-            current: None,
+            chain: Chain::open(dir)?,
             dictionary: Dictionary::default(),
-            head: [0; 32],
             last_at: Instant::from_millis(0),
         })
     }
@@ -119,27 +90,15 @@ impl RawEntries {
     /// Reads the next record into `out`; `Ok(false)` at the end.
     pub fn next_into(&mut self, out: &mut RawRecord) -> Result<bool, LedgerError> {
         loop {
-            if self.current.is_none() {
-                let Some((_, path)) = self.files.next() else { return Ok(false) };
-                self.current = Some(FrameReader::open(&path)?);
-            }
-            let Some(reader) = self.current.as_mut() else { return Ok(false) };
-            match reader.next_frame() {
-                Ok(Some(frame)) => {
-                    if !continues(&frame, &self.head) {
-                        return Err(LedgerError::Corrupt(format!(
-                            "the hash chain is broken at byte {} (run `consentry ledger verify`)",
-                            frame.offset
-                        )));
-                    }
-                    self.head = frame.stored_hash;
+            match self.chain.step()? {
+                Step::Frame(frame) => {
                     if decode_raw(&frame.payload, &mut self.dictionary, self.last_at, out)? {
                         self.last_at = out.at;
                         return Ok(true);
                     }
                 }
-                Ok(None) | Err(Stop::Torn { .. }) => self.current = None,
-                Err(Stop::Io(e)) => return Err(LedgerError::Corrupt(format!("read failed: {e}"))),
+                Step::SegmentEnd(_) => {}
+                Step::End => return Ok(false),
             }
         }
     }

@@ -1,35 +1,13 @@
 //! Seals (a closed segment's Merkle root and chain head, signed) and checkpoints (signed
 //! heads of the whole chain, like Certificate Transparency's signed tree heads).
 
-use std::io::Write;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use rand::RngCore;
 
 use crate::codec::{hex, unhex};
+use crate::files::FileLayer;
 use crate::LedgerError;
-
-/// The ledger's signing key, kept in the ledger directory (mode 0600); its public half is
-/// written beside it for outside auditors.
-pub(crate) fn load_or_create_key(dir: &Path) -> Result<SigningKey, LedgerError> {
-    let path = dir.join("signing.key");
-    if path.exists() {
-        let text = std::fs::read_to_string(&path).map_err(|e| LedgerError::io(&path, e))?;
-        let bytes = unhex::<32>(text.trim()).ok_or_else(|| {
-            LedgerError::Corrupt(format!("{} is not a 64-character hex key", path.display()))
-        })?;
-        return Ok(SigningKey::from_bytes(&bytes));
-    }
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let key = SigningKey::from_bytes(&secret);
-    write_private(&path, &format!("{}\n", hex(&secret)))?;
-    let public = dir.join("signing.pub");
-    std::fs::write(&public, format!("{}\n", hex(key.verifying_key().as_bytes())))
-        .map_err(|e| LedgerError::io(&public, e))?;
-    Ok(key)
-}
 
 /// Reads the public key an auditor checks signatures with.
 pub fn read_verifying_key(dir: &Path) -> Result<VerifyingKey, LedgerError> {
@@ -38,18 +16,6 @@ pub fn read_verifying_key(dir: &Path) -> Result<VerifyingKey, LedgerError> {
     let bytes = unhex::<32>(text.trim())
         .ok_or_else(|| LedgerError::Corrupt(format!("{} is not a hex key", path.display())))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| LedgerError::Corrupt(format!("{}: {e}", path.display())))
-}
-
-fn write_private(path: &Path, content: &str) -> Result<(), LedgerError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|e| LedgerError::io(path, e))?;
-    file.write_all(content.as_bytes()).and_then(|_| file.sync_all()).map_err(|e| LedgerError::io(path, e))
 }
 
 /// What a closed segment held, signed.
@@ -80,22 +46,28 @@ impl Seal {
         )
     }
 
-    pub(crate) fn write(&self, path: &Path, key: &SigningKey) -> Result<(), LedgerError> {
+    pub(crate) fn write(
+        &self,
+        path: &Path,
+        key: &SigningKey,
+        files: &dyn FileLayer,
+    ) -> Result<(), LedgerError> {
         let body = self.body();
         let signature = key.sign(body.as_bytes());
         let text = format!("{body}signature {}\n", hex(&signature.to_bytes()));
-        let temporary = path.with_extension("seal.tmp");
-        write_private(&temporary, &text)?;
-        std::fs::rename(&temporary, path).map_err(|e| LedgerError::io(path, e))
+        files.replace(path, text.as_bytes()).map_err(|e| LedgerError::io(path, e))
     }
 
-    /// Reads a seal and checks its signature.
-    pub(crate) fn read(path: &Path, key: &VerifyingKey) -> Result<Seal, String> {
+    /// Reads a seal and checks its signature (with no key: its form only; opening checks
+    /// what the seal says, `verify` also who signed it).
+    pub(crate) fn read(path: &Path, key: Option<&VerifyingKey>) -> Result<Seal, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the seal: {e}"))?;
         let (body, signature) = text.rsplit_once("signature ").ok_or("the seal has no signature")?;
         let signature = unhex::<64>(signature.trim()).ok_or("the seal's signature is malformed")?;
-        key.verify(body.as_bytes(), &Signature::from_bytes(&signature))
-            .map_err(|_| "the seal's signature does not match the ledger's key".to_string())?;
+        if let Some(key) = key {
+            key.verify(body.as_bytes(), &Signature::from_bytes(&signature))
+                .map_err(|_| "the seal's signature does not match the ledger's key".to_string())?;
+        }
         let field = |name: &str| -> Result<&str, String> {
             body.lines()
                 .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
@@ -122,6 +94,32 @@ impl Seal {
             return Err("the seal's text was altered".to_string());
         }
         Ok(seal)
+    }
+}
+
+impl Seal {
+    /// Reads the seal at `path` and compares it with what its segment holds; the reason when
+    /// they differ.
+    pub(crate) fn check(path: &Path, key: Option<&VerifyingKey>, expected: &Seal) -> Result<(), String> {
+        let seal = Seal::read(path, key)?;
+        let mismatch = if seal.segment != expected.segment {
+            Some("the seal names another segment")
+        } else if seal.bytes != expected.bytes {
+            Some("the segment's length differs from its seal (truncated or extended)")
+        } else if seal.frames != expected.frames {
+            Some("the segment's record count differs from its seal")
+        } else if seal.previous != expected.previous {
+            Some("the segment does not follow the previous one")
+        } else if seal.head != expected.head {
+            Some("the segment's last hash differs from its seal")
+        } else if seal.merkle != expected.merkle {
+            Some("the segment's Merkle root differs from its seal")
+        } else if (seal.first_seq, seal.last_seq) != (expected.first_seq, expected.last_seq) {
+            Some("the segment's record numbers differ from its seal")
+        } else {
+            None
+        };
+        mismatch.map_or(Ok(()), |m| Err(m.to_string()))
     }
 }
 
@@ -152,10 +150,16 @@ impl Checkpoint {
 
     /// Parses a line and checks its signature.
     pub fn parse(line: &str, key: &VerifyingKey) -> Result<Checkpoint, String> {
+        let checkpoint = Checkpoint::parse_form(line)?;
+        checkpoint.check_signature(key)?;
+        Ok(checkpoint)
+    }
+
+    /// Parses a line without checking its signature: only text exactly as a checkpoint is
+    /// written is accepted.
+    pub(crate) fn parse_form(line: &str) -> Result<Checkpoint, String> {
         let (body, signature) = line.rsplit_once(" sig=").ok_or("the checkpoint has no signature")?;
         let signature = unhex::<64>(signature).ok_or("the checkpoint's signature is malformed")?;
-        key.verify(body.as_bytes(), &Signature::from_bytes(&signature))
-            .map_err(|_| "the checkpoint's signature does not match the ledger's key".to_string())?;
         let value = |name: &str| {
             body.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
@@ -171,5 +175,12 @@ impl Checkpoint {
             return Err("the checkpoint's text was altered".to_string());
         }
         Ok(checkpoint)
+    }
+
+    /// Checks that the ledger's key signed this checkpoint.
+    pub(crate) fn check_signature(&self, key: &VerifyingKey) -> Result<(), String> {
+        let body = Checkpoint::body(self.seq, &self.head, self.at_millis);
+        key.verify(body.as_bytes(), &Signature::from_bytes(&self.signature))
+            .map_err(|_| "the checkpoint's signature does not match the ledger's key".to_string())
     }
 }

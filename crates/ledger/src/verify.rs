@@ -6,9 +6,11 @@ use std::time::Instant as WallClock;
 
 use consentry_types::Instant;
 
+use crate::chain::{Chain, Step};
+use crate::checkpoints::REPAIRS_FILE;
 use crate::codec::{inspect, merkle_root, Dictionary, Inspected};
 use crate::seal::{read_verifying_key, Checkpoint, Seal};
-use crate::segment::{continues, seal_path, segment_files, FrameReader, Stop};
+use crate::segment::seal_path;
 use crate::LedgerError;
 
 /// Where verification found the first problem.
@@ -73,6 +75,11 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(LedgerError::io(&checkpoints_file, e)),
     };
+    if !kept.is_empty() && (!kept.ends_with('\n') || kept.contains('\r')) {
+        let reason = "the checkpoints file's last line is not whole: a crash left it (opening the ledger cuts it) or it was altered".to_string();
+        report.problem = Some(Problem { segment: 0, after_record: 0, reason });
+        return Ok(report);
+    }
     for (origin, line) in kept
         .lines()
         .map(|l| ("checkpoints file", l))
@@ -90,138 +97,114 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
             }
         }
     }
-    if !kept.is_empty() && (!kept.ends_with('\n') || kept.contains('\r')) {
-        let reason = "the checkpoints file was altered (a line is not whole)".to_string();
-        report.problem = Some(Problem { segment: 0, after_record: 0, reason });
-        return Ok(report);
-    }
     let needed: std::collections::HashSet<u64> = wanted.iter().map(|(_, c)| c.seq).collect();
-    let files = segment_files(dir)?;
     let fail = |report: &mut VerifyReport, segment: u64, after: u64, reason: String| {
         report.problem = Some(Problem { segment, after_record: after, reason });
     };
-    for (expected_number, (index, (number, path))) in (1..).zip(files.iter().enumerate()) {
-        let is_last = index + 1 == files.len();
-        if *number != expected_number {
-            fail(&mut report, expected_number, next_seq - 1, "segment is missing".into());
-            return Ok(finish(report, started));
-        }
-        report.segments += 1;
-        let segment_previous = head;
-        let (mut hashes, mut first_seq, mut last_seq, mut length) = (Vec::new(), 0u64, 0u64, 0u64);
-        let mut reader = FrameReader::open(path)?;
-        loop {
-            match reader.next_frame() {
-                Ok(Some(frame)) => {
-                    if !continues(&frame, &head) {
-                        let reason = format!("record at byte {} does not continue the hash chain (changed, missing or reordered)", frame.offset);
-                        fail(&mut report, *number, next_seq - 1, reason);
-                        return Ok(finish(report, started));
-                    }
-                    head = frame.stored_hash;
-                    length = frame.offset + 4 + frame.payload.len() as u64 + 32;
-                    match inspect(&frame.payload, &mut dictionary, last_at) {
-                        Ok(Inspected::Names) => {}
-                        Ok(Inspected::Disclosure { seq, at, disclosures }) => {
-                            if seq != next_seq {
-                                fail(
-                                    &mut report,
-                                    *number,
-                                    next_seq - 1,
-                                    format!("record {seq} where {next_seq} was due"),
-                                );
-                                return Ok(finish(report, started));
-                            }
-                            next_seq += 1;
-                            last_at = at;
-                            first_seq = if first_seq == 0 { seq } else { first_seq };
-                            last_seq = seq;
-                            report.records += 1;
-                            report.disclosures += disclosures;
-                            if needed.contains(&seq) {
-                                heads_at.insert(seq, head);
-                            }
-                        }
-                        Err(e) => {
-                            fail(&mut report, *number, next_seq - 1, e.to_string());
-                            return Ok(finish(report, started));
-                        }
-                    }
-                    hashes.push(frame.stored_hash);
-                }
-                Ok(None) => break,
-                Err(Stop::Torn { offset }) => {
-                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(offset);
-                    if is_last && !seal_path(dir, *number).exists() {
-                        report.torn_bytes = size - offset;
-                        let reason = format!(
-                            "the last {} bytes are not a whole record: a crash left them (opening the ledger cuts them) or they were altered",
-                            size - offset
-                        );
-                        fail(&mut report, *number, next_seq - 1, reason);
-                        return Ok(finish(report, started));
-                    }
-                    fail(
-                        &mut report,
-                        *number,
-                        next_seq - 1,
-                        format!("segment is cut short at byte {offset}"),
-                    );
-                    return Ok(finish(report, started));
-                }
-                Err(Stop::Io(e)) => return Err(LedgerError::io(path, e)),
-            }
-        }
-        report.bytes += length + report.torn_bytes;
-        let seal_file = seal_path(dir, *number);
-        if seal_file.exists() {
-            let seal = match Seal::read(&seal_file, &key) {
-                Ok(seal) => seal,
-                Err(reason) => {
-                    fail(&mut report, *number, next_seq - 1, reason);
-                    return Ok(finish(report, started));
-                }
-            };
-            let mismatch = if seal.segment != *number {
-                Some("the seal names another segment")
-            } else if seal.bytes != length {
-                Some("the segment's length differs from its seal (truncated or extended)")
-            } else if seal.frames != hashes.len() as u64 {
-                Some("the segment's record count differs from its seal")
-            } else if seal.previous != segment_previous {
-                Some("the segment does not follow the previous one")
-            } else if seal.head != head {
-                Some("the segment's last hash differs from its seal")
-            } else if seal.merkle != merkle_root(&hashes) {
-                Some("the segment's Merkle root differs from its seal")
-            } else if (seal.first_seq, seal.last_seq) != (first_seq, last_seq) {
-                Some("the segment's record numbers differ from its seal")
-            } else {
-                None
-            };
-            if let Some(reason) = mismatch {
-                fail(&mut report, *number, next_seq - 1, reason.into());
+    let mut chain = Chain::open(dir)?;
+    let (mut hashes, mut first_seq, mut last_seq) = (Vec::new(), 0u64, 0u64);
+    loop {
+        let step = match chain.step() {
+            Ok(step) => step,
+            Err(LedgerError::Damaged { segment, offset, reason, .. }) => {
+                let reason = match offset {
+                    Some(offset) => format!("at byte {offset}: {reason}"),
+                    None => reason,
+                };
+                fail(&mut report, segment, next_seq - 1, reason);
                 return Ok(finish(report, started));
             }
-        } else if !is_last {
-            fail(&mut report, *number, next_seq - 1, "a closed segment has no seal".into());
-            return Ok(finish(report, started));
+            Err(e) => return Err(e),
+        };
+        match step {
+            Step::Frame(frame) => {
+                let number = chain.segment();
+                head = frame.stored_hash;
+                match inspect(&frame.payload, &mut dictionary, last_at) {
+                    Ok(Inspected::Names) => {}
+                    Ok(Inspected::Disclosure { seq, at, disclosures }) => {
+                        if seq != next_seq {
+                            let reason =
+                                format!("at byte {}: record {seq} where {next_seq} was due", frame.offset);
+                            fail(&mut report, number, next_seq - 1, reason);
+                            return Ok(finish(report, started));
+                        }
+                        next_seq += 1;
+                        last_at = at;
+                        first_seq = if first_seq == 0 { seq } else { first_seq };
+                        last_seq = seq;
+                        report.records += 1;
+                        report.disclosures += disclosures;
+                        if needed.contains(&seq) {
+                            heads_at.insert(seq, head);
+                        }
+                    }
+                    Err(e) => {
+                        fail(&mut report, number, next_seq - 1, format!("at byte {}: {e}", frame.offset));
+                        return Ok(finish(report, started));
+                    }
+                }
+                hashes.push(frame.stored_hash);
+            }
+            Step::SegmentEnd(end) => {
+                report.segments += 1;
+                report.bytes += end.length + end.torn;
+                if end.torn > 0 {
+                    report.torn_bytes = end.torn;
+                    let reason = format!(
+                        "the last {} bytes (from byte {}) are not a whole record: a crash left them (opening the ledger cuts them) or they were altered",
+                        end.torn, end.length
+                    );
+                    fail(&mut report, end.number, next_seq - 1, reason);
+                    return Ok(finish(report, started));
+                }
+                if end.sealed {
+                    let expected = Seal {
+                        segment: end.number,
+                        frames: hashes.len() as u64,
+                        first_seq,
+                        last_seq,
+                        bytes: end.length,
+                        previous: end.previous,
+                        head,
+                        merkle: merkle_root(&hashes),
+                    };
+                    if let Err(reason) = Seal::check(&seal_path(dir, end.number), Some(&key), &expected) {
+                        fail(&mut report, end.number, next_seq - 1, reason);
+                        return Ok(finish(report, started));
+                    }
+                }
+                hashes.clear();
+                first_seq = 0;
+                last_seq = 0;
+            }
+            Step::End => break,
         }
     }
+    let repaired = dir.join(REPAIRS_FILE).exists();
+    let note = if repaired {
+        format!(" (the ledger was repaired since: see {})", dir.join(REPAIRS_FILE).display())
+    } else {
+        String::new()
+    };
     for (origin, checkpoint) in &wanted {
         report.checkpoints += 1;
         match heads_at.get(&checkpoint.seq) {
             Some(h) if *h == checkpoint.head => {}
             Some(_) => {
-                let reason =
-                    format!("{origin} for record {} does not match: history was rewritten", checkpoint.seq);
+                let reason = format!(
+                    "{origin} for record {} does not match: history was rewritten{note}",
+                    checkpoint.seq
+                );
                 fail(&mut report, 0, checkpoint.seq, reason);
                 break;
             }
             None if checkpoint.seq == 0 => {}
             None => {
-                let reason =
-                    format!("{origin} covers record {}, which the ledger no longer has", checkpoint.seq);
+                let reason = format!(
+                    "{origin} covers record {}, which the ledger no longer has{note}",
+                    checkpoint.seq
+                );
                 fail(&mut report, 0, next_seq - 1, reason);
                 break;
             }

@@ -36,8 +36,10 @@ pub struct TokenIntrospection {
     pub issued_at: Option<Instant>,
 }
 
-/// An operator whose API key was checked for this request.
+/// An operator whose API key was checked for this request. Only
+/// [`Service::authenticate_operator`] makes one, so holding one proves a key was presented.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OperatorSession {
     pub key_id: String,
     pub name: String,
@@ -169,10 +171,15 @@ impl Service {
             return Err(refused());
         }
         let stored: OperatorKey = self.store.operator_key(id)?.ok_or_else(refused)?;
-        if stored.revoked_at.is_some()
-            || !constant_time_eq(stored.hash.as_bytes(), fast_hash(secret).as_bytes())
-        {
+        if !constant_time_eq(stored.hash.as_bytes(), fast_hash(secret).as_bytes()) {
             return Err(refused());
+        }
+        // Only the key's holder learns why it no longer works.
+        if stored.revoked_at.is_some() {
+            return Err(ServiceError::Unauthenticated("the API key was revoked".into()));
+        }
+        if stored.expires_at.is_some_and(|at| at <= self.clock.now()) {
+            return Err(ServiceError::Unauthenticated("the API key expired".into()));
         }
         Ok(OperatorSession { key_id: stored.id, name: stored.name, role: stored.role })
     }

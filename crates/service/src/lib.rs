@@ -8,8 +8,10 @@ mod auth;
 mod cases;
 mod clock;
 mod groups;
+mod keys;
 mod platform;
 mod secrets;
+mod webhook_target;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,8 +23,10 @@ pub use auth::{AppSession, IssuedToken, OperatorSession, TokenIntrospection};
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
-pub use platform::{NewOperatorKey, RegisteredApp};
+pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
+pub use platform::RegisteredApp;
 pub use secrets::ServerKey;
+pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 
 /// A fresh id for one request (64 random bits, hex).
 pub fn request_id() -> String {
@@ -114,6 +118,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     key: ServerKey,
     config: ServiceConfig,
+    /// Where developers' webhooks may point (checked at registration and at each delivery).
+    webhook_targets: webhook_target::WebhookTargets,
     #[cfg(feature = "bench-bypass")]
     bypass_enforcement: std::sync::atomic::AtomicBool,
 }
@@ -132,6 +138,7 @@ impl Service {
             clock,
             key,
             config,
+            webhook_targets: webhook_target::WebhookTargets::strict(),
             #[cfg(feature = "bench-bypass")]
             bypass_enforcement: std::sync::atomic::AtomicBool::new(false),
         }

@@ -2,29 +2,24 @@
 //! consents, and policy versions. Each write takes effect for the very next request.
 
 use consentry_policy::compile;
-use consentry_store::OperatorKey;
+use consentry_store::CaseState;
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Member, MemberId, OperatorRole,
     PolicyActivation, Post, PostId, Role, Scope,
 };
 
-use crate::auth::OPERATOR_KEY_PREFIX;
-use crate::secrets::{fast_hash, random_hex, random_text, slow_hash};
+use crate::auth::OperatorSession;
+use crate::secrets::{random_hex, random_text, slow_hash};
 use crate::{Service, ServiceError, ServiceResult};
+
+/// Who may write and activate policies; only privacy officers approve.
+const POLICY_AUTHORS: &[OperatorRole] = &[OperatorRole::Operator, OperatorRole::PrivacyOfficer];
 
 /// A newly registered app and its client secret, shown once.
 #[derive(Debug, Clone)]
 pub struct RegisteredApp {
     pub app: App,
     pub client_secret: String,
-}
-
-/// A newly created operator API key, shown once.
-#[derive(Debug, Clone)]
-pub struct NewOperatorKey {
-    pub key: String,
-    pub id: String,
-    pub role: OperatorRole,
 }
 
 fn text(what: &str, value: &str, max: usize) -> ServiceResult<()> {
@@ -124,7 +119,8 @@ impl Service {
         if !contact_email.contains('@') || contact_email.chars().any(char::is_whitespace) {
             return Err(ServiceError::InvalidInput("contact_email must be an email address".into()));
         }
-        url("webhook_url", webhook_url)?;
+        text("webhook_url", webhook_url, 2048)?;
+        self.check_webhook_url(webhook_url)?;
         let developer = Developer {
             id: id.clone(),
             name: name.to_string(),
@@ -174,13 +170,57 @@ impl Service {
         Ok(RegisteredApp { app, client_secret })
     }
 
+    /// Sets an app's status. A banned app stays banned; an app becomes active again only if
+    /// no remediation case about it (its developer's case naming it) is still open.
     pub fn set_app_status(&self, app: &AppId, status: AppStatus) -> ServiceResult<()> {
-        let before = self.store.app(app)?.map(|a| a.status);
+        let found =
+            self.store.app(app)?.ok_or_else(|| ServiceError::NotFound(format!("app {:?}", app.as_str())))?;
+        if found.status == AppStatus::Banned && status != AppStatus::Banned {
+            return Err(ServiceError::Conflict(format!(
+                "app {app} is banned, and a banned app stays banned: it cannot be suspended or reinstated"
+            )));
+        }
+        if status == AppStatus::Active && found.status != AppStatus::Active {
+            // Ids are validated to [A-Za-z0-9_.:-], so the quoted id appears in a case's
+            // manifest (JSON keyed by app id) exactly when the manifest names the app.
+            let quoted = format!("\"{app}\"");
+            let open = self.store.cases()?.into_iter().find(|c| {
+                c.developer == found.developer && c.state != CaseState::Closed && c.manifest.contains(&quoted)
+            });
+            if let Some(case) = open {
+                return Err(ServiceError::Conflict(format!(
+                    "app {app} is named in case {} of developer {}, which is {}: it cannot be reinstated before the case is closed",
+                    case.id,
+                    case.developer,
+                    case.state.as_str()
+                )));
+            }
+        }
         self.store.set_app_status(app, status, self.clock.now())?;
-        if status == AppStatus::Suspended && before != Some(AppStatus::Suspended) {
+        if status == AppStatus::Suspended && found.status != AppStatus::Suspended {
             self.notify_app_developer(app, "app.suspended", "")?;
         }
         Ok(())
+    }
+
+    /// Brings a suspended app back (only a suspended one: see [`Service::set_app_status`]).
+    pub fn reinstate_app(&self, app: &AppId) -> ServiceResult<()> {
+        match self.app_status(app)? {
+            AppStatus::Suspended => self.set_app_status(app, AppStatus::Active),
+            AppStatus::Banned => Err(ServiceError::Conflict(format!(
+                "app {app} is banned, and a banned app stays banned: only a suspended app can be reinstated"
+            ))),
+            AppStatus::Active => Err(ServiceError::Conflict(format!(
+                "app {app} is active: only a suspended app can be reinstated"
+            ))),
+        }
+    }
+
+    fn app_status(&self, app: &AppId) -> ServiceResult<AppStatus> {
+        self.store
+            .app(app)?
+            .map(|a| a.status)
+            .ok_or_else(|| ServiceError::NotFound(format!("app {:?}", app.as_str())))
     }
 
     /// Revokes an app: it is banned and every token it holds stops working, from the very
@@ -295,82 +335,79 @@ impl Service {
         Ok(())
     }
 
-    /// Validates policy text against the schema and stores it as a new version.
-    pub fn submit_policy(&self, text: &str, author: &str) -> ServiceResult<u32> {
+    /// Validates policy text against the schema and stores it as a new version, written by
+    /// the key `author` (recorded by its id).
+    pub fn submit_policy(&self, text: &str, author: &OperatorSession) -> ServiceResult<u32> {
+        author.require(POLICY_AUTHORS)?;
         if text.len() > 1 << 20 {
             return Err(ServiceError::InvalidInput("policy text must be at most 1 MiB".into()));
         }
         compile(0, text).map_err(ServiceError::Policy)?;
-        Ok(self.store.add_policy_version(text, author, self.clock.now())?)
+        self.live_key(&author.key_id)?;
+        Ok(self.store.add_policy_version(text, &author.key_id, self.clock.now())?)
     }
 
-    /// A privacy officer approves a stored version; its author may not (two-person rule).
-    pub fn approve_policy(&self, version: u32, approver: &str) -> ServiceResult<()> {
+    /// A privacy officer approves a stored version, recorded by key id. Two-person rule: the
+    /// approver's key is not the author's, and no key is in both keys' lineages (see
+    /// [`Service::approval_refusal`]).
+    pub fn approve_policy(&self, version: u32, approver: &OperatorSession) -> ServiceResult<()> {
+        approver.require(&[OperatorRole::PrivacyOfficer])?;
+        self.live_key(&approver.key_id)?;
         let stored = self
             .store
             .policy_version(version)?
             .ok_or_else(|| ServiceError::NotFound(format!("policy version {version}")))?;
-        if stored.author == approver {
+        if let Some(why) = self.approval_refusal(&stored.author, &approver.key_id)? {
             return Err(ServiceError::Rejected(format!(
-                "{approver} wrote policy version {version}, so cannot approve it: another privacy officer must"
+                "key {} cannot approve policy version {version}: {why}; a privacy officer holding a key outside the author's lineage must approve it",
+                approver.key_id
             )));
         }
-        Ok(self.store.approve_policy(version, approver, self.clock.now())?)
+        Ok(self.store.approve_policy(version, &approver.key_id, self.clock.now())?)
     }
 
-    /// Makes a stored version the active policy from this instant on. The version must have
-    /// been approved by someone other than its author (two-person rule).
+    /// The approvals of a version that satisfy the two-person rule now (an approval whose key
+    /// was revoked since no longer counts).
+    pub fn counting_approvals(&self, version: u32) -> ServiceResult<Vec<(String, consentry_types::Instant)>> {
+        let stored = self
+            .store
+            .policy_version(version)?
+            .ok_or_else(|| ServiceError::NotFound(format!("policy version {version}")))?;
+        let mut counting = Vec::new();
+        for (approver, at) in self.store.policy_approvals(version)? {
+            if self.approval_refusal(&stored.author, &approver)?.is_none() {
+                counting.push((approver, at));
+            }
+        }
+        Ok(counting)
+    }
+
+    /// Makes a stored version the active policy from this instant on, recording the key `by`
+    /// that activated it. The version must carry an approval that satisfies the two-person
+    /// rule now.
     pub fn activate_policy(
         &self,
         version: u32,
-        author: &str,
+        by: &OperatorSession,
         reason: &str,
     ) -> ServiceResult<PolicyActivation> {
+        by.require(POLICY_AUTHORS)?;
         text("reason", reason, 2000)?;
-        let stored = self
-            .store
-            .policy_version(version)?
-            .ok_or_else(|| ServiceError::NotFound(format!("policy version {version}")))?;
-        let approved = self.store.policy_approvals(version)?.iter().any(|(who, _)| *who != stored.author);
-        if !approved {
+        self.live_key(&by.key_id)?;
+        if self.counting_approvals(version)?.is_empty() {
             return Err(ServiceError::Rejected(format!(
-                "policy version {version} is not approved: a privacy officer other than its author must approve it first"
+                "policy version {version} is not approved: a privacy officer holding a key outside its author's lineage must approve it first"
             )));
         }
         // Refuse to activate anything that does not compile today.
         self.compiled_policy(version)?;
         let activation = PolicyActivation {
             version,
-            author: author.to_string(),
+            author: by.key_id.clone(),
             reason: reason.to_string(),
             at: self.clock.now(),
         };
         self.store.activate_policy(&activation)?;
         Ok(activation)
-    }
-
-    /// Creates an operator API key; its text is returned once and kept only as a hash.
-    pub fn create_operator_key(&self, name: &str, role: OperatorRole) -> ServiceResult<NewOperatorKey> {
-        text("name", name, 200)?;
-        let id = random_hex(6);
-        let secret = random_text(32);
-        let key = OperatorKey {
-            id: id.clone(),
-            hash: fast_hash(&secret),
-            name: name.to_string(),
-            role,
-            created_at: self.clock.now(),
-            revoked_at: None,
-        };
-        self.store.put_operator_key(&key)?;
-        Ok(NewOperatorKey { key: format!("{OPERATOR_KEY_PREFIX}{id}_{secret}"), id, role })
-    }
-
-    /// On a store with no operator key yet, creates the first one (role `operator`).
-    pub fn bootstrap_operator_key(&self) -> ServiceResult<Option<NewOperatorKey>> {
-        if self.store.operator_key_count()? > 0 {
-            return Ok(None);
-        }
-        self.create_operator_key("bootstrap", OperatorRole::Operator).map(Some)
     }
 }

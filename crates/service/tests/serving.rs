@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use consentry_service::{
-    parse_fields, AppSession, PageRequest, ServerKey, Service, ServiceConfig, ServiceError, SimulatedClock,
-    Subject,
+    parse_fields, AppSession, OperatorSession, PageRequest, ServerKey, Service, ServiceConfig, ServiceError,
+    SimulatedClock, Subject,
 };
 use consentry_store_sqlite::SqliteStore;
 use consentry_types::{
-    AppStatus, DeveloperId, Field, GroupId, Instant, MemberId, PostId, ResourceKind, Role, Scope,
+    AppStatus, DeveloperId, Field, GroupId, Instant, MemberId, OperatorRole, PostId, ResourceKind, Role,
+    Scope,
 };
 
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
@@ -26,6 +27,24 @@ struct World {
     clock: Arc<SimulatedClock>,
     app: consentry_service::RegisteredApp,
     session: AppSession,
+    /// An operator key and an independent privacy-officer key, both made on the server.
+    ops: OperatorSession,
+    officer: OperatorSession,
+}
+
+/// A key made on the server (as `consentry keys create` does), signed in with.
+fn server_key(service: &Service, name: &str, role: OperatorRole) -> (String, OperatorSession) {
+    let key = service
+        .create_key_on_server("test", "tester", name, role, None)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let session = service.authenticate_operator(&key.key).unwrap_or_else(|e| unreachable!("{e}"));
+    (key.key, session)
+}
+
+/// A key made over the platform API with `maker`'s key, signed in with.
+fn made_with(service: &Service, maker: &OperatorSession, name: &str, role: OperatorRole) -> OperatorSession {
+    let key = service.create_operator_key(maker, name, role, None).unwrap_or_else(|e| unreachable!("{e}"));
+    service.authenticate_operator(&key.key).unwrap_or_else(|e| unreachable!("{e}"))
 }
 
 /// A group "hikers" with admin ann and members bob, cat; one app installed by ann;
@@ -60,16 +79,16 @@ fn world() -> World {
         .unwrap_or_else(|e| unreachable!("{e}"));
     ok(service.install_app(&app.app.id, &group(), &member("ann")));
     ok(service.set_consent(&member("bob"), &app.app.id, &[Scope::Profile]));
-    let version = service.submit_policy(GROUPS_2018, "policy-team").unwrap_or_else(|e| unreachable!("{e}"));
-    service.approve_policy(version, "privacy-officer").unwrap_or_else(|e| unreachable!("{e}"));
-    service
-        .activate_policy(version, "privacy-officer", "the 2018 rules")
-        .unwrap_or_else(|e| unreachable!("{e}"));
+    let (_, ops) = server_key(&service, "policy-team", OperatorRole::Operator);
+    let (_, officer) = server_key(&service, "privacy-officer", OperatorRole::PrivacyOfficer);
+    let version = service.submit_policy(GROUPS_2018, &ops).unwrap_or_else(|e| unreachable!("{e}"));
+    service.approve_policy(version, &officer).unwrap_or_else(|e| unreachable!("{e}"));
+    service.activate_policy(version, &officer, "the 2018 rules").unwrap_or_else(|e| unreachable!("{e}"));
     let token =
         service.issue_token(&app.app.client_id, &app.client_secret).unwrap_or_else(|e| unreachable!("{e}"));
     let session = service.authenticate_app(&token.access_token).unwrap_or_else(|e| unreachable!("{e}"));
     clock.advance_secs(1);
-    World { service, clock, app, session }
+    World { service, clock, app, session, ops, officer }
 }
 
 fn member_fields() -> consentry_types::FieldSet {
@@ -108,12 +127,12 @@ fn revoked_consent_hides_name_on_next_request() {
 #[test]
 fn activating_legacy_policy_shows_everyone_on_next_request_and_back() {
     let w = world();
-    let legacy = w.service.submit_policy(LEGACY, "ops").unwrap_or_default();
-    assert!(w.service.approve_policy(legacy, "officer").is_ok());
-    assert!(w.service.activate_policy(legacy, "ops", "rollback").is_ok());
+    let legacy = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    assert!(w.service.approve_policy(legacy, &w.officer).is_ok());
+    assert!(w.service.activate_policy(legacy, &w.ops, "rollback").is_ok());
     assert_eq!(visible_names(&w), ["ann name", "bob name", "cat name"]);
     w.clock.advance_secs(1);
-    assert!(w.service.activate_policy(1, "ops", "forward again").is_ok());
+    assert!(w.service.activate_policy(1, &w.ops, "forward again").is_ok());
     assert_eq!(visible_names(&w), ["bob name"]);
 }
 
@@ -203,9 +222,9 @@ fn installer_must_be_an_admin() {
 #[test]
 fn members_pages_resume_and_never_repeat() {
     let w = world();
-    let legacy = w.service.submit_policy(LEGACY, "ops").unwrap_or_default();
-    assert!(w.service.approve_policy(legacy, "officer").is_ok());
-    assert!(w.service.activate_policy(legacy, "ops", "all visible").is_ok());
+    let legacy = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    assert!(w.service.approve_policy(legacy, &w.officer).is_ok());
+    assert!(w.service.activate_policy(legacy, &w.ops, "all visible").is_ok());
     for i in 0..7 {
         let id = member(&format!("z{i}"));
         assert_eq!(w.service.put_member(&id, &format!("z{i}"), "https://pics.example/z.jpg"), Ok(()));
@@ -376,4 +395,175 @@ fn a_case_fails_when_the_developer_received_data_after_it_opened_and_closes_when
         "a failed case stays failed"
     );
     assert!(matches!(w.service.open_case(&developer, "{}", 0), Err(ServiceError::InvalidInput(_))));
+}
+
+#[test]
+fn no_key_in_the_authors_lineage_can_approve_its_policy() {
+    let w = world();
+    let rejected = |r: Result<(), ServiceError>, says: &str| {
+        assert!(matches!(&r, Err(ServiceError::Rejected(m)) if m.contains(says)), "{r:?}");
+    };
+    // Olga's officer key was made on the server; she makes officer keys for Peter and an
+    // operator key for herself.
+    let (_, olga) = server_key(&w.service, "olga", OperatorRole::PrivacyOfficer);
+    let peter = made_with(&w.service, &olga, "peter", OperatorRole::PrivacyOfficer);
+    let olga_ops = made_with(&w.service, &olga, "olga-ops", OperatorRole::Operator);
+    let by_olga = w.service.submit_policy(LEGACY, &olga).unwrap_or_default();
+    let by_peter = w.service.submit_policy(LEGACY, &peter).unwrap_or_default();
+    let by_olga_ops = w.service.submit_policy(LEGACY, &olga_ops).unwrap_or_default();
+    rejected(w.service.approve_policy(by_olga, &olga), "submitted it");
+    rejected(w.service.approve_policy(by_olga, &peter), "was created by key");
+    rejected(w.service.approve_policy(by_peter, &olga), "created key");
+    rejected(w.service.approve_policy(by_olga_ops, &peter), "both created by key");
+    // A key the operator made cannot approve (not an officer), nor can the operator.
+    let ops_child = made_with(&w.service, &w.ops, "ops-child", OperatorRole::Operator);
+    let forbidden = w.service.approve_policy(by_olga, &ops_child);
+    assert!(matches!(forbidden, Err(ServiceError::Forbidden(_))), "{forbidden:?}");
+    for version in [by_olga, by_peter, by_olga_ops] {
+        assert_eq!(w.service.counting_approvals(version), Ok(vec![]));
+        let early = w.service.activate_policy(version, &w.ops, "alone");
+        assert!(matches!(&early, Err(ServiceError::Rejected(m)) if m.contains("not approved")), "{early:?}");
+    }
+    // An officer with a key of her own lineage approves each of them.
+    for version in [by_olga, by_peter, by_olga_ops] {
+        assert_eq!(w.service.approve_policy(version, &w.officer), Ok(()));
+        assert_eq!(w.service.counting_approvals(version).map(|a| a.len()), Ok(1));
+    }
+    assert!(w.service.activate_policy(by_olga_ops, &olga_ops, "reviewed").is_ok());
+    let stored = w.service.store().policy_version(by_olga_ops).ok().flatten().map(|v| v.author);
+    assert_eq!(stored, Some(olga_ops.key_id.clone()), "the author is recorded by key id");
+    let approvals = w.service.store().policy_approvals(by_olga_ops).unwrap_or_default();
+    assert_eq!(approvals.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), [w.officer.key_id.as_str()]);
+}
+
+#[test]
+fn a_revoked_or_expired_key_fails_at_its_very_next_use() {
+    let w = world();
+    let (text, olga) = server_key(&w.service, "olga", OperatorRole::PrivacyOfficer);
+    let version = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    let forbidden = w.service.revoke_operator_key(&w.ops, &olga.key_id);
+    assert!(
+        matches!(&forbidden, Err(ServiceError::Forbidden(m)) if m.starts_with("an operator key cannot revoke privacy_officer keys")),
+        "{forbidden:?}"
+    );
+    assert_eq!(w.service.revoke_operator_key(&w.officer, &olga.key_id), Ok(true));
+    let refused = w.service.authenticate_operator(&text);
+    assert!(
+        matches!(&refused, Err(ServiceError::Unauthenticated(m)) if m.contains("revoked")),
+        "{refused:?}"
+    );
+    // A session signed in with before the revocation can no longer approve either.
+    let stale = w.service.approve_policy(version, &olga);
+    assert!(matches!(&stale, Err(ServiceError::Unauthenticated(m)) if m.contains("revoked")), "{stale:?}");
+    // Expiry: a key for one day works until then, and not a moment after.
+    let day = w
+        .service
+        .create_key_on_server("test", "tester", "temp", OperatorRole::Auditor, Some(86_400))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    w.clock.advance_secs(86_399);
+    assert!(w.service.authenticate_operator(&day.key).is_ok());
+    w.clock.advance_secs(1);
+    let expired = w.service.authenticate_operator(&day.key);
+    assert!(
+        matches!(&expired, Err(ServiceError::Unauthenticated(m)) if m.contains("expired")),
+        "{expired:?}"
+    );
+}
+
+#[test]
+fn an_approval_whose_key_was_revoked_since_no_longer_counts() {
+    let w = world();
+    let (_, second) = server_key(&w.service, "second officer", OperatorRole::PrivacyOfficer);
+    let version = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    assert_eq!(w.service.approve_policy(version, &second), Ok(()));
+    assert_eq!(w.service.revoke_operator_key(&w.officer, &second.key_id), Ok(true));
+    let refused = w.service.activate_policy(version, &w.ops, "approved by a key revoked since");
+    assert!(matches!(&refused, Err(ServiceError::Rejected(m)) if m.contains("not approved")), "{refused:?}");
+}
+
+#[test]
+fn a_key_never_outlives_the_key_that_made_it_and_the_last_officer_key_stays() {
+    let w = world();
+    let week = w
+        .service
+        .create_key_on_server("test", "tester", "contractor", OperatorRole::Operator, Some(7 * 86_400))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let contractor = w.service.authenticate_operator(&week.key).unwrap_or_else(|e| unreachable!("{e}"));
+    let forever = w
+        .service
+        .create_operator_key(&contractor, "persistence", OperatorRole::Operator, None)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(forever.expires_at, week.expires_at, "capped at the maker's expiry");
+    let longer = w
+        .service
+        .create_operator_key(&contractor, "longer", OperatorRole::Operator, Some(30 * 86_400))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(longer.expires_at, week.expires_at);
+    // The world's officer key is the only officer key: it cannot revoke itself over the API.
+    let last = w.service.revoke_operator_key(&w.officer, &w.officer.key_id);
+    assert!(
+        matches!(&last, Err(ServiceError::Conflict(m)) if m.contains("last live privacy-officer key")),
+        "{last:?}"
+    );
+    assert!(w.service.authenticate_operator("csk_x_y").is_err());
+    assert!(matches!(
+        w.service.revoke_key_on_server(&w.officer.key_id, false),
+        Err(ServiceError::Conflict(_))
+    ));
+    assert_eq!(w.service.revoke_key_on_server(&w.officer.key_id, true), Ok(true));
+}
+
+/// A key made over the platform API: `(role, index of the key that made it)`.
+fn key_forest() -> impl proptest::strategy::Strategy<Value = Vec<(OperatorRole, usize)>> {
+    use proptest::prelude::*;
+    let role = prop_oneof![
+        Just(OperatorRole::Operator),
+        Just(OperatorRole::PrivacyOfficer),
+        Just(OperatorRole::Auditor)
+    ];
+    prop::collection::vec((role, any::<prop::sample::Index>()), 0..12)
+        .prop_map(|keys| keys.into_iter().map(|(role, maker)| (role, maker.index(usize::MAX))).collect())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 64, ..proptest::test_runner::Config::default() })]
+
+    /// Against a model kept in the test: an approval succeeds exactly when no key is both the
+    /// author's or one of its makers and the approver's or one of its makers.
+    #[test]
+    fn an_approval_counts_exactly_when_the_two_lineages_share_no_key(
+        forest in key_forest(),
+        pairs in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<proptest::sample::Index>()), 1..6),
+    ) {
+        let w = world();
+        // Three roots made on the server, then keys made by earlier keys that may make them.
+        let mut keys: Vec<(OperatorSession, Option<usize>)> = Vec::new();
+        for (i, role) in [OperatorRole::PrivacyOfficer, OperatorRole::PrivacyOfficer, OperatorRole::Operator].into_iter().enumerate() {
+            keys.push((server_key(&w.service, &format!("root{i}"), role).1, None));
+        }
+        for (role, pick) in forest {
+            let makers: Vec<usize> = (0..keys.len()).filter(|&k| consentry_service::may_create(keys[k].0.role, role)).collect();
+            let Some(&maker) = makers.get(pick % makers.len().max(1)) else { continue };
+            let made = made_with(&w.service, &keys[maker].0, "k", role);
+            keys.push((made, Some(maker)));
+        }
+        let chain = |mut k: usize| {
+            let mut chain = vec![k];
+            while let Some(parent) = keys[k].1 {
+                chain.push(parent);
+                k = parent;
+            }
+            chain
+        };
+        let authors: Vec<usize> = (0..keys.len()).filter(|&k| keys[k].0.role != OperatorRole::Auditor).collect();
+        let officers: Vec<usize> = (0..keys.len()).filter(|&k| keys[k].0.role == OperatorRole::PrivacyOfficer).collect();
+        for (a, o) in pairs {
+            let (author, officer) = (authors[a.index(authors.len())], officers[o.index(officers.len())]);
+            let version = w.service.submit_policy(LEGACY, &keys[author].0).unwrap_or_default();
+            let approved = w.service.approve_policy(version, &keys[officer].0);
+            let one_person = chain(author).iter().any(|k| chain(officer).contains(k));
+            proptest::prop_assert_eq!(approved.is_ok(), !one_person, "author {} officer {}: {:?}", author, officer, approved);
+            proptest::prop_assert_eq!(w.service.counting_approvals(version).map(|a| a.len()), Ok(usize::from(!one_person)));
+        }
+    }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
-    AppCredentials, Case, CaseEvent, CaseState, Change, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, Store, StoreError, StoreResult, TokenRecord,
+    AppCredentials, Case, CaseEvent, CaseState, Change, DeliveryStatus, FactHistory, Facts, KeyOrigin,
+    Notification, OperatorKey, Store, StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -64,6 +64,39 @@ fn operator_role_of(text: &str) -> Result<OperatorRole, ()> {
     OperatorRole::parse(text).ok_or(())
 }
 
+/// Brings a store written by an earlier version up to this schema, in place: operator keys
+/// gain the columns that say who made them and when they expire. Keys from before are marked
+/// as made on the server by an unrecorded command.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('operator_keys')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut added = false;
+    for (column, kind) in [
+        ("created_by_key", "TEXT"),
+        ("created_by_command", "TEXT"),
+        ("created_by_user", "TEXT"),
+        ("expires_at", "INTEGER"),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE operator_keys ADD COLUMN {column} {kind}"))?;
+            added = true;
+        }
+    }
+    if added {
+        conn.execute(
+            "UPDATE operator_keys SET created_by_command = ?1, created_by_user = 'unknown'
+             WHERE created_by_key IS NULL AND created_by_command IS NULL",
+            [UNRECORDED_ORIGIN],
+        )?;
+    }
+    Ok(())
+}
+
+/// What a key from before keys recorded their maker is said to have been made by.
+pub const UNRECORDED_ORIGIN: &str = "unrecorded (made before consentry recorded who makes keys)";
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -78,6 +111,7 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         configure(&writer).map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
+        migrate(&writer).map_err(backend)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
@@ -98,6 +132,7 @@ impl SqliteStore {
         let writer = Connection::open_in_memory().map_err(backend)?;
         configure(&writer).map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
+        migrate(&writer).map_err(backend)?;
         Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
     }
 
@@ -227,6 +262,32 @@ fn case_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Case> {
         manifest: row.get(3)?,
         deadline: Instant::from_millis(row.get(4)?),
         opened_at: Instant::from_millis(row.get(5)?),
+    })
+}
+
+const KEY_COLUMNS: &str = "id, hash, name, role, created_at, revoked_at, created_by_key, created_by_command,
+     created_by_user, expires_at";
+
+fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OperatorKey> {
+    let id: String = row.get(0)?;
+    let by_key: Option<String> = row.get(6)?;
+    let command: Option<String> = row.get(7)?;
+    let created_by = match (by_key, command) {
+        (Some(parent), _) => KeyOrigin::Key(parent),
+        (None, Some(command)) => {
+            KeyOrigin::Server { command, os_user: row.get::<_, Option<String>>(8)?.unwrap_or_default() }
+        }
+        (None, None) => return Err(corrupt("maker of operator key", &id)),
+    };
+    Ok(OperatorKey {
+        hash: row.get(1)?,
+        name: row.get(2)?,
+        role: parse_column!(row, 3, operator_role_of, "operator role"),
+        created_at: Instant::from_millis(row.get(4)?),
+        revoked_at: row.get::<_, Option<i64>>(5)?.map(Instant::from_millis),
+        created_by,
+        expires_at: row.get::<_, Option<i64>>(9)?.map(Instant::from_millis),
+        id,
     })
 }
 
@@ -846,8 +907,19 @@ impl Store for SqliteStore {
 
     fn put_operator_key(&self, key: &OperatorKey) -> StoreResult<()> {
         self.write(|tx| {
+            let (by_key, command, user) = match &key.created_by {
+                KeyOrigin::Key(parent) => {
+                    require(tx, "operator_keys", "operator key", parent)?;
+                    (Some(parent.as_str()), None, None)
+                }
+                KeyOrigin::Server { command, os_user } => {
+                    (None, Some(command.as_str()), Some(os_user.as_str()))
+                }
+            };
             tx.prepare_cached(
-                "INSERT INTO operator_keys (id, hash, name, role, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO operator_keys (id, hash, name, role, created_at, revoked_at, created_by_key,
+                   created_by_command, created_by_user, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -856,7 +928,11 @@ impl Store for SqliteStore {
                     key.name,
                     key.role.as_str(),
                     key.created_at.millis(),
-                    key.revoked_at.map(Instant::millis)
+                    key.revoked_at.map(Instant::millis),
+                    by_key,
+                    command,
+                    user,
+                    key.expires_at.map(Instant::millis),
                 ])
             })
             .map_err(backend)?;
@@ -866,25 +942,56 @@ impl Store for SqliteStore {
 
     fn operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT id, hash, name, role, created_at, revoked_at FROM operator_keys WHERE id = ?1",
-            )?
-            .query_row([id], |row| {
-                Ok(OperatorKey {
-                    id: row.get(0)?,
-                    hash: row.get(1)?,
-                    name: row.get(2)?,
-                    role: parse_column!(row, 3, operator_role_of, "operator role"),
-                    created_at: Instant::from_millis(row.get(4)?),
-                    revoked_at: row.get::<_, Option<i64>>(5)?.map(Instant::from_millis),
-                })
-            })
-            .optional()
+            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = ?1"))?
+                .query_row([id], key_row)
+                .optional()
+        })
+    }
+
+    fn operator_keys(&self) -> StoreResult<Vec<OperatorKey>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM operator_keys ORDER BY created_at, rowid"))?
+                .query_map([], key_row)?
+                .collect()
         })
     }
 
     fn operator_key_count(&self) -> StoreResult<u64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM operator_keys", [], |r| r.get(0)))
+    }
+
+    fn revoke_operator_key(&self, id: &str, at: Instant, keep_a_live_officer: bool) -> StoreResult<bool> {
+        self.write(|tx| {
+            let target = tx
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM operator_keys WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([id], key_row).optional())
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::NotFound(format!("operator key {id:?}")))?;
+            if target.revoked_at.is_some() {
+                return Ok(false);
+            }
+            if keep_a_live_officer && target.role == OperatorRole::PrivacyOfficer && target.is_live(at) {
+                let others: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM operator_keys WHERE role = ?1 AND id <> ?2
+                           AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
+                        params![OperatorRole::PrivacyOfficer.as_str(), id, at.millis()],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                if others == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "operator key {id:?} is the last live privacy-officer key"
+                    )));
+                }
+            }
+            tx.execute(
+                "UPDATE operator_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, at.millis()],
+            )
+            .map_err(backend)?;
+            Ok(true)
+        })
     }
 
     fn enqueue_notification(

@@ -112,13 +112,20 @@ CREATE TABLE IF NOT EXISTS tokens (
   revoked_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS tokens_by_app ON tokens(app);
+-- Who made a key: another key (created_by_key), or a command run on the server
+-- (created_by_command, by the OS user created_by_user). Stores from before keys recorded
+-- their maker get these columns added when opened (see `migrate`).
 CREATE TABLE IF NOT EXISTS operator_keys (
   id TEXT PRIMARY KEY,
   hash TEXT NOT NULL,
   name TEXT NOT NULL,
   role TEXT NOT NULL,
   created_at INTEGER NOT NULL,
-  revoked_at INTEGER
+  revoked_at INTEGER,
+  created_by_key TEXT,
+  created_by_command TEXT,
+  created_by_user TEXT,
+  expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS membership_history_by_key ON membership_history(group_id, member_id, at);
 CREATE INDEX IF NOT EXISTS installation_history_by_key ON installation_history(app, group_id, at);

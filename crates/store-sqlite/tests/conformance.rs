@@ -37,3 +37,41 @@ fn reopening_a_file_keeps_every_fact() {
     assert_eq!(store.apps().map(|a| a.len()), Ok(2));
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_store_from_before_key_makers_were_recorded_opens_and_says_so() {
+    use consentry_store::{KeyOrigin, Store};
+    let path = std::env::temp_dir().join(format!("consentry-old-keys-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    {
+        let old = rusqlite::Connection::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+        old.execute_batch(
+            "CREATE TABLE operator_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL, name TEXT NOT NULL,
+               role TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);
+             INSERT INTO operator_keys VALUES ('old1', 'ab', 'bootstrap', 'operator', 5, NULL);",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    }
+    let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    let old = store.operator_key("old1").ok().flatten();
+    assert_eq!(
+        old.as_ref().map(|k| (k.created_by.clone(), k.expires_at)),
+        Some((
+            KeyOrigin::Server {
+                command: consentry_store_sqlite::UNRECORDED_ORIGIN.into(),
+                os_user: "unknown".into()
+            },
+            None
+        ))
+    );
+    // New keys can be made with it, and reopening changes nothing.
+    let mut child = old.unwrap_or_else(|| unreachable!("the old key is gone"));
+    child.id = "new1".into();
+    child.created_by = KeyOrigin::Key("old1".into());
+    assert_eq!(store.put_operator_key(&child), Ok(()));
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(store.operator_keys().map(|k| k.len()), Ok(2));
+    assert_eq!(store.operator_key("new1"), Ok(Some(child)));
+    let _ = std::fs::remove_file(&path);
+}

@@ -9,7 +9,7 @@ use consentry_types::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use crate::{Facts, OperatorKey, Store, StoreError, TokenRecord};
+use crate::{Facts, KeyOrigin, OperatorKey, Store, StoreError, TokenRecord};
 
 fn member_id(text: &str) -> MemberId {
     MemberId::parse(text).unwrap_or_else(|e| unreachable!("{e}"))
@@ -68,7 +68,9 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     consents_are_per_app(&make());
     consents_of_many_members_are_exactly_those_asked(&make());
     policy_versions_number_from_one_and_the_last_activation_wins(&make());
-    tokens_and_keys_are_found_by_hash_and_revocable(&make());
+    tokens_are_found_by_hash_and_revocable(&make());
+    operator_keys_keep_their_maker_expiry_and_revocation(&make());
+    the_last_live_officer_key_is_kept_when_asked(&make());
     duplicate_client_id_is_a_conflict(&make());
     the_outbox_keeps_notifications_until_delivered_or_dead(&make());
     cases_move_only_from_their_current_state(&make());
@@ -211,7 +213,7 @@ fn policy_versions_number_from_one_and_the_last_activation_wins(store: &dyn Stor
     assert_eq!(store.policy_versions().map(|v| v.len()), Ok(2));
 }
 
-fn tokens_and_keys_are_found_by_hash_and_revocable(store: &dyn Store) {
+fn tokens_are_found_by_hash_and_revocable(store: &dyn Store) {
     assert_eq!(seed(store), Ok(()));
     let token = TokenRecord {
         hash: "ab".repeat(32),
@@ -246,18 +248,93 @@ fn tokens_and_keys_are_found_by_hash_and_revocable(store: &dyn Store) {
         None,
         "a1 keeps its token"
     );
-    let key = OperatorKey {
-        id: "key1".into(),
-        hash: "cd".repeat(32),
-        name: "bootstrap".into(),
-        role: OperatorRole::Operator,
+}
+
+fn key(id: &str, role: OperatorRole, created_by: KeyOrigin, expires_at: Option<Instant>) -> OperatorKey {
+    OperatorKey {
+        id: id.into(),
+        hash: format!("{id:0>64}"),
+        name: format!("{id} name"),
+        role,
+        created_by,
         created_at: at(0),
+        expires_at,
         revoked_at: None,
-    };
+    }
+}
+
+fn on_server() -> KeyOrigin {
+    KeyOrigin::Server { command: "consentry keys create".into(), os_user: "root (uid 0)".into() }
+}
+
+fn operator_keys_keep_their_maker_expiry_and_revocation(store: &dyn Store) {
     assert_eq!(store.operator_key_count(), Ok(0));
-    assert_eq!(store.put_operator_key(&key), Ok(()));
-    assert_eq!(store.operator_key("key1"), Ok(Some(key)));
-    assert_eq!(store.operator_key_count(), Ok(1));
+    assert_eq!(store.operator_keys(), Ok(vec![]));
+    let root = key("root", OperatorRole::Operator, on_server(), None);
+    assert_eq!(store.put_operator_key(&root), Ok(()));
+    let mut child = key("child", OperatorRole::Auditor, KeyOrigin::Key("root".into()), Some(at(100)));
+    child.created_at = at(1);
+    assert_eq!(store.put_operator_key(&child), Ok(()));
+    assert_eq!(store.operator_key("root"), Ok(Some(root.clone())));
+    assert_eq!(store.operator_key("child"), Ok(Some(child.clone())), "maker and expiry round-trip");
+    assert_eq!(store.operator_key("nobody"), Ok(None));
+    assert_eq!(store.operator_keys(), Ok(vec![root.clone(), child.clone()]), "oldest first");
+    assert_eq!(store.operator_key_count(), Ok(2));
+    // Keys made at the same instant are listed in the order they were stored.
+    let (late, early) = (
+        key("zz", OperatorRole::Auditor, on_server(), None),
+        key("aa", OperatorRole::Auditor, on_server(), None),
+    );
+    assert_eq!(store.put_operator_key(&late), Ok(()));
+    assert_eq!(store.put_operator_key(&early), Ok(()));
+    let order: Vec<String> = store.operator_keys().unwrap_or_default().into_iter().map(|k| k.id).collect();
+    assert_eq!(order, ["root", "zz", "aa", "child"]);
+    assert_eq!(store.revoke_operator_key("zz", at(1), true), Ok(true));
+    assert_eq!(store.revoke_operator_key("aa", at(1), true), Ok(true));
+    // A key made with a key that does not exist, or under a taken id, is refused.
+    let orphan = key("orphan", OperatorRole::Operator, KeyOrigin::Key("ghost".into()), None);
+    assert!(matches!(store.put_operator_key(&orphan), Err(StoreError::NotFound(_))));
+    let twin = key("root", OperatorRole::PrivacyOfficer, on_server(), None);
+    assert!(matches!(store.put_operator_key(&twin), Err(StoreError::Conflict(_))));
+    assert_eq!(store.operator_key("root"), Ok(Some(root.clone())), "the refused twin changed nothing");
+    assert_eq!(store.operator_key_count(), Ok(4));
+    // Revocation: once, keeping its first instant; unknown keys are not found.
+    assert_eq!(store.revoke_operator_key("child", at(5), true), Ok(true));
+    assert_eq!(store.revoke_operator_key("child", at(6), true), Ok(false));
+    assert_eq!(store.operator_key("child").ok().flatten().and_then(|k| k.revoked_at), Some(at(5)));
+    assert!(matches!(store.revoke_operator_key("ghost", at(6), true), Err(StoreError::NotFound(_))));
+    assert_eq!(store.operator_key("root").ok().flatten().and_then(|k| k.revoked_at), None);
+    // Liveness: revoked or expired keys are not live.
+    let child = store.operator_key("child").ok().flatten();
+    assert_eq!(child.as_ref().map(|k| (k.is_live(at(4)), k.is_live(at(5)))), Some((true, false)));
+    let expiring = key("expiring", OperatorRole::Operator, on_server(), Some(at(100)));
+    assert!(expiring.is_live(at(99)) && !expiring.is_live(at(100)));
+}
+
+fn the_last_live_officer_key_is_kept_when_asked(store: &dyn Store) {
+    for (id, expires) in [("o1", None), ("o2", None), ("o3", Some(at(50)))] {
+        assert_eq!(
+            store.put_operator_key(&key(id, OperatorRole::PrivacyOfficer, on_server(), expires)),
+            Ok(())
+        );
+    }
+    assert_eq!(store.put_operator_key(&key("op", OperatorRole::Operator, on_server(), None)), Ok(()));
+    assert_eq!(store.revoke_operator_key("o1", at(60), true), Ok(true), "o2 is still live");
+    // o3 expired at 50, so at 60 o2 is the last live officer key.
+    assert!(matches!(store.revoke_operator_key("o2", at(60), true), Err(StoreError::Conflict(_))));
+    assert_eq!(
+        store.operator_key("o2").ok().flatten().and_then(|k| k.revoked_at),
+        None,
+        "refused: unchanged"
+    );
+    // Before o3 expired, o2 was not the last.
+    assert_eq!(store.operator_key("o3").ok().flatten().map(|k| k.is_live(at(40))), Some(true));
+    // Non-officer keys, and expired officer keys, are never held back.
+    assert_eq!(store.revoke_operator_key("op", at(60), true), Ok(true));
+    assert_eq!(store.revoke_operator_key("o3", at(60), true), Ok(true));
+    // Without the guard (a command on the server), the last one goes too.
+    assert_eq!(store.revoke_operator_key("o2", at(61), false), Ok(true));
+    assert_eq!(store.operator_keys().map(|k| k.iter().filter(|k| k.is_live(at(61))).count()), Ok(0));
 }
 
 fn the_outbox_keeps_notifications_until_delivered_or_dead(store: &dyn Store) {

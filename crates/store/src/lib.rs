@@ -143,6 +143,16 @@ pub struct CaseEvent {
     pub note: String,
 }
 
+/// Who made an operator key. Whoever makes a key sees its secret once, so the maker (and
+/// whoever made the maker, …) could act with it: the two-person rule reads this lineage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// Over the platform API, with another operator key (its id).
+    Key(String),
+    /// On the server, by a command (e.g. `consentry keys create`) run by an OS user.
+    Server { command: String, os_user: String },
+}
+
 /// An operator API key, known by its public id and the hash of its secret part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorKey {
@@ -151,8 +161,19 @@ pub struct OperatorKey {
     pub hash: String,
     pub name: String,
     pub role: OperatorRole,
+    pub created_by: KeyOrigin,
     pub created_at: Instant,
+    /// From this instant on the key no longer authenticates.
+    pub expires_at: Option<Instant>,
     pub revoked_at: Option<Instant>,
+}
+
+impl OperatorKey {
+    /// Whether the key authenticates at `at`: not revoked and not expired.
+    pub fn is_live(&self, at: Instant) -> bool {
+        self.revoked_at.is_none_or(|revoked| revoked > at)
+            && self.expires_at.is_none_or(|expires| expires > at)
+    }
 }
 
 /// The platform's facts and their history. Implementations must be safe to share between
@@ -234,9 +255,20 @@ pub trait Store: Send + Sync {
     fn revoke_token(&self, hash: &str, at: Instant) -> StoreResult<bool>;
     /// Revokes every live token of an app; returns how many.
     fn revoke_app_tokens(&self, app: &AppId, at: Instant) -> StoreResult<u64>;
+    /// Stores a new key: `NotFound` if it was made with a key that does not exist, `Conflict`
+    /// if its id is taken.
     fn put_operator_key(&self, key: &OperatorKey) -> StoreResult<()>;
     fn operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
+    /// Every key, revoked and expired ones too, oldest first (keys made at the same instant
+    /// in the order they were stored).
+    fn operator_keys(&self) -> StoreResult<Vec<OperatorKey>>;
     fn operator_key_count(&self) -> StoreResult<u64>;
+    /// Revokes a key from `at` on; returns whether it was live until now (`false`: it was
+    /// already revoked, and keeps its first revocation instant). `NotFound` if unknown. With
+    /// `keep_a_live_officer`, refuses (`Conflict`) to revoke the last privacy-officer key live
+    /// at `at`, checked and written in one transaction so that two revocations cannot race
+    /// past the check together.
+    fn revoke_operator_key(&self, id: &str, at: Instant, keep_a_live_officer: bool) -> StoreResult<bool>;
 
     // The webhook outbox.
     /// Adds a pending notification, due at once; returns its id.

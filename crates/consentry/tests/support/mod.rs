@@ -7,15 +7,26 @@ use std::process::{Child, Command, Stdio};
 /// The `consentry` binary under test, with a quiet log and no configuration from the environment.
 pub fn consentry() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_consentry"));
-    command.env("RUST_LOG", "error").env_remove("CONSENTRY_DATA_DIR").env_remove("CONSENTRY_LISTEN");
+    command
+        .env("RUST_LOG", "error")
+        .env_remove("CONSENTRY_DATA_DIR")
+        .env_remove("CONSENTRY_LISTEN")
+        .env_remove("CONSENTRY_ALLOW_LOCAL_WEBHOOKS")
+        .env_remove("CONSENTRY_KEY");
     command
 }
 
 /// Starts `consentry serve` on a free port; returns the child, its address, and what it said
 /// before it was listening.
 pub fn start_server(dir: &Path) -> (Child, String, Vec<String>) {
+    start_server_with(dir, &[])
+}
+
+/// `start_server` with these environment variables set.
+pub fn start_server_with(dir: &Path, env: &[(&str, &str)]) -> (Child, String, Vec<String>) {
     let mut child = consentry()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap_or_default()])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
