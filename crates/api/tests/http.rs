@@ -1601,3 +1601,35 @@ async fn the_version_list_names_author_and_approvers_by_key_and_refuses_the_auth
     let listed = h.call(Method::GET, "/platform/v1/policies", Some(&h.officer), None).await;
     assert_eq!(listed.body[2]["approvals"][0]["counts"], false);
 }
+
+/// Issue 8: policy text nested 150 levels deep overflowed the stack of the worker that parsed
+/// it and aborted the whole server. Submitting or previewing such text is a 422 with the
+/// place of the problem, and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_policy_text_is_a_422_and_the_server_keeps_answering() {
+    let h = Harness::new();
+    let rule = |body: String| format!("permit (principal, action, resource) when {{ {body} }};");
+    let mut texts = Vec::new();
+    for levels in [150, 10_000] {
+        texts.push((levels, rule(format!("{}context.installed{}", "(".repeat(levels), ")".repeat(levels)))));
+        texts.push((levels, rule(format!("{}1{}.contains(1)", "[".repeat(levels), "]".repeat(levels)))));
+    }
+    // Chains nest too (150 links are within the bounds, and valid).
+    texts.push((10_000, rule(format!("{} > 0", vec!["1"; 10_000].join("+")))));
+    texts.push((10_000, rule(format!("{}context.installed", "!".repeat(10_000)))));
+    for (levels, text) in texts {
+        let submitted = h.policy(&text).await;
+        assert!(is_problem(&submitted, StatusCode::UNPROCESSABLE_ENTITY), "{levels}: {}", submitted.body);
+        assert!(submitted.body["errors"][0]["line"].as_u64().is_some_and(|l| l > 0), "{}", submitted.body);
+        let previewed = h
+            .op(
+                Method::POST,
+                "/platform/v1/policies/preview",
+                Some(json!({"policy_text": text, "since": "30d"})),
+            )
+            .await;
+        assert!(is_problem(&previewed, StatusCode::UNPROCESSABLE_ENTITY), "{levels}: {}", previewed.body);
+    }
+    assert_eq!(h.policy(GROUPS_2018).await.status, StatusCode::CREATED);
+    assert_eq!(h.op(Method::GET, "/platform/v1/policies", None).await.status, StatusCode::OK);
+}

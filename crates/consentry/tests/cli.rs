@@ -82,6 +82,38 @@ fn shipped_policy_tests_pass_and_a_wrong_expectation_fails() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 8: an attribute written as an escaped string (`context["installed\u{5f}since"]`) is
+/// the same attribute to Cedar; the engine must read it too, not search the text for its name.
+#[test]
+fn policy_test_agrees_with_cedar_on_an_escaped_attribute_name() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/escaped-attribute");
+    let output = run(&["policy", "test", fixtures.to_str().unwrap_or_default()]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("PASS") && !stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.lines().last().is_some_and(|l| l == "policy tests: 3 passed, 0 failed"), "{stdout}");
+}
+
+/// Issue 8: text nested too deeply used to overflow the parser's stack and abort; the
+/// command says where in one line instead.
+#[test]
+fn policy_validate_refuses_deep_nesting_in_one_line() {
+    let dir = temp_dir("deep");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    let file = dir.join("deep.cedar");
+    let deep = format!(
+        "// deep\npermit (principal, action, resource) when {{ {}true{} }};\n",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    );
+    std::fs::write(&file, deep).unwrap_or_else(|e| unreachable!("{e}"));
+    let output = run(&["policy", "validate", file.to_str().unwrap_or_default()]);
+    assert_one_line_error(&output, "not a valid policy");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("deep.cedar:2:") && stderr.contains("nested too deeply"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn invalid_policy_names_file_line_and_column() {
     let dir = temp_dir("invalid");

@@ -8,6 +8,9 @@ use std::sync::{Arc, OnceLock};
 use cedar_policy::{PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
+use crate::nesting;
+use crate::presentation::{self, Presentation};
+
 /// The schema text every policy is validated against.
 pub const SCHEMA_TEXT: &str = include_str!("consentry.cedarschema");
 
@@ -53,6 +56,10 @@ pub enum PolicyError {
     Schema(String),
     #[error("cedar could not evaluate a request: {0}")]
     Evaluation(String),
+    #[error("policy does not parse: {0}")]
+    TooDeep(PolicyDiagnostic),
+    #[error("policy could not be compiled: {0}")]
+    Unavailable(String),
 }
 
 impl PolicyError {
@@ -60,6 +67,7 @@ impl PolicyError {
     pub fn diagnostics(&self) -> Vec<PolicyDiagnostic> {
         match self {
             PolicyError::Parse(d) | PolicyError::Invalid(d) => d.clone(),
+            PolicyError::TooDeep(d) => vec![d.clone()],
             other => vec![PolicyDiagnostic { line: 0, column: 0, message: other.to_string() }],
         }
     }
@@ -100,15 +108,9 @@ pub struct CompiledPolicy {
     pub(crate) id: u64,
     pub(crate) version: u32,
     pub(crate) policies: Arc<PolicySet>,
-    /// Whether any rule names a particular app or group. When none does, a decision cannot
-    /// depend on which app or group asks, so the engine presents placeholders and shares
-    /// memoized decisions across apps and groups.
-    pub(crate) names_apps: bool,
-    pub(crate) names_groups: bool,
-    /// Whether the text mentions these attributes at all; when it does not, no rule can
-    /// read them (Cedar has no computed attribute names), so they are not presented.
-    pub(crate) reads_installed_since: bool,
-    pub(crate) reads_category: bool,
+    /// What the engine shows Cedar for these rules: each fact as it is, or a representative
+    /// no rule can tell apart from it (see `presentation`).
+    pub(crate) presentation: Presentation,
 }
 
 impl CompiledPolicy {
@@ -119,16 +121,43 @@ impl CompiledPolicy {
     pub fn rule_count(&self) -> usize {
         self.policies.policies().count()
     }
+    /// What the engine shows Cedar when it decides under this policy.
+    pub fn presentation(&self) -> &Presentation {
+        &self.presentation
+    }
     pub(crate) fn schema(&self) -> Result<&'static Schema, PolicyError> {
         schema()
     }
 }
 
+/// The stack of the thread that parses and validates: ample for any text within the nesting
+/// bounds (`nesting`), whatever thread calls `compile`.
+const COMPILER_STACK_BYTES: usize = 32 << 20;
+
 /// Parses and strictly validates policy text.
 ///
 /// Besides Cedar's own checks, a policy may not name a member: decisions depend on a
 /// subject's facts, never on who the subject is (so decisions can be memoized per facts).
+/// Text nested too deeply is refused before Cedar sees it, and Cedar parses on a thread of
+/// its own with a known stack, so no text can overflow the caller's stack.
 pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> {
+    nesting::check(text).map_err(|(offset, message)| {
+        let (line, column) = line_column(text, offset);
+        PolicyError::TooDeep(PolicyDiagnostic { line, column, message })
+    })?;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("policy-compiler".into())
+            .stack_size(COMPILER_STACK_BYTES)
+            .spawn_scoped(scope, || compile_here(version, text))
+            .map_err(|e| PolicyError::Unavailable(format!("cannot start the policy compiler: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(PolicyError::Unavailable("the policy compiler stopped".into())))
+    })
+}
+
+/// [`compile`]'s work, on the compiler's thread.
+fn compile_here(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> {
     let policies = PolicySet::from_str(text)
         .map_err(|errors| PolicyError::Parse(errors.iter().map(|e| diagnostic(text, e)).collect()))?;
     if policies.policies().next().is_none() {
@@ -138,48 +167,52 @@ pub fn compile(version: u32, text: &str) -> Result<CompiledPolicy, PolicyError> 
     let result = validator.validate(&policies, ValidationMode::Strict);
     let mut problems: Vec<PolicyDiagnostic> =
         result.validation_errors().map(|e| diagnostic(text, e)).collect();
+    let mut rules = Vec::new();
     let (mut names_apps, mut names_groups) = (false, false);
     for policy in policies.policies() {
         for literal in policy.entity_literals() {
             match literal.type_name().to_string().as_str() {
                 "Consentry::App" => names_apps = true,
                 "Consentry::Group" => names_groups = true,
+                "Consentry::Member" => {
+                    let offset = text.find(&literal.to_string()).or_else(|| text.find("Consentry::Member"));
+                    let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
+                    problems.push(PolicyDiagnostic {
+                        line,
+                        column,
+                        message: format!(
+                            "policy {} names member {}: decide on the subject's facts (context.subject_*), not on its identity",
+                            policy.id(),
+                            literal
+                        ),
+                    });
+                }
                 _ => {}
             }
-            if literal.type_name().to_string() == "Consentry::Member" {
-                let offset = text.find(&literal.to_string()).or_else(|| text.find("Consentry::Member"));
-                let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
-                problems.push(PolicyDiagnostic {
-                    line,
-                    column,
-                    message: format!(
-                        "policy {} names member {}: decide on the subject's facts (context.subject_*), not on its identity",
-                        policy.id(),
-                        literal
-                    ),
-                });
-            }
         }
+        // Cedar's JSON form of the rule, where every name is unescaped: what the engine
+        // presents is decided from it, never from the text.
+        rules.push(
+            policy.to_json().map_err(|e| PolicyError::Unavailable(format!("policy {}: {e}", policy.id())))?,
+        );
     }
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
+    let mut presentation = presentation::analyse(&rules);
+    // Cedar's own list of the entities each rule names, on top of the walk's.
+    presentation.app |= names_apps;
+    presentation.group |= names_groups;
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Ok(CompiledPolicy {
-        id,
-        version,
-        policies: Arc::new(policies),
-        names_apps,
-        names_groups,
-        reads_installed_since: text.contains("installed_since"),
-        reads_category: text.contains("category"),
-    })
+    Ok(CompiledPolicy { id, version, policies: Arc::new(policies), presentation })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{PageFacts, SubjectFacts};
+    use consentry_types::Field;
 
     const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
     const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
@@ -226,6 +259,169 @@ mod tests {
             matches!(&err, Some(PolicyError::Invalid(d)) if d.iter().any(|d| d.message.contains("names member"))),
             "{err:?}"
         );
+    }
+
+    /// Policy texts nested `levels` deep in each way Cedar's grammar allows.
+    fn nested_texts(levels: usize) -> Vec<(&'static str, String)> {
+        let rule = |body: String| format!("permit (principal, action, resource) when {{ {body} }};");
+        vec![
+            ("parentheses", rule(format!("{}context.installed{}", "(".repeat(levels), ")".repeat(levels)))),
+            ("set literals", rule(format!("{}1{}.contains(1)", "[".repeat(levels), "]".repeat(levels)))),
+            ("record literals", rule(format!("{}1{} has a", "{a: ".repeat(levels), "}".repeat(levels)))),
+            ("negations", rule(format!("{}context.installed{}", "!(".repeat(levels), ")".repeat(levels)))),
+            ("minus signs", rule(format!("{}1{} == 0", "-(".repeat(levels), ")".repeat(levels)))),
+            ("bare negations", rule(format!("{}context.installed", "!".repeat(levels)))),
+            ("if chains", rule(format!("{}true", "if context.installed then true else ".repeat(levels)))),
+            (
+                "nested ifs",
+                rule(format!(
+                    "{}true{}",
+                    "if context.installed then (".repeat(levels),
+                    ") else false".repeat(levels)
+                )),
+            ),
+            ("&& chains", rule(vec!["context.installed"; levels + 1].join(" && "))),
+            ("+ chains", rule(format!("{} == 0", vec!["1"; levels + 1].join(" + ")))),
+            ("attribute chains", rule(format!("context{} == 1", ".a".repeat(levels)))),
+            ("method chains", rule(format!("[1]{}", ".contains(1) == [true]".repeat(levels)))),
+            (
+                "when clauses",
+                format!(
+                    "permit (principal, action, resource) when {{ true }}{};",
+                    " when { true }".repeat(levels)
+                ),
+            ),
+        ]
+    }
+
+    /// Issue 8: 150 nested parentheses overflowed the stack of the thread that parsed them and
+    /// aborted the whole server. Any nesting is refused with a clear error or accepted; this
+    /// test runs on a test thread's ordinary stack, like a server's worker.
+    #[test]
+    fn deep_nesting_is_refused_with_its_place_never_a_crash() {
+        for levels in [150, 10_000] {
+            for (shape, text) in nested_texts(levels) {
+                match compile(1, &text) {
+                    // 150 levels of a chain are within the bounds; 10,000 of anything are not.
+                    Ok(_) => assert!(levels < 10_000, "{shape} x{levels} accepted"),
+                    Err(PolicyError::TooDeep(d)) => {
+                        assert!(d.line == 1 && d.column > 0, "{shape} x{levels}: {d}");
+                        assert!(d.message.contains("deep"), "{shape} x{levels}: {d}");
+                    }
+                    Err(PolicyError::Parse(_) | PolicyError::Invalid(_)) => {}
+                    Err(other) => unreachable!("{shape} x{levels}: {other}"),
+                }
+            }
+        }
+    }
+
+    /// The largest `n` for which `shape(n)` passes the nesting bounds, and its policy.
+    fn deepest_accepted(shape: &dyn Fn(usize) -> String) -> (usize, Result<CompiledPolicy, PolicyError>) {
+        let (mut accepted, mut refused) = (0, 5_000);
+        while refused - accepted > 1 {
+            let n = (accepted + refused) / 2;
+            match compile(1, &shape(n)) {
+                Err(PolicyError::TooDeep(_)) => refused = n,
+                _ => accepted = n,
+            }
+        }
+        (accepted, compile(1, &shape(accepted)))
+    }
+
+    /// Every policy the bounds accept, however close to them, is decided on a thread with a
+    /// 1 MiB stack (half a serving worker's) without Cedar running short of stack.
+    #[test]
+    fn the_deepest_accepted_policies_decide_on_half_a_worker_stack() {
+        let rule = |body: String| format!("permit (principal, action, resource) when {{ {body} }};");
+        type Shape = Box<dyn Fn(usize) -> String>;
+        let shapes: Vec<(&str, Shape)> = vec![
+            ("&& chain", Box::new(move |n| rule(vec!["context.installed"; n + 1].join(" && ")))),
+            ("|| chain", Box::new(move |n| rule(vec!["principal.status != \"x\""; n + 1].join(" || ")))),
+            (
+                "if chain",
+                Box::new(move |n| {
+                    rule(format!("{}true", "if !context.installed then false else ".repeat(n)))
+                }),
+            ),
+            (
+                "+ chain",
+                Box::new(move |n| {
+                    rule(format!("{} > 0", vec!["context.installed_since"; n + 1].join(" + ")))
+                }),
+            ),
+            (
+                "parentheses around a chain",
+                Box::new(move |n| {
+                    rule(format!(
+                        "{}{}{}",
+                        "(".repeat(60),
+                        vec!["context.installed"; n + 1].join(" && "),
+                        ")".repeat(60)
+                    ))
+                }),
+            ),
+            (
+                "nested ifs",
+                Box::new(move |n| {
+                    rule(format!(
+                        "{}true{}",
+                        "if context.installed then (".repeat(n),
+                        ") else false".repeat(n)
+                    ))
+                }),
+            ),
+            (
+                "nested sets",
+                Box::new(move |n| {
+                    rule(format!(
+                        "{}1{}.contains({}1{})",
+                        "[".repeat(n + 1),
+                        "]".repeat(n + 1),
+                        "[".repeat(n),
+                        "]".repeat(n)
+                    ))
+                }),
+            ),
+            (
+                "nested records",
+                Box::new(move |n| {
+                    rule(format!("{}true{}{} ", "{a: ".repeat(n + 1), "}".repeat(n + 1), ".a".repeat(n + 1)))
+                }),
+            ),
+            (
+                "when clauses",
+                Box::new(move |n| {
+                    format!(
+                        "permit (principal, action, resource){};",
+                        " when { context.installed }".repeat(n + 1)
+                    )
+                }),
+            ),
+        ];
+        for (name, shape) in shapes {
+            let (n, policy) = deepest_accepted(&*shape);
+            assert!(n >= 50, "{name}: only {n} levels accepted");
+            let policy = policy.unwrap_or_else(|e| unreachable!("{name} x{n}: {e}"));
+            let decided = std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(move || {
+                    let page = PageFacts {
+                        app: consentry_types::AppId::parse("a").unwrap_or_else(|e| unreachable!("{e}")),
+                        app_status: consentry_types::AppStatus::Active,
+                        app_category: String::new(),
+                        group: consentry_types::GroupId::parse("g").unwrap_or_else(|e| unreachable!("{e}")),
+                        installed: true,
+                        installed_since: 5,
+                    };
+                    let decided = crate::naive_decide(&policy, &page, Field::GroupName, None);
+                    let served =
+                        crate::Engine::new().page(&policy, page).allows(Field::GroupName, SubjectFacts::NONE);
+                    (decided, served)
+                })
+                .map(|t| t.join());
+            let Ok(Ok((decided, served))) = decided else { unreachable!("{name} x{n}: the thread failed") };
+            assert!(decided.is_ok() && decided == served, "{name} x{n}: {decided:?} {served:?}");
+        }
     }
 
     #[test]

@@ -6,23 +6,15 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use cedar_policy::{Authorizer, Decision};
+use cedar_policy::Authorizer;
 use consentry_types::Field;
 
 use crate::compile::{CompiledPolicy, PolicyError};
-use crate::request::{cedar_input, PageFacts, SubjectFacts};
+use crate::request::{allowed, cedar_input, PageFacts, SubjectFacts};
 
 /// The resource id presented for a member subject. Policies cannot name members, so the
 /// real id is never needed to decide.
 const SUBJECT_PLACEHOLDER: &str = "subject";
-
-fn placeholder_app() -> consentry_types::AppId {
-    consentry_types::AppId::parse("app").unwrap_or_else(|_| unreachable!("a valid id"))
-}
-
-fn placeholder_group() -> consentry_types::GroupId {
-    consentry_types::GroupId::parse("group").unwrap_or_else(|_| unreachable!("a valid id"))
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DecisionKey {
@@ -81,7 +73,12 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new() -> Engine {
-        Engine { cache: DecisionCache::with_capacity(1 << 16) }
+        Engine::with_capacity(1 << 16)
+    }
+
+    /// An engine that memoizes at most `capacity` decisions (it forgets them all when full).
+    pub fn with_capacity(capacity: usize) -> Engine {
+        Engine { cache: DecisionCache::with_capacity(capacity.max(1)) }
     }
 
     pub fn cache(&self) -> &DecisionCache {
@@ -89,21 +86,13 @@ impl Engine {
     }
 
     /// A decider for one page: all its decisions share `page`.
-    pub fn page<'a>(&'a self, policy: &'a CompiledPolicy, mut page: PageFacts) -> PageDecider<'a> {
-        // Identities no rule names cannot change a decision: present placeholders, so that
-        // memoized decisions are shared across apps and groups.
-        if !policy.names_apps {
-            page.app = placeholder_app();
-        }
-        if !policy.names_groups {
-            page.group = placeholder_group();
-        }
-        if !policy.reads_installed_since {
-            page.installed_since = 0;
-        }
-        if !policy.reads_category {
-            page.app_category.clear();
-        }
+    ///
+    /// Cedar is shown `page` as the policy's analysis allows: a fact no rule can tell apart
+    /// from a representative is shown as that representative (an id no rule names, an
+    /// installation date within the same interval between the constants the rules compare it
+    /// with), so that memoized decisions are shared across apps, groups and installations.
+    pub fn page<'a>(&'a self, policy: &'a CompiledPolicy, page: PageFacts) -> PageDecider<'a> {
+        let page = policy.presentation.present(page);
         PageDecider { engine: self, policy, page, local: HashMap::new() }
     }
 
@@ -120,8 +109,7 @@ impl Engine {
             return Ok(allow);
         }
         let (request, entities) = cedar_input(policy, page, field, subject, SUBJECT_PLACEHOLDER)?;
-        let allow = Authorizer::new().is_authorized(&request, &policy.policies, &entities).decision()
-            == Decision::Allow;
+        let allow = allowed(&Authorizer::new().is_authorized(&request, &policy.policies, &entities))?;
         self.cache.put(key, allow);
         Ok(allow)
     }

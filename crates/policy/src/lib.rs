@@ -4,8 +4,12 @@
 
 mod compile;
 mod engine;
+mod nesting;
+mod presentation;
 mod request;
 
 pub use compile::{compile, schema, CompiledPolicy, PolicyDiagnostic, PolicyError};
 pub use engine::{DecisionCache, Engine};
+pub use nesting::{MAX_BRACKETS, MAX_DEPTH};
+pub use presentation::Presentation;
 pub use request::{naive_decide, PageFacts, SubjectFacts};

@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
-    RestrictedExpression,
+    AuthorizationError, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    EvaluationError, Request, Response, RestrictedExpression,
 };
 use consentry_types::{AppId, AppStatus, Field, GroupId, MemberId, Role};
 
@@ -108,6 +108,20 @@ pub fn naive_decide(
         None => ("", SubjectFacts::NONE),
     };
     let (request, entities) = cedar_input(policy, page, field, facts, subject_uid)?;
-    let response = Authorizer::new().is_authorized(&request, &policy.policies, &entities);
+    allowed(&Authorizer::new().is_authorized(&request, &policy.policies, &entities))
+}
+
+/// Cedar's decision, unless a rule could not be evaluated for lack of stack: then the
+/// decision would depend on the thread that asked, so it is an error (and nothing is
+/// disclosed). The nesting bounds of `compile` keep this from happening on any ordinary thread.
+pub(crate) fn allowed(response: &Response) -> Result<bool, PolicyError> {
+    let exhausted = response.diagnostics().errors().any(|error| match error {
+        AuthorizationError::PolicyEvaluationError(e) => {
+            matches!(e.inner(), EvaluationError::RecursionLimit(_))
+        }
+    });
+    if exhausted {
+        return Err(PolicyError::Evaluation("a rule is nested too deeply to evaluate on this thread".into()));
+    }
     Ok(response.decision() == Decision::Allow)
 }
