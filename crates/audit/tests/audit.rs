@@ -91,6 +91,10 @@ impl Store for StaleConsents {
         policy_approvals(&self, v: u32) -> StoreResult<Vec<(String, Instant)>>;
         record_preview(&self, v: u32, by: &str, s: &str, at: Instant) -> StoreResult<()>;
         policy_previews(&self, v: u32) -> StoreResult<Vec<(String, Instant, String)>>;
+        record_proof(&self, v: u32, p: &consentry_store::ProofRecord) -> StoreResult<()>;
+        policy_proofs(&self, v: u32) -> StoreResult<Vec<consentry_store::ProofRecord>>;
+        record_waiver(&self, v: u32, w: &consentry_store::ProofWaiver) -> StoreResult<()>;
+        policy_waivers(&self, v: u32) -> StoreResult<Vec<consentry_store::ProofWaiver>>;
         policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
         active_policy(&self) -> StoreResult<Option<PolicyVersion>>;
         put_token(&self, t: &TokenRecord) -> StoreResult<()>;
