@@ -64,6 +64,53 @@ pub fn invariants(dir: Option<&PathBuf>) -> Result<Vec<Invariant>> {
     }
 }
 
+/// The prover `serve` proves policy versions with, or `None` (said once) when there is no
+/// solver: then approvals need a privacy officer's waiver. A named solver that is missing, or
+/// invariants that do not load, stop the server from starting.
+pub fn server_proofs(solver: Option<&str>, dir: Option<&PathBuf>) -> Result<Option<consentry_api::Proofs>> {
+    let invariants = invariants(dir)?;
+    let found = match SolverCommand::find(solver) {
+        Ok(found) => found,
+        Err(e) if solver.is_none() => {
+            println!("policy proofs unavailable: {e}; approvals then need a privacy officer's waiver");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let names: Vec<&str> = invariants.iter().map(|i| i.name.as_str()).collect();
+    println!("policy proofs with {} within {}", found.describe(), names.join(", "));
+    Ok(Some(consentry_api::Proofs { prover: Prover::new(found, Duration::from_secs(10)), invariants }))
+}
+
+/// Before `policy approve`: when the version has no proofs kept, proves it now (if a solver is
+/// found), prints the review and keeps it, so that the approval is decided on it.
+pub fn before_approval(
+    service: &consentry_service::Service,
+    version: u32,
+    officer: &consentry_service::OperatorSession,
+    solver: Option<&str>,
+    dir: Option<&PathBuf>,
+) -> Result<()> {
+    if service.proof_standing(version)? != consentry_service::ProofStanding::Missing {
+        return Ok(());
+    }
+    let solver = match SolverCommand::find(solver) {
+        Ok(solver) => solver,
+        Err(e) => {
+            println!("no proofs are kept for policy version {version} and none can be run: {e}");
+            return Ok(());
+        }
+    };
+    let proofs = consentry_api::Proofs {
+        prover: Prover::new(solver, Duration::from_secs(10)),
+        invariants: invariants(dir)?,
+    };
+    let (review, _) = consentry_api::prove_version(service, &proofs, version, None, officer)
+        .map_err(|e| anyhow::anyhow!("{}", e.problem.detail))?;
+    print!("{}", render(&review));
+    Ok(())
+}
+
 pub fn run(args: ProveArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.draft)
         .with_context(|| format!("cannot read {}", args.draft.display()))?;

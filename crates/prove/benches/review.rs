@@ -51,8 +51,15 @@ fn main() {
         let against = time(&draft, &[], Some(&baseline));
         println!("  {name:<26} never errors + against groups-2018 {:>8.1} ms", against.as_secs_f64() * 1e3);
         let whole = time(&draft, &Invariant::shipped(), Some(&baseline));
-        println!("  {name:<26} whole review                    {:>8.1} ms (target < 5000 ms)", whole.as_secs_f64() * 1e3);
+        println!(
+            "  {name:<26} whole review                    {:>8.1} ms (target < 5000 ms)",
+            whole.as_secs_f64() * 1e3
+        );
         slowest = slowest.max(whole);
     }
-    println!("slowest whole review: {:.1} ms, {:.1}x under the 5 s target", slowest.as_secs_f64() * 1e3, 5.0 / slowest.as_secs_f64());
+    println!(
+        "slowest whole review: {:.1} ms, {:.1}x under the 5 s target",
+        slowest.as_secs_f64() * 1e3,
+        5.0 / slowest.as_secs_f64()
+    );
 }

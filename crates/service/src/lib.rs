@@ -10,6 +10,7 @@ mod clock;
 mod groups;
 mod keys;
 mod platform;
+mod proofs;
 mod secrets;
 mod webhook_target;
 
@@ -25,6 +26,7 @@ pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
 pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
 pub use platform::RegisteredApp;
+pub use proofs::{ProofStanding, PROVERS};
 pub use secrets::ServerKey;
 pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 

@@ -823,16 +823,18 @@ impl Store for SqliteStore {
 
     fn policy_proofs(&self, version: u32) -> StoreResult<Vec<ProofRecord>> {
         self.read(|c| {
-            c.prepare_cached("SELECT by, at, passed, summary FROM policy_proofs WHERE version = ?1 ORDER BY seq")?
-                .query_map([version], |row| {
-                    Ok(ProofRecord {
-                        by: row.get(0)?,
-                        at: Instant::from_millis(row.get(1)?),
-                        passed: row.get(2)?,
-                        summary: row.get(3)?,
-                    })
-                })?
-                .collect()
+            c.prepare_cached(
+                "SELECT by, at, passed, summary FROM policy_proofs WHERE version = ?1 ORDER BY seq",
+            )?
+            .query_map([version], |row| {
+                Ok(ProofRecord {
+                    by: row.get(0)?,
+                    at: Instant::from_millis(row.get(1)?),
+                    passed: row.get(2)?,
+                    summary: row.get(3)?,
+                })
+            })?
+            .collect()
         })
     }
 
@@ -854,7 +856,11 @@ impl Store for SqliteStore {
         self.read(|c| {
             c.prepare_cached("SELECT by, at, reason FROM policy_waivers WHERE version = ?1 ORDER BY seq")?
                 .query_map([version], |row| {
-                    Ok(ProofWaiver { by: row.get(0)?, at: Instant::from_millis(row.get(1)?), reason: row.get(2)? })
+                    Ok(ProofWaiver {
+                        by: row.get(0)?,
+                        at: Instant::from_millis(row.get(1)?),
+                        reason: row.get(2)?,
+                    })
                 })?
                 .collect()
         })

@@ -209,8 +209,10 @@ fn policy_versions_number_from_one_and_the_last_activation_wins(store: &dyn Stor
         Ok(vec![("officer".to_string(), at(9), r#"{"gains":[]}"#.to_string())])
     );
     assert!(matches!(store.record_preview(9, "officer", "{}", at(9)), Err(StoreError::NotFound(_))));
-    let failed = ProofRecord { by: "k1".into(), at: at(9), passed: false, summary: r#"{"passed":false}"#.into() };
-    let proven = ProofRecord { by: "k2".into(), at: at(10), passed: true, summary: r#"{"passed":true}"#.into() };
+    let failed =
+        ProofRecord { by: "k1".into(), at: at(9), passed: false, summary: r#"{"passed":false}"#.into() };
+    let proven =
+        ProofRecord { by: "k2".into(), at: at(10), passed: true, summary: r#"{"passed":true}"#.into() };
     assert_eq!(store.record_proof(2, &failed), Ok(()));
     assert_eq!(store.record_proof(2, &proven), Ok(()));
     assert_eq!(store.policy_proofs(2), Ok(vec![failed.clone(), proven]), "kept in order, never replaced");
