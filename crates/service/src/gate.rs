@@ -23,6 +23,10 @@
 //! an instant at which the facts were exactly those the decisions were made from, which is
 //! what an audit reconstructs (`facts_as_of` folds every change with `at <= t`).
 //!
+//! A change waits for the read sections in progress (decisions take microseconds to a few
+//! milliseconds); std's `RwLock` makes new readers wait behind a waiting writer, so a stream
+//! of requests cannot starve a revocation.
+//!
 //! The read side is not held while the record is made durable (the ledger's fsync), so a
 //! change waits only for decisions in progress, not for the disk; a response released before a
 //! change may still be on its way out while the change returns, recorded with its earlier
