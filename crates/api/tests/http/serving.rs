@@ -200,6 +200,18 @@ enum Revocation {
     AppRevoked,
     InstallationRemoved,
     ConsentWithdrawn,
+    /// The legacy rules (everyone visible) replaced by groups-2018 (opt-in only).
+    PolicyNarrowed,
+}
+
+impl Revocation {
+    /// The member whose fields the revocation takes away from the app.
+    fn witness(self) -> &'static str {
+        match self {
+            Revocation::PolicyNarrowed => "cat",
+            _ => "bob",
+        }
+    }
 }
 
 /// Serves the members page from several tasks at once while `revocation` happens, then checks
@@ -231,13 +243,23 @@ async fn race(revocation: Revocation, round: usize) -> (usize, usize) {
     };
     let (app_id, client_id, secret) = h.world().await;
     let token = h.token(&client_id, &secret).await;
+    if let Revocation::PolicyNarrowed = revocation {
+        assert_eq!(h.policy(LEGACY).await.status, StatusCode::CREATED);
+        let legacy = h.approve(2).await.op(
+            Method::POST,
+            "/platform/v1/policies/2/activate",
+            Some(json!({"reason": "legacy"})),
+        );
+        assert_eq!(legacy.await.status, StatusCode::OK);
+    }
+    let witness = format!("{} name", revocation.witness());
 
     let served = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut requesters = Vec::new();
     for _ in 0..6 {
-        let (router, token) = (h.router.clone(), token.clone());
+        let (router, token, witness) = (h.router.clone(), token.clone(), witness.clone());
         let (served, refused, stop) = (served.clone(), refused.clone(), stop.clone());
         requesters.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
@@ -249,7 +271,7 @@ async fn race(revocation: Revocation, round: usize) -> (usize, usize) {
                 let response = router.clone().oneshot(request).await.unwrap_or_else(|e| match e {});
                 let status = response.status();
                 let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                if status == StatusCode::OK && bytes.windows(8).any(|w| w == b"bob name") {
+                if status == StatusCode::OK && bytes.windows(witness.len()).any(|w| w == witness.as_bytes()) {
                     served.fetch_add(1, Ordering::SeqCst);
                 } else {
                     refused.fetch_add(1, Ordering::SeqCst);
@@ -277,6 +299,11 @@ async fn race(revocation: Revocation, round: usize) -> (usize, usize) {
         }
         Revocation::ConsentWithdrawn => {
             h.op(Method::DELETE, &format!("/platform/v1/members/bob/consents/{app_id}"), None).await.status
+        }
+        Revocation::PolicyNarrowed => {
+            h.op(Method::POST, "/platform/v1/policies/1/activate", Some(json!({"reason": "opt-in only"})))
+                .await
+                .status
         }
     };
     assert!(done.is_success(), "{revocation:?}: {done}");
@@ -310,13 +337,16 @@ async fn race(revocation: Revocation, round: usize) -> (usize, usize) {
             .rev()
             .find(|c| c.key.1 == app && c.key.0.as_str() == "bob" && !c.value)
             .map(|c| c.at),
+        Revocation::PolicyNarrowed => history.activations.last().map(|a| a.at),
     }
     .unwrap_or_else(|| unreachable!("{revocation:?} left no instant"));
     let late: Vec<&DisclosureRecord> = copy
         .iter()
         .filter(|r| r.at >= revoked_at)
         .filter(|r| match revocation {
-            Revocation::ConsentWithdrawn => !sent_member_fields(r, "bob").is_empty(),
+            Revocation::ConsentWithdrawn | Revocation::PolicyNarrowed => {
+                !sent_member_fields(r, revocation.witness()).is_empty()
+            }
             _ => r.app == app,
         })
         .collect();
@@ -327,7 +357,9 @@ async fn race(revocation: Revocation, round: usize) -> (usize, usize) {
         copy.len(),
         late.first().map(|r| (r.at, &r.request_id))
     );
-    assert!(copy.iter().any(|r| r.at < revoked_at && !sent_member_fields(r, "bob").is_empty()));
+    assert!(copy
+        .iter()
+        .any(|r| r.at < revoked_at && !sent_member_fields(r, revocation.witness()).is_empty()));
 
     // Concurrent requests append their instants out of order; the ledger gives each back exactly.
     drop(h);
@@ -358,6 +390,7 @@ async fn no_disclosure_is_recorded_after_a_revocation_that_raced_it() {
             Revocation::AppRevoked,
             Revocation::InstallationRemoved,
             Revocation::ConsentWithdrawn,
+            Revocation::PolicyNarrowed,
         ] {
             out_of_order += race(revocation, round).await.1;
         }
