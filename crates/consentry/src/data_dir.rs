@@ -128,7 +128,16 @@ impl DataDir {
     /// and never writes through a symbolic link: whatever is already at that name, the write
     /// is refused.
     pub fn write_secret(&self, name: &str, content: &str) -> Result<PathBuf> {
-        let file = self.file(name);
+        let (path, file) = self.create_secret(name)?;
+        fill_secret(&path, file, content)?;
+        Ok(path)
+    }
+
+    /// Creates a new, empty key file only its owner can read, to be filled with
+    /// [`fill_secret`]; refused as [`DataDir::write_secret`] is. Creating the file before the
+    /// secret exists means no secret is made that could not be handed over.
+    pub fn create_secret(&self, name: &str) -> Result<(PathBuf, fs::File)> {
+        let path = self.file(name);
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -136,16 +145,19 @@ impl DataDir {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
-        let mut handle = match options.open(&file) {
-            Ok(handle) => handle,
+        match options.open(&path) {
+            Ok(file) => Ok((path, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
                 "{} already exists (a file or a link); refusing to write a key over it: move it away",
-                file.display()
+                path.display()
             ),
-            Err(e) => return Err(e).with_context(|| format!("cannot write {}", file.display())),
-        };
-        handle.write_all(content.as_bytes()).with_context(|| format!("cannot write {}", file.display()))?;
-        handle.sync_all().with_context(|| format!("cannot sync {}", file.display()))?;
-        Ok(file)
+            Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+        }
     }
+}
+
+/// Writes `content` into a key file made by [`DataDir::create_secret`] and syncs it.
+pub fn fill_secret(path: &Path, mut file: fs::File, content: &str) -> Result<()> {
+    file.write_all(content.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", path.display()))
 }

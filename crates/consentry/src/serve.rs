@@ -10,16 +10,29 @@ use consentry_service::Service;
 
 use crate::data_dir::DataDir;
 
-/// On an empty store, creates the first operator key and writes it where only the owner can read.
+/// On an empty store, creates the first operator key and writes it where only the owner can
+/// read. The file is created first: if it cannot be (a file or a link is already there), no
+/// key is created that nobody could use.
 pub fn announce_bootstrap_key(service: &Service, dir: &DataDir) -> Result<()> {
-    if let Some(key) = service.bootstrap_operator_key().context("cannot create the bootstrap operator key")? {
-        let path = dir.write_secret("bootstrap-operator.key", &format!("{}\n", key.key))?;
-        println!(
-            "created the first operator key (role operator) in {} (mode 0600); keep it secret",
-            path.display()
-        );
+    if service.store().operator_key_count().context("cannot count the operator keys")? > 0 {
+        return Ok(());
     }
-    Ok(())
+    let (path, file) = dir.create_secret("bootstrap-operator.key")?;
+    match service.bootstrap_operator_key() {
+        Ok(Some(key)) => {
+            crate::data_dir::fill_secret(&path, file, &format!("{}\n", key.key))?;
+            println!(
+                "created the first operator key (role operator) in {} (mode 0600); keep it secret",
+                path.display()
+            );
+            Ok(())
+        }
+        outcome => {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            outcome.map(|_| ()).context("cannot create the bootstrap operator key")
+        }
+    }
 }
 
 /// Called once the listener is bound, with its address.

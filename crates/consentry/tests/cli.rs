@@ -467,6 +467,11 @@ fn key_files_refuse_planted_links_and_loose_modes() {
     symlink(&outside, dir.join("bootstrap-operator.key")).unwrap_or_else(|e| unreachable!("{e}"));
     assert_one_line_error(&serve(&dir), "bootstrap-operator.key");
     assert!(!outside.exists(), "the operator key was written through the link");
+    // No key was made that nobody could use: with the link gone, the first key is created.
+    std::fs::remove_file(dir.join("bootstrap-operator.key")).unwrap_or_else(|e| unreachable!("{e}"));
+    let _ = serve(&dir);
+    let key_text = std::fs::read_to_string(dir.join("bootstrap-operator.key")).unwrap_or_default();
+    assert!(key_text.starts_with("csk_"), "{key_text}");
     let _ = std::fs::remove_dir_all(&dir);
 
     // A key file others can read: refused with the fix in one line.
