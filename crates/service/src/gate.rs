@@ -32,6 +32,9 @@
 //! change may still be on its way out while the change returns, recorded with its earlier
 //! instant.
 //!
+//! The lock orders the changes and requests of one process. A change made by another process
+//! on the same database (the CLI's `policy activate`, `case open` or `installations expire`
+//! while `serve` runs) is outside it, as a change made by another node would be.
 //! Several nodes (issue 9) cannot share this lock: there the database must serialize it, for
 //! example a change and a request's read of facts in transactions ordered on one row (the
 //! change's instant assigned by the database after every release instant it has seen), or a
