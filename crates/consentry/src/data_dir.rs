@@ -87,7 +87,8 @@ impl DataDir {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            options.custom_flags(libc::O_NOFOLLOW);
+            // O_NONBLOCK: a FIFO planted there must not hang the open (it is refused below).
+            options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
         }
         let handle = match options.open(&file) {
             Ok(handle) => handle,

@@ -474,6 +474,15 @@ fn key_files_refuse_planted_links_and_loose_modes() {
     assert!(key_text.starts_with("csk_"), "{key_text}");
     let _ = std::fs::remove_dir_all(&dir);
 
+    // A FIFO where the key goes neither hangs the server nor passes for a key.
+    let dir = temp_dir("fifo-key");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    let made = std::process::Command::new("mkfifo").arg(dir.join("server.key")).status();
+    if made.is_ok_and(|s| s.success()) {
+        assert_one_line_error(&serve(&dir), "server.key is not a regular file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
     // A key file others can read: refused with the fix in one line.
     let dir = temp_dir("loose-key");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
