@@ -17,6 +17,9 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+#[path = "http/serving.rs"]
+mod serving;
+
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
 

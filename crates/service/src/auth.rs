@@ -132,7 +132,8 @@ impl Service {
         let hash = fast_hash(token);
         if let Some(record) = self.store.token(&hash)? {
             if &record.app == client {
-                self.store.revoke_token(&hash, self.clock.now())?;
+                let change = self.gate.change(self.clock.as_ref());
+                self.store.revoke_token(&hash, change.at)?;
             }
         }
         Ok(())

@@ -7,6 +7,7 @@
 mod auth;
 mod cases;
 mod clock;
+mod gate;
 mod groups;
 mod keys;
 mod platform;
@@ -78,7 +79,7 @@ impl<T> Served<T> {
     /// The record describing this response.
     pub fn record(&self, request_id: &str, route: &str, session: &AppSession) -> DisclosureRecord {
         DisclosureRecord {
-            at: self.decided_at,
+            at: self.released_at,
             request_id: request_id.to_string(),
             app: session.app.clone(),
             developer: self.developer.clone(),
@@ -116,6 +117,8 @@ pub struct Service {
     /// function of the version's text.
     compiled: Mutex<HashMap<u32, Arc<CompiledPolicy>>>,
     clock: Arc<dyn Clock>,
+    /// Orders changes of access facts against responses' release (see `gate`).
+    gate: gate::Gate,
     key: ServerKey,
     config: ServiceConfig,
     /// Where developers' webhooks may point (checked at registration and at each delivery).
@@ -136,6 +139,7 @@ impl Service {
             engine: Engine::new(),
             compiled: Mutex::new(HashMap::new()),
             clock,
+            gate: gate::Gate::new(),
             key,
             config,
             webhook_targets: webhook_target::WebhookTargets::strict(),
