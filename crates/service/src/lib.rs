@@ -9,7 +9,9 @@ mod cases;
 mod clock;
 mod groups;
 mod platform;
+mod secret_checks;
 mod secrets;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,7 @@ pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
 pub use platform::{NewOperatorKey, RegisteredApp};
 pub use secrets::ServerKey;
+pub use throttle::{AddressBlock, AuthLimits, Credential, FailedAuthentication, TooManyAttempts};
 
 /// A fresh id for one request (64 random bits, hex).
 pub fn request_id() -> String {
@@ -48,6 +51,12 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Policy(PolicyError),
+    /// Too many failed authentications from this client id or address: nothing was checked.
+    #[error("too many failed authentications; retry after {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
+    /// Too many client secrets are being checked at once: nothing was checked.
+    #[error("busy checking client secrets; retry after {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -96,11 +105,18 @@ pub struct ServiceConfig {
     pub default_page_size: usize,
     /// Largest `limit` an app may ask for.
     pub max_page_size: usize,
+    /// Throttling of failed authentication and of client-secret checks.
+    pub auth_limits: AuthLimits,
 }
 
 impl Default for ServiceConfig {
     fn default() -> ServiceConfig {
-        ServiceConfig { token_ttl_secs: 3600, default_page_size: 25, max_page_size: 500 }
+        ServiceConfig {
+            token_ttl_secs: 3600,
+            default_page_size: 25,
+            max_page_size: 500,
+            auth_limits: AuthLimits::default(),
+        }
     }
 }
 
@@ -114,6 +130,10 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     key: ServerKey,
     config: ServiceConfig,
+    /// Tallies of failed authentication per client id and per address.
+    failed_auth: FailedAuthentication,
+    /// argon2 checks of client secrets, on their own threads.
+    secret_checks: secret_checks::SecretChecks,
     #[cfg(feature = "bench-bypass")]
     bypass_enforcement: std::sync::atomic::AtomicBool,
 }
@@ -131,6 +151,11 @@ impl Service {
             compiled: Mutex::new(HashMap::new()),
             clock,
             key,
+            failed_auth: FailedAuthentication::new(config.auth_limits.clone()),
+            secret_checks: secret_checks::SecretChecks::new(
+                config.auth_limits.secret_checks_at_once,
+                config.auth_limits.secret_checks_waiting,
+            ),
             config,
             #[cfg(feature = "bench-bypass")]
             bypass_enforcement: std::sync::atomic::AtomicBool::new(false),
