@@ -4,7 +4,8 @@
 //! a flood of wrong secrets would take them all; here at most `at_once` checks run, at most
 //! `waiting` wait, and any further check is refused at once ("busy") without work.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use crate::secrets::slow_verify;
@@ -22,13 +23,35 @@ struct Job {
     secret: String,
     stored: String,
     answer: SyncSender<bool>,
+    /// Frees its place when the job is done or dropped unrun.
+    place: Place,
+}
+
+/// One of the `at_once + waiting` places a check holds from admission to its answer.
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    fn take(admitted: &Arc<AtomicUsize>, places: usize) -> Option<Place> {
+        admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < places).then_some(n + 1))
+            .ok()
+            .map(|_| Place(admitted.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The pool of client-secret checkers, started on first use.
 pub struct SecretChecks {
     at_once: usize,
     waiting: usize,
-    queue: Mutex<Option<SyncSender<Job>>>,
+    /// Checks admitted and not yet answered (running or waiting).
+    admitted: Arc<AtomicUsize>,
+    queue: Mutex<Option<Sender<Job>>>,
 }
 
 impl std::fmt::Debug for SecretChecks {
@@ -42,15 +65,20 @@ impl std::fmt::Debug for SecretChecks {
 
 impl SecretChecks {
     pub fn new(at_once: usize, waiting: usize) -> SecretChecks {
-        SecretChecks { at_once: at_once.max(1), waiting, queue: Mutex::new(None) }
+        SecretChecks {
+            at_once: at_once.max(1),
+            waiting,
+            admitted: Arc::new(AtomicUsize::new(0)),
+            queue: Mutex::new(None),
+        }
     }
 
-    fn sender(&self) -> Result<SyncSender<Job>, CheckRefused> {
+    fn sender(&self) -> Result<Sender<Job>, CheckRefused> {
         let mut queue = self.queue.lock().map_err(|_| CheckRefused::Stopped("lock poisoned".into()))?;
         if let Some(sender) = queue.as_ref() {
             return Ok(sender.clone());
         }
-        let (sender, receiver) = sync_channel::<Job>(self.waiting);
+        let (sender, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..self.at_once {
             let receiver = receiver.clone();
@@ -66,12 +94,12 @@ impl SecretChecks {
     /// Checks `secret` against its stored argon2 hash on the checker threads, waiting for the
     /// answer; refuses at once when `at_once` checks run and `waiting` more wait.
     pub fn check(&self, secret: &str, stored: &str) -> Result<bool, CheckRefused> {
+        let place = Place::take(&self.admitted, self.at_once + self.waiting).ok_or(CheckRefused::Busy)?;
         let (answer, answered) = sync_channel(1);
-        let job = Job { secret: secret.to_string(), stored: stored.to_string(), answer };
-        match self.sender()?.try_send(job) {
+        let job = Job { secret: secret.to_string(), stored: stored.to_string(), answer, place };
+        match self.sender()?.send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(CheckRefused::Busy),
-            Err(TrySendError::Disconnected(_)) => {
+            Err(_) => {
                 // Every checker thread is gone; the next call starts new ones.
                 if let Ok(mut queue) = self.queue.lock() {
                     *queue = None;
@@ -92,8 +120,12 @@ fn check_until_closed(jobs: &Mutex<Receiver<Job>>) {
             },
             Err(_) => return,
         };
-        let matches = slow_verify(&job.secret, &job.stored);
-        let _ = job.answer.send(matches);
+        let Job { secret, stored, answer, place } = job;
+        let matches = slow_verify(&secret, &stored);
+        // The place is free before the answer arrives, so a caller that asks again at once
+        // finds it free.
+        drop(place);
+        let _ = answer.send(matches);
     }
 }
 
