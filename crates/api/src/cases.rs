@@ -44,6 +44,7 @@ impl FromRequestParts<ApiState> for DeveloperAuth {
             return Err(basic_challenge("use one of your apps' client credentials (HTTP Basic)"));
         };
         let from = peer_address(&parts.extensions);
+        state.service.refuse_throttled_client(&client_id, from)?;
         blocking(&state.service, move |s| {
             s.developer_of_client_from(&client_id, &secret, from).map_err(|e| match e {
                 throttled @ (ServiceError::TooManyAttempts { .. } | ServiceError::Busy { .. }) => {

@@ -160,6 +160,7 @@ impl FromRequestParts<ApiState> for OperatorAuth {
             ));
         };
         let from = peer_address(&parts.extensions);
+        state.service.refuse_throttled_operator(from)?;
         blocking(&state.service, move |s| {
             s.authenticate_operator_from(&key, from).map_err(|e| match e {
                 consentry_service::ServiceError::Unauthenticated(m) => ApiError::operator_key(m),

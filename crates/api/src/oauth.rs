@@ -89,11 +89,12 @@ impl IntoResponse for OAuthError {
         let mut response = (status, Json(self)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(secs) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
         if challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"consentry\""));
+        }
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.extensions_mut().insert(crate::RefusedForNow);
         }
         response
     }
@@ -203,6 +204,10 @@ pub async fn token(State(state): State<ApiState>, request: Request) -> Response 
                 .into_response()
         }
     }
+    // A blocked client id or address is refused here, before any work is queued.
+    if let Err(refused) = state.service.refuse_throttled_client(&client_id, from) {
+        return authentication_failed(refused);
+    }
     let issued = blocking(&state.service, move |s| Ok(s.issue_token_from(&client_id, &secret, from))).await;
     match issued {
         Ok(Ok(token)) => no_store(
@@ -231,6 +236,7 @@ async fn authenticated_token_request(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::new("invalid_request", "token is required").into_response())?
         .to_string();
+    state.service.refuse_throttled_client(&client_id, from).map_err(authentication_failed)?;
     let client = blocking(&state.service, move |s| Ok(s.authenticate_client(&client_id, &secret, from)))
         .await
         .map_err(IntoResponse::into_response)?

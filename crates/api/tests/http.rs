@@ -1279,7 +1279,11 @@ async fn repeated_wrong_client_secrets_get_429_with_retry_after_and_existing_tok
         let wrong = h.send(token_request(&client_id, "wrong")).await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {attempt}: {}", wrong.body);
     }
+    let asked = std::time::Instant::now();
     let throttled = h.send(token_request(&client_id, "wrong")).await;
+    // Held back for the refusal pause, so a client that ignores Retry-After cannot ask in a
+    // tight loop.
+    assert!(asked.elapsed() >= consentry_api::REFUSAL_PAUSE, "answered after {:?}", asked.elapsed());
     assert!(
         is_oauth_retry(&throttled, StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", 60),
         "{} {:?} {}",

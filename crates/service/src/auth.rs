@@ -84,9 +84,9 @@ impl Service {
         client_secret: &str,
         from: Option<IpAddr>,
     ) -> ServiceResult<AppId> {
+        self.refuse_throttled_client(client_id, from)?;
         let from = from.map(AddressBlock::of);
         let tallies = &self.failed_auth;
-        tallies.check_address(Credential::ClientSecret, from, std::time::Instant::now()).map_err(too_many)?;
         let known = if client_id.is_empty() || client_id.len() > 128 || client_secret.len() > 256 {
             None
         } else {
@@ -110,6 +110,21 @@ impl Service {
             Err(CheckRefused::Busy) => Err(ServiceError::Busy { retry_after_secs: 1 }),
             Err(CheckRefused::Stopped(why)) => Err(ServiceError::Internal(why)),
         }
+    }
+
+    /// Refuses a client-secret attempt for `client_id` from `from` if its client id or address
+    /// is blocked now. Cheap (no store, no argon2): callers may ask before queueing any work.
+    pub fn refuse_throttled_client(&self, client_id: &str, from: Option<IpAddr>) -> ServiceResult<()> {
+        self.failed_auth
+            .check_client(client_id, from.map(AddressBlock::of), std::time::Instant::now())
+            .map_err(too_many)
+    }
+
+    /// Refuses an operator-key attempt from a blocked address. Cheap, as above.
+    pub fn refuse_throttled_operator(&self, from: Option<IpAddr>) -> ServiceResult<()> {
+        self.failed_auth
+            .check_address(Credential::OperatorKey, from.map(AddressBlock::of), std::time::Instant::now())
+            .map_err(too_many)
     }
 
     /// RFC 6749 §4.4: exchanges client credentials for an access token.
@@ -209,12 +224,11 @@ impl Service {
         key: &str,
         from: Option<IpAddr>,
     ) -> ServiceResult<OperatorSession> {
-        let from = from.map(AddressBlock::of);
-        let tallies = &self.failed_auth;
-        tallies.check_address(Credential::OperatorKey, from, std::time::Instant::now()).map_err(too_many)?;
+        self.refuse_throttled_operator(from)?;
         let checked = self.authenticate_operator(key);
         if let Err(ServiceError::Unauthenticated(_)) = checked {
-            tallies.address_failed(Credential::OperatorKey, from, std::time::Instant::now());
+            let from = from.map(AddressBlock::of);
+            self.failed_auth.address_failed(Credential::OperatorKey, from, std::time::Instant::now());
         }
         checked
     }

@@ -289,6 +289,35 @@ impl FailedAuthentication {
         tally.fail(now, limit, &self.limits);
     }
 
+    /// Why an attempt for `client_id` from `from` would be refused now, if it would.
+    fn client_refusal(
+        &self,
+        tallies: &HashMap<Tallied, Tally>,
+        client_id: &str,
+        from: Option<AddressBlock>,
+        now: Instant,
+    ) -> Option<TooManyAttempts> {
+        let address = from.and_then(|a| tallies.get(&Tallied::Address(Credential::ClientSecret, a)));
+        if let Some(wait) = address.and_then(|t| t.wait(now, self.address_limit(), &self.limits)) {
+            return Some(TooManyAttempts::after(wait));
+        }
+        let client = tallies.get(&Tallied::ClientId(client_id.into()))?;
+        let trusted = from.is_some_and(|a| client.trusted.contains(&a));
+        client.wait(now, self.client_limit(), &self.limits).filter(|_| !trusted).map(TooManyAttempts::after)
+    }
+
+    /// Refuses, before any work, a client-secret attempt that [`Self::admit_client`] would
+    /// refuse. Nothing is counted.
+    pub fn check_client(
+        &self,
+        client_id: &str,
+        from: Option<AddressBlock>,
+        now: Instant,
+    ) -> Result<(), TooManyAttempts> {
+        let Ok(tallies) = self.tallies.lock() else { return Ok(()) };
+        self.client_refusal(&tallies, client_id, from, now).map_or(Ok(()), Err)
+    }
+
     /// Admits one client-secret check for `client_id` from `from`, or says how long to wait.
     /// While the client id is blocked, an address it last succeeded from is still admitted.
     pub fn admit_client(
@@ -297,31 +326,18 @@ impl FailedAuthentication {
         from: Option<AddressBlock>,
         now: Instant,
     ) -> Result<ClientAttempt<'_>, TooManyAttempts> {
-        let (client_limit, address_limit) = (self.client_limit(), self.address_limit());
         let Ok(mut tallies) = self.tallies.lock() else {
             // A poisoned lock means a bug elsewhere; refusing would lock everyone out.
             return Ok(ClientAttempt { tallies: self, client_id: client_id.into(), from, settled: true });
         };
-        let address_key = from.map(|a| Tallied::Address(Credential::ClientSecret, a));
-        if let Some(wait) = address_key
-            .as_ref()
-            .and_then(|key| tallies.get(key))
-            .and_then(|t| t.wait(now, address_limit, &self.limits))
-        {
-            return Err(TooManyAttempts::after(wait));
+        if let Some(refused) = self.client_refusal(&tallies, client_id, from, now) {
+            return Err(refused);
         }
-        let client_key = Tallied::ClientId(client_id.into());
-        if let Some(tally) = tallies.get(&client_key) {
-            let trusted = from.is_some_and(|a| tally.trusted.contains(&a));
-            if let Some(wait) = tally.wait(now, client_limit, &self.limits).filter(|_| !trusted) {
-                return Err(TooManyAttempts::after(wait));
-            }
-        }
-        let client = self.tally(&mut tallies, client_key, now);
+        let client = self.tally(&mut tallies, Tallied::ClientId(client_id.into()), now);
         client.in_flight = client.in_flight.saturating_add(1);
         client.last_seen = now;
-        if let Some(key) = address_key {
-            let address = self.tally(&mut tallies, key, now);
+        if let Some(from) = from {
+            let address = self.tally(&mut tallies, Tallied::Address(Credential::ClientSecret, from), now);
             address.in_flight = address.in_flight.saturating_add(1);
             address.last_seen = now;
         }
