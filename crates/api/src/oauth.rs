@@ -185,8 +185,8 @@ fn no_store(mut response: Response) -> Response {
         (status = 200, body = TokenResponse),
         (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type or unauthorized_client"),
         (status = 401, body = OAuthError, description = "invalid_client"),
-        (status = 429, body = OAuthError, description = "temporarily_unavailable: too many failed authentications for this client id or from this address; see Retry-After"),
-        (status = 503, body = OAuthError, description = "temporarily_unavailable: every client-secret checker is busy; see Retry-After"),
+        (status = 429, body = OAuthError, description = "temporarily_unavailable: too many failed authentications for this client id or from this address; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))),
+        (status = 503, body = OAuthError, description = "temporarily_unavailable: every client-secret checker is busy; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))),
     )
 )]
 pub async fn token(State(state): State<ApiState>, request: Request) -> Response {
@@ -248,7 +248,7 @@ async fn authenticated_token_request(
 #[utoipa::path(
     post, path = "/oauth/revoke", tag = "oauth",
     request_body(content_type = "application/x-www-form-urlencoded", description = "token, optional token_type_hint; client authentication"),
-    responses((status = 200, description = "revoked, or not a token of this client"), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After"), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After"))
+    responses((status = 200, description = "revoked, or not a token of this client"), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))))
 )]
 pub async fn revoke(State(state): State<ApiState>, request: Request) -> Response {
     let (client, token) = match authenticated_token_request(&state, request).await {
@@ -265,7 +265,7 @@ pub async fn revoke(State(state): State<ApiState>, request: Request) -> Response
 #[utoipa::path(
     post, path = "/oauth/introspect", tag = "oauth",
     request_body(content_type = "application/x-www-form-urlencoded", description = "token; client authentication"),
-    responses((status = 200, body = IntrospectionResponse), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After"), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After"))
+    responses((status = 200, body = IntrospectionResponse), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))))
 )]
 pub async fn introspect(State(state): State<ApiState>, request: Request) -> Response {
     let (client, token) = match authenticated_token_request(&state, request).await {

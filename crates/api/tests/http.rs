@@ -1417,3 +1417,32 @@ async fn client_secret_checks_beyond_the_queue_get_503_at_once() {
     assert_eq!(granted + busy, 16);
     assert!(granted >= 1 && busy >= 1, "granted {granted}, busy {busy}");
 }
+
+#[tokio::test]
+async fn openapi_declares_the_throttled_answers() {
+    let h = Harness::new();
+    let doc = h.call(Method::GET, "/openapi.json", None, None).await;
+    let declared =
+        |method: &str, path: &str, status: &str| doc.body["paths"][path][method]["responses"][status].clone();
+    for (method, path) in [("post", "/oauth/token"), ("post", "/oauth/revoke"), ("post", "/oauth/introspect")]
+    {
+        for status in ["429", "503"] {
+            let response = declared(method, path, status);
+            assert!(response["headers"]["Retry-After"].is_object(), "{method} {path} {status}: {response}");
+        }
+    }
+    for (method, path, statuses) in [
+        ("get", "/platform/v1/policies", &["429"][..]),
+        ("post", "/platform/v1/apps", &["429"][..]),
+        ("get", "/v1/cases", &["429", "503"][..]),
+        ("post", "/v1/apps/{id}/certification", &["429", "503"][..]),
+    ] {
+        for status in statuses {
+            let response = declared(method, path, status);
+            assert!(response["headers"]["Retry-After"].is_object(), "{method} {path} {status}: {response}");
+            assert!(response["content"]["application/problem+json"].is_object(), "{method} {path} {status}");
+        }
+    }
+    // The app API's bearer-token routes are not throttled per address.
+    assert!(declared("get", "/v1/groups/{id}", "429").is_null());
+}
