@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p consentry-api --bench auth_flood` prints both figures and their ratio
 //! (target >= 0.8); under `cargo test` it runs briefly and checks that the flood was throttled.
-//! `FLOOD_ADDRESSES=n` spreads the flood over n loopback addresses (default 8).
+//! `FLOOD_ADDRESSES=n` spreads the flood over n loopback addresses (default 8);
+//! `SUSPECT_CHECKS=n` sets `AuthLimits::suspect_checks_per_second` (default: the product's).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -28,6 +29,7 @@ struct Sizes {
     legit_connections: usize,
     flood_connections: usize,
     flood_addresses: u8,
+    suspect_checks: Option<u32>,
     warm_up: Duration,
     measured: Duration,
 }
@@ -37,11 +39,15 @@ struct Sizes {
 fn world(path: &std::path::Path, sizes: &Sizes) -> (Arc<Service>, String, Vec<String>) {
     let store = Arc::new(SqliteStore::open(path).unwrap_or_else(|e| unreachable!("{e}")));
     store.set_bulk_load(true).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut config = ServiceConfig::default();
+    if let Some(rate) = sizes.suspect_checks {
+        config.auth_limits.suspect_checks_per_second = rate;
+    }
     let service = Arc::new(Service::new(
         store.clone(),
         Arc::new(SystemClock::default()),
         ServerKey::generate(),
-        ServiceConfig::default(),
+        config,
     ));
     let ok = |r: Result<(), consentry_service::ServiceError>| r.unwrap_or_else(|e| unreachable!("{e}"));
     let group = GroupId::parse(GROUP).unwrap_or_else(|e| unreachable!("{e}"));
@@ -266,6 +272,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let flood_addresses =
         std::env::var("FLOOD_ADDRESSES").ok().and_then(|v| v.parse().ok()).filter(|n| (1..=200).contains(n));
+    let suspect_checks = std::env::var("SUSPECT_CHECKS").ok().and_then(|v| v.parse().ok());
     let sizes = if full {
         Sizes {
             apps: 100,
@@ -273,6 +280,7 @@ fn main() {
             legit_connections: 8,
             flood_connections: 64,
             flood_addresses: flood_addresses.unwrap_or(8),
+            suspect_checks,
             warm_up: Duration::from_secs(1),
             measured: Duration::from_secs(10),
         }
@@ -283,6 +291,7 @@ fn main() {
             legit_connections: 2,
             flood_connections: 64,
             flood_addresses: flood_addresses.unwrap_or(8),
+            suspect_checks,
             warm_up: Duration::from_millis(50),
             measured: Duration::from_millis(400),
         }
@@ -357,6 +366,14 @@ fn main() {
     println!(
         "  flood: {} connections from {} addresses (127.0.0.2 onwards), wrong secrets for all {} client ids",
         sizes.flood_connections, sizes.flood_addresses, sizes.apps
+    );
+    println!(
+        "  limits: {} failures per client id, {} per address, {} suspect checks/s, {} check(s) at once, {} waiting",
+        limits.failures_per_client,
+        limits.failures_per_address,
+        limits.suspect_checks_per_second,
+        limits.secret_checks_at_once,
+        limits.secret_checks_waiting
     );
     println!(
         "  alone:        {:>9.0} requests/s  p50 {:>7.2} ms  p99 {:>7.2} ms",

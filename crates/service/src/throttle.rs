@@ -4,7 +4,11 @@
 //! bulk are a way to burn the server's CPU. Each client id and each address (an IPv4 address,
 //! or the /64 an IPv6 address belongs to) keeps a tally of its recent failures; past the limit
 //! it is blocked for a while, the block doubling each time it is earned again, up to a cap.
-//! A blocked attempt is refused before any argon2 work is done.
+//! A blocked attempt is refused before any argon2 work is done. Attempts for a client id or
+//! from an address that failed recently (suspect ones) also share one budget of checks a
+//! second, so that a flood spread over many addresses and client ids, each under its own
+//! limit, still gets few argon2 checks; clean attempts and a client's trusted addresses do
+//! not draw on it.
 //!
 //! Trade-off: anyone who knows a client id can get that client id blocked. The block is
 //! bounded (`longest_block`), a success clears the client id's tally, the addresses a client
@@ -34,6 +38,10 @@ pub struct AuthLimits {
     /// lasts twice as long, up to `longest_block`.
     pub first_block: Duration,
     pub longest_block: Duration,
+    /// Checks a second, all together, for attempts whose client id or address failed within
+    /// the window or was blocked within `longest_block` (not from an address the client id
+    /// trusts); beyond, 429 for a second.
+    pub suspect_checks_per_second: u32,
     /// How many client ids and addresses are remembered at most.
     pub remembered: usize,
     /// Client-secret checks (argon2) run at once, on their own threads.
@@ -50,6 +58,7 @@ impl Default for AuthLimits {
             window: Duration::from_secs(60),
             first_block: Duration::from_secs(60),
             longest_block: Duration::from_secs(15 * 60),
+            suspect_checks_per_second: 5,
             remembered: 20_000,
             secret_checks_at_once: 1,
             secret_checks_waiting: 8,
@@ -202,6 +211,8 @@ impl TooManyAttempts {
 pub struct FailedAuthentication {
     limits: AuthLimits,
     tallies: Mutex<HashMap<Tallied, Tally>>,
+    /// The checks suspect attempts may still have now (a token bucket), and when it was filled.
+    suspect_budget: Mutex<(f64, Option<Instant>)>,
 }
 
 /// A client-secret check admitted by [`FailedAuthentication::admit_client`]; settle it with
@@ -240,7 +251,28 @@ impl Drop for ClientAttempt<'_> {
 
 impl FailedAuthentication {
     pub fn new(limits: AuthLimits) -> FailedAuthentication {
-        FailedAuthentication { limits, tallies: Mutex::new(HashMap::new()) }
+        FailedAuthentication {
+            limits,
+            tallies: Mutex::new(HashMap::new()),
+            suspect_budget: Mutex::new((0.0, None)),
+        }
+    }
+
+    /// Takes one check from the suspect budget, which refills at `suspect_checks_per_second`
+    /// up to one second's worth; false when it is empty.
+    fn take_suspect_check(&self, now: Instant) -> bool {
+        let rate = f64::from(self.limits.suspect_checks_per_second.max(1));
+        let Ok(mut budget) = self.suspect_budget.lock() else { return true };
+        let (tokens, filled) = *budget;
+        let tokens = match filled {
+            Some(at) => (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(rate),
+            None => rate,
+        };
+        let (left, taken) = if tokens >= 1.0 { (tokens - 1.0, true) } else { (tokens, false) };
+        // Time never goes back for the bucket, even if callers' instants arrive out of order.
+        let at = filled.map_or(now, |f| f.max(now));
+        *budget = (left, Some(at));
+        taken
     }
 
     pub fn limits(&self) -> &AuthLimits {
@@ -333,6 +365,21 @@ impl FailedAuthentication {
         if let Some(refused) = self.client_refusal(&tallies, client_id, from, now) {
             return Err(refused);
         }
+        let client_tally = tallies.get(&Tallied::ClientId(client_id.into()));
+        let trusted = from.is_some_and(|a| client_tally.is_some_and(|t| t.trusted.contains(&a)));
+        let failed_recently = |tally: Option<&Tally>| {
+            tally.is_some_and(|t| {
+                t.failures_now(now, &self.limits) > 0
+                    || t.blocked_until.is_some_and(|until| {
+                        now.saturating_duration_since(until) <= self.limits.longest_block
+                    })
+            })
+        };
+        let address_tally = from.and_then(|a| tallies.get(&Tallied::Address(Credential::ClientSecret, a)));
+        let suspect = !trusted && (failed_recently(client_tally) || failed_recently(address_tally));
+        if suspect && !self.take_suspect_check(now) {
+            return Err(TooManyAttempts::after(Duration::from_secs(1)));
+        }
         let client = self.tally(&mut tallies, Tallied::ClientId(client_id.into()), now);
         client.in_flight = client.in_flight.saturating_add(1);
         client.last_seen = now;
@@ -414,8 +461,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Small table; the shared budget out of the way unless a test is about it.
     fn limits() -> AuthLimits {
-        AuthLimits { remembered: 64, ..AuthLimits::default() }
+        AuthLimits { remembered: 64, suspect_checks_per_second: 1_000, ..AuthLimits::default() }
     }
 
     fn address(last: u8) -> Option<AddressBlock> {
@@ -534,6 +582,44 @@ mod tests {
         assert_eq!(Some(AddressBlock::of(mapped)), address(1));
     }
 
+    #[test]
+    fn suspect_attempts_share_a_budget_that_clean_and_trusted_ones_do_not_draw_on() {
+        let limits = AuthLimits { suspect_checks_per_second: 5, remembered: 1_000, ..limits() };
+        let tallies = FailedAuthentication::new(limits);
+        let now = Instant::now();
+        if let Ok(attempt) = tallies.admit_client("cid_0", address(1), now) {
+            attempt.succeeded(now);
+        }
+        // Forty client ids fail once each, from forty addresses: clean attempts, all checked.
+        for i in 1..=40u8 {
+            let attempt = tallies.admit_client(&format!("cid_{i}"), address(i + 1), now);
+            assert!(attempt.is_ok(), "first attempt for cid_{i} refused");
+            if let Ok(attempt) = attempt {
+                attempt.failed(now);
+            }
+        }
+        // Their next attempts, from fresh addresses, are suspect: five checks this second.
+        let mut checked = 0;
+        for i in 1..=40u8 {
+            match tallies.admit_client(&format!("cid_{i}"), address(i + 100), now) {
+                Ok(attempt) => {
+                    attempt.failed(now);
+                    checked += 1;
+                }
+                Err(refused) => assert_eq!(refused.retry_after_secs(), 1),
+            }
+        }
+        assert_eq!(checked, 5);
+        // A clean client id from a clean address does not draw on the budget...
+        assert!(tallies.admit_client("cid_fresh", address(200), now).is_ok());
+        // ...nor does the real client from the address it succeeded from, once attacked.
+        fail(&tallies, "cid_0", address(201), now);
+        assert!(tallies.admit_client("cid_0", address(202), now).is_err());
+        assert!(tallies.admit_client("cid_0", address(1), now).is_ok());
+        // A second later the budget has refilled.
+        assert!(tallies.admit_client("cid_1", address(150), now + Duration::from_secs(1)).is_ok());
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Fail { client: u16, from: u16 },
@@ -565,7 +651,7 @@ mod tests {
         /// the window is admitted again (nobody is locked out for ever).
         #[test]
         fn bounded_honest_and_never_locked_out_for_ever(steps in proptest::collection::vec(step(), 1..400)) {
-            let limits = limits();
+            let limits = AuthLimits { suspect_checks_per_second: 5, ..limits() };
             let tallies = FailedAuthentication::new(limits.clone());
             let mut now = Instant::now();
             for step in steps {
