@@ -449,7 +449,7 @@ impl FailedAuthentication {
                 None => (false, tally.last_seen, key.clone()),
             })
             .collect();
-        order.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        order.sort_unstable_by_key(|(blocked, at, _)| (*blocked, *at));
         for (_, _, key) in order.into_iter().take(tallies.len().saturating_sub(keep)) {
             tallies.remove(&key);
         }
