@@ -127,7 +127,9 @@ pub fn run(
                 }
             }
         });
-        let served = axum::serve(listener, app(state))
+        // The peer address goes with each request, so failed authentication is throttled
+        // per address as well as per client id.
+        let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server stopped with an error");

@@ -844,6 +844,17 @@ fn http_send(addr: &str, method: &str, path: &str, key: &str, body: &str) -> Str
     response
 }
 
+fn http_get_with_key(addr: &str, path: &str, key: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| unreachable!("{e}"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
 fn stop(mut child: std::process::Child) {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
@@ -1033,4 +1044,26 @@ fn a_damaged_ledger_refuses_everywhere_in_one_line_and_repair_keeps_what_chains(
     let again = run(&["ledger", "repair", "--data-dir", data]);
     assert!(text(&again.stdout).starts_with("nothing to repair"), "{}", text(&again.stdout));
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// `serve` hands each request's peer address to the API, so failed authentication is throttled
+/// per address there (served without it, wrong keys would get 401 for ever).
+#[test]
+fn serve_throttles_failed_authentication_per_peer_address() {
+    let dir = temp_dir("throttle");
+    let (mut child, addr, _) = start_server(&dir);
+    let key = std::fs::read_to_string(dir.join("bootstrap-operator.key")).unwrap_or_default();
+    let wrong: Vec<String> = (0..20)
+        .map(|i| http_get_with_key(&addr, "/platform/v1/policies", &format!("csk_guess{i}_x")))
+        .collect();
+    let refused = http_get_with_key(&addr, "/platform/v1/policies", key.trim());
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    for (i, answer) in wrong.iter().enumerate() {
+        assert!(answer.starts_with("HTTP/1.1 401"), "attempt {i}: {answer}");
+    }
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(refused.to_ascii_lowercase().contains("\r\nretry-after: "), "{refused}");
+    assert!(refused.contains("application/problem+json"), "{refused}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

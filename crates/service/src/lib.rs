@@ -11,7 +11,9 @@ mod gate;
 mod groups;
 mod keys;
 mod platform;
+mod secret_checks;
 mod secrets;
+mod throttle;
 mod webhook_target;
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequ
 pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
 pub use platform::RegisteredApp;
 pub use secrets::ServerKey;
+pub use throttle::{AddressBlock, AuthLimits, Credential, FailedAuthentication, TooManyAttempts};
 pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 
 /// A fresh id for one request (64 random bits, hex).
@@ -53,6 +56,12 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Policy(PolicyError),
+    /// Too many failed authentications from this client id or address: nothing was checked.
+    #[error("too many failed authentications; retry after {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
+    /// Too many client secrets are being checked at once: nothing was checked.
+    #[error("busy checking client secrets; retry after {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -101,11 +110,18 @@ pub struct ServiceConfig {
     pub default_page_size: usize,
     /// Largest `limit` an app may ask for.
     pub max_page_size: usize,
+    /// Throttling of failed authentication and of client-secret checks.
+    pub auth_limits: AuthLimits,
 }
 
 impl Default for ServiceConfig {
     fn default() -> ServiceConfig {
-        ServiceConfig { token_ttl_secs: 3600, default_page_size: 25, max_page_size: 500 }
+        ServiceConfig {
+            token_ttl_secs: 3600,
+            default_page_size: 25,
+            max_page_size: 500,
+            auth_limits: AuthLimits::default(),
+        }
     }
 }
 
@@ -123,6 +139,10 @@ pub struct Service {
     config: ServiceConfig,
     /// Where developers' webhooks may point (checked at registration and at each delivery).
     webhook_targets: webhook_target::WebhookTargets,
+    /// Tallies of failed authentication per client id and per address.
+    failed_auth: FailedAuthentication,
+    /// argon2 checks of client secrets, on their own threads.
+    secret_checks: secret_checks::SecretChecks,
     #[cfg(feature = "bench-bypass")]
     bypass_enforcement: std::sync::atomic::AtomicBool,
 }
@@ -141,6 +161,11 @@ impl Service {
             clock,
             gate: gate::Gate::new(),
             key,
+            failed_auth: FailedAuthentication::new(config.auth_limits.clone()),
+            secret_checks: secret_checks::SecretChecks::new(
+                config.auth_limits.secret_checks_at_once,
+                config.auth_limits.secret_checks_waiting,
+            ),
             config,
             webhook_targets: webhook_target::WebhookTargets::strict(),
             #[cfg(feature = "bench-bypass")]

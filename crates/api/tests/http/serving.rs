@@ -136,8 +136,7 @@ async fn an_audit_window_from_hostile_since_text_is_a_400_never_a_500() {
     );
     let h = Harness { router: app(ApiState::new(h.service.clone()).with_ledger(ledger)), ..h };
     h.world().await;
-    let auditor =
-        super::server_key(&h.service, "auditor", OperatorRole::Auditor);
+    let auditor = super::server_key(&h.service, "auditor", OperatorRole::Auditor);
     let huge = "106751991167d";
     for since in ["1é", "é", "d", "-1d", "0d", "1", "1\u{0}d", huge, "9223372036854775807m", "3652060d"] {
         let audit =
