@@ -8,12 +8,13 @@ use axum::http::{header, StatusCode};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use consentry_service::ServiceError;
 use consentry_store::Case;
 use consentry_types::{DeveloperId, OperatorRole};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::extract::{blocking, JsonBody, OperatorAuth};
+use crate::extract::{blocking, peer_address, JsonBody, OperatorAuth};
 use crate::problem::{ApiError, Problem};
 use crate::ApiState;
 
@@ -42,9 +43,16 @@ impl FromRequestParts<ApiState> for DeveloperAuth {
         let Some((client_id, secret)) = credentials else {
             return Err(basic_challenge("use one of your apps' client credentials (HTTP Basic)"));
         };
+        let from = peer_address(&parts.extensions);
+        state.service.refuse_throttled_client(&client_id, from)?;
         blocking(&state.service, move |s| {
-            s.developer_of_client(&client_id, &secret)
-                .map_err(|_| basic_challenge("client authentication failed"))
+            s.developer_of_client_from(&client_id, &secret, from).map_err(|e| match e {
+                throttled @ (ServiceError::TooManyAttempts { .. } | ServiceError::Busy { .. }) => {
+                    ApiError::from(throttled)
+                }
+                ServiceError::Internal(detail) => ApiError::internal(&detail),
+                _ => basic_challenge("client authentication failed"),
+            })
         })
         .await
         .map(DeveloperAuth)

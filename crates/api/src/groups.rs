@@ -33,6 +33,7 @@ pub struct AuthorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PostBody {
+    /// App-scoped post id: the same post has a different id for every app.
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
@@ -90,7 +91,7 @@ impl From<GroupView> for GroupBody {
 impl From<PostView> for PostBody {
     fn from(view: PostView) -> PostBody {
         PostBody {
-            id: view.id.to_string(),
+            id: view.id,
             content: view.content,
             created_time: view.created_time.map(|t| t.to_string()),
             author: view.author.map(|a| AuthorBody { id: a.id, name: a.name }),
@@ -132,7 +133,8 @@ pub async fn read_group(
     Ok(Json(served.body.into()))
 }
 
-/// Lists a group's posts.
+/// Lists a group's posts, under ids scoped to the app; a post none of whose requested fields
+/// the app may see is left out.
 #[utoipa::path(
     get, path = "/v1/groups/{id}/posts", tag = "groups",
     params(

@@ -33,6 +33,11 @@ pub use transparency::LedgerSink;
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 /// Largest policy text accepted.
 pub const POLICY_BODY_LIMIT: usize = 1024 * 1024;
+/// How long a throttled authentication waits before its 429 or 503 leaves (see
+/// [`pause_refusals`]).
+pub const REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many refusals may be pausing at once; beyond, they leave at once.
+pub const REFUSALS_PAUSING: usize = 4096;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -44,11 +49,19 @@ pub struct ApiState {
     pub ledger_dir: Option<std::path::PathBuf>,
     /// The prover policy versions are proven with; `None`: this server proves nothing.
     pub proofs: Option<Arc<Proofs>>,
+    /// Places for refusals pausing before they leave.
+    refusals_pausing: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
     pub fn new(service: Arc<Service>) -> ApiState {
-        ApiState { service, disclosures: None, ledger_dir: None, proofs: None }
+        ApiState {
+            service,
+            disclosures: None,
+            ledger_dir: None,
+            proofs: None,
+            refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
+        }
     }
 
     /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
@@ -99,6 +112,30 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Marks a response that refuses an authentication attempt for now (429, 503 with
+/// `Retry-After`), so that [`pause_refusals`] holds it back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefusedForNow;
+
+/// Holds a throttled answer back for [`REFUSAL_PAUSE`] before it leaves. Refusing costs the
+/// server almost nothing, but a client that ignores `Retry-After` and asks again at once
+/// would otherwise turn the refusals themselves into a flood; paused, each of its connections
+/// gets one answer a second. The pause holds no thread and no argon2 place, only the waiting
+/// connection, and at most [`REFUSALS_PAUSING`] pause at once (beyond, they leave at once).
+async fn pause_refusals(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if response.extensions().get::<RefusedForNow>().is_some() {
+        if let Ok(_place) = state.refusals_pausing.try_acquire() {
+            tokio::time::sleep(REFUSAL_PAUSE).await;
+        }
     }
     response
 }
@@ -180,6 +217,7 @@ pub fn app(state: ApiState) -> Router {
         .nest("/platform/v1", platform)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), pause_refusals))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -16,6 +16,53 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// Every route that authenticates with an operator key or client credentials may be refused
+/// for now: 429 when the address (or client id) has too many recent failures, and for client
+/// credentials 503 when every client-secret checker is busy; both with `Retry-After`.
+struct ThrottledAuthentication;
+
+fn retry_later(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::schema::{Object, Type};
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder};
+    let seconds = HeaderBuilder::new()
+        .schema(Object::with_type(Type::Integer))
+        .description(Some("seconds to wait before trying again"))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+        )
+        .header("Retry-After", seconds)
+        .build()
+        .into()
+}
+
+impl Modify for ThrottledAuthentication {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operator = path.starts_with("/platform/v1/");
+            let client = path.starts_with("/v1/cases") || path.starts_with("/v1/apps/");
+            if !operator && !client {
+                continue;
+            }
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.entry("429".into()).or_insert_with(|| {
+                    retry_later("too many failed authentications from this address or client id")
+                });
+                if client {
+                    responses
+                        .entry("503".into())
+                        .or_insert_with(|| retry_later("every client-secret checker is busy"));
+                }
+            }
+        }
+    }
+}
+
 /// Every route consentry serves.
 #[derive(OpenApi)]
 #[openapi(
@@ -34,7 +81,7 @@ impl Modify for SecuritySchemes {
         audits::run_audit, audits::preview_policy, audits::preview_version, platform::approve_policy, platform::revoke_app, platform::revoke_developer, platform::webhook_secret, platform::list_notifications, cases::my_cases, cases::attest, cases::all_cases, cases::certify, platform::group_installations,
         proofs::prove, proofs::list_proofs, proofs::waive,
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &ThrottledAuthentication),
     tags(
         (name = "oauth", description = "OAuth 2.0 client credentials, revocation, introspection"),
         (name = "groups", description = "The Groups API for apps"),

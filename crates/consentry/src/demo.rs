@@ -28,6 +28,8 @@ const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 const GROUPS_2018_SHIPPED: &str = include_str!("../../../policies/groups-2018-grandfathered.cedar");
 const MARKER: &str = "demo-world.txt";
+/// What the marker says: a directory holding it with these words is the demo's to replace.
+const MARKER_TEXT: &str = "written by `consentry demo`; replaced on every run\n";
 
 const CATEGORIES: [&str; 5] =
     ["social_media_management", "video_streaming", "analytics", "event_planning", "community_moderation"];
@@ -260,16 +262,40 @@ fn random_between(rng: &mut StdRng, from: Instant, to: Instant) -> Instant {
     Instant::from_millis(rng.gen_range(from.millis()..to.millis()))
 }
 
+/// The demo's data directory: a new one, an empty one, or one the demo wrote itself (its
+/// marker, in the demo's own words, is there), which is replaced. Anything else is refused
+/// with nothing deleted.
 fn prepare_dir(path: &Path) -> Result<DataDir> {
-    if path.join("consentry.db").exists() && !path.join(MARKER).exists() {
-        bail!("{} holds data the demo did not write; give the demo its own --data-dir", path.display());
-    }
-    if path.exists() {
-        std::fs::remove_dir_all(path).with_context(|| format!("cannot clear {}", path.display()))?;
+    let refuse = |why: &str| {
+        anyhow::anyhow!("{} {why}; give the demo an empty or new directory with --data-dir", path.display())
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot look at {}", path.display())),
+        Ok(found) if found.file_type().is_symlink() => return Err(refuse("is a symbolic link")),
+        Ok(found) if !found.is_dir() => return Err(refuse("is not a directory")),
+        Ok(_) => {
+            let empty = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .next()
+                .is_none();
+            let ours = std::fs::read_to_string(path.join(MARKER)).is_ok_and(|text| text == MARKER_TEXT);
+            if !empty && !ours {
+                return Err(refuse("holds files the demo did not write"));
+            }
+            if ours {
+                std::fs::remove_dir_all(path).with_context(|| format!("cannot clear {}", path.display()))?;
+            }
+        }
     }
     let dir = DataDir::open(path)?;
-    std::fs::write(dir.file(MARKER), "written by `consentry demo`; replaced on every run\n")
-        .with_context(|| format!("cannot write {}", dir.file(MARKER).display()))?;
+    let marker = dir.file(MARKER);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, MARKER_TEXT.as_bytes()))
+        .with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(dir)
 }
 
@@ -691,9 +717,14 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             let wants_members = members_until.get(a).is_some_and(|until| tick < *until);
             for &g in installed.get(a).into_iter().flatten() {
                 let Some(group) = group_ids.get(g) else { continue };
-                tally.requests += 1;
                 if !wants_members {
-                    let served = sim.read_group(&info.session, group, group_fields).map_err(fail)?;
+                    let served = match sim.read_group(&info.session, group, group_fields) {
+                        Ok(served) => served,
+                        // A revoked app's request is refused: nothing served, nothing recorded.
+                        Err(consentry_service::ServiceError::Unauthenticated(_)) => continue,
+                        Err(e) => return Err(fail(e)),
+                    };
+                    tally.requests += 1;
                     records.push(served.record(
                         &consentry_service::request_id(),
                         "GET /v1/groups/{id}",
@@ -702,7 +733,12 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     continue;
                 }
                 let page = PageRequest { after: None, limit: Some(500) };
-                let served = sim.read_members(&info.session, group, profile_fields, &page).map_err(fail)?;
+                let served = match sim.read_members(&info.session, group, profile_fields, &page) {
+                    Ok(served) => served,
+                    Err(consentry_service::ServiceError::Unauthenticated(_)) => continue,
+                    Err(e) => return Err(fail(e)),
+                };
+                tally.requests += 1;
                 records.push(served.record(
                     &consentry_service::request_id(),
                     "GET /v1/groups/{id}/members",

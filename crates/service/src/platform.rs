@@ -75,7 +75,8 @@ impl Service {
         member: &MemberId,
         role: Option<Role>,
     ) -> ServiceResult<()> {
-        Ok(self.store.set_membership(group, member, role, self.clock.now())?)
+        let change = self.gate.change(self.clock.as_ref());
+        Ok(self.store.set_membership(group, member, role, change.at)?)
     }
 
     /// Stores a post; its author must be a member of the group now.
@@ -196,7 +197,9 @@ impl Service {
                 )));
             }
         }
-        self.store.set_app_status(app, status, self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_app_status(app, status, change.at)?;
+        drop(change);
         if status == AppStatus::Suspended && found.status != AppStatus::Suspended {
             self.notify_app_developer(app, "app.suspended", "")?;
         }
@@ -229,9 +232,10 @@ impl Service {
         if self.store.app(app)?.is_none() {
             return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
         }
-        let now = self.clock.now();
-        self.store.set_app_status(app, AppStatus::Banned, now)?;
-        let tokens = self.store.revoke_app_tokens(app, now)?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_app_status(app, AppStatus::Banned, change.at)?;
+        let tokens = self.store.revoke_app_tokens(app, change.at)?;
+        drop(change);
         self.notify_app_developer(app, "access.revoked", r#","reason":"revoked by the platform""#)?;
         Ok(tokens)
     }
@@ -266,7 +270,9 @@ impl Service {
             )));
         }
         let existed = self.store.installation(app, group)?.is_some();
-        self.store.set_installation(app, group, Some(authorized_by), self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_installation(app, group, Some(authorized_by), change.at)?;
+        drop(change);
         if !existed {
             self.notify_app_developer(app, "installation.created", &format!(r#","group":"{group}""#))?;
         }
@@ -285,7 +291,8 @@ impl Service {
         if inactive_days < 1 {
             return Err(ServiceError::InvalidInput("the inactivity cutoff must be at least one day".into()));
         }
-        let now = self.clock.now();
+        let change = self.gate.change(self.clock.as_ref());
+        let now = change.at;
         let cutoff = now.plus_days(-inactive_days);
         let mut expired = Vec::new();
         for ((app, group), (_, installed_at)) in self.store.facts_as_of(now)?.installations {
@@ -308,7 +315,9 @@ impl Service {
 
     pub fn uninstall_app(&self, app: &AppId, group: &GroupId) -> ServiceResult<()> {
         let existed = self.store.installation(app, group)?.is_some();
-        self.store.set_installation(app, group, None, self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_installation(app, group, None, change.at)?;
+        drop(change);
         if existed {
             self.notify_app_developer(app, "installation.removed", &format!(r#","group":"{group}""#))?;
         }
@@ -322,7 +331,9 @@ impl Service {
         }
         let profile = scopes.contains(&Scope::Profile);
         let had = self.store.profile_consents(app, std::slice::from_ref(member))?.contains(member);
-        self.store.set_consent(member, app, profile, self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_consent(member, app, profile, change.at)?;
+        drop(change);
         if had && !profile {
             // The developer learns which of its app-scoped ids withdrew, never the platform id.
             let scoped = self.key.scoped_member_id(app, member);
@@ -404,13 +415,15 @@ impl Service {
         }
         // Refuse to activate anything that does not compile today.
         self.compiled_policy(version)?;
+        let change = self.gate.change(self.clock.as_ref());
         let activation = PolicyActivation {
             version,
             author: by.key_id.clone(),
             reason: reason.to_string(),
-            at: self.clock.now(),
+            at: change.at,
         };
         self.store.activate_policy(&activation)?;
+        drop(change);
         Ok(activation)
     }
 }

@@ -169,9 +169,16 @@ fn suspended_app_is_refused_on_next_request() {
     assert!(matches!(token_check, Err(ServiceError::Unauthenticated(_))));
     let again = w.service.issue_token(&w.app.app.client_id, &w.app.client_secret);
     assert!(matches!(again, Err(ServiceError::Forbidden(_))), "{again:?}");
-    // A session obtained before the suspension decides nothing in the app's favour: the
-    // policy sees the app's status as it is now.
-    assert!(visible_names(&w).is_empty());
+    // A session obtained before the suspension is refused at its next request: the serving
+    // path re-checks the app's status, whatever the policy would say.
+    let refused = w.service.read_members(&w.session, &group(), member_fields(), &PageRequest::default());
+    assert!(
+        matches!(&refused, Err(ServiceError::Unauthenticated(m)) if m == "the app is suspended"),
+        "{refused:?}"
+    );
+    let posts = parse_fields(ResourceKind::Post, None).unwrap_or_default();
+    let refused = w.service.read_posts(&w.session, &group(), posts, &PageRequest::default());
+    assert!(matches!(refused, Err(ServiceError::Unauthenticated(_))));
 }
 
 #[test]
