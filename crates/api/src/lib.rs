@@ -10,6 +10,7 @@ mod oauth;
 mod openapi;
 mod platform;
 mod problem;
+mod proofs;
 mod transparency;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 pub use audits::{parse_since, report_json, window};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
+pub use proofs::{prove_version, review_json, standing_json, Proofs};
 pub use transparency::LedgerSink;
 
 /// Largest JSON body the platform API accepts.
@@ -45,6 +47,8 @@ pub struct ApiState {
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
     /// The ledger directory, for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// The prover policy versions are proven with; `None`: this server proves nothing.
+    pub proofs: Option<Arc<Proofs>>,
     /// Places for refusals pausing before they leave.
     refusals_pausing: Arc<tokio::sync::Semaphore>,
 }
@@ -55,6 +59,7 @@ impl ApiState {
             service,
             disclosures: None,
             ledger_dir: None,
+            proofs: None,
             refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
         }
     }
@@ -63,6 +68,12 @@ impl ApiState {
     pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
         self.ledger_dir = Some(ledger.dir().to_path_buf());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
+        self
+    }
+
+    /// Proves policy versions with `proofs` (and approvals run them when none are kept).
+    pub fn with_proofs(mut self, proofs: Proofs) -> ApiState {
+        self.proofs = Some(Arc::new(proofs));
         self
     }
 
@@ -176,6 +187,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/policies/{version}/approve", post(platform::approve_policy))
+        .route("/policies/{version}/proofs", post(proofs::prove).get(proofs::list_proofs))
+        .route("/policies/{version}/waivers", post(proofs::waive))
         .route("/policies/preview", post(audits::preview_policy))
         .route("/policies/{version}/preview", post(audits::preview_version))
         .route("/keys", post(keys::create_key).get(keys::list_keys))

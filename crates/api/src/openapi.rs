@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audits, cases, groups, keys, oauth, platform, transparency};
+use crate::{audits, cases, groups, keys, oauth, platform, proofs, transparency};
 
 struct SecuritySchemes;
 
@@ -79,6 +79,7 @@ impl Modify for ThrottledAuthentication {
         platform::put_consent, platform::delete_consent, platform::submit_policy, platform::list_policies,
         platform::activate_policy, keys::create_key, keys::list_keys, keys::show_key, keys::revoke_key, transparency::member_disclosures,
         audits::run_audit, audits::preview_policy, audits::preview_version, platform::approve_policy, platform::revoke_app, platform::revoke_developer, platform::webhook_secret, platform::list_notifications, cases::my_cases, cases::attest, cases::all_cases, cases::certify, platform::group_installations,
+        proofs::prove, proofs::list_proofs, proofs::waive,
     ),
     modifiers(&SecuritySchemes, &ThrottledAuthentication),
     tags(

@@ -154,6 +154,10 @@ pub struct PolicyBody {
     /// Previews kept with the version: who, when, and the summary.
     #[schema(value_type = Vec<Object>)]
     pub previews: Vec<serde_json::Value>,
+    /// Where the version stands with its proofs (passed, failed, waived with the waiver, or
+    /// missing), and every waiver kept with it.
+    #[schema(value_type = Object)]
+    pub proofs: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -478,7 +482,10 @@ pub async fn list_policies(
                     reason: a.reason.clone(),
                 })
                 .collect();
+            let proofs = crate::proofs::proofs_of(s, v.version)?;
+            let proofs = serde_json::json!({"standing": proofs.get("standing").cloned().unwrap_or_default(), "waivers": proofs.get("waivers").cloned().unwrap_or_default()});
             bodies.push(PolicyBody {
+                proofs,
                 activations,
                 active: Some(v.version) == active,
                 version: v.version,
@@ -693,18 +700,44 @@ pub async fn revoke_developer(
 
 /// A privacy officer approves a stored version with a key outside its author's lineage
 /// (two-person rule): not the author's key, not one the author's key created or that created
-/// it, not one made by the same key as the author's.
+/// it, not one made by the same key as the author's. The version's proofs must have passed or
+/// been waived; when none are kept and the server has a solver, they are run first. The answer
+/// shows the proofs next to the latest preview on real history.
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/approve", tag = "policies",
-    params(("version" = u32, Path)), responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the approver's key is in the author's lineage")),
+    params(("version" = u32, Path)), responses((status = 200, description = "approved: the version's proofs and latest preview"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the approver's key is in the author's lineage, or the proofs did not pass and were not waived"), (status = 503, body = Problem, description = "the proofs could not be run")),
     security(("operator_key" = [])))]
 pub async fn approve_policy(
     State(state): State<ApiState>,
     OperatorAuth(op): OperatorAuth,
     path: Result<Path<String>, PathRejection>,
-) -> NoContent {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let version: u32 =
         one(path)?.parse().map_err(|_| ApiError::bad_request("version must be a whole number"))?;
     op.require(&[OperatorRole::PrivacyOfficer])?;
-    blocking(&state.service, move |s| s.approve_policy(version, &op).map_err(ApiError::from)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let proofs = state.proofs.clone();
+    let body = blocking(&state.service, move |s| {
+        if let (Some(proofs), consentry_service::ProofStanding::Missing) = (&proofs, s.proof_standing(version)?) {
+            crate::proofs::prove_version(s, proofs, version, None, &op)?;
+        }
+        s.approve_policy(version, &op)?;
+        let latest_preview = s
+            .store()
+            .policy_previews(version)
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
+            .pop()
+            .map(|(by, at, summary)| {
+                let summary = serde_json::from_str::<serde_json::Value>(&summary).unwrap_or_default();
+                serde_json::json!({"by": by, "at": at.to_string(), "summary": summary})
+            });
+        let mut proofs = crate::proofs::proofs_of(s, version)?;
+        let latest = proofs.get_mut("proofs").and_then(|p| p.as_array_mut()).and_then(|p| p.pop());
+        Ok(serde_json::json!({
+            "version": version,
+            "approved_by": op.key_id,
+            "proofs": {"standing": proofs.get("standing").cloned().unwrap_or_default(), "latest": latest, "waivers": proofs.get("waivers").cloned().unwrap_or_default()},
+            "preview": latest_preview,
+        }))
+    })
+    .await?;
+    Ok(Json(body))
 }

@@ -23,6 +23,9 @@ mod serving;
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
 
+#[path = "http/proofs.rs"]
+mod proofs;
+
 struct Reply {
     status: StatusCode,
     headers: axum::http::HeaderMap,
@@ -42,7 +45,16 @@ impl Harness {
         Harness::with_config(ServiceConfig::default())
     }
 
+    /// A harness whose API state is configured by `configure` (e.g. with a prover).
+    fn new_with(configure: impl FnOnce(ApiState) -> ApiState) -> Harness {
+        Harness::build(ServiceConfig::default(), configure)
+    }
+
     fn with_config(config: ServiceConfig) -> Harness {
+        Harness::build(config, |state| state)
+    }
+
+    fn build(config: ServiceConfig, configure: impl FnOnce(ApiState) -> ApiState) -> Harness {
         let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_600_000_000)));
         let store = Arc::new(SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}")));
         let service = Arc::new(Service::new(store, clock.clone(), ServerKey::generate(), config));
@@ -53,7 +65,7 @@ impl Harness {
             .map(|k| k.key)
             .unwrap_or_default();
         let officer = server_key(&service, "officer", OperatorRole::PrivacyOfficer);
-        let router = app(ApiState::new(service.clone()));
+        let router = app(configure(ApiState::new(service.clone())));
         Harness { router, service, clock, operator, officer }
     }
 
@@ -173,13 +185,17 @@ impl Harness {
         )
     }
 
-    /// A privacy officer (not the author) approves a version.
+    /// A privacy officer (not the author) approves a version, after keeping passing proofs
+    /// with it (as `POST …/proofs` does for a draft within the invariants).
     async fn approve(&self, version: u32) -> &Harness {
         let officer = self.officer.clone();
+        let session = self.service.authenticate_operator(&officer).unwrap_or_else(|e| unreachable!("{e}"));
+        self.service.record_proof(version, &session, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
         let reply = self
             .call(Method::POST, &format!("/platform/v1/policies/{version}/approve"), Some(&officer), None)
             .await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["proofs"]["standing"]["standing"], "passed", "{}", reply.body);
         self
     }
 
@@ -664,6 +680,9 @@ async fn openapi_document_lists_every_route() {
         ("post", "/platform/v1/audits"),
         ("post", "/platform/v1/policies/preview"),
         ("post", "/platform/v1/policies/{version}/preview"),
+        ("post", "/platform/v1/policies/{version}/proofs"),
+        ("get", "/platform/v1/policies/{version}/proofs"),
+        ("post", "/platform/v1/policies/{version}/waivers"),
     ];
     for (method, path) in routes {
         assert!(
@@ -1580,9 +1599,18 @@ async fn the_version_list_names_author_and_approvers_by_key_and_refuses_the_auth
     );
     // The operator's draft, approved by peter, is listed with both keys' ids and names.
     assert_eq!(h.policy(GROUPS_2018).await.status, StatusCode::CREATED);
+    let waived = h
+        .call(
+            Method::POST,
+            "/platform/v1/policies/3/waivers",
+            Some(&peter),
+            Some(json!({"reason": "reviewed by peter by hand"})),
+        )
+        .await;
+    assert_eq!(waived.status, StatusCode::CREATED, "{}", waived.body);
     assert_eq!(
         h.call(Method::POST, "/platform/v1/policies/3/approve", Some(&peter), None).await.status,
-        StatusCode::NO_CONTENT
+        StatusCode::OK
     );
     let activated =
         h.op(Method::POST, "/platform/v1/policies/3/activate", Some(json!({"reason": "reviewed"}))).await;

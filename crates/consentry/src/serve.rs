@@ -56,6 +56,7 @@ pub fn run(
     ledger: Arc<Ledger>,
     data_dir: DataDir,
     listen: &str,
+    proofs: Option<consentry_api::Proofs>,
     after_bind: Option<AfterBind>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -109,7 +110,10 @@ pub fn run(
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
         });
-        let state = ApiState::new(service).with_ledger(ledger.clone());
+        let mut state = ApiState::new(service).with_ledger(ledger.clone());
+        if let Some(proofs) = proofs {
+            state = state.with_proofs(proofs);
+        }
         // Every few minutes, a signed checkpoint of what was served, so that an outside
         // auditor's copy is never far behind.
         let periodic = ledger.clone();

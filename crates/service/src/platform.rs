@@ -360,7 +360,7 @@ impl Service {
 
     /// A privacy officer approves a stored version, recorded by key id. Two-person rule: the
     /// approver's key is not the author's, and no key is in both keys' lineages (see
-    /// [`Service::approval_refusal`]).
+    /// [`Service::approval_refusal`]). The version's proofs must have passed, or been waived.
     pub fn approve_policy(&self, version: u32, approver: &OperatorSession) -> ServiceResult<()> {
         approver.require(&[OperatorRole::PrivacyOfficer])?;
         self.live_key(&approver.key_id)?;
@@ -373,6 +373,9 @@ impl Service {
                 "key {} cannot approve policy version {version}: {why}; a privacy officer holding a key outside the author's lineage must approve it",
                 approver.key_id
             )));
+        }
+        if let Some(why) = self.proof_refusal(version)? {
+            return Err(ServiceError::Rejected(why));
         }
         Ok(self.store.approve_policy(version, &approver.key_id, self.clock.now())?)
     }

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, Change, DeliveryStatus, FactHistory, Facts, KeyOrigin,
-    Notification, OperatorKey, Store, StoreError, StoreResult, TokenRecord,
+    Notification, OperatorKey, ProofRecord, ProofWaiver, Store, StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -802,6 +802,65 @@ impl Store for SqliteStore {
             c.prepare_cached("SELECT by, at, summary FROM policy_previews WHERE version = ?1 ORDER BY seq")?
                 .query_map([version], |row| {
                     Ok((row.get(0)?, Instant::from_millis(row.get(1)?), row.get(2)?))
+                })?
+                .collect()
+        })
+    }
+
+    fn record_proof(&self, version: u32, proof: &ProofRecord) -> StoreResult<()> {
+        self.write(|tx| {
+            if !exists(tx, "SELECT 1 FROM policy_versions WHERE version = ?1", &version.to_string())? {
+                return Err(StoreError::NotFound(format!("policy version {version}")));
+            }
+            tx.execute(
+                "INSERT INTO policy_proofs (version, by, passed, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![version, proof.by, proof.passed, proof.summary, proof.at.millis()],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn policy_proofs(&self, version: u32) -> StoreResult<Vec<ProofRecord>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT by, at, passed, summary FROM policy_proofs WHERE version = ?1 ORDER BY seq",
+            )?
+            .query_map([version], |row| {
+                Ok(ProofRecord {
+                    by: row.get(0)?,
+                    at: Instant::from_millis(row.get(1)?),
+                    passed: row.get(2)?,
+                    summary: row.get(3)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn record_waiver(&self, version: u32, waiver: &ProofWaiver) -> StoreResult<()> {
+        self.write(|tx| {
+            if !exists(tx, "SELECT 1 FROM policy_versions WHERE version = ?1", &version.to_string())? {
+                return Err(StoreError::NotFound(format!("policy version {version}")));
+            }
+            tx.execute(
+                "INSERT INTO policy_waivers (version, by, reason, at) VALUES (?1, ?2, ?3, ?4)",
+                params![version, waiver.by, waiver.reason, waiver.at.millis()],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn policy_waivers(&self, version: u32) -> StoreResult<Vec<ProofWaiver>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT by, at, reason FROM policy_waivers WHERE version = ?1 ORDER BY seq")?
+                .query_map([version], |row| {
+                    Ok(ProofWaiver {
+                        by: row.get(0)?,
+                        at: Instant::from_millis(row.get(1)?),
+                        reason: row.get(2)?,
+                    })
                 })?
                 .collect()
         })
