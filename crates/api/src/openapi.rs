@@ -116,7 +116,8 @@ impl Shared {
         );
         match self {
             Shared::Unauthenticated => {
-                response = response.header("WWW-Authenticate", header("the scheme and realm to authenticate with"));
+                response =
+                    response.header("WWW-Authenticate", header("the scheme and realm to authenticate with"));
             }
             Shared::TooManyAttempts | Shared::Busy => {
                 response = response.header("Retry-After", seconds());
@@ -205,7 +206,11 @@ impl Modify for SharedAnswers {
         for item in openapi.paths.paths.values_mut() {
             for operation in operations(item) {
                 for shared in shared_answers(operation) {
-                    operation.responses.responses.entry(shared.status().to_string()).or_insert_with(|| shared.reference());
+                    operation
+                        .responses
+                        .responses
+                        .entry(shared.status().to_string())
+                        .or_insert_with(|| shared.reference());
                 }
             }
         }

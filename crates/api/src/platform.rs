@@ -739,7 +739,9 @@ pub async fn approve_policy(
     op.require(&[OperatorRole::PrivacyOfficer])?;
     let proofs = state.proofs.clone();
     let body = blocking(&state.service, move |s| {
-        if let (Some(proofs), consentry_service::ProofStanding::Missing) = (&proofs, s.proof_standing(version)?) {
+        if let (Some(proofs), consentry_service::ProofStanding::Missing) =
+            (&proofs, s.proof_standing(version)?)
+        {
             crate::proofs::prove_version(s, proofs, version, None, &op)?;
         }
         s.approve_policy(version, &op)?;

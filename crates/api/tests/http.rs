@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use consentry_api::ApiState;
 use conformance::app;
+use consentry_api::ApiState;
 use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
 use consentry_store::CaseState;
 use consentry_store_sqlite::SqliteStore;
@@ -26,6 +26,9 @@ mod openapi_check;
 
 #[path = "support/conformance.rs"]
 mod conformance;
+
+#[path = "http/openapi.rs"]
+mod openapi;
 
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");

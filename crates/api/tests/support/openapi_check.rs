@@ -41,7 +41,9 @@ impl Operation {
     pub fn request_media(&self) -> Vec<(String, Option<Value>)> {
         self.value["requestBody"]["content"]
             .as_object()
-            .map(|content| content.iter().map(|(media, c)| (media.clone(), c.get("schema").cloned())).collect())
+            .map(|content| {
+                content.iter().map(|(media, c)| (media.clone(), c.get("schema").cloned())).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -226,7 +228,8 @@ impl Document {
         if media.as_deref() != Some("application/problem+json") {
             return Err(format!("content type {media:?}, not application/problem+json"));
         }
-        let body: Value = serde_json::from_slice(exchange.body).map_err(|e| format!("body is not JSON: {e}"))?;
+        let body: Value =
+            serde_json::from_slice(exchange.body).map_err(|e| format!("body is not JSON: {e}"))?;
         self.validate(&self.problem_schema(), &body, "body", true)?;
         if body["status"] != status {
             return Err(format!("the problem's status is {}, not {status}", body["status"]));
@@ -274,7 +277,14 @@ impl Document {
         Ok(())
     }
 
-    fn check_body(&self, media: &str, schema: &Value, body: &[u8], at: &str, strict: bool) -> Result<(), String> {
+    fn check_body(
+        &self,
+        media: &str,
+        schema: &Value,
+        body: &[u8],
+        at: &str,
+        strict: bool,
+    ) -> Result<(), String> {
         let value = if is_json(media) {
             serde_json::from_slice(body).map_err(|e| format!("{at} is not JSON: {e}"))?
         } else if media == "application/x-www-form-urlencoded" {
@@ -302,9 +312,10 @@ impl Document {
             let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
             self.check_parameter(parameter, &decoded).map_err(|e| format!("{accepted} whose {e}"))?;
         }
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(exchange.query.unwrap_or_default().as_bytes())
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(exchange.query.unwrap_or_default().as_bytes())
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
         for (name, value) in &pairs {
             let parameter = operation
                 .parameters("query")
@@ -442,7 +453,13 @@ impl Document {
         Ok(())
     }
 
-    fn validate_object(&self, schema: &Value, object: &Map<String, Value>, at: &str, strict: bool) -> Result<(), String> {
+    fn validate_object(
+        &self,
+        schema: &Value,
+        object: &Map<String, Value>,
+        at: &str,
+        strict: bool,
+    ) -> Result<(), String> {
         let properties = schema.get("properties").and_then(Value::as_object);
         for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
             let name = name.as_str().unwrap_or_default();
@@ -472,10 +489,35 @@ impl Document {
 
 /// Keywords the validator checks or that only annotate.
 const KNOWN: &[&str] = &[
-    "$ref", "type", "properties", "required", "additionalProperties", "items", "oneOf", "anyOf", "allOf",
-    "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
-    "maxLength", "minItems", "maxItems", "format", "description", "title", "default", "example",
-    "examples", "deprecated", "readOnly", "writeOnly", "contentMediaType",
+    "$ref",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "oneOf",
+    "anyOf",
+    "allOf",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "format",
+    "description",
+    "title",
+    "default",
+    "example",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "contentMediaType",
 ];
 
 const FORMATS: &[&str] =
@@ -517,7 +559,10 @@ fn check_number(schema: &Value, number: &serde_json::Number, at: &str) -> Result
             return Err(format!("{at}: {number} is not a whole number ({format})"));
         }
         let fits = match format {
-            "int32" => number.as_i64().is_some_and(|v| i32::try_from(v).is_ok()) || number.as_u64().is_some_and(|v| v <= u64::from(u32::MAX)),
+            "int32" => {
+                number.as_i64().is_some_and(|v| i32::try_from(v).is_ok())
+                    || number.as_u64().is_some_and(|v| v <= u64::from(u32::MAX))
+            }
             "uint32" => number.as_u64().is_some_and(|v| u32::try_from(v).is_ok()),
             "int64" => number.as_i64().is_some() || number.as_u64().is_some(),
             "uint64" => number.as_u64().is_some(),
