@@ -6,6 +6,7 @@ mod cases;
 mod extract;
 mod groups;
 mod keys;
+mod listener;
 mod oauth;
 mod openapi;
 mod platform;
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 
 pub use audits::{parse_since, report_json, window};
+pub use listener::{serve, ProblemIo, ProblemListener};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
 pub use proofs::{prove_version, review_json, standing_json, Proofs};
