@@ -248,7 +248,7 @@ impl Modify for ProblemBodies {
 #[openapi(
     info(
         title = "consentry",
-        description = "The Groups API for third-party apps, decided field by field at request time, and the platform API that feeds it.\n\nEvery error is `application/problem+json` (RFC 9457), except on `/oauth`, which answers RFC 6749 errors. Besides what each operation declares, a request that matches no route is answered 404, one whose method the route does not take 405, and malformed HTTP 400, all `application/problem+json`."
+        description = "The Groups API for third-party apps, decided field by field at request time, and the platform API that feeds it.\n\nEvery error is `application/problem+json` (RFC 9457), except on `/oauth`, which answers RFC 6749 errors. Besides what each operation declares, a request that matches no route is answered 404, one whose method the route does not take 405, and malformed HTTP 400, all `application/problem+json`. An operation that declares query parameters refuses any other (400); one that declares none does not read the query string."
     ),
     paths(
         oauth::token, oauth::revoke, oauth::introspect,

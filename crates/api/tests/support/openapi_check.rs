@@ -69,10 +69,14 @@ impl Operation {
             return None;
         }
         let mut values = Vec::new();
-        for (segment, part) in self.segments.iter().zip(parts) {
+        let last = parts.len().saturating_sub(1);
+        for (i, (segment, part)) in self.segments.iter().zip(parts).enumerate() {
             match segment {
                 Segment::Literal(literal) if literal == part => {}
-                Segment::Parameter(name) if !part.is_empty() => values.push((name.as_str(), part)),
+                // As the router does, a parameter matches an empty segment, except at the end.
+                Segment::Parameter(name) if i < last || !part.is_empty() => {
+                    values.push((name.as_str(), part))
+                }
                 _ => return None,
             }
         }
@@ -316,7 +320,9 @@ impl Document {
             form_urlencoded::parse(exchange.query.unwrap_or_default().as_bytes())
                 .map(|(n, v)| (n.into_owned(), v.into_owned()))
                 .collect();
-        for (name, value) in &pairs {
+        // An operation that declares no query parameters does not read the query string.
+        let reads_query = operation.parameters("query").next().is_some();
+        for (name, value) in pairs.iter().filter(|_| reads_query) {
             let parameter = operation
                 .parameters("query")
                 .find(|p| p["name"] == name.as_str())
