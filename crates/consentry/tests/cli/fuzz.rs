@@ -5,6 +5,8 @@
 //! 5xx but the declared ones of throttling and of a server without a solver; the server
 //! answers its health check afterwards.
 
+#![allow(clippy::indexing_slicing)] // serde_json indexing returns Null, it never panics
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
