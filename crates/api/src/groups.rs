@@ -113,7 +113,7 @@ fn list<V, B: From<V>>(page: Page<V>) -> (Vec<B>, Paging) {
 #[utoipa::path(
     get, path = "/v1/groups/{id}", tag = "groups",
     params(("id" = String, Path, description = "group id"), ("fields" = Option<String>, Query, description = "comma-separated: name, member_count")),
-    responses((status = 200, body = GroupBody), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it")),
+    responses((status = 200, description = "the group, with the fields the app asked for and may see", body = GroupBody), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_group(
@@ -140,10 +140,10 @@ pub async fn read_group(
     params(
         ("id" = String, Path, description = "group id"),
         ("fields" = Option<String>, Query, description = "comma-separated: content, created_time, author"),
-        ("limit" = Option<usize>, Query, description = "page size, 1 to 500, default 25"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "page size, 1 to 500, default 25"),
         ("after" = Option<String>, Query, description = "cursor from the previous page"),
     ),
-    responses((status = 200, body = PostList), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)),
+    responses((status = 200, description = "a page of posts", body = PostList), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_posts(
@@ -172,10 +172,10 @@ pub async fn read_posts(
     params(
         ("id" = String, Path, description = "group id"),
         ("fields" = Option<String>, Query, description = "comma-separated: name, picture"),
-        ("limit" = Option<usize>, Query, description = "page size, 1 to 500, default 25"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "page size, 1 to 500, default 25"),
         ("after" = Option<String>, Query, description = "cursor from the previous page"),
     ),
-    responses((status = 200, body = MemberList), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)),
+    responses((status = 200, description = "a page of members", body = MemberList), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_members(

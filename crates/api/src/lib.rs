@@ -6,6 +6,7 @@ mod cases;
 mod extract;
 mod groups;
 mod keys;
+mod listener;
 mod oauth;
 mod openapi;
 mod platform;
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 
 pub use audits::{parse_since, report_json, window};
+pub use listener::{serve, ProblemIo, ProblemListener};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
 pub use proofs::{prove_version, review_json, standing_json, Proofs};
@@ -152,11 +154,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Whether the server answers at all.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "the server answers", content_type = "text/plain", body = String)))]
 async fn health() -> &'static str {
     "ok"
 }
 
-async fn openapi_json() -> Response {
+/// The OpenAPI document `/openapi.json` serves.
+pub fn openapi_json() -> serde_json::Value {
+    serde_json::to_value(openapi::document()).unwrap_or_default()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
+async fn serve_openapi() -> Response {
     Json(openapi::document()).into_response()
 }
 
@@ -211,7 +224,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/cases", get(cases::my_cases))
         .route("/v1/cases/{id}/attestation", post(cases::attest))
         .route("/v1/apps/{id}/certification", post(cases::certify))
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(serve_openapi))
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .nest("/platform/v1", platform)

@@ -132,9 +132,8 @@ pub fn run(
             }
         });
         // The peer address goes with each request, so failed authentication is throttled
-        // per address as well as per client id.
-        let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
+        // per address as well as per client id; hyper's own answers leave as problem+json.
+        let served = consentry_api::serve(listener, app(state), shutdown_signal())
             .await
             .context("the server stopped with an error");
         // A signed checkpoint of everything served, for outside auditors.

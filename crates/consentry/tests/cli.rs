@@ -2,6 +2,15 @@
 
 mod support;
 
+#[path = "../../api/tests/support/openapi_check.rs"]
+mod openapi_check;
+
+#[path = "../../api/tests/support/hostile.rs"]
+mod hostile;
+
+#[path = "cli/fuzz.rs"]
+mod fuzz;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
