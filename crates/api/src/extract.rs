@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use consentry_service::{AppSession, OperatorSession, Service};
@@ -12,6 +12,12 @@ use serde::de::DeserializeOwned;
 
 use crate::problem::ApiError;
 use crate::ApiState;
+
+/// The address the request came from, when served with connect info (`serve` is; router
+/// tests without a socket are not, and are then throttled per client id only).
+pub fn peer_address(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|ConnectInfo(address)| address.ip())
+}
 
 /// Runs blocking service work off the async threads.
 pub async fn blocking<T: Send + 'static>(
@@ -153,8 +159,10 @@ impl FromRequestParts<ApiState> for OperatorAuth {
                 "an operator API key is required (Authorization: Bearer csk_…)",
             ));
         };
+        let from = peer_address(&parts.extensions);
+        state.service.refuse_throttled_operator(from)?;
         blocking(&state.service, move |s| {
-            s.authenticate_operator(&key).map_err(|e| match e {
+            s.authenticate_operator_from(&key, from).map_err(|e| match e {
                 consentry_service::ServiceError::Unauthenticated(m) => ApiError::operator_key(m),
                 other => ApiError::from(other),
             })

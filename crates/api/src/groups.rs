@@ -33,6 +33,7 @@ pub struct AuthorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PostBody {
+    /// App-scoped post id: the same post has a different id for every app.
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
@@ -90,7 +91,7 @@ impl From<GroupView> for GroupBody {
 impl From<PostView> for PostBody {
     fn from(view: PostView) -> PostBody {
         PostBody {
-            id: view.id.to_string(),
+            id: view.id,
             content: view.content,
             created_time: view.created_time.map(|t| t.to_string()),
             author: view.author.map(|a| AuthorBody { id: a.id, name: a.name }),
@@ -112,7 +113,7 @@ fn list<V, B: From<V>>(page: Page<V>) -> (Vec<B>, Paging) {
 #[utoipa::path(
     get, path = "/v1/groups/{id}", tag = "groups",
     params(("id" = String, Path, description = "group id"), ("fields" = Option<String>, Query, description = "comma-separated: name, member_count")),
-    responses((status = 200, body = GroupBody), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it")),
+    responses((status = 200, description = "the group, with the fields the app asked for and may see", body = GroupBody), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_group(
@@ -132,16 +133,17 @@ pub async fn read_group(
     Ok(Json(served.body.into()))
 }
 
-/// Lists a group's posts.
+/// Lists a group's posts, under ids scoped to the app; a post none of whose requested fields
+/// the app may see is left out.
 #[utoipa::path(
     get, path = "/v1/groups/{id}/posts", tag = "groups",
     params(
         ("id" = String, Path, description = "group id"),
         ("fields" = Option<String>, Query, description = "comma-separated: content, created_time, author"),
-        ("limit" = Option<usize>, Query, description = "page size, 1 to 500, default 25"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "page size, 1 to 500, default 25"),
         ("after" = Option<String>, Query, description = "cursor from the previous page"),
     ),
-    responses((status = 200, body = PostList), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)),
+    responses((status = 200, description = "a page of posts", body = PostList), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_posts(
@@ -170,10 +172,10 @@ pub async fn read_posts(
     params(
         ("id" = String, Path, description = "group id"),
         ("fields" = Option<String>, Query, description = "comma-separated: name, picture"),
-        ("limit" = Option<usize>, Query, description = "page size, 1 to 500, default 25"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "page size, 1 to 500, default 25"),
         ("after" = Option<String>, Query, description = "cursor from the previous page"),
     ),
-    responses((status = 200, body = MemberList), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)),
+    responses((status = 200, description = "a page of members", body = MemberList), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_members(

@@ -7,10 +7,12 @@ pub mod console;
 mod extract;
 mod groups;
 mod keys;
+mod listener;
 mod oauth;
 mod openapi;
 mod platform;
 mod problem;
+mod proofs;
 mod report;
 mod transparency;
 
@@ -25,8 +27,10 @@ use axum::{Json, Router};
 use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 
 pub use audits::{parse_since, report_json, window};
+pub use listener::{serve, ProblemIo, ProblemListener};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
+pub use proofs::{prove_version, review_json, standing_json, Proofs};
 pub use report::{manifest_csv, manifest_json, report_csv, report_html};
 pub use transparency::LedgerSink;
 
@@ -34,6 +38,11 @@ pub use transparency::LedgerSink;
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 /// Largest policy text accepted.
 pub const POLICY_BODY_LIMIT: usize = 1024 * 1024;
+/// How long a throttled authentication waits before its 429 or 503 leaves (see
+/// [`pause_refusals`]).
+pub const REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many refusals may be pausing at once; beyond, they leave at once.
+pub const REFUSALS_PAUSING: usize = 4096;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -43,6 +52,10 @@ pub struct ApiState {
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
     /// The ledger directory, for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// The prover policy versions are proven with; `None`: this server proves nothing.
+    pub proofs: Option<Arc<Proofs>>,
+    /// Places for refusals pausing before they leave.
+    refusals_pausing: Arc<tokio::sync::Semaphore>,
     /// The ledger itself, for its counts (the console's overview and progress bars).
     pub ledger: Option<Arc<consentry_ledger::Ledger>>,
     /// The privacy team's console: its sessions and jobs.
@@ -51,7 +64,15 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(service: Arc<Service>) -> ApiState {
-        ApiState { service, disclosures: None, ledger_dir: None, ledger: None, console: Arc::default() }
+        ApiState {
+            service,
+            disclosures: None,
+            ledger_dir: None,
+            proofs: None,
+            refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
+            ledger: None,
+            console: Arc::default(),
+        }
     }
 
     /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
@@ -59,6 +80,12 @@ impl ApiState {
         self.ledger_dir = Some(ledger.dir().to_path_buf());
         self.ledger = Some(ledger.clone());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
+        self
+    }
+
+    /// Proves policy versions with `proofs` (and approvals run them when none are kept).
+    pub fn with_proofs(mut self, proofs: Proofs) -> ApiState {
+        self.proofs = Some(Arc::new(proofs));
         self
     }
 
@@ -107,6 +134,30 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// Marks a response that refuses an authentication attempt for now (429, 503 with
+/// `Retry-After`), so that [`pause_refusals`] holds it back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefusedForNow;
+
+/// Holds a throttled answer back for [`REFUSAL_PAUSE`] before it leaves. Refusing costs the
+/// server almost nothing, but a client that ignores `Retry-After` and asks again at once
+/// would otherwise turn the refusals themselves into a flood; paused, each of its connections
+/// gets one answer a second. The pause holds no thread and no argon2 place, only the waiting
+/// connection, and at most [`REFUSALS_PAUSING`] pause at once (beyond, they leave at once).
+async fn pause_refusals(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if response.extensions().get::<RefusedForNow>().is_some() {
+        if let Ok(_place) = state.refusals_pausing.try_acquire() {
+            tokio::time::sleep(REFUSAL_PAUSE).await;
+        }
+    }
+    response
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route")
 }
@@ -119,11 +170,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Whether the server answers at all.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "the server answers", content_type = "text/plain", body = String)))]
 async fn health() -> &'static str {
     "ok"
 }
 
-async fn openapi_json() -> Response {
+/// The OpenAPI document `/openapi.json` serves.
+pub fn openapi_json() -> serde_json::Value {
+    serde_json::to_value(openapi::document()).unwrap_or_default()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
+async fn serve_openapi() -> Response {
     Json(openapi::document()).into_response()
 }
 
@@ -154,6 +216,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/policies/{version}/approve", post(platform::approve_policy))
+        .route("/policies/{version}/proofs", post(proofs::prove).get(proofs::list_proofs))
+        .route("/policies/{version}/waivers", post(proofs::waive))
         .route("/policies/preview", post(audits::preview_policy))
         .route("/policies/{version}/preview", post(audits::preview_version))
         .route("/keys", post(keys::create_key).get(keys::list_keys))
@@ -176,13 +240,14 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/cases", get(cases::my_cases))
         .route("/v1/cases/{id}/attestation", post(cases::attest))
         .route("/v1/apps/{id}/certification", post(cases::certify))
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(serve_openapi))
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .nest("/platform/v1", platform)
         .nest("/console", console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), pause_refusals))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -1,5 +1,9 @@
 //! OAuth 2.0 for apps: client credentials grant (RFC 6749 §4.4), revocation (RFC 7009) and
 //! introspection (RFC 7662). Errors are RFC 6749 §5.2 JSON.
+//!
+//! Client authentication is throttled (see `consentry_service::AuthLimits`): a client id or
+//! address with too many recent failures gets 429, and when every client-secret checker is
+//! busy the answer is 503; both with `Retry-After` and `error` = `temporarily_unavailable`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -9,10 +13,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use consentry_service::ServiceError;
 use percent_encoding::percent_decode_str;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::extract::{blocking, body_bytes, has_media_type, Params};
+use crate::extract::{blocking, body_bytes, has_media_type, peer_address, Params};
 use crate::ApiState;
 
 /// An RFC 6749 §5.2 error.
@@ -24,11 +28,19 @@ pub struct OAuthError {
     status: u16,
     #[serde(skip)]
     basic_challenge: bool,
+    #[serde(skip)]
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
     fn new(error: &'static str, description: impl Into<String>) -> OAuthError {
-        OAuthError { error, error_description: description.into(), status: 400, basic_challenge: false }
+        OAuthError {
+            error,
+            error_description: description.into(),
+            status: 400,
+            basic_challenge: false,
+            retry_after: None,
+        }
     }
     fn invalid_client() -> OAuthError {
         OAuthError {
@@ -37,17 +49,52 @@ impl OAuthError {
             ..OAuthError::new("invalid_client", "client authentication failed")
         }
     }
+    /// 429 or 503 with `Retry-After`: nothing was checked, try again later.
+    fn retry_later(status: u16, description: String, secs: u64) -> OAuthError {
+        OAuthError {
+            status,
+            retry_after: Some(secs.max(1)),
+            ..OAuthError::new("temporarily_unavailable", description)
+        }
+    }
+}
+
+/// The answer to a failed client authentication (or token issue).
+fn authentication_failed(error: ServiceError) -> Response {
+    match error {
+        ServiceError::Unauthenticated(_) => OAuthError::invalid_client().into_response(),
+        ServiceError::Forbidden(why) => OAuthError::new("unauthorized_client", why).into_response(),
+        ServiceError::TooManyAttempts { retry_after_secs } => OAuthError::retry_later(
+            429,
+            format!(
+                "too many failed authentications for this client or from this address; retry after {retry_after_secs} s"
+            ),
+            retry_after_secs,
+        )
+        .into_response(),
+        ServiceError::Busy { retry_after_secs } => OAuthError::retry_later(
+            503,
+            format!("too many client secrets are being checked; retry after {retry_after_secs} s"),
+            retry_after_secs,
+        )
+        .into_response(),
+        other => crate::problem::ApiError::from(other).into_response(),
+    }
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let challenge = self.basic_challenge;
+        let (challenge, retry_after) = (self.basic_challenge, self.retry_after);
         let mut response = (status, Json(self)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"consentry\""));
+        }
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.extensions_mut().insert(crate::RefusedForNow);
         }
         response
     }
@@ -75,6 +122,33 @@ pub struct IntrospectionResponse {
     pub exp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+}
+
+/// The client credentials grant's form (RFC 6749 §4.4.2). The client authenticates with
+/// `client_id` and `client_secret` here or with HTTP Basic, not both.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document; the handler reads it as `Params`
+pub struct TokenForm {
+    /// `client_credentials`, the only grant.
+    pub grant_type: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// Accepted and ignored: an app's access is decided per field, per request.
+    pub scope: Option<String>,
+}
+
+/// The form of revocation (RFC 7009) and introspection (RFC 7662); the client authenticates
+/// here or with HTTP Basic, not both.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document; the handlers read it as `Params`
+pub struct TokenQueryForm {
+    pub token: String,
+    /// Accepted and ignored: there is one kind of token.
+    pub token_type_hint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
 }
 
 /// Reads a form body and the client's credentials (Basic header or body, not both).
@@ -133,15 +207,18 @@ fn no_store(mut response: Response) -> Response {
 /// Client credentials grant.
 #[utoipa::path(
     post, path = "/oauth/token", tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "grant_type=client_credentials; client_id and client_secret here or in HTTP Basic"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded", description = "grant_type=client_credentials; client_id and client_secret here or in HTTP Basic"),
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type or unauthorized_client"),
         (status = 401, body = OAuthError, description = "invalid_client"),
+        (status = 429, body = OAuthError, description = "temporarily_unavailable: too many failed authentications for this client id or from this address; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))),
+        (status = 503, body = OAuthError, description = "temporarily_unavailable: every client-secret checker is busy; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))),
     )
 )]
 pub async fn token(State(state): State<ApiState>, request: Request) -> Response {
     let allowed = ["grant_type", "client_id", "client_secret", "scope"];
+    let from = peer_address(request.extensions());
     let (params, client_id, secret) = match form_and_client(request, &state, &allowed).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
@@ -154,7 +231,11 @@ pub async fn token(State(state): State<ApiState>, request: Request) -> Response 
                 .into_response()
         }
     }
-    let issued = blocking(&state.service, move |s| Ok(s.issue_token(&client_id, &secret))).await;
+    // A blocked client id or address is refused here, before any work is queued.
+    if let Err(refused) = state.service.refuse_throttled_client(&client_id, from) {
+        return authentication_failed(refused);
+    }
+    let issued = blocking(&state.service, move |s| Ok(s.issue_token_from(&client_id, &secret, from))).await;
     match issued {
         Ok(Ok(token)) => no_store(
             Json(TokenResponse {
@@ -164,9 +245,7 @@ pub async fn token(State(state): State<ApiState>, request: Request) -> Response 
             })
             .into_response(),
         ),
-        Ok(Err(ServiceError::Unauthenticated(_))) => OAuthError::invalid_client().into_response(),
-        Ok(Err(ServiceError::Forbidden(why))) => OAuthError::new("unauthorized_client", why).into_response(),
-        Ok(Err(other)) => crate::problem::ApiError::from(other).into_response(),
+        Ok(Err(failed)) => authentication_failed(failed),
         Err(error) => error.into_response(),
     }
 }
@@ -174,31 +253,34 @@ pub async fn token(State(state): State<ApiState>, request: Request) -> Response 
 async fn authenticated_token_request(
     state: &ApiState,
     request: Request,
-) -> Result<(consentry_types::AppId, String), OAuthError> {
+) -> Result<(consentry_types::AppId, String), Response> {
     let allowed = ["token", "token_type_hint", "client_id", "client_secret"];
-    let (params, client_id, secret) = form_and_client(request, state, &allowed).await?;
+    let from = peer_address(request.extensions());
+    let (params, client_id, secret) =
+        form_and_client(request, state, &allowed).await.map_err(IntoResponse::into_response)?;
     let token = params
         .get("token")
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| OAuthError::new("invalid_request", "token is required"))?
+        .ok_or_else(|| OAuthError::new("invalid_request", "token is required").into_response())?
         .to_string();
-    let client = blocking(&state.service, move |s| Ok(s.authenticate_client(&client_id, &secret)))
+    state.service.refuse_throttled_client(&client_id, from).map_err(authentication_failed)?;
+    let client = blocking(&state.service, move |s| Ok(s.authenticate_client(&client_id, &secret, from)))
         .await
-        .map_err(|_| OAuthError::new("server_error", "internal error"))?
-        .map_err(|_| OAuthError::invalid_client())?;
+        .map_err(IntoResponse::into_response)?
+        .map_err(authentication_failed)?;
     Ok((client, token))
 }
 
 /// Token revocation; answers 200 whether or not the token was known.
 #[utoipa::path(
     post, path = "/oauth/revoke", tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "token, optional token_type_hint; client authentication"),
-    responses((status = 200, description = "revoked, or not a token of this client"), (status = 400, body = OAuthError), (status = 401, body = OAuthError))
+    request_body(content = TokenQueryForm, content_type = "application/x-www-form-urlencoded", description = "token, optional token_type_hint; client authentication"),
+    responses((status = 200, description = "revoked, or not a token of this client"), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))))
 )]
 pub async fn revoke(State(state): State<ApiState>, request: Request) -> Response {
     let (client, token) = match authenticated_token_request(&state, request).await {
         Ok(x) => x,
-        Err(e) => return e.into_response(),
+        Err(response) => return response,
     };
     match blocking(&state.service, move |s| s.revoke_token(&client, &token).map_err(Into::into)).await {
         Ok(()) => no_store(StatusCode::OK.into_response()),
@@ -209,13 +291,13 @@ pub async fn revoke(State(state): State<ApiState>, request: Request) -> Response
 /// Token introspection, for the token's own client.
 #[utoipa::path(
     post, path = "/oauth/introspect", tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "token; client authentication"),
-    responses((status = 200, body = IntrospectionResponse), (status = 400, body = OAuthError), (status = 401, body = OAuthError))
+    request_body(content = TokenQueryForm, content_type = "application/x-www-form-urlencoded", description = "token; client authentication"),
+    responses((status = 200, body = IntrospectionResponse), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))))
 )]
 pub async fn introspect(State(state): State<ApiState>, request: Request) -> Response {
     let (client, token) = match authenticated_token_request(&state, request).await {
         Ok(x) => x,
-        Err(e) => return e.into_response(),
+        Err(response) => return response,
     };
     match blocking(&state.service, move |s| s.introspect_token(&client, &token).map_err(Into::into)).await {
         Ok(found) => no_store(

@@ -35,6 +35,8 @@ pub struct ApiError {
     pub problem: Box<Problem>,
     /// `WWW-Authenticate` challenge for 401s.
     pub challenge: Option<String>,
+    /// `Retry-After` in seconds, for 429s and 503s.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -49,7 +51,15 @@ impl ApiError {
                 errors: Vec::new(),
             }),
             challenge: None,
+            retry_after: None,
         }
+    }
+
+    /// A 429 or 503 that tells the client when to try again.
+    pub fn retry_after(status: StatusCode, slug: &str, detail: impl Into<String>, secs: u64) -> ApiError {
+        let mut error = ApiError::new(status, slug, detail);
+        error.retry_after = Some(secs.max(1));
+        error
     }
 
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
@@ -107,6 +117,18 @@ impl From<ServiceError> for ApiError {
                     .collect();
                 error
             }
+            ServiceError::TooManyAttempts { retry_after_secs } => ApiError::retry_after(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-attempts",
+                format!("too many failed authentications; retry after {retry_after_secs} s"),
+                retry_after_secs,
+            ),
+            ServiceError::Busy { retry_after_secs } => ApiError::retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("too many credentials are being checked; retry after {retry_after_secs} s"),
+                retry_after_secs,
+            ),
             ServiceError::Internal(detail) => ApiError::internal(&detail),
         }
     }
@@ -120,6 +142,10 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.extensions_mut().insert(crate::RefusedForNow);
         }
         response
     }

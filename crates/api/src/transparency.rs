@@ -57,10 +57,10 @@ fn instant(params: &Params, name: &str) -> Result<Option<Instant>, ApiError> {
         ("id" = String, Path, description = "platform member id"),
         ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
-        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
         ("after" = Option<u64>, Query, description = "the last seq of the previous page"),
     ),
-    responses((status = 200, body = MemberDisclosures), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem, description = "this server keeps no ledger")),
+    responses((status = 200, description = "a page of disclosures, oldest first", body = MemberDisclosures), (status = 404, body = Problem, description = "this server keeps no ledger")),
     security(("operator_key" = [])))]
 pub async fn member_disclosures(
     State(state): State<ApiState>,

@@ -152,7 +152,10 @@ impl World {
         ok(service.set_consent(&ok(MemberId::parse("bob")), &registered.app.id, &[Scope::Profile]));
         let author = ok(service.authenticate_operator(&operator));
         let version = ok(service.submit_policy(LEGACY, &author));
-        ok(service.approve_policy(version, &ok(service.authenticate_operator(&officer))));
+        let approver = ok(service.authenticate_operator(&officer));
+        // Proven (as a prover would record it), so that it can be approved.
+        ok(service.record_proof(version, &approver, true, "{}"));
+        ok(service.approve_policy(version, &approver));
         ok(service.activate_policy(version, &author, "launch rules"));
         let ledger_dir = temp_dir("ledger");
         let ledger = Arc::new(ok(Ledger::open(&ledger_dir, LedgerOptions::default())));
@@ -510,6 +513,12 @@ async fn a_form_without_the_sessions_csrf_token_or_from_another_site_is_refused(
     let draft = ok(world
         .service
         .submit_policy(GROUPS_2018, &ok(world.service.authenticate_operator(&world.operator))));
+    ok(world.service.record_proof(
+        draft,
+        &ok(world.service.authenticate_operator(&world.officer)),
+        true,
+        "{}",
+    ));
     let officer = world.sign_in(&world.officer).await;
     let other = world.sign_in(&world.second_officer).await;
     let uri = format!("/console/policies/{draft}/approve");
@@ -689,7 +698,14 @@ async fn the_two_person_rule_holds_in_the_console() {
         page.contains("id=\"diff\"") && page.contains("class=\"added\""),
         "the draft is shown as a diff against the active version"
     );
-    assert!(page.contains("id=\"proofs\"") && page.contains("No proofs recorded for this version."));
+    assert!(
+        page.contains("id=\"proof-standing\">missing<")
+            && page.contains("No proofs recorded for this version.")
+    );
+    assert!(
+        page.contains("id=\"no-prover\"") && !page.contains("id=\"waive\""),
+        "the author may not waive either"
+    );
     let refused = world.post(&author, "/console/policies/2/approve", &[]).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
     assert!(refused.body.contains("cannot approve policy version 2"), "{}", refused.body);
@@ -699,9 +715,30 @@ async fn the_two_person_rule_holds_in_the_console() {
     assert!(world.get(&operator, "/console/policies/2").await.body.contains("id=\"activate-blocked\""));
     let early = world.post(&operator, "/console/policies/2/activate", &[("reason", "too soon")]).await;
     assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", early.body);
-    // A second officer approves; then the operator activates.
+    let forged_waiver =
+        world.post(&author, "/console/policies/2/waivers", &[("reason", "I wrote it, trust me")]).await;
+    assert_eq!(forged_waiver.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", forged_waiver.body);
+    // A second officer: no proofs, no prover here, so approval is refused until proofs pass or
+    // are waived with a reason.
     let second = world.sign_in(&world.second_officer).await;
-    assert!(world.get(&second, "/console/policies/2").await.body.contains("id=\"approve\""));
+    let page = world.get(&second, "/console/policies/2").await.body;
+    assert!(page.contains("id=\"approve\"") && page.contains("id=\"waive\""));
+    let unproven = world.post(&second, "/console/policies/2/approve", &[]).await;
+    assert_eq!(unproven.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unproven.body);
+    assert!(unproven.body.contains("has no proofs"), "{}", unproven.body);
+    let terse = world.post(&second, "/console/policies/2/waivers", &[("reason", "ok")]).await;
+    assert_eq!(terse.status, StatusCode::BAD_REQUEST, "a waiver needs a reason: {}", terse.body);
+    let no_prover = world.post(&second, "/console/policies/2/proofs", &[]).await;
+    assert_eq!(no_prover.status, StatusCode::SERVICE_UNAVAILABLE, "{}", no_prover.body);
+    let waived = world
+        .post(&second, "/console/policies/2/waivers", &[("reason", "reviewed by hand: the 2018 rules")])
+        .await;
+    assert_eq!(waived.location(), "/console/policies/2?done=waived&n=2", "{}", waived.body);
+    let page = world.get(&second, "/console/policies/2").await.body;
+    assert!(
+        page.contains("id=\"proof-standing\">waived<") && page.contains("reviewed by hand: the 2018 rules")
+    );
+    // Then it approves; then the operator activates.
     let approved = world.post(&second, "/console/policies/2/approve", &[]).await;
     assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
     let preview = world.post(&second, "/console/policies/2/preview", &[("since", "30d")]).await;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use consentry_api::{app, ApiState};
+use conformance::app;
+use consentry_api::ApiState;
 use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
 use consentry_store::CaseState;
 use consentry_store_sqlite::SqliteStore;
@@ -17,8 +18,23 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+#[path = "http/serving.rs"]
+mod serving;
+
+#[path = "support/openapi_check.rs"]
+mod openapi_check;
+
+#[path = "support/conformance.rs"]
+mod conformance;
+
+#[path = "http/openapi.rs"]
+mod openapi;
+
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
+
+#[path = "http/proofs.rs"]
+mod proofs;
 
 struct Reply {
     status: StatusCode,
@@ -32,14 +48,28 @@ struct Harness {
     clock: Arc<SimulatedClock>,
     operator: String,
     officer: String,
+    /// Fails the test if any response broke the OpenAPI document; prints the pairs seen.
+    _conformance: conformance::Guard,
 }
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_config(ServiceConfig::default())
+    }
+
+    /// A harness whose API state is configured by `configure` (e.g. with a prover).
+    fn new_with(configure: impl FnOnce(ApiState) -> ApiState) -> Harness {
+        Harness::build(ServiceConfig::default(), configure)
+    }
+
+    fn with_config(config: ServiceConfig) -> Harness {
+        Harness::build(config, |state| state)
+    }
+
+    fn build(config: ServiceConfig, configure: impl FnOnce(ApiState) -> ApiState) -> Harness {
         let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_600_000_000)));
         let store = Arc::new(SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}")));
-        let service =
-            Arc::new(Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default()));
+        let service = Arc::new(Service::new(store, clock.clone(), ServerKey::generate(), config));
         let operator = service
             .bootstrap_operator_key("test", "tester")
             .ok()
@@ -47,8 +77,8 @@ impl Harness {
             .map(|k| k.key)
             .unwrap_or_default();
         let officer = server_key(&service, "officer", OperatorRole::PrivacyOfficer);
-        let router = app(ApiState::new(service.clone()));
-        Harness { router, service, clock, operator, officer }
+        let router = app(configure(ApiState::new(service.clone())));
+        Harness { router, service, clock, operator, officer, _conformance: conformance::Guard::new() }
     }
 
     async fn send(&self, request: Request<Body>) -> Reply {
@@ -167,13 +197,17 @@ impl Harness {
         )
     }
 
-    /// A privacy officer (not the author) approves a version.
+    /// A privacy officer (not the author) approves a version, after keeping passing proofs
+    /// with it (as `POST …/proofs` does for a draft within the invariants).
     async fn approve(&self, version: u32) -> &Harness {
         let officer = self.officer.clone();
+        let session = self.service.authenticate_operator(&officer).unwrap_or_else(|e| unreachable!("{e}"));
+        self.service.record_proof(version, &session, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
         let reply = self
             .call(Method::POST, &format!("/platform/v1/policies/{version}/approve"), Some(&officer), None)
             .await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["proofs"]["standing"]["standing"], "passed", "{}", reply.body);
         self
     }
 
@@ -658,6 +692,11 @@ async fn openapi_document_lists_every_route() {
         ("post", "/platform/v1/audits"),
         ("post", "/platform/v1/policies/preview"),
         ("post", "/platform/v1/policies/{version}/preview"),
+        ("post", "/platform/v1/policies/{version}/proofs"),
+        ("get", "/platform/v1/policies/{version}/proofs"),
+        ("post", "/platform/v1/policies/{version}/waivers"),
+        ("get", "/healthz"),
+        ("get", "/openapi.json"),
     ];
     for (method, path) in routes {
         assert!(
@@ -1574,9 +1613,18 @@ async fn the_version_list_names_author_and_approvers_by_key_and_refuses_the_auth
     );
     // The operator's draft, approved by peter, is listed with both keys' ids and names.
     assert_eq!(h.policy(GROUPS_2018).await.status, StatusCode::CREATED);
+    let waived = h
+        .call(
+            Method::POST,
+            "/platform/v1/policies/3/waivers",
+            Some(&peter),
+            Some(json!({"reason": "reviewed by peter by hand"})),
+        )
+        .await;
+    assert_eq!(waived.status, StatusCode::CREATED, "{}", waived.body);
     assert_eq!(
         h.call(Method::POST, "/platform/v1/policies/3/approve", Some(&peter), None).await.status,
-        StatusCode::NO_CONTENT
+        StatusCode::OK
     );
     let activated =
         h.op(Method::POST, "/platform/v1/policies/3/activate", Some(json!({"reason": "reviewed"}))).await;
@@ -1632,4 +1680,224 @@ async fn deeply_nested_policy_text_is_a_422_and_the_server_keeps_answering() {
     }
     assert_eq!(h.policy(GROUPS_2018).await.status, StatusCode::CREATED);
     assert_eq!(h.op(Method::GET, "/platform/v1/policies", None).await.status, StatusCode::OK);
+}
+
+// A flood of wrong credentials (issue 8): throttled per client id and per address with 429 and
+// Retry-After, client-secret checks refused with 503 beyond their queue.
+
+/// The peer address `ConnectInfo` carries when served on a socket.
+fn peer(last: u8) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([10, 9, 8, last], 40_000 + u16::from(last)))
+}
+
+/// A request as if it came over a socket from `from`.
+fn from_peer(mut request: Request<Body>, from: std::net::SocketAddr) -> Request<Body> {
+    request.extensions_mut().insert(axum::extract::ConnectInfo(from));
+    request
+}
+
+fn token_request(client_id: &str, secret: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "grant_type=client_credentials&client_id={client_id}&client_secret={secret}"
+        )))
+        .unwrap_or_default()
+}
+
+fn retry_after(reply: &Reply) -> Option<u64> {
+    reply.headers.get(header::RETRY_AFTER)?.to_str().ok()?.parse().ok()
+}
+
+/// An RFC 6749 error with `status`, `error` and a Retry-After of 1 s to `longest` s.
+fn is_oauth_retry(reply: &Reply, status: StatusCode, error: &str, longest: u64) -> bool {
+    reply.status == status
+        && reply.body["error"] == error
+        && reply.headers.get(header::CACHE_CONTROL).is_some_and(|v| v == "no-store")
+        && retry_after(reply).is_some_and(|s| (1..=longest).contains(&s))
+}
+
+#[tokio::test]
+async fn repeated_wrong_client_secrets_get_429_with_retry_after_and_existing_tokens_keep_working() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let token = h.token(&client_id, &secret).await;
+    for attempt in 0..5 {
+        let wrong = h.send(token_request(&client_id, "wrong")).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {attempt}: {}", wrong.body);
+    }
+    let asked = std::time::Instant::now();
+    let throttled = h.send(token_request(&client_id, "wrong")).await;
+    // Held back for the refusal pause, so a client that ignores Retry-After cannot ask in a
+    // tight loop.
+    assert!(asked.elapsed() >= consentry_api::REFUSAL_PAUSE, "answered after {:?}", asked.elapsed());
+    assert!(
+        is_oauth_retry(&throttled, StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", 60),
+        "{} {:?} {}",
+        throttled.status,
+        throttled.headers,
+        throttled.body
+    );
+    // The trade-off: while the client id is blocked, even its right secret waits (from an
+    // address it never succeeded from)...
+    let real = h.send(token_request(&client_id, &secret)).await;
+    assert_eq!(real.status, StatusCode::TOO_MANY_REQUESTS, "{}", real.body);
+    // ...but the token it already holds keeps working.
+    let read = h.call(Method::GET, "/v1/groups/hikers", Some(&token), None).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    // Introspection and revocation authenticate the same client: throttled alike.
+    let introspect =
+        h.form("/oauth/introspect", &format!("token={token}"), Some((&client_id, &secret))).await;
+    assert!(is_oauth_retry(&introspect, StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", 60));
+    // The developer's case routes answer problem+json with Retry-After.
+    let cases = basic(&h, Method::GET, "/v1/cases", (&client_id, &secret), None).await;
+    assert!(is_problem(&cases, StatusCode::TOO_MANY_REQUESTS), "{} {}", cases.status, cases.body);
+    assert!(retry_after(&cases).is_some_and(|s| (1..=60).contains(&s)), "{:?}", cases.headers);
+}
+
+#[tokio::test]
+async fn failed_authentication_from_one_address_gets_429_and_other_addresses_do_not() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    // Twenty failures from one address, each with a client id nobody has (no argon2 work,
+    // but still guessing).
+    for i in 0..20 {
+        let wrong = h.send(from_peer(token_request(&format!("cid_nobody{i}"), "x"), peer(1))).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {i}: {}", wrong.body);
+    }
+    // The next attempt from there is refused before anything is checked, right secret or not.
+    let refused = h.send(from_peer(token_request(&client_id, &secret), peer(1))).await;
+    assert!(
+        is_oauth_retry(&refused, StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", 60),
+        "{} {}",
+        refused.status,
+        refused.body
+    );
+    // Another address is not affected.
+    let elsewhere = h.send(from_peer(token_request(&client_id, &secret), peer(2))).await;
+    assert_eq!(elsewhere.status, StatusCode::OK, "{}", elsewhere.body);
+}
+
+#[tokio::test]
+async fn an_attacker_blocking_a_client_id_does_not_block_the_address_the_client_uses() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let first = h.send(from_peer(token_request(&client_id, &secret), peer(1))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    for attempt in 0..5 {
+        let wrong = h.send(from_peer(token_request(&client_id, "wrong"), peer(7))).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {attempt}: {}", wrong.body);
+    }
+    let attacker = h.send(from_peer(token_request(&client_id, &secret), peer(8))).await;
+    assert_eq!(attacker.status, StatusCode::TOO_MANY_REQUESTS, "{}", attacker.body);
+    let real = h.send(from_peer(token_request(&client_id, &secret), peer(1))).await;
+    assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+}
+
+#[tokio::test]
+async fn repeated_wrong_operator_keys_from_one_address_get_429() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let list = |key: &str, from: u8| {
+        from_peer(
+            Request::builder()
+                .uri("/platform/v1/policies")
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap_or_default(),
+            peer(from),
+        )
+    };
+    for i in 0..20 {
+        let wrong = h.send(list(&format!("csk_guess{i}_secret"), 3)).await;
+        assert!(is_problem(&wrong, StatusCode::UNAUTHORIZED), "attempt {i}: {}", wrong.body);
+    }
+    let refused = h.send(list(&h.operator, 3)).await;
+    assert!(is_problem(&refused, StatusCode::TOO_MANY_REQUESTS), "{} {}", refused.status, refused.body);
+    assert!(retry_after(&refused).is_some_and(|s| (1..=60).contains(&s)), "{:?}", refused.headers);
+    let elsewhere = h.send(list(&h.operator, 4)).await;
+    assert_eq!(elsewhere.status, StatusCode::OK, "{}", elsewhere.body);
+    // Operator-key failures are tallied apart from client secrets.
+    let token = h.send(from_peer(token_request(&client_id, &secret), peer(3))).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.body);
+}
+
+#[tokio::test]
+async fn client_secret_checks_beyond_the_queue_get_503_at_once() {
+    let limits = consentry_service::AuthLimits {
+        secret_checks_at_once: 1,
+        secret_checks_waiting: 0,
+        failures_per_client: 1_000,
+        ..consentry_service::AuthLimits::default()
+    };
+    let h = Harness::with_config(ServiceConfig { auth_limits: limits, ..ServiceConfig::default() });
+    let (_, client_id, secret) = h.world().await;
+    // One check first, so the checker thread is up and waiting.
+    let warm = h.send(token_request(&client_id, &secret)).await;
+    assert_eq!(warm.status, StatusCode::OK, "{}", warm.body);
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (router, request) = (h.router.clone(), token_request(&client_id, &secret));
+        calls.spawn(async move {
+            let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            Reply { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+        });
+    }
+    let (mut granted, mut busy) = (0, 0);
+    while let Some(Ok(reply)) = calls.join_next().await {
+        if reply.status == StatusCode::OK {
+            granted += 1;
+        } else {
+            assert!(
+                is_oauth_retry(&reply, StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", 1),
+                "{} {:?} {}",
+                reply.status,
+                reply.headers,
+                reply.body
+            );
+            busy += 1;
+        }
+    }
+    assert_eq!(granted + busy, 16);
+    assert!(granted >= 1 && busy >= 1, "granted {granted}, busy {busy}");
+}
+
+#[tokio::test]
+async fn openapi_declares_the_throttled_answers() {
+    let h = Harness::new();
+    let doc = h.call(Method::GET, "/openapi.json", None, None).await;
+    // Shared answers are component responses the operations refer to.
+    let declared = |method: &str, path: &str, status: &str| {
+        let response = &doc.body["paths"][path][method]["responses"][status];
+        match response["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {
+            Some(pointer) => doc.body.pointer(pointer).cloned().unwrap_or(Value::Null),
+            None => response.clone(),
+        }
+    };
+    for (method, path) in [("post", "/oauth/token"), ("post", "/oauth/revoke"), ("post", "/oauth/introspect")]
+    {
+        for status in ["429", "503"] {
+            let response = declared(method, path, status);
+            assert!(response["headers"]["Retry-After"].is_object(), "{method} {path} {status}: {response}");
+        }
+    }
+    for (method, path, statuses) in [
+        ("get", "/platform/v1/policies", &["429"][..]),
+        ("post", "/platform/v1/apps", &["429"][..]),
+        ("get", "/v1/cases", &["429", "503"][..]),
+        ("post", "/v1/apps/{id}/certification", &["429", "503"][..]),
+    ] {
+        for status in statuses {
+            let response = declared(method, path, status);
+            assert!(response["headers"]["Retry-After"].is_object(), "{method} {path} {status}: {response}");
+            assert!(response["content"]["application/problem+json"].is_object(), "{method} {path} {status}");
+        }
+    }
+    // The app API's bearer-token routes are not throttled per address.
+    assert!(declared("get", "/v1/groups/{id}", "429").is_null());
 }

@@ -91,6 +91,10 @@ impl Store for StaleConsents {
         policy_approvals(&self, v: u32) -> StoreResult<Vec<(String, Instant)>>;
         record_preview(&self, v: u32, by: &str, s: &str, at: Instant) -> StoreResult<()>;
         policy_previews(&self, v: u32) -> StoreResult<Vec<(String, Instant, String)>>;
+        record_proof(&self, v: u32, p: &consentry_store::ProofRecord) -> StoreResult<()>;
+        policy_proofs(&self, v: u32) -> StoreResult<Vec<consentry_store::ProofRecord>>;
+        record_waiver(&self, v: u32, w: &consentry_store::ProofWaiver) -> StoreResult<()>;
+        policy_waivers(&self, v: u32) -> StoreResult<Vec<consentry_store::ProofWaiver>>;
         policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
         active_policy(&self) -> StoreResult<Option<PolicyVersion>>;
         put_token(&self, t: &TokenRecord) -> StoreResult<()>;
@@ -498,6 +502,7 @@ proptest! {
         let (enforced_text, audited_text) =
             if reworded_enforced { (reworded(&text), text) } else { (text.clone(), reworded(&text)) };
         let version = w.service.submit_policy(&enforced_text, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.record_proof(version, &w.officer, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
         w.service.approve_policy(version, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
         w.service.activate_policy(version, &w.author, "throughout").unwrap_or_else(|e| unreachable!("{e}"));
         w.post_something();
@@ -521,6 +526,7 @@ proptest! {
     ) {
         let w = world("brute");
         let legacy = w.service.submit_policy(LEGACY, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+        w.service.record_proof(legacy, &w.officer, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
         w.service.approve_policy(legacy, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
         w.service.activate_policy(legacy, &w.author, "first").unwrap_or_else(|e| unreachable!("{e}"));
         w.post_something();
@@ -529,6 +535,7 @@ proptest! {
         }
         let intended = w.service.submit_policy(GROUPS_2018, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
         w.clock.advance_secs(60);
+        w.service.record_proof(intended, &w.officer, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
         w.service.approve_policy(intended, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
         w.service.activate_policy(intended, &w.author, "change").unwrap_or_else(|e| unreachable!("{e}"));
         for s in &after {
@@ -546,6 +553,7 @@ proptest! {
 fn a_stale_consent_in_enforcement_is_found_exactly() {
     let w = world("stale");
     let version = w.service.submit_policy(GROUPS_2018, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.record_proof(version, &w.officer, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
     w.service.approve_policy(version, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
     w.service.activate_policy(version, &w.author, "throughout").unwrap_or_else(|e| unreachable!("{e}"));
     let (app, _) = w.apps[0].clone();
@@ -588,6 +596,7 @@ fn a_stale_consent_in_enforcement_is_found_exactly() {
 fn legacy_reads_of_members_who_never_opted_in_are_violations_of_groups_2018() {
     let w = world("legacy");
     let legacy = w.service.submit_policy(LEGACY, &w.author).unwrap_or_else(|e| unreachable!("{e}"));
+    w.service.record_proof(legacy, &w.officer, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
     w.service.approve_policy(legacy, &w.officer).unwrap_or_else(|e| unreachable!("{e}"));
     w.service.activate_policy(legacy, &w.author, "2017").unwrap_or_else(|e| unreachable!("{e}"));
     let (app, _) = w.apps[0].clone();

@@ -1,12 +1,20 @@
-//! The data directory: the SQLite file, the server key and the bootstrap operator key.
+//! The data directory: the SQLite file, the ledger, the server key and the bootstrap operator
+//! key.
+//!
+//! The directory is created mode 0700. Key files are created mode 0600 and only ever as new
+//! files (`create_new`, never through a symbolic link: `O_NOFOLLOW`); a key file is read only
+//! if it is a regular file, not a link, that neither group nor others may read or write.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use consentry_service::ServerKey;
 use consentry_store_sqlite::SqliteStore;
+
+/// The largest key file read; a key is a line of text.
+const MAX_SECRET_FILE: u64 = 4096;
 
 /// A directory consentry owns.
 pub struct DataDir {
@@ -14,10 +22,16 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens the directory, creating it if needed.
+    /// Opens the directory, creating it (and any missing parent) mode 0700 if needed.
     pub fn open(path: &Path) -> Result<DataDir> {
-        fs::create_dir_all(path)
-            .with_context(|| format!("cannot create data directory {}", path.display()))?;
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(path).with_context(|| format!("cannot create data directory {}", path.display()))?;
         Ok(DataDir { path: path.to_path_buf() })
     }
 
@@ -44,15 +58,13 @@ impl DataDir {
 
     /// The server's key (app-scoped ids, cursors), created on first use.
     pub fn server_key(&self) -> Result<ServerKey> {
-        let file = self.file("server.key");
-        if file.exists() {
-            let text =
-                fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        if let Some(text) = self.read_secret("server.key")? {
+            let file = self.file("server.key");
             let text = text.trim();
-            let mut bytes = [0u8; 32];
             if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
                 bail!("{} is corrupted: expected 64 hexadecimal characters", file.display());
             }
+            let mut bytes = [0u8; 32];
             for (i, byte) in bytes.iter_mut().enumerate() {
                 let pair = text.get(i * 2..i * 2 + 2).unwrap_or("00");
                 *byte = u8::from_str_radix(pair, 16)
@@ -66,19 +78,87 @@ impl DataDir {
         Ok(key)
     }
 
-    /// Writes a file only its owner can read (mode 0600 on Unix).
-    pub fn write_secret(&self, name: &str, content: &str) -> Result<PathBuf> {
+    /// Reads a key file, or `None` if there is none. Refuses a symbolic link (never followed),
+    /// anything but a regular file, and a file that group or others may read or write.
+    pub fn read_secret(&self, name: &str) -> Result<Option<String>> {
         let file = self.file(name);
         let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.read(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+            // O_NONBLOCK: a FIFO planted there must not hang the open (it is refused below).
+            options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
         }
-        let mut handle = options.open(&file).with_context(|| format!("cannot write {}", file.display()))?;
-        handle.write_all(content.as_bytes()).with_context(|| format!("cannot write {}", file.display()))?;
-        handle.sync_all().with_context(|| format!("cannot sync {}", file.display()))?;
-        Ok(file)
+        let handle = match options.open(&file) {
+            Ok(handle) => handle,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            #[cfg(unix)]
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+                "{} is a symbolic link; a key file must be a regular file: remove the link",
+                file.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        };
+        // The checks are made on the file opened, not on the name, so nothing can be swapped in between.
+        let metadata = handle.metadata().with_context(|| format!("cannot read {}", file.display()))?;
+        if !metadata.is_file() {
+            bail!("{} is not a regular file", file.display());
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                bail!(
+                    "{} can be read or written by others (mode {mode:04o}); make it private with: chmod 600 {}",
+                    file.display(),
+                    file.display()
+                );
+            }
+        }
+        let mut text = String::new();
+        handle
+            .take(MAX_SECRET_FILE)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Ok(Some(text))
     }
+
+    /// Writes a new file only its owner can read (mode 0600 on Unix). Never replaces a file
+    /// and never writes through a symbolic link: whatever is already at that name, the write
+    /// is refused.
+    pub fn write_secret(&self, name: &str, content: &str) -> Result<PathBuf> {
+        let (path, file) = self.create_secret(name)?;
+        fill_secret(&path, file, content)?;
+        Ok(path)
+    }
+
+    /// Creates a new, empty key file only its owner can read, to be filled with
+    /// [`fill_secret`]; refused as [`DataDir::write_secret`] is. Creating the file before the
+    /// secret exists means no secret is made that could not be handed over.
+    pub fn create_secret(&self, name: &str) -> Result<(PathBuf, fs::File)> {
+        let path = self.file(name);
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        match options.open(&path) {
+            Ok(file) => Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "{} already exists (a file or a link); refusing to write a key over it: move it away",
+                path.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+        }
+    }
+}
+
+/// Writes `content` into a key file made by [`DataDir::create_secret`] and syncs it.
+pub fn fill_secret(path: &Path, mut file: fs::File, content: &str) -> Result<()> {
+    file.write_all(content.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", path.display()))
 }

@@ -10,7 +10,7 @@ use std::time::Instant as WallClock;
 
 use anyhow::{bail, Context, Result};
 use consentry_service::{
-    AppSession, PageRequest, Service, ServiceConfig, SimulatedClock, Subject, SystemClock,
+    AppSession, OperatorSession, PageRequest, Service, ServiceConfig, SimulatedClock, Subject, SystemClock,
 };
 use consentry_store::Store;
 use consentry_types::{
@@ -28,6 +28,8 @@ const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 const GROUPS_2018_SHIPPED: &str = include_str!("../../../policies/groups-2018-grandfathered.cedar");
 const MARKER: &str = "demo-world.txt";
+/// What the marker says: a directory holding it with these words is the demo's to replace.
+const MARKER_TEXT: &str = "written by `consentry demo`; replaced on every run\n";
 
 const CATEGORIES: [&str; 5] =
     ["social_media_management", "video_streaming", "analytics", "event_planning", "community_moderation"];
@@ -129,6 +131,88 @@ pub struct Story {
     pub service: Arc<Service>,
     pub ledger: Arc<consentry_ledger::Ledger>,
     pub after_story: Arc<dyn Fn(SocketAddr) + Send + Sync>,
+    /// The prover the story used (and the server goes on using), if a solver was found.
+    pub proofs: Option<consentry_api::Proofs>,
+}
+
+/// Proves `version` within `invariants` (when a solver was found) and approves it: when the
+/// proofs pass, as consentry's review requires; otherwise `history` says why the story goes on
+/// as it happened, and the officer records it as a waiver first.
+#[allow(clippy::too_many_arguments)]
+fn review_and_approve(
+    sim: &Service,
+    proofs: Option<&consentry_api::Proofs>,
+    invariants: &[&str],
+    version: u32,
+    author: &OperatorSession,
+    officer: &OperatorSession,
+    when: Instant,
+    history: &str,
+) -> Result<()> {
+    let fail = |e: consentry_service::ServiceError| anyhow::anyhow!("{e}");
+    let indent = "            ";
+    match proofs {
+        Some(proofs) => {
+            let chosen = consentry_api::Proofs {
+                prover: proofs.prover.clone(),
+                invariants: proofs
+                    .invariants
+                    .iter()
+                    .filter(|i| invariants.contains(&i.name.as_str()))
+                    .cloned()
+                    .collect(),
+            };
+            let (review, _) = consentry_api::prove_version(sim, &chosen, version, None, author)
+                .map_err(|e| anyhow::anyhow!("proving policy version {version}: {}", e.problem.detail))?;
+            for report in &review.invariants {
+                let failed: Vec<&consentry_prove::FieldOutcome> =
+                    report.fields.iter().filter(|f| !f.outcome.is_proven()).collect();
+                if failed.is_empty() {
+                    println!(
+                        "{}  proofs of v{version} within {}: proven for every field",
+                        day(when),
+                        report.name
+                    );
+                    continue;
+                }
+                let fields: Vec<&str> = failed.iter().map(|f| f.field.as_str()).collect();
+                println!(
+                    "{}  proofs of v{version} within {}: VIOLATED for {}",
+                    day(when),
+                    report.name,
+                    fields.join(", ")
+                );
+                if let Some((witness, category)) = failed.iter().find_map(|f| match &f.outcome {
+                    consentry_prove::Outcome::Violated(w) => Some((w, f.category_matters)),
+                    _ => None,
+                }) {
+                    println!("{indent}e.g. {}: {} allowed", witness.situation(category), witness.field);
+                }
+            }
+            if let Some(comparison) = &review.comparison {
+                println!(
+                    "{indent}against {}: newly allows {} kinds of situation, newly denies {}",
+                    comparison.against,
+                    comparison.newly_allowed.len(),
+                    comparison.newly_denied.len()
+                );
+            }
+        }
+        None => {
+            println!(
+                "{}  no proofs of v{version}: no SMT solver on this machine (install cvc5 to see them); approved on the privacy officer's waiver",
+                day(when)
+            );
+            sim.waive_proofs(version, officer, "the demo ran where no SMT solver was installed")
+                .map_err(fail)?;
+        }
+    }
+    if !sim.proof_standing(version).map_err(fail)?.allows_approval() {
+        println!("{indent}consentry would refuse to approve it; {history}");
+        sim.waive_proofs(version, officer, history).map_err(fail)?;
+    }
+    sim.approve_policy(version, officer).map_err(fail)?;
+    Ok(())
 }
 
 fn at(text: &str) -> Result<Instant> {
@@ -178,16 +262,40 @@ fn random_between(rng: &mut StdRng, from: Instant, to: Instant) -> Instant {
     Instant::from_millis(rng.gen_range(from.millis()..to.millis()))
 }
 
+/// The demo's data directory: a new one, an empty one, or one the demo wrote itself (its
+/// marker, in the demo's own words, is there), which is replaced. Anything else is refused
+/// with nothing deleted.
 fn prepare_dir(path: &Path) -> Result<DataDir> {
-    if path.join("consentry.db").exists() && !path.join(MARKER).exists() {
-        bail!("{} holds data the demo did not write; give the demo its own --data-dir", path.display());
-    }
-    if path.exists() {
-        std::fs::remove_dir_all(path).with_context(|| format!("cannot clear {}", path.display()))?;
+    let refuse = |why: &str| {
+        anyhow::anyhow!("{} {why}; give the demo an empty or new directory with --data-dir", path.display())
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot look at {}", path.display())),
+        Ok(found) if found.file_type().is_symlink() => return Err(refuse("is a symbolic link")),
+        Ok(found) if !found.is_dir() => return Err(refuse("is not a directory")),
+        Ok(_) => {
+            let empty = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .next()
+                .is_none();
+            let ours = std::fs::read_to_string(path.join(MARKER)).is_ok_and(|text| text == MARKER_TEXT);
+            if !empty && !ours {
+                return Err(refuse("holds files the demo did not write"));
+            }
+            if ours {
+                std::fs::remove_dir_all(path).with_context(|| format!("cannot clear {}", path.display()))?;
+            }
+        }
     }
     let dir = DataDir::open(path)?;
-    std::fs::write(dir.file(MARKER), "written by `consentry demo`; replaced on every run\n")
-        .with_context(|| format!("cannot write {}", dir.file(MARKER).display()))?;
+    let marker = dir.file(MARKER);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, MARKER_TEXT.as_bytes()))
+        .with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(dir)
 }
 
@@ -219,6 +327,8 @@ fn percent(part: u64, whole: u64) -> String {
 pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let started = WallClock::now();
     let params = scale.params();
+    // Policy proofs, when an SMT solver is on this machine (CONSENTRY_SOLVER or PATH).
+    let proofs = crate::prove::server_proofs(std::env::var("CONSENTRY_SOLVER").ok().as_deref(), None)?;
     let dir = prepare_dir(path)?;
     let store = Arc::new(dir.store()?);
     store.set_bulk_load(true)?;
@@ -271,7 +381,16 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
 
     // Policies: legacy rules at launch; the 2018 rules are written ahead of the change.
     let legacy = sim.submit_policy(LEGACY, &author).map_err(fail)?;
-    sim.approve_policy(legacy, &officer).map_err(fail)?;
+    review_and_approve(
+        &sim,
+        proofs.as_ref(),
+        &["app-in-good-standing"],
+        legacy,
+        &author,
+        &officer,
+        start,
+        "2017: the review had no proofs; approved as it was",
+    )?;
     sim.activate_policy(legacy, &author, "Groups API rules at launch").map_err(fail)?;
     println!(
         "{}  policy v{legacy} legacy-2017 active: installed apps read every member's name and picture",
@@ -475,20 +594,29 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     withdrawals += 1;
                 }
                 Event::ShipGroups2018 => {
-                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, &author).map_err(fail)?;
-                    sim.approve_policy(version, &officer).map_err(fail)?;
-                    sim.activate_policy(version, &author, "April 2018: member profiles only with opt-in")
-                        .map_err(fail)?;
                     println!(
                         "{}  {} installations under legacy-2017 so far",
                         day(legacy_window_end),
                         fmt(installs_before)
                     );
+                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, &author).map_err(fail)?;
                     println!(
                         "{}  policy v{version} groups-2018 ships, with a grandfathering clause by mistake:",
                         day(when)
                     );
                     println!("            installations from before today keep reading every member's name and picture");
+                    review_and_approve(
+                        &sim,
+                        proofs.as_ref(),
+                        &["consent-2018", "app-in-good-standing"],
+                        version,
+                        &author,
+                        &officer,
+                        when,
+                        "in 2018 the review had no proofs, so the story goes on as it happened (recorded as a waiver)",
+                    )?;
+                    sim.activate_policy(version, &author, "April 2018: member profiles only with opt-in")
+                        .map_err(fail)?;
                 }
                 Event::Audit => {
                     println!(
@@ -544,7 +672,16 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                 }
                 Event::Fix => {
                     let version = sim.submit_policy(GROUPS_2018, &author).map_err(fail)?;
-                    sim.approve_policy(version, &officer).map_err(fail)?;
+                    review_and_approve(
+                        &sim,
+                        proofs.as_ref(),
+                        &["consent-2018", "app-in-good-standing"],
+                        version,
+                        &author,
+                        &officer,
+                        when,
+                        "the fix is approved without proofs on this machine (no SMT solver)",
+                    )?;
                     sim.activate_policy(
                         version,
                         &officer,
@@ -585,9 +722,14 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             let wants_members = members_until.get(a).is_some_and(|until| tick < *until);
             for &g in installed.get(a).into_iter().flatten() {
                 let Some(group) = group_ids.get(g) else { continue };
-                tally.requests += 1;
                 if !wants_members {
-                    let served = sim.read_group(&info.session, group, group_fields).map_err(fail)?;
+                    let served = match sim.read_group(&info.session, group, group_fields) {
+                        Ok(served) => served,
+                        // A revoked app's request is refused: nothing served, nothing recorded.
+                        Err(consentry_service::ServiceError::Unauthenticated(_)) => continue,
+                        Err(e) => return Err(fail(e)),
+                    };
+                    tally.requests += 1;
                     records.push(served.record(
                         &consentry_service::request_id(),
                         "GET /v1/groups/{id}",
@@ -596,7 +738,12 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                     continue;
                 }
                 let page = PageRequest { after: None, limit: Some(500) };
-                let served = sim.read_members(&info.session, group, profile_fields, &page).map_err(fail)?;
+                let served = match sim.read_members(&info.session, group, profile_fields, &page) {
+                    Ok(served) => served,
+                    Err(consentry_service::ServiceError::Unauthenticated(_)) => continue,
+                    Err(e) => return Err(fail(e)),
+                };
+                tally.requests += 1;
                 records.push(served.record(
                     &consentry_service::request_id(),
                     "GET /v1/groups/{id}/members",
@@ -756,7 +903,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             auditor_file.display()
         );
     });
-    Ok(Story { dir, service, ledger, after_story })
+    Ok(Story { dir, service, ledger, after_story, proofs })
 }
 
 /// Verifies the ledger the story wrote and tells, per app and from the ledger alone, what it received.

@@ -8,6 +8,7 @@ mod installations;
 mod keys;
 mod ledger;
 mod policy_tests;
+mod prove;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,13 @@ enum Command {
         #[arg(long, env = "CONSENTRY_ALLOW_LOCAL_WEBHOOKS", action = clap::ArgAction::SetTrue,
               value_parser = clap::builder::BoolishValueParser::new())]
         allow_local_webhooks: bool,
+        /// The SMT solver policy proofs run on: `cvc5`, `z3` or a path; default: the first on
+        /// PATH. Without one, approvals need a privacy officer's waiver.
+        #[arg(long, env = "CONSENTRY_SOLVER")]
+        solver: Option<String>,
+        /// A directory of invariant files (`*.cedar`); default: the shipped invariants.
+        #[arg(long, env = "CONSENTRY_INVARIANTS")]
+        invariants: Option<PathBuf>,
     },
     /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
     Demo {
@@ -116,6 +124,9 @@ enum PolicyCommand {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Prove a draft within the invariants, never erroring, and compare it with the active
+    /// version (needs an SMT solver: cvc5 or z3).
+    Prove(prove::ProveArgs),
     /// Store a policy file as a new version, written by the holder of the operator key.
     Submit {
         file: PathBuf,
@@ -125,9 +136,29 @@ enum PolicyCommand {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
-    /// Approve a stored version with a privacy officer's key outside its author's lineage.
+    /// Approve a stored version with a privacy officer's key outside its author's lineage; its
+    /// proofs must have passed or been waived (they are run first when none are kept).
     Approve {
         version: u32,
+        /// A file holding your privacy-officer key (or set CONSENTRY_KEY to the key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The SMT solver to prove with when no proofs are kept: `cvc5`, `z3` or a path.
+        #[arg(long, env = "CONSENTRY_SOLVER")]
+        solver: Option<String>,
+        /// A directory of invariant files (`*.cedar`); default: the shipped invariants.
+        #[arg(long, env = "CONSENTRY_INVARIANTS")]
+        invariants: Option<PathBuf>,
+        #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// As a privacy officer, let a version be approved although its proofs did not pass (or
+    /// could not be run); the reason is kept and shown with the version.
+    Waive {
+        version: u32,
+        /// Why (at least 10 characters; kept with the version).
+        #[arg(long)]
+        reason: String,
         /// A file holding your privacy-officer key (or set CONSENTRY_KEY to the key).
         #[arg(long)]
         key_file: Option<PathBuf>,
@@ -173,7 +204,7 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks } => {
+        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks, solver, invariants } => {
             let dir = DataDir::open(&data_dir)?;
             let store = Arc::new(dir.store()?);
             let config =
@@ -184,7 +215,8 @@ fn run(cli: Cli) -> Result<()> {
             );
             serve::announce_bootstrap_key(&service, &dir, "consentry serve (first start)")?;
             let ledger = Arc::new(dir.ledger()?);
-            serve::run(service, ledger, dir, &listen, None)
+            let proofs = prove::server_proofs(solver.as_deref(), invariants.as_ref())?;
+            serve::run(service, ledger, dir, &listen, proofs, None)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
             let scale = demo::Scale::parse(&scale)?;
@@ -198,11 +230,13 @@ fn run(cli: Cli) -> Result<()> {
                 story.ledger,
                 story.dir,
                 &listen,
+                story.proofs,
                 Some(Box::new(move |addr| after(addr))),
             )
         }
         Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),
         Command::Policy { command: PolicyCommand::Test { paths } } => policy_tests::run(&paths),
+        Command::Policy { command: PolicyCommand::Prove(args) } => prove::run(args),
         Command::Policy { command: PolicyCommand::Preview { draft, since, to, data_dir } } => {
             audit::preview(&draft, &since, to.as_deref(), &data_dir)
         }
@@ -224,12 +258,32 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Policy { command: PolicyCommand::Approve { version, key_file, data_dir } } => {
+        Command::Policy {
+            command: PolicyCommand::Approve { version, key_file, solver, invariants, data_dir },
+        } => {
             let dir = DataDir::open(&data_dir)?;
             let service = keys::service(&dir)?;
             let officer = keys::sign_in(&service, key_file.as_deref())?;
+            officer
+                .require(&[consentry_types::OperatorRole::PrivacyOfficer])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            prove::before_approval(&service, version, &officer, solver.as_deref(), invariants.as_ref())?;
             service.approve_policy(version, &officer).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("approved policy version {version} with {}", keys::describe(&officer));
+            Ok(())
+        }
+        Command::Policy { command: PolicyCommand::Waive { version, reason, key_file, data_dir } } => {
+            let dir = DataDir::open(&data_dir)?;
+            let service = keys::service(&dir)?;
+            let officer = keys::sign_in(&service, key_file.as_deref())?;
+            let waiver =
+                service.waive_proofs(version, &officer, &reason).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "waived the proofs of policy version {version} with {} at {}: {}",
+                keys::describe(&officer),
+                waiver.at,
+                waiver.reason
+            );
             Ok(())
         }
         Command::Policy { command: PolicyCommand::Activate { version, reason, key_file, data_dir } } => {

@@ -13,21 +13,28 @@ use crate::keys::{os_user, retire_bootstrap_key_file, BOOTSTRAP_KEY_FILE};
 
 /// On an empty store, creates the first operator key and writes it where only the owner can
 /// read; on every later start, removes that file once it is no longer needed (see
-/// [`retire_bootstrap_key_file`]). `command` is recorded as the key's maker.
+/// [`retire_bootstrap_key_file`]). `command` is recorded as the key's maker. The file is
+/// created first: if it cannot be (a file or a link is already there), no key is created that
+/// nobody could use.
 pub fn announce_bootstrap_key(service: &Service, dir: &DataDir, command: &str) -> Result<()> {
-    let created = service
-        .bootstrap_operator_key(command, &os_user())
-        .context("cannot create the bootstrap operator key")?;
-    match created {
-        Some(key) => {
-            let path = dir.write_secret(BOOTSTRAP_KEY_FILE, &format!("{}\n", key.key))?;
+    if service.store().operator_key_count().context("cannot count the operator keys")? > 0 {
+        return retire_bootstrap_key_file(service, dir);
+    }
+    let (path, file) = dir.create_secret(BOOTSTRAP_KEY_FILE)?;
+    match service.bootstrap_operator_key(command, &os_user()) {
+        Ok(Some(key)) => {
+            crate::data_dir::fill_secret(&path, file, &format!("{}\n", key.key))?;
             println!(
                 "created the first operator key (role operator) in {} (mode 0600); keep it secret",
                 path.display()
             );
             Ok(())
         }
-        None => retire_bootstrap_key_file(service, dir),
+        outcome => {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            outcome.map(|_| ()).context("cannot create the bootstrap operator key")
+        }
     }
 }
 
@@ -49,6 +56,7 @@ pub fn run(
     ledger: Arc<Ledger>,
     data_dir: DataDir,
     listen: &str,
+    proofs: Option<consentry_api::Proofs>,
     after_bind: Option<AfterBind>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -102,7 +110,10 @@ pub fn run(
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
         });
-        let state = ApiState::new(service).with_ledger(ledger.clone());
+        let mut state = ApiState::new(service).with_ledger(ledger.clone());
+        if let Some(proofs) = proofs {
+            state = state.with_proofs(proofs);
+        }
         // Every few minutes, a signed checkpoint of what was served, so that an outside
         // auditor's copy is never far behind.
         let periodic = ledger.clone();
@@ -120,8 +131,9 @@ pub fn run(
                 }
             }
         });
-        let served = axum::serve(listener, app(state))
-            .with_graceful_shutdown(shutdown_signal())
+        // The peer address goes with each request, so failed authentication is throttled
+        // per address as well as per client id; hyper's own answers leave as problem+json.
+        let served = consentry_api::serve(listener, app(state), shutdown_signal())
             .await
             .context("the server stopped with an error");
         // A signed checkpoint of everything served, for outside auditors.

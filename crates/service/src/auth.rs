@@ -1,9 +1,13 @@
 //! Authentication: OAuth 2.0 client credentials for apps, API keys for operators.
 
+use std::net::IpAddr;
+
 use consentry_store::{OperatorKey, TokenRecord};
 use consentry_types::{AppId, AppStatus, Instant, OperatorRole};
 
-use crate::secrets::{constant_time_eq, fast_hash, random_text, slow_verify};
+use crate::secret_checks::CheckRefused;
+use crate::secrets::{constant_time_eq, fast_hash, random_text};
+use crate::throttle::{AddressBlock, Credential, TooManyAttempts};
 use crate::{Service, ServiceError, ServiceResult};
 
 /// Prefix of access tokens, so a leaked one is recognizable by secret scanners.
@@ -67,24 +71,77 @@ fn invalid_client() -> ServiceError {
     ServiceError::Unauthenticated("client authentication failed".into())
 }
 
+fn too_many(refused: TooManyAttempts) -> ServiceError {
+    ServiceError::TooManyAttempts { retry_after_secs: refused.retry_after_secs() }
+}
+
 impl Service {
-    /// Checks client credentials; the app must exist, match the secret and be active.
-    pub fn authenticate_client(&self, client_id: &str, client_secret: &str) -> ServiceResult<AppId> {
-        if client_id.is_empty() || client_id.len() > 128 || client_secret.len() > 256 {
-            return Err(invalid_client());
-        }
-        let Some(credentials) = self.store.app_by_client_id(client_id)? else {
+    /// Checks client credentials sent from `from` (`None`: an in-process caller, tallied per
+    /// client id only). The client id must be known and the secret match. A client id or
+    /// address with too many recent failures is refused before any argon2 work, and the
+    /// argon2 check itself runs on its own threads, refused at once when they are all busy.
+    pub fn authenticate_client(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        from: Option<IpAddr>,
+    ) -> ServiceResult<AppId> {
+        self.refuse_throttled_client(client_id, from)?;
+        let from = from.map(AddressBlock::of);
+        let tallies = &self.failed_auth;
+        let known = if client_id.is_empty() || client_id.len() > 128 || client_secret.len() > 256 {
+            None
+        } else {
+            self.store.app_by_client_id(client_id)?
+        };
+        let Some(credentials) = known else {
+            tallies.address_failed(Credential::ClientSecret, from, std::time::Instant::now());
             return Err(invalid_client());
         };
-        if !slow_verify(client_secret, &credentials.secret_hash) {
-            return Err(invalid_client());
+        let attempt = tallies.admit_client(client_id, from, std::time::Instant::now()).map_err(too_many)?;
+        match self.secret_checks.check(client_secret, &credentials.secret_hash) {
+            Ok(true) => {
+                attempt.succeeded(std::time::Instant::now());
+                Ok(credentials.app.id)
+            }
+            Ok(false) => {
+                attempt.failed(std::time::Instant::now());
+                Err(invalid_client())
+            }
+            // Dropped unsettled: a check that did not run counts for nothing.
+            Err(CheckRefused::Busy) => Err(ServiceError::Busy { retry_after_secs: 1 }),
+            Err(CheckRefused::Stopped(why)) => Err(ServiceError::Internal(why)),
         }
-        Ok(credentials.app.id)
+    }
+
+    /// Refuses a client-secret attempt for `client_id` from `from` if its client id or address
+    /// is blocked now. Cheap (no store, no argon2): callers may ask before queueing any work.
+    pub fn refuse_throttled_client(&self, client_id: &str, from: Option<IpAddr>) -> ServiceResult<()> {
+        self.failed_auth
+            .check_client(client_id, from.map(AddressBlock::of), std::time::Instant::now())
+            .map_err(too_many)
+    }
+
+    /// Refuses an operator-key attempt from a blocked address. Cheap, as above.
+    pub fn refuse_throttled_operator(&self, from: Option<IpAddr>) -> ServiceResult<()> {
+        self.failed_auth
+            .check_address(Credential::OperatorKey, from.map(AddressBlock::of), std::time::Instant::now())
+            .map_err(too_many)
     }
 
     /// RFC 6749 §4.4: exchanges client credentials for an access token.
     pub fn issue_token(&self, client_id: &str, client_secret: &str) -> ServiceResult<IssuedToken> {
-        let app = self.authenticate_client(client_id, client_secret)?;
+        self.issue_token_from(client_id, client_secret, None)
+    }
+
+    /// [`Service::issue_token`] for credentials sent from `from`.
+    pub fn issue_token_from(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        from: Option<IpAddr>,
+    ) -> ServiceResult<IssuedToken> {
+        let app = self.authenticate_client(client_id, client_secret, from)?;
         let status = self.store.app(&app)?.map(|a| a.status);
         if status != Some(AppStatus::Active) {
             return Err(ServiceError::Forbidden(format!(
@@ -132,7 +189,8 @@ impl Service {
         let hash = fast_hash(token);
         if let Some(record) = self.store.token(&hash)? {
             if &record.app == client {
-                self.store.revoke_token(&hash, self.clock.now())?;
+                let change = self.gate.change(self.clock.as_ref());
+                self.store.revoke_token(&hash, change.at)?;
             }
         }
         Ok(())
@@ -160,6 +218,27 @@ impl Service {
             expires_at: Some(record.expires_at),
             issued_at: Some(record.issued_at),
         })
+    }
+
+    /// [`Service::authenticate_operator`] for a key sent from `from`: an address with too many
+    /// recent failures is refused before the key is looked at, and each failure is tallied.
+    pub fn authenticate_operator_from(
+        &self,
+        key: &str,
+        from: Option<IpAddr>,
+    ) -> ServiceResult<OperatorSession> {
+        self.refuse_throttled_operator(from)?;
+        let checked = self.authenticate_operator(key);
+        if let Err(ServiceError::Unauthenticated(_)) = checked {
+            let from = from.map(AddressBlock::of);
+            self.failed_auth.address_failed(Credential::OperatorKey, from, std::time::Instant::now());
+        }
+        checked
+    }
+
+    /// The tallies of failed authentication (for tests and diagnostics).
+    pub fn failed_authentication(&self) -> &crate::FailedAuthentication {
+        &self.failed_auth
     }
 
     /// Checks an operator API key (`csk_<id>_<secret>`).

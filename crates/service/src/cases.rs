@@ -35,7 +35,17 @@ impl Service {
     /// The developer whose app these client credentials belong to (a revoked app still
     /// authenticates here, so its developer can read and answer its case).
     pub fn developer_of_client(&self, client_id: &str, client_secret: &str) -> ServiceResult<DeveloperId> {
-        let app = self.authenticate_client(client_id, client_secret)?;
+        self.developer_of_client_from(client_id, client_secret, None)
+    }
+
+    /// [`Service::developer_of_client`] for credentials sent from `from`.
+    pub fn developer_of_client_from(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> ServiceResult<DeveloperId> {
+        let app = self.authenticate_client(client_id, client_secret, from)?;
         self.store
             .app(&app)?
             .map(|a| a.developer)

@@ -1,5 +1,9 @@
 //! The Groups API's serving path: load the page and its facts, decide every (field, subject),
-//! redact what is denied, and say exactly what was disclosed.
+//! redact what is denied, and say exactly what was disclosed and at which instant.
+//!
+//! Each request runs in the revocation gate's read section (`crate::gate`): its token, its
+//! app's status and its installation are checked, its facts read and its fields decided, and
+//! its release instant taken, with no change of an access fact in between.
 
 use std::sync::Arc;
 
@@ -10,6 +14,7 @@ use consentry_types::{
 };
 
 use crate::auth::AppSession;
+use crate::gate::Serving;
 use crate::{Service, ServiceError, ServiceResult};
 
 /// A response body together with the record of what it discloses.
@@ -19,7 +24,9 @@ pub struct Served<T> {
     pub disclosures: Vec<Disclosure>,
     /// The policy version every decision of this response was made under (0: none active).
     pub policy_version: u32,
-    pub decided_at: Instant,
+    /// The instant the response was released at: the facts every decision was made from are
+    /// the facts in force at this instant (see `crate::gate`). The disclosure record carries it.
+    pub released_at: Instant,
     /// The group the request was about.
     pub group: GroupId,
     /// The developer of the app that asked.
@@ -56,7 +63,8 @@ pub struct AuthorView {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostView {
-    pub id: PostId,
+    /// App-scoped post id: the same post has a different id for every app.
+    pub id: String,
     pub content: Option<String>,
     pub created_time: Option<Instant>,
     pub author: Option<AuthorView>,
@@ -104,22 +112,33 @@ struct PageContext {
     developer: consentry_types::DeveloperId,
     policy: Option<Arc<CompiledPolicy>>,
     facts: PageFacts,
-    now: Instant,
+    /// When the request's token expires; checked against the release instant.
+    token_expires_at: Instant,
 }
 
-/// How many members a single request may scan to fill one page of visible members.
+/// How many members (or posts) a single request may scan to fill one page of visible ones.
 const SCAN_FACTOR: usize = 8;
 
 impl Service {
-    /// Loads what every decision of a request about `group` needs. A group the app is not
-    /// installed in answers exactly like a group that does not exist.
+    /// Loads what every decision of a request about `group` needs, in the gate's read
+    /// section: the token is re-checked (it may have been revoked since the request was
+    /// authenticated), the app must still be active, the installation must still exist. A
+    /// group the app is not installed in answers exactly like a group that does not exist.
     fn page_context(&self, session: &AppSession, group: &GroupId) -> ServiceResult<PageContext> {
-        let now = self.clock.now();
+        let refused = |why: &str| ServiceError::Unauthenticated(why.to_string());
         let not_found = || ServiceError::NotFound(format!("group {:?}", group.as_str()));
-        let app = self
-            .store
-            .app(&session.app)?
-            .ok_or_else(|| ServiceError::Unauthenticated("the app no longer exists".into()))?;
+        let token =
+            self.store.token(&session.token_hash)?.ok_or_else(|| refused("the access token is unknown"))?;
+        if token.revoked_at.is_some() {
+            return Err(refused("the access token was revoked"));
+        }
+        if token.app != session.app {
+            return Err(refused("the access token is unknown"));
+        }
+        let app = self.store.app(&session.app)?.ok_or_else(|| refused("the app no longer exists"))?;
+        if app.status != consentry_types::AppStatus::Active {
+            return Err(refused(&format!("the app is {}", app.status.as_str())));
+        }
         let installation: Option<Installation> = self.store.installation(&app.id, group)?;
         let Some(installation) = installation else { return Err(not_found()) };
         if self.store.group(group)?.is_none() {
@@ -134,7 +153,12 @@ impl Service {
             installed: true,
             installed_since: installation.installed_at.secs(),
         };
-        Ok(PageContext { developer, policy: self.active_policy()?, facts, now })
+        Ok(PageContext {
+            developer,
+            policy: self.active_policy()?,
+            facts,
+            token_expires_at: token.expires_at,
+        })
     }
 
     fn page_limit(&self, page: &PageRequest) -> ServiceResult<usize> {
@@ -209,15 +233,33 @@ impl Service {
             .collect())
     }
 
-    fn served<T>(&self, context: &PageContext, body: T, disclosures: Vec<Disclosure>) -> Served<T> {
-        Served {
+    /// Takes the release instant, still in the read section, and refuses a token that expired
+    /// by then.
+    fn served<T>(
+        &self,
+        serving: &Serving<'_>,
+        context: &PageContext,
+        body: T,
+        disclosures: Vec<Disclosure>,
+    ) -> ServiceResult<Served<T>> {
+        let released_at = serving.release_instant(self.clock.as_ref());
+        if context.token_expires_at <= released_at {
+            return Err(ServiceError::Unauthenticated("the access token expired".into()));
+        }
+        Ok(Served {
             body,
             disclosures,
             policy_version: context.policy.as_ref().map_or(0, |p| p.version()),
-            decided_at: context.now,
+            released_at,
             group: context.facts.group.clone(),
             developer: context.developer.clone(),
-        }
+        })
+    }
+
+    fn seal(&self, scope: &str, payload: &str) -> ServiceResult<String> {
+        self.key
+            .seal_cursor(scope, payload)
+            .ok_or_else(|| ServiceError::Internal("cannot seal a cursor".into()))
     }
 
     /// `GET /v1/groups/{id}`.
@@ -227,6 +269,7 @@ impl Service {
         group: &GroupId,
         fields: FieldSet,
     ) -> ServiceResult<Served<GroupView>> {
+        let serving = self.gate.serve();
         let context = self.page_context(session, group)?;
         let allowed =
             self.decide(&context, &[(fields, SubjectFacts::NONE)])?.first().copied().unwrap_or_default();
@@ -242,11 +285,12 @@ impl Service {
         } else {
             vec![Disclosure { subject: Subject::Group(group.clone()), fields: allowed }]
         };
-        Ok(self.served(&context, GroupView { id: group.clone(), name, member_count }, disclosures))
+        self.served(&serving, &context, GroupView { id: group.clone(), name, member_count }, disclosures)
     }
 
     /// `GET /v1/groups/{id}/posts`. Post content and time are the group's data; the author
-    /// field is the author's, decided with the author's facts.
+    /// field is the author's, decided with the author's facts. Post ids are scoped to the app;
+    /// a post none of whose requested fields is permitted is left out and leaves no trace.
     pub fn read_posts(
         &self,
         session: &AppSession,
@@ -254,15 +298,15 @@ impl Service {
         fields: FieldSet,
         page: &PageRequest,
     ) -> ServiceResult<Served<Page<PostView>>> {
+        let serving = self.gate.serve();
         let context = self.page_context(session, group)?;
         let limit = self.page_limit(page)?;
         let scope = format!("{}/{}/posts", session.app, group);
-        let after = self.open_cursor(&scope, page.after.as_deref())?;
-        let after = after
+        let mut after = self
+            .open_cursor(&scope, page.after.as_deref())?
             .map(|a| PostId::parse(&a))
             .transpose()
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let posts = self.store.posts_page(group, after.as_ref(), limit)?;
         let group_fields: FieldSet = fields.iter().filter(|f| !f.has_member_subject()).collect();
         let author_fields: FieldSet = fields.iter().filter(|f| f.has_member_subject()).collect();
         let group_allowed = self
@@ -270,58 +314,73 @@ impl Service {
             .first()
             .copied()
             .unwrap_or_default();
-        let mut authors: Vec<(MemberId, Option<Role>)> = Vec::new();
-        if !author_fields.is_empty() {
-            for post in &posts {
-                if !authors.iter().any(|(m, _)| m == &post.author) {
-                    authors.push((post.author.clone(), self.store.membership(group, &post.author)?));
-                }
-            }
-        }
-        let author_facts = self.subject_facts(&context, &authors)?;
-        let requests: Vec<(FieldSet, SubjectFacts)> =
-            author_facts.iter().map(|f| (author_fields, *f)).collect();
-        let author_allowed = self.decide(&context, &requests)?;
+        // What every post shows of the group's data, and records against the post's author.
+        let shown: FieldSet = [Field::PostContent, Field::PostCreatedTime]
+            .into_iter()
+            .filter(|f| group_allowed.contains(*f))
+            .collect();
         let mut disclosures = Vec::new();
-        let mut group_disclosed = FieldSet::EMPTY;
-        let mut items = Vec::with_capacity(posts.len());
-        for post in &posts {
-            let author_ok = authors
-                .iter()
-                .position(|(m, _)| m == &post.author)
-                .and_then(|i| author_allowed.get(i))
-                .is_some_and(|a| a.contains(Field::PostAuthor));
-            let author = if author_ok {
-                let name = self.store.member(&post.author)?.map(|m| m.name).unwrap_or_default();
-                Some(AuthorView { id: self.key.scoped_member_id(&session.app, &post.author), name })
-            } else {
-                None
-            };
-            // Post content is the author's words: record it against the author.
-            let mut fields_of_author = FieldSet::EMPTY;
-            for field in [Field::PostContent, Field::PostCreatedTime] {
-                if group_allowed.contains(field) {
-                    fields_of_author.insert(field);
-                    group_disclosed.insert(field);
+        let mut items = Vec::with_capacity(limit);
+        let mut scanned = 0;
+        let mut exhausted = false;
+        while items.len() < limit && scanned < limit * SCAN_FACTOR {
+            let want = limit - items.len();
+            let posts = self.store.posts_page(group, after.as_ref(), want)?;
+            scanned += posts.len();
+            if posts.len() < want {
+                exhausted = true;
+            }
+            let mut authors: Vec<(MemberId, Option<Role>)> = Vec::new();
+            if !author_fields.is_empty() {
+                for post in &posts {
+                    if !authors.iter().any(|(m, _)| m == &post.author) {
+                        authors.push((post.author.clone(), self.store.membership(group, &post.author)?));
+                    }
                 }
             }
-            if author.is_some() {
-                fields_of_author.insert(Field::PostAuthor);
-            }
-            if !fields_of_author.is_empty() {
+            let author_facts = self.subject_facts(&context, &authors)?;
+            let requests: Vec<(FieldSet, SubjectFacts)> =
+                author_facts.iter().map(|f| (author_fields, *f)).collect();
+            let author_allowed = self.decide(&context, &requests)?;
+            for post in &posts {
+                let author_ok = authors
+                    .iter()
+                    .position(|(m, _)| m == &post.author)
+                    .and_then(|i| author_allowed.get(i))
+                    .is_some_and(|a| a.contains(Field::PostAuthor));
+                if shown.is_empty() && !author_ok {
+                    // Nothing of this post may be shown: no id, no trace.
+                    continue;
+                }
+                let author = if author_ok {
+                    let name = self.store.member(&post.author)?.map(|m| m.name).unwrap_or_default();
+                    Some(AuthorView { id: self.key.scoped_member_id(&session.app, &post.author), name })
+                } else {
+                    None
+                };
+                // Post content is the author's words: record it against the author.
+                let mut fields_of_author = shown;
+                if author.is_some() {
+                    fields_of_author.insert(Field::PostAuthor);
+                }
                 merge(&mut disclosures, Subject::Member(post.author.clone()), fields_of_author);
+                items.push(PostView {
+                    id: self.key.scoped_post_id(&session.app, &post.id),
+                    content: shown.contains(Field::PostContent).then(|| post.content.clone()),
+                    created_time: shown.contains(Field::PostCreatedTime).then_some(post.created_at),
+                    author,
+                });
             }
-            items.push(PostView {
-                id: post.id.clone(),
-                content: group_allowed.contains(Field::PostContent).then(|| post.content.clone()),
-                created_time: group_allowed.contains(Field::PostCreatedTime).then_some(post.created_at),
-                author,
-            });
+            after = posts.last().map(|p| p.id.clone()).or(after);
+            if exhausted {
+                break;
+            }
         }
-        let next = (posts.len() == limit)
-            .then(|| posts.last().map(|p| self.key.seal_cursor(&scope, p.id.as_str())))
-            .flatten();
-        Ok(self.served(&context, Page { items, next }, disclosures))
+        let next = match after {
+            Some(last) if !exhausted => Some(self.seal(&scope, last.as_str())?),
+            _ => None,
+        };
+        self.served(&serving, &context, Page { items, next }, disclosures)
     }
 
     /// `GET /v1/groups/{id}/members`: lists only members the policy lets this app see; the
@@ -333,6 +392,7 @@ impl Service {
         fields: FieldSet,
         page: &PageRequest,
     ) -> ServiceResult<Served<Page<MemberView>>> {
+        let serving = self.gate.serve();
         let context = self.page_context(session, group)?;
         let limit = self.page_limit(page)?;
         let scope = format!("{}/{}/members", session.app, group);
@@ -373,8 +433,11 @@ impl Service {
                 break;
             }
         }
-        let next = if exhausted { None } else { after.map(|a| self.key.seal_cursor(&scope, a.as_str())) };
-        Ok(self.served(&context, Page { items, next }, disclosures))
+        let next = match after {
+            Some(last) if !exhausted => Some(self.seal(&scope, last.as_str())?),
+            _ => None,
+        };
+        self.served(&serving, &context, Page { items, next }, disclosures)
     }
 }
 

@@ -7,12 +7,16 @@
 mod auth;
 mod cases;
 mod clock;
+mod gate;
 mod groups;
 mod keys;
 mod platform;
+mod proofs;
+mod secret_checks;
 mod secrets;
 mod sign_in;
 mod standing;
+mod throttle;
 mod webhook_target;
 
 use std::collections::HashMap;
@@ -27,9 +31,11 @@ pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
 pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
 pub use platform::RegisteredApp;
+pub use proofs::{ProofStanding, PROVERS};
 pub use secrets::ServerKey;
 pub use sign_in::{ResumedSession, SessionLimits, SignInSessions, SignedIn};
 pub use standing::{RETRY_ROLES, STANDING_ROLES};
+pub use throttle::{AddressBlock, AuthLimits, Credential, FailedAuthentication, TooManyAttempts};
 pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 
 /// A fresh id for one request (64 random bits, hex).
@@ -56,6 +62,12 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Policy(PolicyError),
+    /// Too many failed authentications from this client id or address: nothing was checked.
+    #[error("too many failed authentications; retry after {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
+    /// Too many client secrets are being checked at once: nothing was checked.
+    #[error("busy checking client secrets; retry after {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -82,7 +94,7 @@ impl<T> Served<T> {
     /// The record describing this response.
     pub fn record(&self, request_id: &str, route: &str, session: &AppSession) -> DisclosureRecord {
         DisclosureRecord {
-            at: self.decided_at,
+            at: self.released_at,
             request_id: request_id.to_string(),
             app: session.app.clone(),
             developer: self.developer.clone(),
@@ -104,11 +116,18 @@ pub struct ServiceConfig {
     pub default_page_size: usize,
     /// Largest `limit` an app may ask for.
     pub max_page_size: usize,
+    /// Throttling of failed authentication and of client-secret checks.
+    pub auth_limits: AuthLimits,
 }
 
 impl Default for ServiceConfig {
     fn default() -> ServiceConfig {
-        ServiceConfig { token_ttl_secs: 3600, default_page_size: 25, max_page_size: 500 }
+        ServiceConfig {
+            token_ttl_secs: 3600,
+            default_page_size: 25,
+            max_page_size: 500,
+            auth_limits: AuthLimits::default(),
+        }
     }
 }
 
@@ -120,10 +139,16 @@ pub struct Service {
     /// function of the version's text.
     compiled: Mutex<HashMap<u32, Arc<CompiledPolicy>>>,
     clock: Arc<dyn Clock>,
+    /// Orders changes of access facts against responses' release (see `gate`).
+    gate: gate::Gate,
     key: ServerKey,
     config: ServiceConfig,
     /// Where developers' webhooks may point (checked at registration and at each delivery).
     webhook_targets: webhook_target::WebhookTargets,
+    /// Tallies of failed authentication per client id and per address.
+    failed_auth: FailedAuthentication,
+    /// argon2 checks of client secrets, on their own threads.
+    secret_checks: secret_checks::SecretChecks,
     #[cfg(feature = "bench-bypass")]
     bypass_enforcement: std::sync::atomic::AtomicBool,
 }
@@ -140,7 +165,13 @@ impl Service {
             engine: Engine::new(),
             compiled: Mutex::new(HashMap::new()),
             clock,
+            gate: gate::Gate::new(),
             key,
+            failed_auth: FailedAuthentication::new(config.auth_limits.clone()),
+            secret_checks: secret_checks::SecretChecks::new(
+                config.auth_limits.secret_checks_at_once,
+                config.auth_limits.secret_checks_waiting,
+            ),
             config,
             webhook_targets: webhook_target::WebhookTargets::strict(),
             #[cfg(feature = "bench-bypass")]

@@ -75,7 +75,8 @@ impl Service {
         member: &MemberId,
         role: Option<Role>,
     ) -> ServiceResult<()> {
-        Ok(self.store.set_membership(group, member, role, self.clock.now())?)
+        let change = self.gate.change(self.clock.as_ref());
+        Ok(self.store.set_membership(group, member, role, change.at)?)
     }
 
     /// Stores a post; its author must be a member of the group now.
@@ -207,7 +208,9 @@ impl Service {
                 )));
             }
         }
-        self.store.set_app_status(app, status, self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_app_status(app, status, change.at)?;
+        drop(change);
         let because = reason.map(|r| format!(r#","reason":{r}"#)).unwrap_or_default();
         if status == AppStatus::Suspended && found.status != AppStatus::Suspended {
             self.notify_app_developer(app, "app.suspended", &because)?;
@@ -249,9 +252,10 @@ impl Service {
         if self.store.app(app)?.is_none() {
             return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
         }
-        let now = self.clock.now();
-        self.store.set_app_status(app, AppStatus::Banned, now)?;
-        let tokens = self.store.revoke_app_tokens(app, now)?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_app_status(app, AppStatus::Banned, change.at)?;
+        let tokens = self.store.revoke_app_tokens(app, change.at)?;
+        drop(change);
         self.notify_app_developer(app, "access.revoked", &format!(r#","reason":{reason}"#))?;
         Ok(tokens)
     }
@@ -286,7 +290,9 @@ impl Service {
             )));
         }
         let existed = self.store.installation(app, group)?.is_some();
-        self.store.set_installation(app, group, Some(authorized_by), self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_installation(app, group, Some(authorized_by), change.at)?;
+        drop(change);
         if !existed {
             self.notify_app_developer(app, "installation.created", &format!(r#","group":"{group}""#))?;
         }
@@ -305,7 +311,8 @@ impl Service {
         if inactive_days < 1 {
             return Err(ServiceError::InvalidInput("the inactivity cutoff must be at least one day".into()));
         }
-        let now = self.clock.now();
+        let change = self.gate.change(self.clock.as_ref());
+        let now = change.at;
         let cutoff = now.plus_days(-inactive_days);
         let mut expired = Vec::new();
         for ((app, group), (_, installed_at)) in self.store.facts_as_of(now)?.installations {
@@ -328,7 +335,9 @@ impl Service {
 
     pub fn uninstall_app(&self, app: &AppId, group: &GroupId) -> ServiceResult<()> {
         let existed = self.store.installation(app, group)?.is_some();
-        self.store.set_installation(app, group, None, self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_installation(app, group, None, change.at)?;
+        drop(change);
         if existed {
             self.notify_app_developer(app, "installation.removed", &format!(r#","group":"{group}""#))?;
         }
@@ -342,7 +351,9 @@ impl Service {
         }
         let profile = scopes.contains(&Scope::Profile);
         let had = self.store.profile_consents(app, std::slice::from_ref(member))?.contains(member);
-        self.store.set_consent(member, app, profile, self.clock.now())?;
+        let change = self.gate.change(self.clock.as_ref());
+        self.store.set_consent(member, app, profile, change.at)?;
+        drop(change);
         if had && !profile {
             // The developer learns which of its app-scoped ids withdrew, never the platform id.
             let scoped = self.key.scoped_member_id(app, member);
@@ -369,7 +380,7 @@ impl Service {
 
     /// A privacy officer approves a stored version, recorded by key id. Two-person rule: the
     /// approver's key is not the author's, and no key is in both keys' lineages (see
-    /// [`Service::approval_refusal`]).
+    /// [`Service::approval_refusal`]). The version's proofs must have passed, or been waived.
     pub fn approve_policy(&self, version: u32, approver: &OperatorSession) -> ServiceResult<()> {
         approver.require(&[OperatorRole::PrivacyOfficer])?;
         self.live_key(&approver.key_id)?;
@@ -382,6 +393,9 @@ impl Service {
                 "key {} cannot approve policy version {version}: {why}; a privacy officer holding a key outside the author's lineage must approve it",
                 approver.key_id
             )));
+        }
+        if let Some(why) = self.proof_refusal(version)? {
+            return Err(ServiceError::Rejected(why));
         }
         Ok(self.store.approve_policy(version, &approver.key_id, self.clock.now())?)
     }
@@ -421,13 +435,15 @@ impl Service {
         }
         // Refuse to activate anything that does not compile today.
         self.compiled_policy(version)?;
+        let change = self.gate.change(self.clock.as_ref());
         let activation = PolicyActivation {
             version,
             author: by.key_id.clone(),
             reason: reason.to_string(),
-            at: self.clock.now(),
+            at: change.at,
         };
         self.store.activate_policy(&activation)?;
+        drop(change);
         Ok(activation)
     }
 }

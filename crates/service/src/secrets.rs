@@ -1,14 +1,26 @@
-//! Secrets: random credentials, their hashes, app-scoped member ids and sealed cursors.
+//! Secrets: random credentials, their hashes, app-scoped member and post ids and sealed cursors.
 //!
 //! Client secrets are kept as argon2 hashes; tokens and operator keys (high-entropy random
-//! text) as BLAKE3 hashes. Nothing here keeps a secret in clear.
+//! text) as BLAKE3 hashes, compared in constant time (`subtle`). Cursors are sealed with
+//! XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`), the list they belong to as associated
+//! data: no cryptography here is hand-built. Nothing here keeps a secret in clear.
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use consentry_types::{AppId, MemberId};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use consentry_types::{AppId, MemberId, PostId};
 use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+/// XChaCha20-Poly1305's nonce: 192 bits, so random nonces never repeat in practice.
+const NONCE_LEN: usize = 24;
+/// Poly1305's tag.
+const TAG_LEN: usize = 16;
+/// The longest cursor text accepted; longer text is refused before it is decoded.
+const MAX_CURSOR_LEN: usize = 512;
 
 /// The server's own 256-bit key, kept in the data directory.
 #[derive(Clone)]
@@ -39,13 +51,23 @@ impl ServerKey {
     /// The id an app sees for a member: a keyed hash of (app, member), so two apps cannot
     /// join what they received.
     pub fn scoped_member_id(&self, app: &AppId, member: &MemberId) -> String {
-        let mut hasher = blake3::Hasher::new_keyed(&self.derive("consentry 2026 app-scoped member id"));
+        self.scoped_id("consentry 2026 app-scoped member id", "m_", app, member.as_str())
+    }
+
+    /// The id an app sees for a post: a keyed hash of (app, post), like member ids, so that a
+    /// post two apps both read cannot join their member ids.
+    pub fn scoped_post_id(&self, app: &AppId, post: &PostId) -> String {
+        self.scoped_id("consentry 2026 app-scoped post id", "p_", app, post.as_str())
+    }
+
+    fn scoped_id(&self, purpose: &str, prefix: &str, app: &AppId, id: &str) -> String {
+        let mut hasher = blake3::Hasher::new_keyed(&self.derive(purpose));
         hasher.update(app.as_str().as_bytes());
         hasher.update(&[0]);
-        hasher.update(member.as_str().as_bytes());
+        hasher.update(id.as_bytes());
         let hash = hasher.finalize();
         let hex = hash.to_hex();
-        format!("m_{}", hex.get(..32).unwrap_or(&hex))
+        format!("{prefix}{}", hex.get(..32).unwrap_or(&hex))
     }
 
     /// The secret a developer verifies webhook signatures with. Derived, not stored: it exists
@@ -56,58 +78,40 @@ impl ServerKey {
         format!("whsec_{}", hasher.finalize().to_hex())
     }
 
-    /// Seals `payload` into an opaque cursor bound to `scope` (app, group, route).
-    pub fn seal_cursor(&self, scope: &str, payload: &str) -> String {
-        let mut nonce = [0u8; 12];
+    /// Seals `payload` into an opaque cursor bound to `scope` (app, group, route):
+    /// `nonce || XChaCha20-Poly1305(payload, associated data = scope)`, base64url. `None` only
+    /// if the cipher refuses, which it does for inputs of gigabytes.
+    pub fn seal_cursor(&self, scope: &str, payload: &str) -> Option<String> {
+        let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let mut body = payload.as_bytes().to_vec();
-        self.keystream(&nonce, &mut body);
-        let tag = self.cursor_tag(scope, &nonce, &body);
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&body);
-        sealed.extend_from_slice(&tag);
-        URL_SAFE_NO_PAD.encode(sealed)
+        let sealed = self
+            .cursor_cipher()
+            .encrypt(&XNonce::from(nonce), Payload { msg: payload.as_bytes(), aad: scope.as_bytes() })
+            .ok()?;
+        let mut cursor = nonce.to_vec();
+        cursor.extend_from_slice(&sealed);
+        Some(URL_SAFE_NO_PAD.encode(cursor))
     }
 
-    /// Opens a cursor sealed by [`ServerKey::seal_cursor`] for the same scope.
+    /// Opens a cursor sealed by [`ServerKey::seal_cursor`] for the same scope; anything else
+    /// (another scope, another key, any byte changed, garbage) is `None`.
     pub fn open_cursor(&self, scope: &str, cursor: &str) -> Option<String> {
-        if cursor.len() > 512 {
+        if cursor.len() > MAX_CURSOR_LEN {
             return None;
         }
         let sealed = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-        if sealed.len() < 12 + 16 {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
             return None;
         }
-        let (nonce, rest) = sealed.split_at(12);
-        let (body, tag) = rest.split_at(rest.len() - 16);
-        let expected = self.cursor_tag(scope, nonce, body);
-        if !constant_time_eq(&expected, tag) {
-            return None;
-        }
-        let mut plain = body.to_vec();
-        self.keystream(nonce, &mut plain);
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = XNonce::try_from(nonce).ok()?;
+        let plain =
+            self.cursor_cipher().decrypt(&nonce, Payload { msg: body, aad: scope.as_bytes() }).ok()?;
         String::from_utf8(plain).ok()
     }
 
-    fn keystream(&self, nonce: &[u8], data: &mut [u8]) {
-        let mut hasher = blake3::Hasher::new_keyed(&self.derive("consentry 2026 cursor encryption"));
-        hasher.update(nonce);
-        let mut stream = vec![0u8; data.len()];
-        hasher.finalize_xof().fill(&mut stream);
-        for (byte, key) in data.iter_mut().zip(stream) {
-            *byte ^= key;
-        }
-    }
-
-    fn cursor_tag(&self, scope: &str, nonce: &[u8], body: &[u8]) -> [u8; 16] {
-        let mut hasher = blake3::Hasher::new_keyed(&self.derive("consentry 2026 cursor mac"));
-        hasher.update(scope.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(nonce);
-        hasher.update(body);
-        let mut tag = [0u8; 16];
-        hasher.finalize_xof().fill(&mut tag);
-        tag
+    fn cursor_cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&self.derive("consentry 2026 cursor xchacha20-poly1305").into())
     }
 }
 
@@ -145,8 +149,9 @@ pub fn slow_verify(secret: &str, stored: &str) -> bool {
         .is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
 }
 
+/// Compares secrets' hashes in time independent of where they differ (`subtle`).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -175,20 +180,105 @@ mod tests {
     }
 
     #[test]
+    fn post_ids_differ_between_apps_and_from_member_ids() {
+        let key = ServerKey::generate();
+        let post = PostId::parse("hikers-p1").unwrap_or_else(|e| unreachable!("{e}"));
+        let a = key.scoped_post_id(&app("a1"), &post);
+        assert_eq!(a, key.scoped_post_id(&app("a1"), &post));
+        assert_ne!(a, key.scoped_post_id(&app("a2"), &post));
+        assert!(a.starts_with("p_") && !a.contains("hikers"));
+        // A post and a member with the same text do not share an id.
+        assert_ne!(a.get(2..), key.scoped_member_id(&app("a1"), &member("hikers-p1")).get(2..));
+        assert_ne!(a, ServerKey::generate().scoped_post_id(&app("a1"), &post));
+    }
+
+    fn seal(key: &ServerKey, scope: &str, payload: &str) -> String {
+        key.seal_cursor(scope, payload).unwrap_or_default()
+    }
+
+    #[test]
     fn cursor_opens_only_in_its_scope_and_unaltered() {
         let key = ServerKey::generate();
-        let cursor = key.seal_cursor("app1/g1/members", "member-42");
+        let cursor = seal(&key, "app1/g1/members", "member-42");
         assert!(!cursor.contains("member-42"));
         assert_eq!(key.open_cursor("app1/g1/members", &cursor), Some("member-42".to_string()));
         assert_eq!(key.open_cursor("app2/g1/members", &cursor), None);
-        let mut tampered = cursor.into_bytes();
-        if let Some(b) = tampered.get_mut(14) {
-            *b = if *b == b'A' { b'B' } else { b'A' };
-        }
-        let tampered = String::from_utf8(tampered).unwrap_or_default();
-        assert_eq!(key.open_cursor("app1/g1/members", &tampered), None);
+        assert_eq!(key.open_cursor("app1/g1/posts", &cursor), None);
         assert_eq!(key.open_cursor("app1/g1/members", "%%%"), None);
-        assert_eq!(ServerKey::generate().open_cursor("app1/g1/members", &key.seal_cursor("s", "x")), None);
+        assert_eq!(key.open_cursor("app1/g1/members", ""), None);
+        assert_eq!(key.open_cursor("app1/g1/members", &"A".repeat(600)), None);
+        // Sealed twice, the same payload gives two different cursors (random nonces).
+        assert_ne!(cursor, seal(&key, "app1/g1/members", "member-42"));
+    }
+
+    #[test]
+    fn any_flipped_bit_or_cut_refuses_the_cursor() {
+        let key = ServerKey::generate();
+        let sealed = URL_SAFE_NO_PAD.decode(seal(&key, "s", "member-42")).unwrap_or_default();
+        assert_eq!(sealed.len(), NONCE_LEN + "member-42".len() + TAG_LEN);
+        for at in 0..sealed.len() {
+            for bit in 0..8 {
+                let mut tampered = sealed.clone();
+                if let Some(b) = tampered.get_mut(at) {
+                    *b ^= 1 << bit;
+                }
+                assert_eq!(
+                    key.open_cursor("s", &URL_SAFE_NO_PAD.encode(&tampered)),
+                    None,
+                    "byte {at} bit {bit}"
+                );
+            }
+        }
+        for len in 0..sealed.len() {
+            let cut = URL_SAFE_NO_PAD.encode(sealed.get(..len).unwrap_or_default());
+            assert_eq!(key.open_cursor("s", &cut), None, "cut to {len}");
+        }
+        let mut longer = sealed;
+        longer.push(0);
+        assert_eq!(key.open_cursor("s", &URL_SAFE_NO_PAD.encode(&longer)), None);
+    }
+
+    #[test]
+    fn a_cursor_of_another_key_refuses() {
+        let (key, other) = (ServerKey::generate(), ServerKey::generate());
+        assert_eq!(other.open_cursor("s", &seal(&key, "s", "x")), None);
+        assert_eq!(key.open_cursor("s", &seal(&other, "s", "x")), None);
+        assert_eq!(
+            ServerKey::from_bytes(key.to_bytes()).open_cursor("s", &seal(&key, "s", "x")),
+            Some("x".into())
+        );
+    }
+
+    #[test]
+    fn cursor_is_xchacha20_poly1305_with_the_scope_as_associated_data() {
+        // Sealed and opened here with the RustCrypto cipher directly, independently of
+        // seal_cursor/open_cursor: the format is nonce || ciphertext || tag, nothing home-made.
+        let key = ServerKey::generate();
+        let cipher = XChaCha20Poly1305::new(&key.derive("consentry 2026 cursor xchacha20-poly1305").into());
+        let nonce = [7u8; NONCE_LEN];
+        let sealed = cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: b"hikers-p9", aad: b"app1/hikers/posts" })
+            .unwrap_or_default();
+        let mut cursor = nonce.to_vec();
+        cursor.extend_from_slice(&sealed);
+        assert_eq!(
+            key.open_cursor("app1/hikers/posts", &URL_SAFE_NO_PAD.encode(&cursor)),
+            Some("hikers-p9".into())
+        );
+        let ours = URL_SAFE_NO_PAD.decode(seal(&key, "app1/hikers/posts", "hikers-p9")).unwrap_or_default();
+        let (their_nonce, body) = ours.split_at(NONCE_LEN);
+        let nonce = XNonce::try_from(their_nonce).unwrap_or_else(|_| unreachable!("24 bytes"));
+        let opened = cipher.decrypt(&nonce, Payload { msg: body, aad: b"app1/hikers/posts" });
+        assert_eq!(opened.ok().as_deref(), Some(&b"hikers-p9"[..]));
+        assert!(cipher.decrypt(&nonce, Payload { msg: body, aad: b"app2/hikers/posts" }).is_err());
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

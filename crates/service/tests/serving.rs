@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use consentry_service::{
-    parse_fields, AppSession, OperatorSession, PageRequest, ServerKey, Service, ServiceConfig, ServiceError,
-    SimulatedClock, Subject,
+    parse_fields, AppSession, OperatorSession, PageRequest, ProofStanding, ServerKey, Service, ServiceConfig,
+    ServiceError, SimulatedClock, Subject,
 };
 use consentry_store_sqlite::SqliteStore;
 use consentry_types::{
@@ -39,6 +39,14 @@ fn server_key(service: &Service, name: &str, role: OperatorRole) -> (String, Ope
         .unwrap_or_else(|e| unreachable!("{e}"));
     let session = service.authenticate_operator(&key.key).unwrap_or_else(|e| unreachable!("{e}"));
     (key.key, session)
+}
+
+/// Submits a policy and keeps passing proofs with it (as `POST …/proofs` does for a draft
+/// within the invariants), so that tests of other rules can approve it.
+fn proven_version(service: &Service, text: &str, author: &OperatorSession) -> u32 {
+    let version = service.submit_policy(text, author).unwrap_or_else(|e| unreachable!("{e}"));
+    service.record_proof(version, author, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
+    version
 }
 
 /// A key made over the platform API with `maker`'s key, signed in with.
@@ -81,7 +89,7 @@ fn world() -> World {
     ok(service.set_consent(&member("bob"), &app.app.id, &[Scope::Profile]));
     let (_, ops) = server_key(&service, "policy-team", OperatorRole::Operator);
     let (_, officer) = server_key(&service, "privacy-officer", OperatorRole::PrivacyOfficer);
-    let version = service.submit_policy(GROUPS_2018, &ops).unwrap_or_else(|e| unreachable!("{e}"));
+    let version = proven_version(&service, GROUPS_2018, &ops);
     service.approve_policy(version, &officer).unwrap_or_else(|e| unreachable!("{e}"));
     service.activate_policy(version, &officer, "the 2018 rules").unwrap_or_else(|e| unreachable!("{e}"));
     let token =
@@ -127,7 +135,7 @@ fn revoked_consent_hides_name_on_next_request() {
 #[test]
 fn activating_legacy_policy_shows_everyone_on_next_request_and_back() {
     let w = world();
-    let legacy = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    let legacy = proven_version(&w.service, LEGACY, &w.ops);
     assert!(w.service.approve_policy(legacy, &w.officer).is_ok());
     assert!(w.service.activate_policy(legacy, &w.ops, "rollback").is_ok());
     assert_eq!(visible_names(&w), ["ann name", "bob name", "cat name"]);
@@ -161,9 +169,16 @@ fn suspended_app_is_refused_on_next_request() {
     assert!(matches!(token_check, Err(ServiceError::Unauthenticated(_))));
     let again = w.service.issue_token(&w.app.app.client_id, &w.app.client_secret);
     assert!(matches!(again, Err(ServiceError::Forbidden(_))), "{again:?}");
-    // A session obtained before the suspension decides nothing in the app's favour: the
-    // policy sees the app's status as it is now.
-    assert!(visible_names(&w).is_empty());
+    // A session obtained before the suspension is refused at its next request: the serving
+    // path re-checks the app's status, whatever the policy would say.
+    let refused = w.service.read_members(&w.session, &group(), member_fields(), &PageRequest::default());
+    assert!(
+        matches!(&refused, Err(ServiceError::Unauthenticated(m)) if m == "the app is suspended"),
+        "{refused:?}"
+    );
+    let posts = parse_fields(ResourceKind::Post, None).unwrap_or_default();
+    let refused = w.service.read_posts(&w.session, &group(), posts, &PageRequest::default());
+    assert!(matches!(refused, Err(ServiceError::Unauthenticated(_))));
 }
 
 #[test]
@@ -222,7 +237,7 @@ fn installer_must_be_an_admin() {
 #[test]
 fn members_pages_resume_and_never_repeat() {
     let w = world();
-    let legacy = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    let legacy = proven_version(&w.service, LEGACY, &w.ops);
     assert!(w.service.approve_policy(legacy, &w.officer).is_ok());
     assert!(w.service.activate_policy(legacy, &w.ops, "all visible").is_ok());
     for i in 0..7 {
@@ -408,9 +423,9 @@ fn no_key_in_the_authors_lineage_can_approve_its_policy() {
     let (_, olga) = server_key(&w.service, "olga", OperatorRole::PrivacyOfficer);
     let peter = made_with(&w.service, &olga, "peter", OperatorRole::PrivacyOfficer);
     let olga_ops = made_with(&w.service, &olga, "olga-ops", OperatorRole::Operator);
-    let by_olga = w.service.submit_policy(LEGACY, &olga).unwrap_or_default();
-    let by_peter = w.service.submit_policy(LEGACY, &peter).unwrap_or_default();
-    let by_olga_ops = w.service.submit_policy(LEGACY, &olga_ops).unwrap_or_default();
+    let by_olga = proven_version(&w.service, LEGACY, &olga);
+    let by_peter = proven_version(&w.service, LEGACY, &peter);
+    let by_olga_ops = proven_version(&w.service, LEGACY, &olga_ops);
     rejected(w.service.approve_policy(by_olga, &olga), "submitted it");
     rejected(w.service.approve_policy(by_olga, &peter), "was created by key");
     rejected(w.service.approve_policy(by_peter, &olga), "created key");
@@ -440,7 +455,7 @@ fn no_key_in_the_authors_lineage_can_approve_its_policy() {
 fn a_revoked_or_expired_key_fails_at_its_very_next_use() {
     let w = world();
     let (text, olga) = server_key(&w.service, "olga", OperatorRole::PrivacyOfficer);
-    let version = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    let version = proven_version(&w.service, LEGACY, &w.ops);
     let forbidden = w.service.revoke_operator_key(&w.ops, &olga.key_id);
     assert!(
         matches!(&forbidden, Err(ServiceError::Forbidden(m)) if m.starts_with("an operator key cannot revoke privacy_officer keys")),
@@ -474,7 +489,7 @@ fn a_revoked_or_expired_key_fails_at_its_very_next_use() {
 fn an_approval_whose_key_was_revoked_since_no_longer_counts() {
     let w = world();
     let (_, second) = server_key(&w.service, "second officer", OperatorRole::PrivacyOfficer);
-    let version = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    let version = proven_version(&w.service, LEGACY, &w.ops);
     assert_eq!(w.service.approve_policy(version, &second), Ok(()));
     assert_eq!(w.service.revoke_operator_key(&w.officer, &second.key_id), Ok(true));
     let refused = w.service.activate_policy(version, &w.ops, "approved by a key revoked since");
@@ -559,11 +574,59 @@ proptest::proptest! {
         let officers: Vec<usize> = (0..keys.len()).filter(|&k| keys[k].0.role == OperatorRole::PrivacyOfficer).collect();
         for (a, o) in pairs {
             let (author, officer) = (authors[a.index(authors.len())], officers[o.index(officers.len())]);
-            let version = w.service.submit_policy(LEGACY, &keys[author].0).unwrap_or_default();
+            let version = proven_version(&w.service, LEGACY, &keys[author].0);
             let approved = w.service.approve_policy(version, &keys[officer].0);
             let one_person = chain(author).iter().any(|k| chain(officer).contains(k));
             proptest::prop_assert_eq!(approved.is_ok(), !one_person, "author {} officer {}: {:?}", author, officer, approved);
             proptest::prop_assert_eq!(w.service.counting_approvals(version).map(|a| a.len()), Ok(usize::from(!one_person)));
         }
     }
+}
+
+/// Issue 10: a version whose proofs fail, or that has none, cannot be approved; a privacy
+/// officer outside the author's lineage may waive them with a reason, which is kept.
+#[test]
+fn a_version_is_approved_only_with_passing_or_waived_proofs() {
+    let w = world();
+    let rejected = |r: Result<(), ServiceError>, why: &str| {
+        assert!(matches!(&r, Err(ServiceError::Rejected(m)) if m.contains(why)), "{why}: {r:?}");
+    };
+    let version = w.service.submit_policy(LEGACY, &w.ops).unwrap_or_default();
+    assert_eq!(w.service.proof_standing(version), Ok(ProofStanding::Missing));
+    rejected(w.service.approve_policy(version, &w.officer), "has no proofs");
+    // Failed proofs refuse too, however many approvers try.
+    assert!(w.service.record_proof(version, &w.ops, false, r#"{"passed":false}"#).is_ok());
+    assert!(matches!(w.service.proof_standing(version), Ok(ProofStanding::Failed { .. })));
+    rejected(w.service.approve_policy(version, &w.officer), "did not pass");
+    // An auditor cannot record proofs; an operator cannot waive; the author's own officer
+    // lineage cannot waive; a reason is required.
+    let (_, auditor) = server_key(&w.service, "aud", OperatorRole::Auditor);
+    assert!(matches!(w.service.record_proof(version, &auditor, true, "{}"), Err(ServiceError::Forbidden(_))));
+    assert!(matches!(
+        w.service.waive_proofs(version, &w.ops, "reviewed by hand"),
+        Err(ServiceError::Forbidden(_))
+    ));
+    let (_, olga) = server_key(&w.service, "olga", OperatorRole::PrivacyOfficer);
+    let by_olga = w.service.submit_policy(LEGACY, &olga).unwrap_or_default();
+    let waived_own = w.service.waive_proofs(by_olga, &olga, "my own draft, trust me");
+    assert!(
+        matches!(&waived_own, Err(ServiceError::Rejected(m)) if m.contains("cannot waive")),
+        "{waived_own:?}"
+    );
+    assert!(matches!(w.service.waive_proofs(version, &w.officer, "ok"), Err(ServiceError::InvalidInput(_))));
+    // An independent officer's waiver, with a reason, lets it be approved; it is kept.
+    let waiver = w
+        .service
+        .waive_proofs(version, &w.officer, "legacy rules kept for the 2017 replay")
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(w.service.proof_standing(version), Ok(ProofStanding::Waived(waiver.clone())));
+    assert_eq!(w.service.store().policy_waivers(version), Ok(vec![waiver]));
+    assert_eq!(w.service.approve_policy(version, &w.officer), Ok(()));
+    // Passing proofs kept later decide over an earlier failure.
+    let fixed = w.service.submit_policy(GROUPS_2018, &w.ops).unwrap_or_default();
+    assert!(w.service.record_proof(fixed, &w.ops, false, "{}").is_ok());
+    assert!(w.service.record_proof(fixed, &w.officer, true, "{}").is_ok());
+    assert!(matches!(w.service.proof_standing(fixed), Ok(ProofStanding::Passed { .. })));
+    assert_eq!(w.service.approve_policy(fixed, &w.officer), Ok(()));
+    assert_eq!(w.service.store().policy_proofs(fixed).map(|p| p.len()), Ok(2), "both kept");
 }

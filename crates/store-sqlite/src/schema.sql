@@ -164,6 +164,21 @@ CREATE TABLE IF NOT EXISTS certifications (
   statement TEXT NOT NULL,
   at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policy_proofs (
+  seq INTEGER PRIMARY KEY,
+  version INTEGER NOT NULL REFERENCES policy_versions(version),
+  by TEXT NOT NULL,
+  passed INTEGER NOT NULL,
+  summary TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policy_waivers (
+  seq INTEGER PRIMARY KEY,
+  version INTEGER NOT NULL REFERENCES policy_versions(version),
+  by TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS policy_previews (
   seq INTEGER PRIMARY KEY,
   version INTEGER NOT NULL REFERENCES policy_versions(version),

@@ -9,7 +9,7 @@ use consentry_types::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use crate::{Facts, KeyOrigin, OperatorKey, Store, StoreError, TokenRecord};
+use crate::{Facts, KeyOrigin, OperatorKey, ProofRecord, ProofWaiver, Store, StoreError, TokenRecord};
 
 fn member_id(text: &str) -> MemberId {
     MemberId::parse(text).unwrap_or_else(|e| unreachable!("{e}"))
@@ -209,6 +209,20 @@ fn policy_versions_number_from_one_and_the_last_activation_wins(store: &dyn Stor
         Ok(vec![("officer".to_string(), at(9), r#"{"gains":[]}"#.to_string())])
     );
     assert!(matches!(store.record_preview(9, "officer", "{}", at(9)), Err(StoreError::NotFound(_))));
+    let failed =
+        ProofRecord { by: "k1".into(), at: at(9), passed: false, summary: r#"{"passed":false}"#.into() };
+    let proven =
+        ProofRecord { by: "k2".into(), at: at(10), passed: true, summary: r#"{"passed":true}"#.into() };
+    assert_eq!(store.record_proof(2, &failed), Ok(()));
+    assert_eq!(store.record_proof(2, &proven), Ok(()));
+    assert_eq!(store.policy_proofs(2), Ok(vec![failed.clone(), proven]), "kept in order, never replaced");
+    assert_eq!(store.policy_proofs(1), Ok(vec![]));
+    assert!(matches!(store.record_proof(9, &failed), Err(StoreError::NotFound(_))));
+    let waiver = ProofWaiver { by: "officer".into(), at: at(11), reason: "reviewed by hand".into() };
+    assert_eq!(store.record_waiver(2, &waiver), Ok(()));
+    assert_eq!(store.policy_waivers(2), Ok(vec![waiver.clone()]));
+    assert_eq!(store.policy_waivers(1), Ok(vec![]));
+    assert!(matches!(store.record_waiver(9, &waiver), Err(StoreError::NotFound(_))));
     assert_eq!(store.policy_activations().map(|a| a.len()), Ok(2));
     assert_eq!(store.policy_versions().map(|v| v.len()), Ok(2));
 }

@@ -153,6 +153,27 @@ pub enum KeyOrigin {
     Server { command: String, os_user: String },
 }
 
+/// The result of proving a policy version (invariants, never-errors, differences), kept with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProofRecord {
+    /// The key that asked for the proofs.
+    pub by: String,
+    pub at: Instant,
+    /// Every invariant proven for every field and the version never errors.
+    pub passed: bool,
+    /// The review as JSON, as the platform API shows it.
+    pub summary: String,
+}
+
+/// A privacy officer's decision that a version may be approved although its proofs did not
+/// pass (or could not be run), with the reason; kept and shown with the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProofWaiver {
+    pub by: String,
+    pub at: Instant,
+    pub reason: String,
+}
+
 /// An operator API key, known by its public id and the hash of its secret part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorKey {
@@ -243,6 +264,14 @@ pub trait Store: Send + Sync {
     fn record_preview(&self, version: u32, by: &str, summary: &str, at: Instant) -> StoreResult<()>;
     /// The previews of a version: (by, when, summary), oldest first.
     fn policy_previews(&self, version: u32) -> StoreResult<Vec<(String, Instant, String)>>;
+    /// Keeps the result of a proof review with the version it reviewed.
+    fn record_proof(&self, version: u32, proof: &ProofRecord) -> StoreResult<()>;
+    /// The proof reviews of a version, oldest first.
+    fn policy_proofs(&self, version: u32) -> StoreResult<Vec<ProofRecord>>;
+    /// Keeps a privacy officer's waiver of a version's proofs.
+    fn record_waiver(&self, version: u32, waiver: &ProofWaiver) -> StoreResult<()>;
+    /// The waivers of a version, oldest first.
+    fn policy_waivers(&self, version: u32) -> StoreResult<Vec<ProofWaiver>>;
     fn activate_policy(&self, activation: &PolicyActivation) -> StoreResult<()>;
     /// Every activation, oldest first; the last is the active policy.
     fn policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;

@@ -135,6 +135,8 @@ pub fn router() -> Router<ApiState> {
         .route("/policies/{version}/approve", post(policies::approve).layer(small))
         .route("/policies/{version}/activate", post(policies::activate).layer(small))
         .route("/policies/{version}/preview", post(policies::preview).layer(small))
+        .route("/policies/{version}/proofs", post(policies::prove).layer(small))
+        .route("/policies/{version}/waivers", post(policies::waive).layer(small))
         .route("/audits", get(audits::form).post(audits::start))
         .route("/audits/{id}", get(audits::show))
         .route("/audits/{id}/report.html", get(audits::report_html))

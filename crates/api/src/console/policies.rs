@@ -1,7 +1,7 @@
 //! Policies: every version with its author, approvals and activations; one version's text with
-//! a diff against the active one, its previews on real history, its proof results (none are
-//! recorded yet), and the approve, activate and preview buttons for the roles that may use
-//! them. Each button calls the service exactly as the platform API's call does.
+//! a diff against the active one, its previews on real history, its proofs (standing, kept
+//! reviews, waivers), and the approve, activate, preview, prove and waive buttons for the roles
+//! that may use them. Each button calls the service exactly as the platform API's call does.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -9,6 +9,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use consentry_service::PROVERS;
 use consentry_types::OperatorRole;
 use serde_json::Value;
 
@@ -181,6 +182,139 @@ fn preview_view(kept: &Value) -> PreviewView {
     }
 }
 
+/// One invariant of a review: its name, whether it held, and each field it did not hold for.
+pub(crate) struct InvariantView {
+    pub name: String,
+    pub proven: bool,
+    /// (field, outcome, the situation that breaks it or why it is unknown).
+    pub failures: Vec<(String, String, String)>,
+}
+
+/// A kept proof of the version.
+pub(crate) struct ReviewView {
+    pub by: String,
+    pub at: String,
+    pub passed: bool,
+    pub solver: String,
+    pub invariants: Vec<InvariantView>,
+    /// Fields the policy may fail to evaluate for, with why.
+    pub errors: Vec<(String, String, String)>,
+    pub against: String,
+    pub newly_allows: usize,
+    pub newly_denies: usize,
+}
+
+/// The proofs section: standing, kept reviews (newest first), waivers, and what may be done.
+pub(crate) struct ProofsView {
+    pub standing: String,
+    pub note: String,
+    pub reviews: Vec<ReviewView>,
+    pub waivers: Vec<(String, String, String)>,
+    pub may_prove: bool,
+    pub no_prover: bool,
+    pub may_waive: bool,
+}
+
+fn outcomes(fields: &Value) -> Vec<(String, String, String)> {
+    fields
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| at(f, "outcome").as_str() != Some("proven"))
+        .map(|f| {
+            let why = at(at(f, "witness"), "situation").as_str().or_else(|| at(f, "reason").as_str());
+            (
+                at(f, "field").as_str().unwrap_or_default().to_string(),
+                at(f, "outcome").as_str().unwrap_or_default().to_string(),
+                why.unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn short_instant(value: &Value) -> String {
+    value.as_str().and_then(|t| t.get(..16)).unwrap_or_default().replace('T', " ")
+}
+
+/// The proofs section from the platform API's JSON of them (`proofs_of`).
+fn proofs_view(kept: &Value, names: &std::collections::HashMap<String, String>) -> ProofsView {
+    let name = |id: &Value| {
+        let id = id.as_str().unwrap_or_default();
+        key_label(names.get(id).map(String::as_str), id)
+    };
+    let standing = at(kept, "standing");
+    let state = at(standing, "standing").as_str().unwrap_or("missing").to_string();
+    let note = match state.as_str() {
+        "passed" => format!("The latest proofs, recorded {}, passed.", short_instant(at(standing, "at"))),
+        "failed" => format!(
+            "The latest proofs, recorded {}, did not pass: the version cannot be approved unless a privacy officer waives them.",
+            short_instant(at(standing, "at"))
+        ),
+        "waived" => {
+            let waiver = at(standing, "waiver");
+            format!(
+                "Waived by {} on {}: {}",
+                name(at(waiver, "by")),
+                short_instant(at(waiver, "at")),
+                at(waiver, "reason").as_str().unwrap_or_default()
+            )
+        }
+        _ => "No proofs recorded for this version.".to_string(),
+    };
+    let reviews = at(kept, "proofs")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .map(|p| {
+            let review = at(p, "review");
+            let comparison = at(review, "comparison");
+            let count = |key: &str| at(comparison, key).as_array().map_or(0, Vec::len);
+            ReviewView {
+                by: name(at(p, "by")),
+                at: short_instant(at(p, "at")),
+                passed: at(p, "passed").as_bool().unwrap_or(false),
+                solver: at(review, "solver").as_str().unwrap_or_default().to_string(),
+                invariants: at(review, "invariants")
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| InvariantView {
+                        name: at(i, "name").as_str().unwrap_or_default().to_string(),
+                        proven: at(i, "proven").as_bool().unwrap_or(false),
+                        failures: outcomes(at(i, "fields")),
+                    })
+                    .collect(),
+                errors: outcomes(at(review, "never_errors")),
+                against: at(comparison, "against").as_str().unwrap_or_default().to_string(),
+                newly_allows: count("newly_allows"),
+                newly_denies: count("newly_denies"),
+            }
+        })
+        .collect();
+    let waivers = at(kept, "waivers")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            (
+                name(at(w, "by")),
+                short_instant(at(w, "at")),
+                at(w, "reason").as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    ProofsView {
+        standing: state,
+        note,
+        reviews,
+        waivers,
+        may_prove: false,
+        no_prover: false,
+        may_waive: false,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/policy.html")]
 struct PolicyPage {
@@ -202,6 +336,7 @@ struct PolicyPage {
     may_activate: bool,
     activate_blocked: Option<&'static str>,
     may_preview: bool,
+    proofs: ProofsView,
 }
 
 /// `GET /console/policies/{version}`.
@@ -215,14 +350,20 @@ pub(crate) async fn show(
     let params = view::query(query, &["done", "n"])?;
     let version = version_of(path)?;
     let me = signed.operator.clone();
-    let (bodies, refusal) = blocking(&state.service, move |s| {
+    let (bodies, refusal, kept, names) = blocking(&state.service, move |s| {
         let bodies = crate::platform::policy_bodies(s)?;
         let author = bodies.iter().find(|b| b.version == version).map(|b| b.author.id.clone());
         let refusal = match (author, me.role) {
             (Some(author), OperatorRole::PrivacyOfficer) => s.approval_refusal(&author, &me.key_id)?,
             _ => None,
         };
-        Ok((bodies, refusal))
+        let kept = match bodies.iter().any(|b| b.version == version) {
+            true => crate::proofs::proofs_of(s, version)?,
+            false => Value::Null,
+        };
+        let names: std::collections::HashMap<String, String> =
+            s.operator_keys()?.into_iter().map(|k| (k.id, k.name)).collect();
+        Ok((bodies, refusal, kept, names))
     })
     .await?;
     let active = bodies.iter().find(|b| b.active);
@@ -243,6 +384,12 @@ pub(crate) async fn show(
     } else {
         None
     };
+    let mut proofs = proofs_view(&kept, &names);
+    proofs.no_prover = state.proofs.is_none();
+    proofs.may_prove = PROVERS.contains(&role) && !proofs.no_prover;
+    proofs.may_waive = role == OperatorRole::PrivacyOfficer
+        && refusal.is_none()
+        && !matches!(proofs.standing.as_str(), "passed" | "waived");
     let mut chrome = signed.chrome("/console/policies", format!("Policy version {version}"));
     chrome.notice = view::notice(&params);
     let page = PolicyPage {
@@ -278,6 +425,7 @@ pub(crate) async fn show(
         may_activate: AUTHORS.contains(&role),
         activate_blocked,
         may_preview: PREVIEWERS.contains(&role),
+        proofs,
     };
     Ok(view::html(&page))
 }
@@ -294,7 +442,11 @@ pub(crate) async fn approve(
     signed.require(&[OperatorRole::PrivacyOfficer])?;
     signed.form(&headers, &body, &[])?;
     let operator = signed.operator.clone();
-    blocking(&state.service, move |s| s.approve_policy(version, &operator).map_err(ApiError::from)).await?;
+    let proofs = state.proofs.clone();
+    blocking(&state.service, move |s| {
+        crate::platform::approve_version(s, proofs.as_deref(), version, &operator)
+    })
+    .await?;
     Ok(done(&format!("/console/policies/{version}"), "approved", Some(u64::from(version))))
 }
 
@@ -340,4 +492,51 @@ pub(crate) async fn preview(
     })
     .await?;
     Ok(done(&format!("/console/policies/{version}"), "previewed", Some(u64::from(version))))
+}
+
+/// `POST /console/policies/{version}/proofs`: proves the version (against the active one) with
+/// this server's prover and keeps the result with it.
+pub(crate) async fn prove(
+    State(state): State<ApiState>,
+    signed: Signed,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ConsoleError> {
+    let version = version_of(path)?;
+    signed.require(PROVERS)?;
+    signed.form(&headers, &body, &[])?;
+    let proofs = state.proofs.clone().ok_or_else(|| {
+        ConsoleError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this server proves no policies: {}", consentry_prove::INSTALL_HINT),
+        )
+    })?;
+    let operator = signed.operator.clone();
+    blocking(&state.service, move |s| {
+        crate::proofs::prove_version(s, &proofs, version, None, &operator).map(|_| ())
+    })
+    .await?;
+    Ok(done(&format!("/console/policies/{version}"), "proved", Some(u64::from(version))))
+}
+
+/// `POST /console/policies/{version}/waivers`: a privacy officer outside the author's lineage
+/// lets the version be approved although its proofs did not pass, with a `reason` kept with it.
+pub(crate) async fn waive(
+    State(state): State<ApiState>,
+    signed: Signed,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ConsoleError> {
+    let version = version_of(path)?;
+    signed.require(&[OperatorRole::PrivacyOfficer])?;
+    let form = signed.form(&headers, &body, &["reason"])?;
+    let reason = form.get("reason").unwrap_or_default().to_string();
+    let operator = signed.operator.clone();
+    blocking(&state.service, move |s| {
+        s.waive_proofs(version, &operator, &reason).map(|_| ()).map_err(ApiError::from)
+    })
+    .await?;
+    Ok(done(&format!("/console/policies/{version}"), "waived", Some(u64::from(version))))
 }

@@ -162,6 +162,8 @@ pub(crate) fn notice(params: &Params) -> Option<String> {
         "approved" => "Policy version # approved.",
         "activated" => "Policy version # is now the active policy.",
         "previewed" => "Preview of version # recorded with the version.",
+        "proved" => "Proofs of version # recorded with the version.",
+        "waived" => "Proofs of version # waived; the reason is kept with the version.",
         "retried" => "Delivery # will be attempted again now.",
         "suspended" => "App suspended; its developer was told why.",
         "reinstated" => "App reinstated; its developer was told why.",
