@@ -132,7 +132,7 @@ pub fn export_parquet(ledger_dir: &Path, out: &Path) -> Result<ExportSummary, Ex
     let mut summary = ExportSummary::default();
     let field_names: Vec<ByteArray> = consentry_types::Field::ALL.iter().map(|f| text(f.as_str())).collect();
     for entry in Entries::open(ledger_dir)? {
-        let LedgerEntry { seq, record } = entry?;
+        let LedgerEntry { seq, record, .. } = entry?;
         summary.records += 1;
         let instant = record.at.to_string();
         let day = instant.get(..10).unwrap_or("unknown").to_string();
