@@ -45,7 +45,7 @@ pub struct ApiState {
     pub service: Arc<Service>,
     /// Where disclosure records go before a response leaves; `None` records nothing.
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
-    /// The ledger directory, for member transparency reads.
+    /// The ledger root (every node's stream), for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
     /// The prover policy versions are proven with; `None`: this server proves nothing.
     pub proofs: Option<Arc<Proofs>>,
@@ -64,9 +64,10 @@ impl ApiState {
         }
     }
 
-    /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
+    /// Records every disclosure in `ledger` before responding, and serves member transparency
+    /// from every stream of its ledger root.
     pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
-        self.ledger_dir = Some(ledger.dir().to_path_buf());
+        self.ledger_dir = Some(ledger.root().to_path_buf());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
         self
     }

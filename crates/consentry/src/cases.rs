@@ -97,7 +97,7 @@ pub fn run(command: CaseCommand) -> Result<()> {
         CaseCommand::FollowUp { id, data_dir } => {
             let dir = DataDir::open(&data_dir)?;
             let service = service(&dir)?;
-            let state = follow_up(&service, &dir, id)?;
+            let state = follow_up(&service, &dir.ledger_dir(), id)?;
             println!("case {id}: {}", state.as_str());
             Ok(())
         }
@@ -136,7 +136,7 @@ pub fn run(command: CaseCommand) -> Result<()> {
 
 /// Fails every open case whose developer the ledger shows received data after the case
 /// opened (run by `serve` every hour). Returns how many failed.
-pub fn fail_cases_with_disclosures(service: &Service, dir: &DataDir) -> Result<u32> {
+pub fn fail_cases_with_disclosures(service: &Service, ledger_root: &std::path::Path) -> Result<u32> {
     use consentry_store::CaseState;
     let open: Vec<_> = service
         .store()
@@ -146,11 +146,12 @@ pub fn fail_cases_with_disclosures(service: &Service, dir: &DataDir) -> Result<u
             matches!(c.state, CaseState::DeletionRequested | CaseState::Attested | CaseState::Overdue)
         })
         .collect();
-    if open.is_empty() || !dir.ledger_dir().join("signing.pub").exists() {
+    if open.is_empty() {
         return Ok(0);
     }
     let mut failed = std::collections::BTreeSet::new();
-    for entry in consentry_ledger::Entries::open(&dir.ledger_dir())? {
+    // Every node's stream: a disclosure after the case opened, on any node, fails it.
+    for entry in consentry_ledger::Entries::open(ledger_root)? {
         let record = entry?.record;
         if record.disclosures.is_empty() {
             continue;
@@ -166,19 +167,20 @@ pub fn fail_cases_with_disclosures(service: &Service, dir: &DataDir) -> Result<u
 }
 
 /// Reads the ledger for disclosures to the case's developer since it opened, then follows up.
-pub fn follow_up(service: &Service, dir: &DataDir, id: u64) -> Result<consentry_store::CaseState> {
+pub fn follow_up(
+    service: &Service,
+    ledger_root: &std::path::Path,
+    id: u64,
+) -> Result<consentry_store::CaseState> {
     let Some(case) = service.store().case(id)? else { bail!("there is no case {id}") };
     let mut disclosed = false;
-    if dir.ledger_dir().join("signing.pub").exists() {
-        for entry in consentry_ledger::Entries::open(&dir.ledger_dir())? {
-            let record = entry?.record;
-            if record.developer == case.developer
-                && record.at >= case.opened_at
-                && !record.disclosures.is_empty()
-            {
-                disclosed = true;
-                break;
-            }
+    // Every node's stream: a disclosure after the case opened, on any node, fails it.
+    for entry in consentry_ledger::Entries::open(ledger_root)? {
+        let record = entry?.record;
+        if record.developer == case.developer && record.at >= case.opened_at && !record.disclosures.is_empty()
+        {
+            disclosed = true;
+            break;
         }
     }
     service.follow_up_case(id, disclosed).map_err(|e| anyhow::anyhow!("{e}"))

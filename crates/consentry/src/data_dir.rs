@@ -1,5 +1,5 @@
-//! The data directory: the SQLite file, the ledger, the server key and the bootstrap operator
-//! key.
+//! The data directory: the SQLite file, the ledger root (unless `--ledger-root` puts it
+//! elsewhere), the server key of earlier versions and the bootstrap operator key.
 //!
 //! The directory is created mode 0700. Key files are created mode 0600 and only ever as new
 //! files (`create_new`, never through a symbolic link: `O_NOFOLLOW`); a key file is read only
@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use consentry_service::ServerKey;
 use consentry_store_sqlite::SqliteStore;
+
+/// The ledger root given on the command line (`--ledger-root`), set once at start.
+pub static LEDGER_ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
 /// The largest key file read; a key is a line of text.
 const MAX_SECRET_FILE: u64 = 4096;
@@ -44,16 +47,33 @@ impl DataDir {
         SqliteStore::open(&file).with_context(|| format!("cannot open the store {}", file.display()))
     }
 
-    /// The disclosure ledger's directory.
+    /// The ledger root: `--ledger-root` (or `CONSENTRY_LEDGER_ROOT`) when given, which may be
+    /// storage every node shares, else `ledger/` in the data directory. Each node's stream is
+    /// a directory in it; readers read every stream.
     pub fn ledger_dir(&self) -> PathBuf {
-        self.file("ledger")
+        LEDGER_ROOT.get().cloned().flatten().unwrap_or_else(|| self.file("ledger"))
     }
 
-    /// Opens the ledger, recovering from a crash if there was one.
-    pub fn ledger(&self) -> Result<consentry_ledger::Ledger> {
-        let dir = self.ledger_dir();
-        consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
-            .with_context(|| format!("cannot open the ledger in {}", dir.display()))
+    /// Opens this node's ledger stream, recovering from a crash if there was one; a
+    /// single-node ledger in the root becomes this node's stream first (said on stdout).
+    pub fn ledger(&self, node: &consentry_types::NodeId) -> Result<consentry_ledger::Ledger> {
+        let root = self.ledger_dir();
+        let ledger =
+            consentry_ledger::Ledger::open_stream(&root, node, consentry_ledger::LedgerOptions::default())
+                .with_context(|| {
+                    format!("cannot open the ledger stream of node {node} in {}", root.display())
+                })?;
+        if let Some(adopted) = ledger.adopted() {
+            println!(
+                "the single-node ledger in {} is now the stream of node {}: moved {} files unchanged into {} ({})",
+                root.display(),
+                adopted.node,
+                adopted.moved.len(),
+                adopted.dir.display(),
+                adopted.moved.join(", ")
+            );
+        }
+        Ok(ledger)
     }
 
     /// The server's key (app-scoped ids, cursors), created on first use.

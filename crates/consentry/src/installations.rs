@@ -23,12 +23,10 @@ pub enum InstallationCommand {
     },
 }
 
-/// When each (app, group) was last served, as the ledger records it.
+/// When each (app, group) was last served, as the ledger (all its streams) records it.
 pub fn last_use(ledger_dir: &Path) -> Result<HashMap<(AppId, GroupId), Instant>> {
     let mut last = HashMap::new();
-    if !ledger_dir.join("signing.pub").exists() {
-        return Ok(last);
-    }
+    // Every node's stream: a use recorded by any node counts.
     for entry in consentry_ledger::Entries::open(ledger_dir)? {
         let record = entry?.record;
         let at = last.entry((record.app, record.group)).or_insert(record.at);

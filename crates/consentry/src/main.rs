@@ -7,6 +7,7 @@ mod demo;
 mod installations;
 mod keys;
 mod ledger;
+mod node;
 mod policy_tests;
 mod prove;
 mod serve;
@@ -30,6 +31,11 @@ use data_dir::DataDir;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The ledger root, where every node writes its own stream (`<root>/<node>/`) and every
+    /// reader reads all of them; may be storage the nodes share. Default: `ledger/` in the
+    /// data directory.
+    #[arg(long, global = true, env = "CONSENTRY_LEDGER_ROOT")]
+    ledger_root: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +62,10 @@ enum Command {
         /// A directory of invariant files (`*.cedar`); default: the shipped invariants.
         #[arg(long, env = "CONSENTRY_INVARIANTS")]
         invariants: Option<PathBuf>,
+        /// This node's id (a-z 0-9 _ -): names its ledger stream and the leases it takes;
+        /// default: derived from the host name. Give each node its own.
+        #[arg(long, env = "CONSENTRY_NODE")]
+        node: Option<String>,
     },
     /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
     Demo {
@@ -188,6 +198,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // The demo plays in a directory of its own, ledger included.
+    if !matches!(cli.command, Command::Demo { .. }) {
+        let _ = data_dir::LEDGER_ROOT.set(cli.ledger_root.clone());
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -204,7 +218,8 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks, solver, invariants } => {
+        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks, solver, invariants, node } => {
+            let node = node::node_id(node.as_deref())?;
             let dir = DataDir::open(&data_dir)?;
             let store = Arc::new(dir.store()?);
             let config =
@@ -214,7 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                     .with_webhook_targets(serve::webhook_targets(allow_local_webhooks)),
             );
             serve::announce_bootstrap_key(&service, &dir, "consentry serve (first start)")?;
-            let ledger = Arc::new(dir.ledger()?);
+            let ledger = Arc::new(dir.ledger(&node)?);
             let proofs = prove::server_proofs(solver.as_deref(), invariants.as_ref())?;
             serve::run(service, ledger, dir, &listen, proofs, None)
         }

@@ -83,7 +83,7 @@ pub fn run(
         // Cases past their deadline become overdue (and the developer is told); once a day,
         // installations unused for 90 days expire.
         let housekeeping = service.clone();
-        let ledger_dir = ledger.dir().to_path_buf();
+        let ledger_dir = data_dir.ledger_dir();
         std::thread::spawn(move || {
             let mut minutes = 0u64;
             loop {
@@ -92,7 +92,7 @@ pub fn run(
                 }
                 // Hourly: a case whose developer received anything after it opened fails.
                 if minutes > 0 && minutes.is_multiple_of(60) {
-                    if let Err(e) = crate::cases::fail_cases_with_disclosures(&housekeeping, &data_dir) {
+                    if let Err(e) = crate::cases::fail_cases_with_disclosures(&housekeeping, &ledger_dir) {
                         eprintln!("checking cases for disclosures failed: {e}");
                     }
                 }

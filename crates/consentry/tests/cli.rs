@@ -587,9 +587,9 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
 
     // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
     let verified = run(&["ledger", "verify", "--data-dir", data]);
-    assert!(text(&verified.stdout).starts_with("OK: 1 segments"), "{}", text(&verified.stdout));
+    assert!(text(&verified.stdout).starts_with("OK: stream demo: 1 segments"), "{}", text(&verified.stdout));
     let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout).trim().to_string();
-    assert!(checkpoint.starts_with("checkpoint v1 seq="), "{checkpoint}");
+    assert!(checkpoint.starts_with("checkpoint v2 node=demo seq="), "{checkpoint}");
     assert!(run(&["ledger", "verify", "--data-dir", data, "--checkpoint", &checkpoint]).status.success());
     let shown = text(
         &run(&["ledger", "show", "--data-dir", data, "--from", "2018-04-04", "--to", "2018-06-01"]).stdout,
@@ -598,7 +598,7 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         !shown.is_empty() && shown.lines().all(|l| l.contains(" 2018-0") && l.contains("policy=v2")),
         "{shown}"
     );
-    let segment = dir.join("ledger").join("00000001.seg");
+    let segment = dir.join("ledger").join("demo").join("00000001.seg");
     let mut bytes = std::fs::read(&segment).unwrap_or_default();
     let middle = bytes.len() / 2;
     if let Some(b) = bytes.get_mut(middle) {
@@ -606,7 +606,7 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
     }
     std::fs::write(&segment, bytes).unwrap_or_else(|e| unreachable!("{e}"));
     let tampered = run(&["ledger", "verify", "--data-dir", data]);
-    assert_one_line_error(&tampered, "ledger verification failed: segment 1, after record");
+    assert_one_line_error(&tampered, "ledger verification failed: stream demo: segment 1, after record");
     let nothing = run(&["ledger", "verify", "--data-dir", "/no/such/dir"]);
     assert_one_line_error(&nothing, "no ledger in /no/such/dir");
     let _ = std::fs::remove_dir_all(&dir);
@@ -764,8 +764,9 @@ fn first_serve_creates_a_private_bootstrap_key_and_serves() {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let stopped = child.wait().map(|s| s.success()).unwrap_or(false);
     assert!(stopped, "the server did not exit cleanly on SIGTERM");
-    let checkpoints = std::fs::read_to_string(dir.join("ledger").join("checkpoints")).unwrap_or_default();
-    assert!(checkpoints.starts_with("checkpoint v1 seq=0 "), "{checkpoints}");
+    let checkpoints =
+        std::fs::read_to_string(dir.join("ledger").join("test-node").join("checkpoints")).unwrap_or_default();
+    assert!(checkpoints.starts_with("checkpoint v2 node=test-node seq=0 "), "{checkpoints}");
     assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
     assert!(
         unauthenticated.starts_with("HTTP/1.1 401") && unauthenticated.contains("application/problem+json"),
@@ -958,6 +959,8 @@ fn the_bootstrap_key_file_is_removed_once_another_operator_key_exists() {
 }
 
 /// Every file under `dir` with its bytes.
+/// Every file of a ledger with its bytes; the lock files writers take (`*.lock`, no records in
+/// them) are left out.
 fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -966,7 +969,7 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if path.extension().is_none_or(|e| e != "lock") {
                 out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
             }
         }

@@ -243,6 +243,14 @@ impl Ledger {
         &self.dir
     }
 
+    /// The ledger root this stream is in (for a ledger opened as one directory: that directory).
+    pub fn root(&self) -> &Path {
+        match (&self.node, self.dir.parent()) {
+            (Some(_), Some(root)) => root,
+            _ => &self.dir,
+        }
+    }
+
     /// The node whose stream this is (`None`: a ledger opened as one directory).
     pub fn node(&self) -> Option<&NodeId> {
         self.node.as_ref()

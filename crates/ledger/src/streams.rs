@@ -11,7 +11,8 @@
 //! wrote it: the first node to open a stream under that root adopts it. Adopting renames the
 //! files, unchanged, into `<root>/<node>/` (first into `<root>/.adopting-<node>/`, then that
 //! directory into place), so its chain, seals, checkpoints and key keep their meaning; the
-//! node goes on appending to it. The caller is told what moved and says so. A crash halfway
+//! node goes on appending to it. The caller is told what moved and says so. A single-node
+//! ledger that would not open (damage) is not moved: opening refuses as it always did. A crash halfway
 //! leaves the staging directory, and the next open finishes the same adoption. Until then
 //! readers see the files that have not moved yet as the single-node stream.
 
@@ -225,6 +226,11 @@ pub fn adopt_single_node_ledger(root: &Path, node: &NodeId) -> Result<Option<Ado
     // Nobody may be appending to the single-node ledger while its files move.
     let writer = root.join(WRITER_LOCK);
     let held = FileLock::try_take(&writer, &format!("the single-node ledger in {}", root.display()))?;
+    // A ledger that would not open is not moved: the refusal changes nothing, and repair
+    // works on it where it is.
+    if !staging.exists() {
+        crate::recovery::check(root, &mut crate::recovery::Scanner::new())?;
+    }
     create_private_dir(&staging)?;
     let mut moved = Vec::new();
     for entry in std::fs::read_dir(root).map_err(|e| LedgerError::io(root, e))? {
