@@ -185,3 +185,70 @@ pub fn follow_up(
     }
     service.follow_up_case(id, disclosed).map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the message
+
+    use super::*;
+    use consentry_ledger::{Ledger, LedgerOptions};
+    use consentry_service::{Clock, ServerKey, SimulatedClock};
+    use consentry_store::CaseState;
+    use consentry_types::{
+        AppId, DeveloperId, Disclosure, DisclosureRecord, Field, GroupId, MemberId, NodeId, Subject,
+    };
+
+    /// A response to `developer`'s app at `at`, as a node records it.
+    pub(crate) fn served(developer: &str, app: &str, group: &str, at: Instant) -> DisclosureRecord {
+        DisclosureRecord {
+            at,
+            request_id: format!("{}", at.millis()),
+            app: AppId::parse(app).unwrap(),
+            developer: DeveloperId::parse(developer).unwrap(),
+            group: GroupId::parse(group).unwrap(),
+            token_hash: "00".repeat(32),
+            policy_version: 1,
+            route: "GET /v1/groups/{id}/members".into(),
+            disclosures: vec![Disclosure {
+                subject: Subject::Member(MemberId::parse("bob").unwrap()),
+                fields: [Field::MemberName].into_iter().collect(),
+            }],
+        }
+    }
+
+    /// Two nodes' streams under one fresh ledger root.
+    pub(crate) fn two_streams(name: &str) -> (std::path::PathBuf, Ledger, Ledger) {
+        let root = std::env::temp_dir().join(format!("consentry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let open = |node: &str| {
+            Ledger::open_stream(&root, &NodeId::parse(node).unwrap(), LedgerOptions::default()).unwrap()
+        };
+        let (a, b) = (open("web-a"), open("web-b"));
+        (root, a, b)
+    }
+
+    #[test]
+    fn a_disclosure_after_the_case_opened_on_any_nodes_stream_fails_it() {
+        let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+        let store: Arc<dyn Store> = Arc::new(consentry_store_sqlite::SqliteStore::in_memory().unwrap());
+        let service = Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default());
+        let developer = DeveloperId::parse("acme").unwrap();
+        service.put_developer(&developer, "Acme", "p@acme.example", "https://acme.example/h").unwrap();
+        let (root, a, b) = two_streams("case-follow-up");
+        // Before the case: node a served acme.
+        a.append(&served("acme", "app-1", "hikers", clock.now())).unwrap();
+        clock.advance_secs(60);
+        let case = service.open_case(&developer, "{}", 30).unwrap();
+        clock.advance_secs(60);
+        // Node a keeps to the revocation; other developers are served on b.
+        b.append(&served("other", "app-2", "hikers", clock.now())).unwrap();
+        assert_eq!(follow_up(&service, &root, case).unwrap(), CaseState::DeletionRequested);
+        assert_eq!(fail_cases_with_disclosures(&service, &root).unwrap(), 0);
+        // Node b still served acme after the case opened: the case fails, whichever node did it.
+        b.append(&served("acme", "app-1", "hikers", clock.now())).unwrap();
+        a.append(&served("other", "app-2", "hikers", clock.now())).unwrap();
+        assert_eq!(fail_cases_with_disclosures(&service, &root).unwrap(), 1);
+        assert_eq!(service.store().case(case).unwrap().map(|c| c.state), Some(CaseState::Failed));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

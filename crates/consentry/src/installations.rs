@@ -61,3 +61,28 @@ pub fn run(command: InstallationCommand) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failure is the message
+
+    use super::*;
+    use crate::cases::tests::{served, two_streams};
+
+    #[test]
+    fn the_last_use_is_the_latest_on_any_nodes_stream() {
+        let (root, a, b) = two_streams("last-use");
+        let t = |secs: i64| Instant::from_secs(1_700_000_000 + secs);
+        a.append(&served("acme", "app-1", "hikers", t(10))).unwrap();
+        b.append(&served("acme", "app-1", "hikers", t(20))).unwrap();
+        a.append(&served("acme", "app-1", "hikers", t(30))).unwrap();
+        b.append(&served("acme", "app-1", "hikers", t(40))).unwrap();
+        b.append(&served("acme", "app-2", "hikers", t(5))).unwrap();
+        let last = last_use(&root).unwrap();
+        let key = |app: &str| (AppId::parse(app).unwrap(), GroupId::parse("hikers").unwrap());
+        assert_eq!(last.get(&key("app-1")), Some(&t(40)));
+        assert_eq!(last.get(&key("app-2")), Some(&t(5)));
+        assert_eq!(last.len(), 2);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
