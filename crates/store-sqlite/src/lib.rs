@@ -1149,6 +1149,10 @@ impl Store for SqliteStore {
         nodes::record_claimed_delivery(self, id, node, status, next_attempt_at, error)
     }
 
+    fn release_notifications(&self, node: &str, ids: &[u64]) -> StoreResult<()> {
+        nodes::release_notifications(self, node, ids)
+    }
+
     fn outbox_depth(&self) -> StoreResult<OutboxDepth> {
         nodes::outbox_depth(self)
     }

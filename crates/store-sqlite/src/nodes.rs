@@ -160,6 +160,17 @@ pub(crate) fn record_claimed_delivery(
     })
 }
 
+pub(crate) fn release_notifications(store: &SqliteStore, node: &str, ids: &[u64]) -> StoreResult<()> {
+    store.write_now(|tx| {
+        for id in ids {
+            tx.prepare_cached("DELETE FROM notification_leases WHERE notification = ?1 AND node = ?2")
+                .and_then(|mut s| s.execute(params![*id as i64, node]))
+                .map_err(backend)?;
+        }
+        Ok(())
+    })
+}
+
 pub(crate) fn outbox_depth(store: &SqliteStore) -> StoreResult<OutboxDepth> {
     store.read(|c| {
         let mut depth = OutboxDepth::default();

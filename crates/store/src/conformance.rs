@@ -730,6 +730,12 @@ fn each_notification_is_claimed_by_one_node_at_a_time(a: &dyn Store, b: &dyn Sto
     assert_eq!(a.claim_due_notifications("a", at(25), at(26), 100, 10).map(|c| ids(&c)), Ok(vec![]));
     let due = a.claim_due_notifications("a", at(60), at(70), 100, 10).unwrap_or_default();
     assert_eq!(ids(&due), vec![queued[1], later]);
+    // Given back unattempted: b's release of a's claims does nothing, a's frees them at once.
+    assert_eq!(b.release_notifications("b", &ids(&due)), Ok(()));
+    assert_eq!(b.claim_due_notifications("b", at(61), at(70), 100, 10).map(|c| ids(&c)), Ok(vec![]));
+    assert_eq!(a.release_notifications("a", &ids(&due)), Ok(()));
+    let due = b.claim_due_notifications("b", at(61), at(70), 100, 10).unwrap_or_default();
+    assert_eq!(ids(&due), vec![queued[1], later]);
     assert_eq!(
         due.first().map(|n| (n.attempts, n.last_error.clone())),
         Some((1, Some("timeout".to_string())))

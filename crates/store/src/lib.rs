@@ -427,6 +427,9 @@ pub trait Store: Send + Sync {
         next_attempt_at: Instant,
         error: Option<&str>,
     ) -> StoreResult<bool>;
+    /// Gives back notifications `node` claimed and did not attempt (they become claimable at
+    /// once, attempts unchanged); others' leases are left alone.
+    fn release_notifications(&self, node: &str, ids: &[u64]) -> StoreResult<()>;
     /// How many notifications are pending and dead.
     fn outbox_depth(&self) -> StoreResult<OutboxDepth>;
     /// Takes the periodic job `job` for `node` until `lease_until` if it is due at `now` and no
