@@ -8,6 +8,7 @@ mod groups;
 mod keys;
 mod oauth;
 mod openapi;
+mod operations;
 mod platform;
 mod problem;
 mod proofs;
@@ -25,6 +26,7 @@ use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 
 pub use audits::{parse_since, report_json, window};
 pub use openapi::ApiDoc;
+pub use operations::{metrics_app, Metrics, Readiness};
 pub use problem::{ApiError, Problem};
 pub use proofs::{prove_version, review_json, standing_json, Proofs};
 pub use transparency::LedgerSink;
@@ -51,6 +53,10 @@ pub struct ApiState {
     pub proofs: Option<Arc<Proofs>>,
     /// Places for refusals pausing before they leave.
     refusals_pausing: Arc<tokio::sync::Semaphore>,
+    /// This node's ledger stream, when it records disclosures (for readiness and metrics).
+    pub ledger: Option<Arc<consentry_ledger::Ledger>>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
 }
 
 impl ApiState {
@@ -61,6 +67,9 @@ impl ApiState {
             ledger_dir: None,
             proofs: None,
             refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
+            ledger: None,
+            metrics: Arc::new(Metrics::new()),
+            readiness: Arc::new(Readiness::default()),
         }
     }
 
@@ -68,7 +77,16 @@ impl ApiState {
     /// from every stream of its ledger root.
     pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
         self.ledger_dir = Some(ledger.root().to_path_buf());
+        let metrics = self.metrics.clone();
+        ledger.observe_syncs(Arc::new(move |took| metrics.observe_sync(took.as_secs_f64())));
+        self.ledger = Some(ledger.clone());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
+        self
+    }
+
+    /// Answers `/readyz` as `readiness` says (draining, the schema check).
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> ApiState {
+        self.readiness = readiness;
         self
     }
 
@@ -153,10 +171,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn health() -> &'static str {
-    "ok"
-}
-
 async fn openapi_json() -> Response {
     Json(openapi::document()).into_response()
 }
@@ -213,11 +227,13 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/cases/{id}/attestation", post(cases::attest))
         .route("/v1/apps/{id}/certification", post(cases::certify))
         .route("/openapi.json", get(openapi_json))
-        .route("/healthz", get(health))
+        .route("/healthz", get(operations::healthz))
+        .route("/readyz", get(operations::readyz))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .nest("/platform/v1", platform)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), operations::track))
         .layer(middleware::from_fn_with_state(state.clone(), pause_refusals))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

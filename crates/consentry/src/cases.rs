@@ -52,7 +52,8 @@ pub enum CaseCommand {
 
 fn service(dir: &DataDir) -> Result<Service> {
     let store: Arc<dyn Store> = Arc::new(dir.store()?);
-    Ok(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, ServiceConfig::default()))
+    let server_key = dir.server_key(store.as_ref())?;
+    Ok(Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default()))
 }
 
 pub fn run(command: CaseCommand) -> Result<()> {

@@ -331,8 +331,9 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let proofs = crate::prove::server_proofs(std::env::var("CONSENTRY_SOLVER").ok().as_deref(), None)?;
     let dir = prepare_dir(path)?;
     let store = Arc::new(dir.store()?);
+    let server_key = dir.server_key(store.as_ref())?;
     store.set_bulk_load(true)?;
-    let key = dir.server_key()?;
+    let key = server_key;
     // One node plays the story: its stream is `ledger/demo/`.
     let ledger = Arc::new(dir.ledger(&crate::node::node_id(Some("demo"))?)?);
     let start = at("2017-01-02T09:00:00Z")?;

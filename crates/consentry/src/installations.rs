@@ -46,12 +46,9 @@ pub fn run(command: InstallationCommand) -> Result<()> {
         InstallationCommand::Expire { inactive_days, data_dir } => {
             let dir = DataDir::open(&data_dir)?;
             let store: Arc<dyn Store> = Arc::new(dir.store()?);
-            let service = Service::new(
-                store,
-                Arc::new(SystemClock::default()),
-                dir.server_key()?,
-                ServiceConfig::default(),
-            );
+            let server_key = dir.server_key(store.as_ref())?;
+            let service =
+                Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default());
             let expired = expire(&service, &dir.ledger_dir(), inactive_days)?;
             for (app, group) in &expired {
                 println!("expired: {app} in {group}");

@@ -9,6 +9,7 @@ mod cases;
 mod clock;
 mod gate;
 mod groups;
+mod jobs;
 mod keys;
 mod platform;
 mod proofs;
@@ -28,6 +29,7 @@ pub use auth::{AppSession, IssuedToken, OperatorSession, TokenIntrospection};
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
+pub use jobs::JobSchedule;
 pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
 pub use platform::RegisteredApp;
 pub use proofs::{ProofStanding, PROVERS};
@@ -186,6 +188,11 @@ impl Service {
 
     pub fn now(&self) -> consentry_types::Instant {
         self.clock.now()
+    }
+
+    /// Field decisions made and answered from memory since start (for metrics).
+    pub fn decision_stats(&self) -> consentry_policy::DecisionStats {
+        self.engine.stats()
     }
 
     pub fn config(&self) -> &ServiceConfig {

@@ -1,7 +1,7 @@
-//! One server key on every node: two services on one store (two handles on one SQLite file,
-//! as two nodes are) give the same app-scoped ids, open each other's cursors, sign webhooks
-//! with the same secrets, through rotations; a `server.key` of an earlier version keeps its
-//! meaning.
+//! Several nodes on one store (two handles on one SQLite file, as two nodes are): one server
+//! key (the same app-scoped ids, each other's cursors, the same webhook secrets, through
+//! rotations; a `server.key` of an earlier version keeps its meaning), and periodic jobs run
+//! once per period.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the message
 
@@ -120,5 +120,47 @@ fn an_earlier_server_key_file_keeps_its_meaning_and_a_different_one_is_refused()
     let store = SqliteStore::open(&path).unwrap();
     let refused = load_server_key(&store, Some(&ServerKey::generate()), clock.now_instant());
     assert!(matches!(&refused, Err(e) if e.to_string().contains("differs")), "{refused:?}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Two nodes run the same periodic jobs on one store, trying at the same time, again and
+/// again over simulated days: each job runs once per period.
+#[test]
+fn two_nodes_run_each_job_once_per_period() {
+    let path = temp("jobs");
+    let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+    let (a, _) = node(&path, &clock, None);
+    let (b, _) = node(&path, &clock, None);
+    let schedule =
+        consentry_service::JobSchedule { every_secs: 86_400, lease_secs: 600, first_after_secs: 0 };
+    let runs = std::sync::Mutex::new(Vec::<(String, i64)>::new());
+    for _day in 0..5 {
+        std::thread::scope(|scope| {
+            for (service, name) in [(&a, "web-a"), (&b, "web-b")] {
+                let runs = &runs;
+                let clock = &clock;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        for job in ["expiry", "certification"] {
+                            let ran = service.run_job(job, name, schedule, || -> Result<(), ()> {
+                                runs.lock()
+                                    .unwrap()
+                                    .push((job.to_string(), clock.now_instant().secs() / 86_400));
+                                Ok(())
+                            });
+                            assert!(ran.is_ok());
+                        }
+                    }
+                });
+            }
+        });
+        clock.advance_secs(86_400);
+    }
+    let mut runs = runs.into_inner().unwrap();
+    runs.sort();
+    let mut once = runs.clone();
+    once.dedup();
+    assert_eq!(runs, once, "a job ran twice in one day");
+    assert_eq!(runs.len(), 10, "each job ran every day: {runs:?}");
     let _ = std::fs::remove_file(&path);
 }
