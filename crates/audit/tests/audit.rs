@@ -111,6 +111,14 @@ impl Store for StaleConsents {
         enqueue_notification(&self, d: &DeveloperId, e: &str, p: &str, at: Instant) -> StoreResult<u64>;
         due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<consentry_store::Notification>>;
         record_delivery(&self, id: u64, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<()>;
+        server_secrets(&self) -> StoreResult<Vec<consentry_store::ServerSecret>>;
+        add_server_secret(&self, s: &consentry_store::ServerSecret) -> StoreResult<bool>;
+        claim_due_notifications(&self, n: &str, now: Instant, until: Instant, limit: usize, per: usize) -> StoreResult<Vec<consentry_store::Notification>>;
+        record_claimed_delivery(&self, id: u64, n: &str, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<bool>;
+        release_notifications(&self, n: &str, ids: &[u64]) -> StoreResult<()>;
+        outbox_depth(&self) -> StoreResult<consentry_store::OutboxDepth>;
+        claim_job(&self, j: &str, n: &str, now: Instant, until: Instant, first: Instant) -> StoreResult<bool>;
+        finish_job(&self, j: &str, n: &str, next: Instant) -> StoreResult<bool>;
         notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
         open_case(&self, d: &DeveloperId, m: &str, deadline: Instant, at: Instant) -> StoreResult<u64>;
         case(&self, id: u64) -> StoreResult<Option<consentry_store::Case>>;
