@@ -9,6 +9,7 @@ mod keys;
 mod listener;
 mod oauth;
 mod openapi;
+mod operations;
 mod platform;
 mod problem;
 mod proofs;
@@ -27,6 +28,7 @@ use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 pub use audits::{parse_since, report_json, window};
 pub use listener::{serve, ProblemIo, ProblemListener};
 pub use openapi::ApiDoc;
+pub use operations::{metrics_app, Metrics, Readiness};
 pub use problem::{ApiError, Problem};
 pub use proofs::{prove_version, review_json, standing_json, Proofs};
 pub use transparency::LedgerSink;
@@ -47,12 +49,16 @@ pub struct ApiState {
     pub service: Arc<Service>,
     /// Where disclosure records go before a response leaves; `None` records nothing.
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
-    /// The ledger directory, for member transparency reads.
+    /// The ledger root (every node's stream), for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
     /// The prover policy versions are proven with; `None`: this server proves nothing.
     pub proofs: Option<Arc<Proofs>>,
     /// Places for refusals pausing before they leave.
     refusals_pausing: Arc<tokio::sync::Semaphore>,
+    /// This node's ledger stream, when it records disclosures (for readiness and metrics).
+    pub ledger: Option<Arc<consentry_ledger::Ledger>>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
 }
 
 impl ApiState {
@@ -63,13 +69,26 @@ impl ApiState {
             ledger_dir: None,
             proofs: None,
             refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
+            ledger: None,
+            metrics: Arc::new(Metrics::new()),
+            readiness: Arc::new(Readiness::default()),
         }
     }
 
-    /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
+    /// Records every disclosure in `ledger` before responding, and serves member transparency
+    /// from every stream of its ledger root.
     pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
-        self.ledger_dir = Some(ledger.dir().to_path_buf());
+        self.ledger_dir = Some(ledger.root().to_path_buf());
+        let metrics = self.metrics.clone();
+        ledger.observe_syncs(Arc::new(move |took| metrics.observe_sync(took.as_secs_f64())));
+        self.ledger = Some(ledger.clone());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
+        self
+    }
+
+    /// Answers `/readyz` as `readiness` says (draining, the schema check).
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> ApiState {
+        self.readiness = readiness;
         self
     }
 
@@ -226,10 +245,12 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/apps/{id}/certification", post(cases::certify))
         .route("/openapi.json", get(serve_openapi))
         .route("/healthz", get(health))
+        .route("/readyz", get(operations::readyz))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .nest("/platform/v1", platform)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), operations::track))
         .layer(middleware::from_fn_with_state(state.clone(), pause_refusals))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
