@@ -47,6 +47,8 @@ pub struct ApiState {
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
     /// The ledger directory, for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// The ledger itself, for its counters.
+    ledger: Option<Arc<consentry_ledger::Ledger>>,
     /// The prover policy versions are proven with; `None`: this server proves nothing.
     pub proofs: Option<Arc<Proofs>>,
     /// Places for refusals pausing before they leave.
@@ -59,6 +61,7 @@ impl ApiState {
             service,
             disclosures: None,
             ledger_dir: None,
+            ledger: None,
             proofs: None,
             refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
         }
@@ -67,6 +70,7 @@ impl ApiState {
     /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
     pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
         self.ledger_dir = Some(ledger.dir().to_path_buf());
+        self.ledger = Some(ledger.clone());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
         self
     }
@@ -185,6 +189,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/groups/{gid}/installations", get(platform::group_installations))
         .route("/members/{mid}/consents/{app}", put(platform::put_consent).delete(platform::delete_consent))
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
+        .route("/ledger/stats", get(transparency::ledger_stats))
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/policies/{version}/approve", post(platform::approve_policy))
         .route("/policies/{version}/proofs", post(proofs::prove).get(proofs::list_proofs))
