@@ -56,6 +56,11 @@ enum Command {
         /// A directory of invariant files (`*.cedar`); default: the shipped invariants.
         #[arg(long, env = "CONSENTRY_INVARIANTS")]
         invariants: Option<PathBuf>,
+        /// Group commit: how long, at most, the ledger writer waits for the records of requests
+        /// being decided before it syncs, in microseconds (0 to 100000; 0: sync at once).
+        #[arg(long, env = "CONSENTRY_COMMIT_WAIT_US", default_value_t = consentry_api::COMMIT_WAIT.as_micros() as u64,
+              value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        commit_wait_us: u64,
     },
     /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
     Demo {
@@ -204,7 +209,15 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks, solver, invariants } => {
+        Command::Serve {
+            data_dir,
+            listen,
+            token_ttl,
+            allow_local_webhooks,
+            solver,
+            invariants,
+            commit_wait_us,
+        } => {
             let dir = DataDir::open(&data_dir)?;
             let store = Arc::new(dir.store()?);
             let config =
@@ -216,7 +229,8 @@ fn run(cli: Cli) -> Result<()> {
             serve::announce_bootstrap_key(&service, &dir, "consentry serve (first start)")?;
             let ledger = Arc::new(dir.ledger()?);
             let proofs = prove::server_proofs(solver.as_deref(), invariants.as_ref())?;
-            serve::run(service, ledger, dir, &listen, proofs, None)
+            let commit_wait = std::time::Duration::from_micros(commit_wait_us);
+            serve::run(service, ledger, dir, &listen, proofs, commit_wait, None)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
             let scale = demo::Scale::parse(&scale)?;
@@ -231,6 +245,7 @@ fn run(cli: Cli) -> Result<()> {
                 story.dir,
                 &listen,
                 story.proofs,
+                consentry_api::COMMIT_WAIT,
                 Some(Box::new(move |addr| after(addr))),
             )
         }

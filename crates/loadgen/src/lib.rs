@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub world: WorldSize,
     pub load: LoadOptions,
     pub routes: Vec<Route>,
+    /// More arguments for `consentry serve`.
+    pub serve_args: Vec<String>,
 }
 
 /// Everything a run measured.
@@ -100,7 +102,7 @@ impl RunReport {
 
 /// Starts the server, builds the world, measures every route, stops the server.
 pub async fn run(options: &RunOptions) -> Result<RunReport, LoadError> {
-    let server = Server::start(&options.binary, &options.work_dir, options.listen)?;
+    let server = Server::start(&options.binary, &options.work_dir, options.listen, &options.serve_args)?;
     let started = Instant::now();
     let world =
         world::build(server.address(), &server.operator_key, &server.officer_key, &options.world).await?;

@@ -50,6 +50,9 @@ struct Args {
     apps: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// An argument for `consentry serve` (repeat for more), e.g. --serve-arg=--commit-wait-us=0.
+    #[arg(long, allow_hyphen_values = true)]
+    serve_arg: Vec<String>,
     /// Where the server's data directory goes while it runs (removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -106,6 +109,7 @@ fn main() -> Result<()> {
             page: args.page,
         },
         routes: args.routes.iter().map(|r| route(r)).collect::<Result<_>>()?,
+        serve_args: args.serve_arg,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

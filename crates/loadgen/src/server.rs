@@ -25,8 +25,14 @@ pub struct Server {
 
 impl Server {
     /// Starts `binary serve` on `listen` (loopback only; port 0 picks one) in a new directory
-    /// under `work` that is removed when the server is dropped.
-    pub fn start(binary: &Path, work: &Path, listen: SocketAddr) -> Result<Server, LoadError> {
+    /// under `work` that is removed when the server is dropped; `serve_args` are added to the
+    /// command line.
+    pub fn start(
+        binary: &Path,
+        work: &Path,
+        listen: SocketAddr,
+        serve_args: &[String],
+    ) -> Result<Server, LoadError> {
         let listen = require_loopback(listen)?;
         let dir = work.join(format!("consentry-load-{}", std::process::id()));
         if dir.exists() {
@@ -47,6 +53,7 @@ impl Server {
             // Developers' webhooks point at a closed loopback port: deliveries fail and retry,
             // and nothing leaves the machine (not even a name lookup).
             .arg("--allow-local-webhooks")
+            .args(serve_args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
