@@ -1,7 +1,10 @@
 //! Group commit for responses: every disclosure record goes to one writer thread, which makes
-//! all the records that queued while it was syncing durable with its next sync, and before
-//! syncing waits a bounded moment for the requests already being decided, so that under load
-//! many responses share one sync. A waiting response holds no thread: it awaits its answer.
+//! all the records that queued while it was syncing durable with its next sync. When fewer
+//! than [`ENOUGH_PER_SYNC`] are queued and requests already being decided will record soon,
+//! it waits for them, a bounded moment counted from the oldest queued record's arrival, so
+//! that many responses share one sync even when syncs are fast; when syncs are slow, enough
+//! queue during each sync and it never waits. A waiting response holds no thread: it awaits
+//! its answer.
 //!
 //! A response is answered only after the sink said its record is durable; if the sink fails,
 //! every response of that sync gets the error (and a 503), none is disclosed.
@@ -13,9 +16,16 @@ use std::time::{Duration, Instant};
 use consentry_service::{DisclosureRecord, DisclosureSink};
 use tokio::sync::oneshot;
 
-/// How long the writer waits, at most, for requests being decided before it syncs what has
-/// queued. Only while such requests exist: a lone request is synced at once.
+/// How long a record waits, at most, for others before the writer syncs it (counted from its
+/// arrival). Only while fewer than [`ENOUGH_PER_SYNC`] are queued and requests being decided
+/// will record soon: a lone request is synced at once.
 pub const COMMIT_WAIT: Duration = Duration::from_millis(2);
+/// With this many records queued, the writer syncs without waiting for more.
+pub const ENOUGH_PER_SYNC: usize = 16;
+/// Writer threads. Two, so that while one is in its sync the other has taken what queued
+/// meanwhile and is ready (its records encoded, waiting in the ledger's own group commit) to
+/// write and sync the moment the first sync ends: the disk never waits for a thread to wake.
+pub const WRITERS: usize = 2;
 /// Most records one sync takes.
 pub const MOST_PER_SYNC: usize = 1024;
 
@@ -25,6 +35,8 @@ type Reply = oneshot::Sender<Result<(), String>>;
 struct Queue {
     records: Vec<DisclosureRecord>,
     replies: Vec<Reply>,
+    /// When the oldest queued record arrived.
+    oldest: Option<Instant>,
     /// Requests being decided whose record will follow ([`Coming`]).
     coming: usize,
     /// No more records: the recorder is gone, or the writer stopped.
@@ -48,7 +60,7 @@ impl Shared {
 /// for it to stop.
 pub struct Recorder {
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
 }
 
 /// A request being decided whose record will follow: while any exists, the writer waits (at
@@ -77,16 +89,19 @@ impl Coming {
 }
 
 impl Recorder {
-    /// Starts the writer thread over `sink`; it waits at most `wait` for coming records.
+    /// Starts the writer threads over `sink`; they wait at most `wait` for coming records.
     pub fn start(sink: Arc<dyn DisclosureSink>, wait: Duration) -> std::io::Result<Recorder> {
         let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), changed: Condvar::new(), wait });
-        let writer = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("consentry-ledger-writer".into())
-                .spawn(move || write(&shared, sink.as_ref()))?
-        };
-        Ok(Recorder { shared, writer: Some(writer) })
+        let mut recorder = Recorder { shared, writers: Vec::with_capacity(WRITERS) };
+        for n in 0..WRITERS {
+            let (shared, sink) = (recorder.shared.clone(), sink.clone());
+            let writer = std::thread::Builder::new()
+                .name(format!("consentry-ledger-writer-{n}"))
+                .spawn(move || write(&shared, sink.as_ref()));
+            // On failure, dropping the recorder stops the writers already started.
+            recorder.writers.push(writer?);
+        }
+        Ok(recorder)
     }
 
     /// Announces a request whose record will follow.
@@ -110,6 +125,9 @@ impl Recorder {
         if queue.closed {
             return Err("the ledger writer has stopped".into());
         }
+        if queue.records.is_empty() {
+            queue.oldest = Some(Instant::now());
+        }
         queue.records.push(record);
         queue.replies.push(reply);
         drop(queue);
@@ -122,7 +140,7 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.changed.notify_all();
-        if let Some(writer) = self.writer.take() {
+        for writer in self.writers.drain(..) {
             let _ = writer.join();
         }
     }
@@ -154,9 +172,16 @@ fn write(shared: &Shared, sink: &dyn DisclosureSink) {
                 }
                 queue = shared.changed.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            let first = Instant::now();
-            while queue.coming > 0 && !queue.closed && queue.records.len() < MOST_PER_SYNC {
-                let Some(left) = shared.wait.checked_sub(first.elapsed()).filter(|left| !left.is_zero())
+            // Wait while others will record soon, fewer than enough are queued, and the oldest
+            // queued record has waited less than the bound (read afresh: the other writer may
+            // have taken what was queued meanwhile).
+            while queue.coming > 0
+                && !queue.closed
+                && !queue.records.is_empty()
+                && queue.records.len() < ENOUGH_PER_SYNC
+            {
+                let oldest = queue.oldest.unwrap_or_else(Instant::now);
+                let Some(left) = shared.wait.checked_sub(oldest.elapsed()).filter(|left| !left.is_zero())
                 else {
                     break;
                 };
@@ -166,9 +191,14 @@ fn write(shared: &Shared, sink: &dyn DisclosureSink) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             }
+            if queue.records.is_empty() {
+                // The other writer took them while this one waited.
+                continue;
+            }
             let take = queue.records.len().min(MOST_PER_SYNC);
             let records: Vec<DisclosureRecord> = queue.records.drain(..take).collect();
             let replies: Vec<Reply> = queue.replies.drain(..take).collect();
+            queue.oldest = (!queue.records.is_empty()).then(Instant::now);
             (records, replies)
         };
         let outcome = sink.record_all(&records);
@@ -212,8 +242,10 @@ mod tests {
             self.record_all(std::slice::from_ref(record))
         }
         fn record_all(&self, records: &[DisclosureRecord]) -> Result<(), String> {
+            // One sync at a time, as the ledger does.
+            let mut seen = self.seen.lock().unwrap();
             std::thread::sleep(self.sync);
-            self.seen.lock().unwrap().push(records.iter().map(|r| r.request_id.clone()).collect());
+            seen.push(records.iter().map(|r| r.request_id.clone()).collect());
             if self.fail {
                 Err("disk full".into())
             } else {
@@ -239,8 +271,10 @@ mod tests {
             assert_eq!(answer.await.unwrap(), Ok(()));
         }
         let seen = batches.seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 2, "one sync for the first, one for everything queued meanwhile: {seen:?}");
-        assert_eq!(seen[1].len(), 20);
+        // The other writer may have taken some of them before the rest arrived; the rest
+        // queued during the syncs go together in one more: 20 records, at most 2 syncs.
+        assert!(seen.len() == 2 || seen.len() == 3, "{seen:?}");
+        assert_eq!(seen.iter().map(Vec::len).sum::<usize>(), 21, "{seen:?}");
     }
 
     #[tokio::test]
@@ -270,6 +304,41 @@ mod tests {
         assert_eq!(recorder.submit(record(4), Coming::none()).unwrap().await.unwrap(), Ok(()));
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(190) && waited < Duration::from_secs(2), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn with_enough_queued_the_writer_does_not_wait() {
+        let batches = sink(Duration::ZERO, false);
+        let recorder = Recorder::start(batches.clone(), Duration::from_secs(5)).unwrap();
+        let _still_deciding = recorder.coming();
+        let started = Instant::now();
+        let answers: Vec<_> = (0..ENOUGH_PER_SYNC as u32)
+            .map(|n| recorder.submit(record(n), Coming::none()).unwrap())
+            .collect();
+        for answer in answers {
+            assert_eq!(answer.await.unwrap(), Ok(()));
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn records_that_waited_through_a_sync_do_not_wait_again() {
+        let batches = sink(Duration::from_millis(300), false);
+        let recorder = Recorder::start(batches.clone(), Duration::from_millis(250)).unwrap();
+        let first = recorder.submit(record(0), Coming::none()).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued during the 300 ms sync, while another request is still being decided: it has
+        // waited longer than the bound by the time the writer is free, so it goes at once.
+        let _still_deciding = recorder.coming();
+        let second = recorder.submit(record(1), Coming::none()).unwrap();
+        let started = Instant::now();
+        assert_eq!(first.await.unwrap(), Ok(()));
+        assert_eq!(second.await.unwrap(), Ok(()));
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(750),
+            "{waited:?}: the rest of the first sync and one more (~580 ms), no 250 ms wait between them"
+        );
     }
 
     #[tokio::test]

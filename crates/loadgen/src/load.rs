@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 
 use crate::client::Connection;
-use crate::server::process_threads;
+use crate::server::{process_cpu_seconds, process_threads};
 use crate::world::{Reader, World};
 use crate::LoadError;
 
@@ -96,6 +96,9 @@ pub struct PhaseReport {
     pub ledger: Option<(u64, u64)>,
     /// Most threads the server process had while measured.
     pub threads: Option<u64>,
+    /// CPU time the server process used while measured, in seconds: on a shared machine,
+    /// CPU per request compares servers better than requests per second.
+    pub server_cpu_seconds: Option<f64>,
 }
 
 impl PhaseReport {
@@ -238,6 +241,7 @@ async fn run_phase(
         return Err(LoadError::Setup("the world has no installation to read through".into()));
     }
     let before = ledger_counters(address, &target.operator).await?;
+    let cpu_before = pid.and_then(process_cpu_seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let budget = Arc::new(AtomicU64::new(max_requests));
     let mut tasks = tokio::task::JoinSet::new();
@@ -262,6 +266,7 @@ async fn run_phase(
         first_error = first_error.or(tally.first_error);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = pid.and_then(process_cpu_seconds);
     let after = ledger_counters(address, &target.operator).await?;
     latencies.sort_unstable();
     let max = latencies.last().map_or(0.0, |us| f64::from(*us) / 1000.0);
@@ -282,6 +287,7 @@ async fn run_phase(
             .zip(after)
             .map(|(b, a)| (a.records.saturating_sub(b.records), a.syncs.saturating_sub(b.syncs))),
         threads,
+        server_cpu_seconds: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
     })
 }
 
@@ -303,7 +309,7 @@ pub async fn measure(
 pub fn table(phases: &[PhaseReport]) -> String {
     let ceiling = phases.iter().find(|p| p.route == Route::Health).map(PhaseReport::per_second);
     let mut out = format!(
-        "{:<28} {:>5} {:>8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>7}\n",
+        "{:<28} {:>5} {:>8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>7} {:>11}\n",
         "route",
         "conns",
         "answered",
@@ -315,7 +321,8 @@ pub fn table(phases: &[PhaseReport]) -> String {
         "max ms",
         "rec/sync",
         "syncs/s",
-        "threads"
+        "threads",
+        "cpu us/req"
     );
     for p in phases {
         let [p50, p99, p999, max] = p.latency_ms;
@@ -327,7 +334,7 @@ pub fn table(phases: &[PhaseReport]) -> String {
             _ => String::new(),
         };
         out.push_str(&format!(
-            "{:<28} {:>5} {:>8} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>8} {:>7}{share}\n",
+            "{:<28} {:>5} {:>8} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>8} {:>7} {:>11}{share}\n",
             p.route.name(),
             p.connections,
             p.ok,
@@ -341,6 +348,7 @@ pub fn table(phases: &[PhaseReport]) -> String {
             p.ledger
                 .map_or("-".to_string(), |(_, syncs)| format!("{:.0}", syncs as f64 / p.seconds.max(1e-9))),
             p.threads.map_or("-".to_string(), |t| t.to_string()),
+            p.server_cpu_seconds.map_or("-".to_string(), |cpu| format!("{:.0}", cpu * 1e6 / p.ok.max(1) as f64)),
         ));
     }
     out

@@ -106,6 +106,18 @@ pub fn process_threads(pid: u32) -> Option<u64> {
     status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
 }
 
+/// CPU time the process has used, user and system, in seconds (Linux: `/proc/PID/stat`,
+/// in clock ticks of 1/100 s, as `USER_HZ` is on Linux).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
