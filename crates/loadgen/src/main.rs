@@ -73,7 +73,8 @@ fn main() -> Result<()> {
     if !(1..=4096).contains(&args.connections) {
         bail!("--connections must be between 1 and 4096");
     }
-    if !(args.seconds > 0.0 && args.seconds <= 600.0) || !(0.0..=60.0).contains(&args.warm_up) {
+    let seconds_ok = args.seconds > 0.0 && args.seconds <= 600.0;
+    if !seconds_ok || !(0.0..=60.0).contains(&args.warm_up) {
         bail!("--seconds must be in (0, 600] and --warm-up in [0, 60]");
     }
     if !(1..=500).contains(&args.page) {
