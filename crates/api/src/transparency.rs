@@ -25,6 +25,47 @@ impl DisclosureSink for LedgerSink {
     fn record(&self, record: &DisclosureRecord) -> Result<(), String> {
         self.0.append(record).map(|_| ()).map_err(|e| e.to_string())
     }
+
+    /// One append of all of them, made durable by one sync.
+    fn record_all(&self, records: &[DisclosureRecord]) -> Result<(), String> {
+        self.0.append_all(records).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// The ledger's counters since this server opened it (records, disclosures and bytes include
+/// what it held then).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerStatsBody {
+    pub records: u64,
+    /// (subject, field) pairs disclosed.
+    pub disclosures: u64,
+    pub bytes: u64,
+    pub segments: u64,
+    /// `fdatasync`s of appends since the server started: each made a group of records durable.
+    pub syncs: u64,
+}
+
+/// The ledger's counters: how many records, disclosures and bytes, and how many syncs made
+/// them durable (records per sync shows how well appends share a sync).
+#[utoipa::path(get, path = "/platform/v1/ledger/stats", tag = "platform",
+    responses((status = 200, body = LedgerStatsBody), (status = 401, body = Problem), (status = 404, body = Problem, description = "this server keeps no ledger")),
+    security(("operator_key" = [])))]
+pub async fn ledger_stats(
+    State(state): State<ApiState>,
+    OperatorAuth(op): OperatorAuth,
+) -> Result<Json<LedgerStatsBody>, ApiError> {
+    op.require(&[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor])?;
+    let ledger = state.ledger.as_ref().ok_or_else(|| {
+        ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", "this server keeps no ledger")
+    })?;
+    let stats = ledger.stats();
+    Ok(Json(LedgerStatsBody {
+        records: stats.records,
+        disclosures: stats.disclosures,
+        bytes: stats.bytes,
+        segments: stats.segments,
+        syncs: stats.syncs,
+    }))
 }
 
 /// One response that disclosed some of the member's fields.

@@ -689,6 +689,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/platform/v1/keys/{id}"),
         ("delete", "/platform/v1/keys/{id}"),
         ("get", "/platform/v1/members/{id}/disclosures"),
+        ("get", "/platform/v1/ledger/stats"),
         ("post", "/platform/v1/audits"),
         ("post", "/platform/v1/policies/preview"),
         ("post", "/platform/v1/policies/{version}/preview"),
@@ -779,6 +780,8 @@ fn ledger_dir(name: &str) -> std::path::PathBuf {
 async fn members_can_be_told_which_apps_received_their_fields() {
     let h = Harness::new();
     let (app_id, client_id, secret) = h.world().await;
+    let none = h.op(Method::GET, "/platform/v1/ledger/stats", None).await;
+    assert!(is_problem(&none, StatusCode::NOT_FOUND), "a server without a ledger says so: {}", none.body);
     let dir = ledger_dir("transparency");
     let ledger = Arc::new(
         consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
@@ -830,6 +833,26 @@ async fn members_can_be_told_which_apps_received_their_fields() {
         StatusCode::UNAUTHORIZED
     ));
     assert_eq!(ledger.stats().records, 4);
+    // The ledger's counters: for operator keys only, exactly the ledger's own.
+    let counters = h.op(Method::GET, "/platform/v1/ledger/stats", None).await;
+    assert_eq!(counters.status, StatusCode::OK, "{}", counters.body);
+    let stats = ledger.stats();
+    assert_eq!(counters.body["records"], 4);
+    assert_eq!(counters.body["disclosures"], stats.disclosures);
+    assert_eq!(counters.body["bytes"], stats.bytes);
+    assert_eq!(counters.body["syncs"], stats.syncs);
+    assert!(stats.syncs >= 1 && stats.syncs <= 4, "{stats:?}");
+    let auditor = server_key(&h.service, "auditor", OperatorRole::Auditor);
+    let read = h.call(Method::GET, "/platform/v1/ledger/stats", Some(&auditor), None).await;
+    assert_eq!((read.status, &read.body["records"]), (StatusCode::OK, &json!(4)));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/ledger/stats", None, None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/ledger/stats", Some(&token), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
     drop(h);
     let report = consentry_ledger::verify(&dir, &[]).unwrap_or_else(|e| unreachable!("{e}"));
     assert!(report.ok() && report.records == 4, "{report:?}");

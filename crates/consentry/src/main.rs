@@ -84,6 +84,11 @@ enum Command {
         /// load balancer moves away before the listener closes.
         #[arg(long, env = "CONSENTRY_DRAIN_SECS", default_value_t = 5)]
         drain_secs: u64,
+        /// Group commit: how long, at most, the ledger writer waits for the records of requests
+        /// being decided before it syncs, in microseconds (0 to 100000; 0: sync at once).
+        #[arg(long, env = "CONSENTRY_COMMIT_WAIT_US", default_value_t = consentry_api::COMMIT_WAIT.as_micros() as u64,
+              value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        commit_wait_us: u64,
     },
     /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
     Demo {
@@ -250,6 +255,7 @@ fn run(cli: Cli) -> Result<()> {
             node,
             metrics_listen,
             drain_secs,
+            commit_wait_us,
         } => {
             let node = node::node_id(node.as_deref())?;
             let dir = DataDir::open(&data_dir)?;
@@ -265,7 +271,8 @@ fn run(cli: Cli) -> Result<()> {
             let ledger = Arc::new(dir.ledger(&node)?);
             let proofs = prove::server_proofs(solver.as_deref(), invariants.as_ref())?;
             let operation = serve::Operation { metrics_listen, drain_secs };
-            serve::run(service, ledger, dir, &listen, proofs, None, operation)
+            let commit_wait = std::time::Duration::from_micros(commit_wait_us);
+            serve::run(service, ledger, dir, &listen, proofs, commit_wait, None, operation)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
             let scale = demo::Scale::parse(&scale)?;
@@ -280,6 +287,7 @@ fn run(cli: Cli) -> Result<()> {
                 story.dir,
                 &listen,
                 story.proofs,
+                consentry_api::COMMIT_WAIT,
                 Some(Box::new(move |addr| after(addr))),
                 serve::Operation::default(),
             )

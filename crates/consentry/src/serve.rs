@@ -47,6 +47,9 @@ pub fn webhook_targets(allow_local: bool) -> consentry_service::WebhookTargets {
         .with_resolver(Arc::new(consentry_notify::SystemResolver))
 }
 
+/// Most threads running blocking work at once (tokio's default is 512).
+pub const BLOCKING_THREADS: usize = 32;
+
 /// Called once the listener is bound, with its address.
 pub type AfterBind = Box<dyn FnOnce(SocketAddr) + Send>;
 
@@ -103,11 +106,16 @@ pub fn run(
     data_dir: DataDir,
     listen: &str,
     proofs: Option<consentry_api::Proofs>,
+    commit_wait: std::time::Duration,
     after_bind: Option<AfterBind>,
     operation: Operation,
 ) -> Result<()> {
     let node = ledger.node().map_or_else(|| "local".to_string(), |n| n.to_string());
+    // Blocking work (service calls, audits, transparency reads) runs on at most
+    // BLOCKING_THREADS threads and queues beyond; responses waiting for their ledger sync
+    // hold none (one writer thread syncs for all of them).
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
@@ -142,7 +150,10 @@ pub fn run(
             std::thread::sleep(std::time::Duration::from_secs(10));
         });
         let readiness = Arc::new(consentry_api::Readiness::default());
-        let mut state = ApiState::new(service).with_ledger(ledger.clone()).with_readiness(readiness.clone());
+        let mut state = ApiState::new(service)
+            .with_commit_wait(commit_wait)
+            .with_ledger(ledger.clone())
+            .with_readiness(readiness.clone());
         if let Some(proofs) = proofs {
             state = state.with_proofs(proofs);
         }

@@ -88,6 +88,12 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 pub trait DisclosureSink: Send + Sync {
     /// Returns only once the record is durable; an error means nothing may be disclosed.
     fn record(&self, record: &DisclosureRecord) -> Result<(), String>;
+
+    /// Records several responses' records, returning once all are durable (with one sync
+    /// where the sink can); an error means none of them may be disclosed.
+    fn record_all(&self, records: &[DisclosureRecord]) -> Result<(), String> {
+        records.iter().try_for_each(|record| self.record(record))
+    }
 }
 
 impl<T> Served<T> {
