@@ -270,9 +270,9 @@ fn run(cli: Cli) -> Result<()> {
             serve::announce_bootstrap_key(&service, &dir, "consentry serve (first start)")?;
             let ledger = Arc::new(dir.ledger(&node)?);
             let proofs = prove::server_proofs(solver.as_deref(), invariants.as_ref())?;
-            let operation = serve::Operation { metrics_listen, drain_secs };
             let commit_wait = std::time::Duration::from_micros(commit_wait_us);
-            serve::run(service, ledger, dir, &listen, proofs, commit_wait, None, operation)
+            let operation = serve::Operation { metrics_listen, drain_secs, commit_wait };
+            serve::run(service, ledger, dir, &listen, proofs, None, operation)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
             let scale = demo::Scale::parse(&scale)?;
@@ -287,7 +287,6 @@ fn run(cli: Cli) -> Result<()> {
                 story.dir,
                 &listen,
                 story.proofs,
-                consentry_api::COMMIT_WAIT,
                 Some(Box::new(move |addr| after(addr))),
                 serve::Operation::default(),
             )

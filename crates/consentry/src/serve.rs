@@ -54,13 +54,21 @@ pub const BLOCKING_THREADS: usize = 32;
 pub type AfterBind = Box<dyn FnOnce(SocketAddr) + Send>;
 
 /// How a node is operated behind a load balancer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Operation {
     /// Where `/metrics` is served (the operators' network); `None`: not served.
     pub metrics_listen: Option<String>,
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so the load
     /// balancer stops sending new ones before the listener closes.
     pub drain_secs: u64,
+    /// Group commit: the longest the ledger writer waits for records of requests being decided.
+    pub commit_wait: std::time::Duration,
+}
+
+impl Default for Operation {
+    fn default() -> Operation {
+        Operation { metrics_listen: None, drain_secs: 0, commit_wait: consentry_api::COMMIT_WAIT }
+    }
 }
 
 /// Periodic jobs: every node tries them; a lease in the store lets one run each period.
@@ -106,7 +114,6 @@ pub fn run(
     data_dir: DataDir,
     listen: &str,
     proofs: Option<consentry_api::Proofs>,
-    commit_wait: std::time::Duration,
     after_bind: Option<AfterBind>,
     operation: Operation,
 ) -> Result<()> {
@@ -151,7 +158,7 @@ pub fn run(
         });
         let readiness = Arc::new(consentry_api::Readiness::default());
         let mut state = ApiState::new(service)
-            .with_commit_wait(commit_wait)
+            .with_commit_wait(operation.commit_wait)
             .with_ledger(ledger.clone())
             .with_readiness(readiness.clone());
         if let Some(proofs) = proofs {
