@@ -126,10 +126,12 @@ pub async fn read_group(
     let group = group_id(path)?;
     let params = Params::parse(query.unwrap_or_default().as_bytes(), &["fields"])?;
     let fields = consentry_service::parse_fields(ResourceKind::Group, params.get("fields"))?;
+    // Announced before deciding, so that the ledger writer waits for this record.
+    let coming = state.coming();
     let asker = session.clone();
     let served =
         blocking(&state.service, move |s| s.read_group(&asker, &group, fields).map_err(Into::into)).await?;
-    state.record(served.record(&request_id.0, "GET /v1/groups/{id}", &session)).await?;
+    state.record(served.record(&request_id.0, "GET /v1/groups/{id}", &session), coming).await?;
     Ok(Json(served.body.into()))
 }
 
@@ -157,11 +159,13 @@ pub async fn read_posts(
     let params = Params::parse(query.unwrap_or_default().as_bytes(), &["fields", "limit", "after"])?;
     let fields = consentry_service::parse_fields(ResourceKind::Post, params.get("fields"))?;
     let page = page_request(&params)?;
+    // Announced before deciding, so that the ledger writer waits for this record.
+    let coming = state.coming();
     let asker = session.clone();
     let served =
         blocking(&state.service, move |s| s.read_posts(&asker, &group, fields, &page).map_err(Into::into))
             .await?;
-    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/posts", &session)).await?;
+    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/posts", &session), coming).await?;
     let (data, paging) = list(served.body);
     Ok(Json(PostList { data, paging }))
 }
@@ -189,11 +193,13 @@ pub async fn read_members(
     let params = Params::parse(query.unwrap_or_default().as_bytes(), &["fields", "limit", "after"])?;
     let fields = consentry_service::parse_fields(ResourceKind::Member, params.get("fields"))?;
     let page = page_request(&params)?;
+    // Announced before deciding, so that the ledger writer waits for this record.
+    let coming = state.coming();
     let asker = session.clone();
     let served =
         blocking(&state.service, move |s| s.read_members(&asker, &group, fields, &page).map_err(Into::into))
             .await?;
-    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/members", &session)).await?;
+    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/members", &session), coming).await?;
     let (data, paging) = list(served.body);
     Ok(Json(MemberList { data, paging }))
 }

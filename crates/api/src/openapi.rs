@@ -257,7 +257,7 @@ impl Modify for ProblemBodies {
         platform::put_post, platform::put_developer, platform::create_app, platform::list_apps,
         platform::suspend_app, platform::reinstate_app, platform::put_installation, platform::delete_installation,
         platform::put_consent, platform::delete_consent, platform::submit_policy, platform::list_policies,
-        platform::activate_policy, keys::create_key, keys::list_keys, keys::show_key, keys::revoke_key, transparency::member_disclosures,
+        platform::activate_policy, keys::create_key, keys::list_keys, keys::show_key, keys::revoke_key, transparency::member_disclosures, transparency::ledger_stats,
         audits::run_audit, audits::preview_policy, audits::preview_version, platform::approve_policy, platform::revoke_app, platform::revoke_developer, platform::webhook_secret, platform::list_notifications, cases::my_cases, cases::attest, cases::all_cases, cases::certify, platform::group_installations,
         proofs::prove, proofs::list_proofs, proofs::waive,
         crate::health, crate::serve_openapi,

@@ -609,6 +609,6 @@ fn a_member_is_looked_up_and_the_console_works_from_the_keyboard() {
     console.shot("verification");
     console.go("/console/overview");
     assert!(console.text("#last-verification").contains("OK: "));
-    assert!(console.text("#last-checkpoint").starts_with("record "));
+    assert!(console.text("#ledger-streams .last-checkpoint").starts_with("record "));
     console.shot("auditor-overview-verified");
 }

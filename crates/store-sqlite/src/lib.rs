@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, ProofRecord, ProofWaiver, Store, StoreError, StoreResult, TokenRecord,
+    OperatorKey, OutboxDepth, ProofRecord, ProofWaiver, ServerSecret, Store, StoreError, StoreResult,
+    TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -39,6 +40,8 @@ pub use schema::UNRECORDED_ORIGIN;
 use schema::{migrate, SCHEMA};
 use sql::backend;
 
+mod nodes;
+
 const READERS: usize = 4;
 
 /// The embedded store: one SQLite file, one writer connection and a few readers.
@@ -62,6 +65,7 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         configure(&writer).map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
+        writer.execute_batch(nodes::SCHEMA).map_err(backend)?;
         migrate(&writer).map_err(backend)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -83,6 +87,7 @@ impl SqliteStore {
         let writer = Connection::open_in_memory().map_err(backend)?;
         configure(&writer).map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
+        writer.execute_batch(nodes::SCHEMA).map_err(backend)?;
         migrate(&writer).map_err(backend)?;
         Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
     }
@@ -355,6 +360,59 @@ impl Store for SqliteStore {
 
     fn retry_notification(&self, id: u64, at: Instant) -> StoreResult<()> {
         self.write(|tx| outbox::retry_notification(tx, id, at))
+    }
+
+    fn server_secrets(&self) -> StoreResult<Vec<ServerSecret>> {
+        nodes::server_secrets(self)
+    }
+
+    fn add_server_secret(&self, secret: &ServerSecret) -> StoreResult<bool> {
+        nodes::add_server_secret(self, secret)
+    }
+
+    fn claim_due_notifications(
+        &self,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        limit: usize,
+        per_developer: usize,
+    ) -> StoreResult<Vec<Notification>> {
+        nodes::claim_due_notifications(self, node, now, lease_until, limit, per_developer)
+    }
+
+    fn record_claimed_delivery(
+        &self,
+        id: u64,
+        node: &str,
+        status: DeliveryStatus,
+        next_attempt_at: Instant,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        nodes::record_claimed_delivery(self, id, node, status, next_attempt_at, error)
+    }
+
+    fn release_notifications(&self, node: &str, ids: &[u64]) -> StoreResult<()> {
+        nodes::release_notifications(self, node, ids)
+    }
+
+    fn outbox_depth(&self) -> StoreResult<OutboxDepth> {
+        nodes::outbox_depth(self)
+    }
+
+    fn claim_job(
+        &self,
+        job: &str,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        first_due: Instant,
+    ) -> StoreResult<bool> {
+        nodes::claim_job(self, job, node, now, lease_until, first_due)
+    }
+
+    fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool> {
+        nodes::finish_job(self, job, node, next_due)
     }
 
     fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()> {

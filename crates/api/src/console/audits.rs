@@ -137,7 +137,7 @@ pub(crate) async fn start(
     .await?;
     let label = format!("{}, {} to {}", policy.1, view::when(window.0), view::when(window.1));
     let dir = state.ledger_dir.clone().unwrap_or_default();
-    let total = state.ledger.as_ref().map(|l| l.stats().records).unwrap_or(0);
+    let total = state.console.ledger_records(state.ledger.as_deref());
     let service = state.service.clone();
     let by = key_label(Some(&signed.operator.name), &signed.operator.key_id);
     let job = state

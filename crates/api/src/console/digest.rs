@@ -1,7 +1,7 @@
 //! The overview's digest of the ledger: disclosures ((subject, field) pairs) per day, by field
-//! and by policy version, read from the ledger as a stream. It is kept between requests and
-//! read again, in the background, once the ledger has grown; a page never waits for more than
-//! the first reading.
+//! and by policy version, and records per stream (node), read from every stream of the ledger
+//! merged. It is kept between requests and read again, in the background, once any stream has
+//! grown; a page never waits for more than the first reading.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,24 +28,44 @@ pub struct LedgerDigest {
     pub by_version: BTreeMap<i64, BTreeMap<u32, u64>>,
     /// When the last record was made.
     pub last_at: Option<Instant>,
+    /// Stream name (its node, or `single-node`) → records read and when the last was made.
+    pub per_stream: BTreeMap<String, (u64, Instant)>,
+    /// How large the ledger's segments were when it was read (see [`ledger_size`]).
+    pub size: u64,
+}
+
+/// The bytes of every segment of every stream under `root`: a cheap sign that some node has
+/// recorded since a digest was read (a few directory listings, no reads).
+pub fn ledger_size(root: &Path) -> Result<u64, consentry_ledger::LedgerError> {
+    let mut size = 0u64;
+    for stream in consentry_ledger::streams(root)? {
+        let Ok(files) = std::fs::read_dir(&stream.dir) else { continue };
+        for file in files.flatten() {
+            if file.file_name().to_string_lossy().ends_with(".seg") {
+                size = size.saturating_add(file.metadata().map(|m| m.len()).unwrap_or(0));
+            }
+        }
+    }
+    Ok(size)
 }
 
 impl LedgerDigest {
-    /// Reads the whole ledger in `dir` (an empty digest if there is no ledger yet).
-    pub fn read(dir: &Path) -> Result<LedgerDigest, consentry_ledger::LedgerError> {
-        let mut digest = LedgerDigest::default();
-        if !dir.join("signing.pub").exists() {
-            return Ok(digest);
-        }
-        let mut entries = RawEntries::open(dir)?;
+    /// Reads every stream of the ledger under `root` (an empty digest if there is none yet).
+    pub fn read(root: &Path) -> Result<LedgerDigest, consentry_ledger::LedgerError> {
+        let mut digest = LedgerDigest { size: ledger_size(root)?, ..LedgerDigest::default() };
+        let mut entries = RawEntries::open(root)?;
         let mut record = RawRecord::default();
         while entries.next_into(&mut record)? {
-            digest.add(&record);
+            let stream = entries.node().map_or_else(|| "single-node".to_string(), |n| n.to_string());
+            digest.add(&stream, &record);
         }
         Ok(digest)
     }
 
-    fn add(&mut self, record: &RawRecord) {
+    fn add(&mut self, stream: &str, record: &RawRecord) {
+        let kept = self.per_stream.entry(stream.to_string()).or_insert((0, record.at));
+        kept.0 += 1;
+        kept.1 = kept.1.max(record.at);
         let day = record.at.millis().div_euclid(DAY_MILLIS);
         let fields = self.by_field.entry(day).or_insert([0; 7]);
         let mut pairs = 0u64;
@@ -63,7 +83,7 @@ impl LedgerDigest {
         *self.by_version.entry(day).or_default().entry(record.policy_version).or_default() += pairs;
         self.records += 1;
         self.disclosures += pairs;
-        self.last_at = Some(record.at);
+        self.last_at = Some(self.last_at.map_or(record.at, |last| last.max(record.at)));
     }
 
     /// The date of a day number, `YYYY-MM-DD`.
@@ -82,17 +102,24 @@ impl LedgerDigest {
 }
 
 impl Console {
-    /// The digest of the ledger in `dir` holding `records` records: the one kept if it is that
-    /// recent; otherwise the one kept while a fresh one is read in the background (or, the
+    /// Records the ledger holds, as best known without reading it: the kept digest's count
+    /// (every stream, when it was read) or this node's own stream's, whichever is larger. A
+    /// progress bar's total.
+    pub(crate) fn ledger_records(&self, this_stream: Option<&consentry_ledger::Ledger>) -> u64 {
+        let kept = self.digest.lock().ok().and_then(|d| d.as_ref().map(|d| d.records)).unwrap_or(0);
+        kept.max(this_stream.map_or(0, |l| l.stats().records))
+    }
+
+    /// The digest of the ledger under `dir`: the one kept if no stream has grown since it was
+    /// read; otherwise the one kept while a fresh one is read in the background (or, the
     /// first time, a fresh one read now).
     pub(crate) fn ledger_digest(
         self: &Arc<Self>,
         dir: &Path,
-        records: Option<u64>,
     ) -> Result<Arc<LedgerDigest>, consentry_ledger::LedgerError> {
         let kept = self.digest.lock().ok().and_then(|d| d.clone());
         match kept {
-            Some(digest) if records.is_none_or(|n| n == digest.records) => Ok(digest),
+            Some(digest) if ledger_size(dir)? == digest.size => Ok(digest),
             Some(stale) => {
                 if !self.digest_refreshing.swap(true, Ordering::SeqCst) {
                     let console = self.clone();
@@ -138,12 +165,12 @@ mod tests {
         };
         record.members =
             vec![(1, Field::MemberName.bit() | Field::MemberPicture.bit()), (2, Field::MemberName.bit())];
-        digest.add(&record);
+        digest.add("single-node", &record);
         record.at = at.plus_secs(1);
         record.policy_version = 3;
         record.group_fields = 0;
         record.members = vec![(1, Field::MemberName.bit())];
-        digest.add(&record);
+        digest.add("node-b", &record);
         let day = LedgerDigest::day_of(at);
         assert_eq!(LedgerDigest::date(day), "2019-11-05");
         assert_eq!(digest.by_field.get(&day), Some(&[1, 1, 0, 0, 0, 2, 1]));
@@ -151,5 +178,8 @@ mod tests {
         assert_eq!(digest.by_version.get(&day).and_then(|v| v.get(&2)), Some(&5));
         assert_eq!(digest.by_version.get(&(day + 1)).and_then(|v| v.get(&3)), Some(&1));
         assert_eq!((digest.records, digest.disclosures), (2, 6));
+        assert_eq!(digest.per_stream.get("single-node"), Some(&(1, at)));
+        assert_eq!(digest.per_stream.get("node-b"), Some(&(1, at.plus_secs(1))));
+        assert_eq!(digest.last_at, Some(at.plus_secs(1)));
     }
 }

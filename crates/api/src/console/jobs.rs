@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use consentry_audit::AuditReport;
-use consentry_ledger::VerifyReport;
+use consentry_ledger::LedgerReport;
 use consentry_types::Instant;
 
 /// Jobs running at once; starting another is refused until one ends.
@@ -25,7 +25,7 @@ pub(crate) enum JobKind {
 /// What a finished job found.
 pub(crate) enum JobResult {
     Audit(Arc<AuditReport>),
-    Verification(VerifyReport),
+    Verification(LedgerReport),
 }
 
 /// One job and where it stands.

@@ -18,6 +18,8 @@ use crate::ApiState;
 const PAGE: usize = 1000;
 
 pub(crate) struct Row {
+    /// The record's stream (its node) and its number there.
+    pub node: String,
     pub seq: u64,
     pub at: String,
     pub app: String,
@@ -46,8 +48,10 @@ pub(crate) struct Lookup {
     pub name: Option<String>,
     pub rows: Vec<Row>,
     pub per_app: Vec<PerApp>,
-    pub next: Option<u64>,
-    pub after: u64,
+    /// Where the next page starts: `paging.after` of the platform API, URL-encoded.
+    pub next: Option<String>,
+    /// Whether this page starts after an earlier one.
+    pub later: bool,
 }
 
 #[derive(Template)]
@@ -59,7 +63,7 @@ struct MembersPage {
     no_ledger: bool,
 }
 
-/// `GET /console/members?member=ID&after=SEQ`.
+/// `GET /console/members?member=ID&after=NODE:SEQ,…` (`after` as the platform API takes it).
 pub(crate) async fn page(
     State(state): State<ApiState>,
     signed: Signed,
@@ -68,10 +72,7 @@ pub(crate) async fn page(
     signed.require(READERS)?;
     let params = view::query(query, &["member", "after"])?;
     let raw = params.get("member").map(str::trim).unwrap_or_default().to_string();
-    let after: u64 = match params.get("after") {
-        Some(text) => text.parse().map_err(|_| ConsoleError::bad_request("after must be a record number"))?,
-        None => 0,
-    };
+    let after = params.get("after").map(str::to_string);
     let chrome = signed.chrome("/console/members", "Members");
     let Some(dir) = state.ledger_dir.clone() else {
         return Ok(view::html(&MembersPage { chrome, query: raw, lookup: None, no_ledger: true }));
@@ -86,14 +87,12 @@ pub(crate) async fn page(
             .member(&member)
             .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
             .map(|m| m.name);
-        let found = if dir.join("signing.pub").exists() {
-            crate::transparency::member_disclosures_page(&dir, &member, (None, None), after, PAGE)?
-        } else {
-            crate::transparency::MemberDisclosures {
-                data: Vec::new(),
-                paging: crate::groups::Paging { after: None },
-            }
-        };
+        let streams = consentry_ledger::streams(&dir).map_err(|e| ApiError::internal(&e.to_string()))?;
+        let names: Vec<String> = streams.iter().map(|s| s.name()).collect();
+        let frontier = crate::transparency::parse_after(after.as_deref(), &names)?;
+        let later = !frontier.is_empty();
+        let found =
+            crate::transparency::member_disclosures_page(&dir, &member, (None, None), frontier, PAGE)?;
         let mut per_app: BTreeMap<String, AppTally> = BTreeMap::new();
         for d in &found.data {
             let entry = per_app.entry(d.app.clone()).or_insert_with(|| {
@@ -114,8 +113,8 @@ pub(crate) async fn page(
         Ok(Lookup {
             member: member.to_string(),
             name,
-            next: found.paging.after.and_then(|a| a.parse().ok()),
-            after,
+            next: found.paging.after.map(|a| form_urlencoded::byte_serialize(a.as_bytes()).collect()),
+            later,
             per_app: per_app
                 .into_iter()
                 .map(|(app, (developer, responses, mut fields, mut versions, first, last))| {
@@ -136,6 +135,7 @@ pub(crate) async fn page(
                 .data
                 .into_iter()
                 .map(|d| Row {
+                    node: d.node,
                     seq: d.seq,
                     at: short(&d.at),
                     app: d.app,

@@ -46,6 +46,16 @@ pub(crate) struct VerificationLine {
     pub running: bool,
     pub ok: bool,
     pub outcome: String,
+    /// Per stream: its name, whether it verified, and what was found.
+    pub streams: Vec<(String, bool, String)>,
+}
+
+/// One stream of the ledger (one node's) on the overview.
+pub(crate) struct StreamHealth {
+    pub name: String,
+    pub records: String,
+    pub last_record: String,
+    pub last_checkpoint: String,
 }
 
 #[derive(Template)]
@@ -65,7 +75,7 @@ struct OverviewPage {
     ledger_records: String,
     ledger_disclosures: String,
     last_record: String,
-    last_checkpoint: Option<String>,
+    streams: Vec<StreamHealth>,
     verification: Option<VerificationLine>,
     window: String,
     by_field: BarChart,
@@ -208,24 +218,68 @@ fn charts(digest: &LedgerDigest) -> (String, BarChart, BarChart) {
 fn verification_line(job: &super::jobs::Job) -> VerificationLine {
     let outcome = job.outcome.lock().ok().map(|o| match o.as_ref() {
         None => (true, false, "running".to_string()),
-        Some(Ok(JobResult::Verification(report))) => match &report.problem {
-            None => (
-                false,
-                true,
-                format!(
-                    "OK: {} records, {} segments, {} checkpoints in {:.2} s",
-                    count(report.records),
-                    report.segments,
-                    report.checkpoints,
-                    report.seconds
-                ),
-            ),
-            Some(problem) => (false, false, format!("FAILED: {problem}")),
-        },
+        Some(Ok(JobResult::Verification(report))) => {
+            let sum = |f: fn(&consentry_ledger::VerifyReport) -> u64| {
+                report.streams.iter().map(|s| f(&s.report)).sum::<u64>()
+            };
+            let failed: Vec<String> = report
+                .streams
+                .iter()
+                .filter_map(|s| s.report.problem.as_ref().map(|p| format!("stream {}: {p}", s.stream.name())))
+                .chain(report.unmatched.iter().cloned())
+                .collect();
+            if failed.is_empty() {
+                let streams = report.streams.len();
+                (
+                    false,
+                    true,
+                    format!(
+                        "OK: {} records in {streams} stream{}, {} segments, {} checkpoints in {:.2} s",
+                        count(sum(|r| r.records)),
+                        if streams == 1 { "" } else { "s" },
+                        sum(|r| r.segments),
+                        sum(|r| r.checkpoints),
+                        report.streams.iter().map(|s| s.report.seconds).sum::<f64>()
+                    ),
+                )
+            } else {
+                (false, false, format!("FAILED: {}", failed.join("; ")))
+            }
+        }
         Some(Ok(JobResult::Audit(_))) => (false, false, "not a verification".to_string()),
         Some(Err(error)) => (false, false, format!("could not run: {error}")),
     });
     let (running, ok, outcome) = outcome.unwrap_or((false, false, "unknown".into()));
+    let streams = job
+        .outcome
+        .lock()
+        .ok()
+        .and_then(|o| match o.as_ref() {
+            Some(Ok(JobResult::Verification(report))) => Some(
+                report
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        let r = &s.report;
+                        match &r.problem {
+                            None => (
+                                s.stream.name(),
+                                true,
+                                format!(
+                                    "{} records, {} segments, {} checkpoints",
+                                    count(r.records),
+                                    r.segments,
+                                    r.checkpoints
+                                ),
+                            ),
+                            Some(problem) => (s.stream.name(), false, format!("FAILED: {problem}")),
+                        }
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default();
     VerificationLine {
         id: job.id,
         started: view::when(job.started_at),
@@ -233,6 +287,7 @@ fn verification_line(job: &super::jobs::Job) -> VerificationLine {
         running,
         ok,
         outcome,
+        streams,
     }
 }
 
@@ -246,17 +301,33 @@ pub(crate) async fn page(
     let params = view::query(query, &["done", "n"])?;
     let platform = blocking(&state.service, platform).await?;
     let dir = state.ledger_dir.clone();
-    let records = state.ledger.as_ref().map(|l| l.stats().records);
     let console = state.console.clone();
-    let (digest, checkpoint) = blocking(&state.service, move |_| {
-        let Some(dir) = dir else { return Ok((Arc::new(LedgerDigest::default()), None)) };
-        let digest = console.ledger_digest(&dir, records).map_err(|e| ApiError::internal(&e.to_string()))?;
-        let checkpoint = if dir.join("signing.pub").exists() {
-            consentry_ledger::last_checkpoint(&dir).map_err(|e| ApiError::internal(&e.to_string()))?
-        } else {
-            None
-        };
-        Ok((digest, checkpoint))
+    let (digest, streams) = blocking(&state.service, move |_| {
+        let Some(dir) = dir else { return Ok((Arc::new(LedgerDigest::default()), Vec::new())) };
+        let failed = |e: consentry_ledger::LedgerError| ApiError::internal(&e.to_string());
+        let digest = console.ledger_digest(&dir).map_err(failed)?;
+        let mut streams = Vec::new();
+        for stream in consentry_ledger::streams(&dir).map_err(failed)? {
+            let name = stream.name();
+            let checkpoint = consentry_ledger::last_checkpoint(&stream.dir).map_err(failed)?;
+            let (records, last) =
+                digest.per_stream.get(&name).copied().map_or((0, None), |(n, at)| (n, Some(at)));
+            streams.push(StreamHealth {
+                records: count(records),
+                last_record: last.map(view::when).unwrap_or_else(|| "none".into()),
+                last_checkpoint: checkpoint
+                    .map(|c| {
+                        format!(
+                            "record {} at {}",
+                            count(c.seq),
+                            view::when(Instant::from_millis(c.at_millis))
+                        )
+                    })
+                    .unwrap_or_else(|| "none yet".into()),
+                name,
+            });
+        }
+        Ok((digest, streams))
     })
     .await?;
     let (window, by_field, by_version) = charts(&digest);
@@ -274,11 +345,10 @@ pub(crate) async fn page(
         cases: platform.cases,
         open_cases: platform.open_cases,
         overdue: platform.overdue,
-        ledger_records: count(records.unwrap_or(digest.records)),
+        ledger_records: count(digest.records),
         ledger_disclosures: count(digest.disclosures),
         last_record: digest.last_at.map(view::when).unwrap_or_else(|| "none".into()),
-        last_checkpoint: checkpoint
-            .map(|c| format!("record {} at {}", count(c.seq), view::when(Instant::from_millis(c.at_millis)))),
+        streams,
         verification: state.console.jobs.last_verification().map(|j| verification_line(&j)),
         window,
         by_field,
@@ -300,7 +370,7 @@ pub(crate) async fn verify(
         .ledger_dir
         .clone()
         .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, "this server keeps no ledger"))?;
-    let total = state.ledger.as_ref().map(|l| l.stats().records).unwrap_or(0);
+    let total = state.console.ledger_records(state.ledger.as_deref());
     let by = key_label(Some(&signed.operator.name), &signed.operator.key_id);
     let job = state
         .console
@@ -312,7 +382,9 @@ pub(crate) async fn verify(
             state.service.now(),
             total,
             move |_| {
-                consentry_ledger::verify(&dir, &[]).map(JobResult::Verification).map_err(|e| e.to_string())
+                consentry_ledger::verify_all(&dir, &[])
+                    .map(JobResult::Verification)
+                    .map_err(|e| e.to_string())
             },
         )
         .map_err(|_| {
