@@ -18,7 +18,7 @@ use consentry_ledger::{Ledger, LedgerOptions};
 use consentry_service::{ServerKey, Service, ServiceConfig, SessionLimits, SimulatedClock};
 use consentry_store::DeliveryStatus;
 use consentry_store_sqlite::SqliteStore;
-use consentry_types::{AppId, DeveloperId, GroupId, Instant, MemberId, OperatorRole, Scope};
+use consentry_types::{AppId, DeveloperId, GroupId, Instant, MemberId, NodeId, OperatorRole, Scope};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -113,6 +113,11 @@ impl World {
     /// an app named like a script, the legacy rules active, and the members page read once
     /// (recorded in the ledger).
     async fn new(limits: SessionLimits) -> World {
+        World::new_with(limits, None).await
+    }
+
+    /// The same world, its ledger a root of streams, this server writing node `node`'s.
+    async fn new_with(limits: SessionLimits, node: Option<&str>) -> World {
         let clock = Arc::new(SimulatedClock::starting_at(ok(Instant::parse("2020-01-01T00:00:00Z"))));
         let store = Arc::new(ok(SqliteStore::in_memory()));
         let service =
@@ -158,7 +163,12 @@ impl World {
         ok(service.approve_policy(version, &approver));
         ok(service.activate_policy(version, &author, "launch rules"));
         let ledger_dir = temp_dir("ledger");
-        let ledger = Arc::new(ok(Ledger::open(&ledger_dir, LedgerOptions::default())));
+        let ledger = Arc::new(match node {
+            Some(node) => {
+                ok(Ledger::open_stream(&ledger_dir, &ok(NodeId::parse(node)), LedgerOptions::default()))
+            }
+            None => ok(Ledger::open(&ledger_dir, LedgerOptions::default())),
+        });
         let state = ApiState::new(service.clone()).with_ledger(ledger).with_console(Console::new(limits));
         let router = app(state.clone());
         let token =
@@ -484,6 +494,13 @@ async fn what_a_role_may_not_do_is_not_offered_and_refused_if_tried() {
         (format!("/console/apps/{app}/revoke"), vec![("reason", "x")]),
         ("/console/deliveries/1/retry".to_string(), vec![]),
         ("/console/policies".to_string(), vec![("text", GROUPS_2018)]),
+        (format!("/console/policies/{draft}/preview"), vec![("since", "30d")]),
+        (format!("/console/policies/{draft}/proofs"), vec![]),
+        (format!("/console/policies/{draft}/waivers"), vec![("reason", "x")]),
+        (format!("/console/apps/{app}/suspend"), vec![("reason", "x")]),
+        (format!("/console/apps/{app}/reinstate"), vec![("reason", "x")]),
+        ("/console/developers/acme/revoke".to_string(), vec![("reason", "x")]),
+        ("/console/audits/1/cases".to_string(), vec![]),
     ] {
         let reply = world.post(&auditor, &uri, &fields).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "auditor {uri}: {}", reply.body);
@@ -500,7 +517,16 @@ async fn what_a_role_may_not_do_is_not_offered_and_refused_if_tried() {
         world.post(&operator, "/console/audits", &[("policy", "active"), ("since", "1d")]).await.status,
         StatusCode::FORBIDDEN
     );
+    // An operator may not open cases from an audit, nor waive proofs.
+    for uri in ["/console/audits/1/cases".to_string(), format!("/console/policies/{draft}/waivers")] {
+        let reply = world.post(&operator, &uri, &[("reason", "x")]).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "operator {uri}: {}", reply.body);
+    }
     assert!(ok(world.service.store().policy_approvals(draft)).is_empty(), "nothing was approved");
+    assert!(ok(world.service.store().policy_previews(draft)).is_empty(), "nothing was previewed");
+    assert!(ok(world.service.store().policy_proofs(draft)).is_empty(), "nothing was proved");
+    assert!(ok(world.service.store().policy_waivers(draft)).is_empty(), "nothing was waived");
+    assert!(ok(world.service.store().cases()).is_empty(), "no case was opened");
     assert_eq!(
         ok(world.service.store().app(&world.app)).map(|a| a.status),
         Some(consentry_types::AppStatus::Active)
@@ -572,6 +598,15 @@ async fn signing_out_ends_the_session_on_the_server() {
         (again.status, again.location()),
         (StatusCode::SEE_OTHER, "/console/sign-in"),
         "the old cookie no longer works"
+    );
+    // The old cookie with its CSRF token acts no more.
+    let replayed = world.post(&session, "/console/ledger/verify", &[]).await;
+    assert_eq!(replayed.status, StatusCode::UNAUTHORIZED, "{}", replayed.body);
+    let replayed_out = world.post(&session, "/console/sign-out", &[]).await;
+    assert_eq!(replayed_out.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        world.get(&kept, "/console/overview").await.body.contains("not verified since the server started"),
+        "the replayed form started no verification"
     );
     assert_eq!(world.get(&kept, "/console/overview").await.status, StatusCode::OK, "only that session ended");
     assert_eq!(world.state.console.sessions().count(), 1);
@@ -1031,4 +1066,151 @@ async fn the_overview_counts_what_the_store_and_ledger_hold_and_verifies_the_led
     assert!(done.body.contains("id=\"outcome\" class=\"ok\">OK: 1 records"), "{}", done.body);
     let page = world.get(&session, "/console/overview").await.body;
     assert!(page.contains("<span class=\"ok\">OK: 1 records"), "the overview shows the last verification");
+}
+
+/// Huge and malformed forms get a clear error page with the console's headers, never a 5xx,
+/// and change nothing.
+#[tokio::test]
+async fn a_huge_or_malformed_form_gets_a_clear_error_page_and_changes_nothing() {
+    let world = World::new(SessionLimits::default()).await;
+    let draft = ok(world
+        .service
+        .submit_policy(GROUPS_2018, &ok(world.service.authenticate_operator(&world.operator))));
+    let officer = world.sign_in(&world.officer).await;
+    let approve = format!("/console/policies/{draft}/approve");
+    let csrf = format!("csrf={}", officer.csrf);
+    let huge_draft = format!("{csrf}&text={}", "a".repeat(consentry_api::console::CONSOLE_FORM_LIMIT + 1));
+    let huge_small = format!("{csrf}&reason={}", "b".repeat(2 * 1024 * 1024));
+    let cases: Vec<(&str, String, StatusCode)> = vec![
+        ("/console/policies", huge_draft, StatusCode::PAYLOAD_TOO_LARGE),
+        (&approve, huge_small, StatusCode::PAYLOAD_TOO_LARGE),
+        (&approve, format!("{csrf}&{csrf}"), StatusCode::BAD_REQUEST),
+        (&approve, format!("{csrf}&%%%&&&==="), StatusCode::BAD_REQUEST),
+        (&approve, format!("{csrf}&\u{0}=\u{0}"), StatusCode::BAD_REQUEST),
+        ("/console/policies", format!("{csrf}&text=%FF%FE%00"), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "/console/audits",
+            format!("{csrf}&policy=version&version=99999999999999999999&since=1d"),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/console/audits", format!("{csrf}&policy=active&from=not-a-date"), StatusCode::BAD_REQUEST),
+        ("/console/apps/zzz/explode", format!("{csrf}&reason=x"), StatusCode::NOT_FOUND),
+        ("/console/overview", csrf.clone(), StatusCode::METHOD_NOT_ALLOWED),
+        ("/console/policies/not-a-number/approve", csrf.clone(), StatusCode::BAD_REQUEST),
+    ];
+    for (uri, body, expected) in &cases {
+        let reply = world.post_raw(&officer, uri, body, &[]).await;
+        let shown: String = body.chars().take(60).collect();
+        assert_eq!(
+            reply.status,
+            *expected,
+            "{uri} {shown}: {}",
+            reply.body.chars().take(300).collect::<String>()
+        );
+        assert!(
+            reply
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("text/html")),
+            "{uri} {shown}: an error page, not {:?}",
+            reply.headers.get(header::CONTENT_TYPE)
+        );
+        assert_eq!(
+            reply.headers.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()),
+            Some(CONTENT_SECURITY_POLICY),
+            "{uri}"
+        );
+    }
+    assert!(ok(world.service.store().policy_approvals(draft)).is_empty(), "nothing was approved");
+    assert_eq!(ok(world.service.store().policy_versions()).len(), 2, "no draft was submitted");
+    assert_eq!(
+        world.get(&officer, "/console/overview").await.status,
+        StatusCode::OK,
+        "the session still works"
+    );
+}
+
+/// Several nodes: the console reads the ledger as all its streams. Another node's records show
+/// in a member lookup beside this node's, the overview gives each stream its records and last
+/// checkpoint, and a verification verifies every stream.
+#[tokio::test]
+async fn the_console_reads_every_nodes_stream_of_the_ledger() {
+    let world = World::new_with(SessionLimits::default(), Some("node-a")).await;
+    // Another node writes its own stream under the same root: two responses that disclosed
+    // bob's name, one an hour later than the other, and a checkpoint.
+    let other =
+        ok(Ledger::open_stream(&world.ledger_dir, &ok(NodeId::parse("node-b")), LedgerOptions::default()));
+    let bob = ok(MemberId::parse("bob"));
+    for (i, minutes) in [(0u64, 10i64), (1, 70)] {
+        let record = consentry_types::DisclosureRecord {
+            at: world.service.now().plus_secs(minutes * 60 - 7200),
+            request_id: format!("{:016x}", 0xb0b0 + i),
+            app: world.app.clone(),
+            developer: ok(DeveloperId::parse("acme")),
+            group: ok(GroupId::parse("hikers")),
+            token_hash: format!("{i:064x}"),
+            policy_version: 1,
+            route: "GET /v1/groups/{id}/members".into(),
+            disclosures: vec![consentry_types::Disclosure {
+                subject: consentry_types::Subject::Member(bob.clone()),
+                fields: consentry_types::FieldSet::from_bits(consentry_types::Field::MemberName.bit()),
+            }],
+        };
+        ok(other.append(&record));
+    }
+    let checkpoint = ok(other.checkpoint());
+    drop(other);
+    let auditor = world.sign_in(&world.auditor).await;
+    let lookup = world.get(&auditor, "/console/members?member=bob").await;
+    assert_eq!(lookup.status, StatusCode::OK, "{}", lookup.body);
+    let rows = |node: &str| lookup.body.matches(&format!("<tr><td>{node}</td>")).count();
+    assert_eq!((rows("node-a"), rows("node-b")), (1, 2), "bob's responses from both nodes: {}", lookup.body);
+    // Merged by instant: this node's read (10 minutes after the start) sits between node-b's.
+    let (b0, a0) = (lookup.body.find("<tr><td>node-b</td>"), lookup.body.find("<tr><td>node-a</td>"));
+    assert!(b0 < a0 && a0 < lookup.body.rfind("<tr><td>node-b</td>"), "oldest first across streams");
+    // The platform API says the same.
+    let api = world
+        .raw(
+            Method::GET,
+            "/platform/v1/members/bob/disclosures",
+            &[(header::AUTHORIZATION.as_str(), &format!("Bearer {}", world.auditor))],
+            "",
+        )
+        .await;
+    let api: Value = serde_json::from_str(&api.body).unwrap_or_default();
+    let nodes: Vec<&str> = api["data"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|r| r["node"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(nodes, ["node-b", "node-a", "node-b"]);
+    // The overview: one row per stream, each with its records and last checkpoint.
+    let overview = world.get(&auditor, "/console/overview").await.body;
+    let streams = overview.split("id=\"ledger-streams\"").nth(1).unwrap_or_default();
+    let row = |node: &str| {
+        streams
+            .split(&format!("<tr><td>{node}</td>"))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("node-a").contains("<td class=\"n\">1</td>") && row("node-a").contains("none yet"),
+        "{}",
+        row("node-a")
+    );
+    assert!(row("node-b").contains("<td class=\"n\">2</td>"), "{}", row("node-b"));
+    assert!(row("node-b").contains(&format!("record {}", checkpoint.seq)), "{}", row("node-b"));
+    assert!(overview.contains("id=\"ledger-records\">3<"), "records of every stream counted");
+    // A verification verifies both streams.
+    let started = world.post(&auditor, "/console/ledger/verify", &[]).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let verified =
+        world.finished(&auditor, started.location().split('?').next().unwrap_or_default()).await.body;
+    assert!(verified.contains("OK: 3 records in 2 streams"), "{verified}");
+    assert!(
+        verified.contains("node-a</span>: 1 records") && verified.contains("node-b</span>: 2 records"),
+        "{verified}"
+    );
 }

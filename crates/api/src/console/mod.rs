@@ -72,8 +72,43 @@ impl Console {
     }
 }
 
+/// What the console says for an error axum answered itself (a body over the limit, a path
+/// that does not parse, a method a page does not take): the same HTML error page as the
+/// console's own errors, never plain text or JSON.
+async fn as_error_page(response: Response) -> Response {
+    let status = response.status();
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_html {
+        return response;
+    }
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!(
+            "This form is larger than the console accepts ({} MiB for a pasted policy, {} KiB for anything else).",
+            CONSOLE_FORM_LIMIT / (1024 * 1024),
+            crate::JSON_BODY_LIMIT / 1024
+        )
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        "This page does not take that kind of request.".to_string()
+    } else if status.is_server_error() {
+        "Something went wrong on the server; it was logged.".to_string()
+    } else {
+        let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let detail = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        format!("The request could not be read: {detail}")
+    };
+    view::error_page(status, &message)
+}
+
 async fn security_headers(request: axum::extract::Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+    let mut response = as_error_page(next.run(request).await).await;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -111,6 +146,10 @@ async fn icon() -> Response {
 
 async fn home() -> Redirect {
     Redirect::to("/console/overview")
+}
+
+async fn method_not_allowed() -> Response {
+    view::error_page(StatusCode::METHOD_NOT_ALLOWED, "This page does not take that kind of request.")
 }
 
 async fn not_found() -> Response {
@@ -151,6 +190,7 @@ pub fn router() -> Router<ApiState> {
         .route("/developers/{id}/revoke", post(apps::revoke_developer).layer(small))
         .route("/members", get(members::page))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(CONSOLE_FORM_LIMIT))
         .layer(middleware::from_fn(security_headers))
 }
