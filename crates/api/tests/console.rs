@@ -712,6 +712,24 @@ async fn every_value_is_escaped() {
     assert!(apps.contains("Dev &#34;Quoted&#34; O&#39;Brien &#38; Sons"), "{apps}");
     let policy = world.get(&officer, "/console/policies/2").await.body;
     assert!(policy.contains("alert(2)") && !policy.contains("</pre><script>"));
+    // A reason typed into a form is shown back escaped, on the app's page and the remediation
+    // page (the developer's notification).
+    let scheduler = world.app.to_string();
+    let hostile_reason = "<img src=x alt=4> </td></tr><tr><td>forged</td> \"quoted\" reason";
+    let suspended =
+        world.post(&officer, &format!("/console/apps/{scheduler}/suspend"), &[("reason", hostile_reason)]).await;
+    assert_eq!(suspended.status, StatusCode::SEE_OTHER, "{}", suspended.body);
+    for uri in [format!("/console/apps/{scheduler}"), "/console/remediation".to_string()] {
+        let page = world.get(&officer, &uri).await.body;
+        assert!(
+            !page.contains("<img src=x") && !page.contains("<td>forged</td>"),
+            "{uri} carries live markup from a reason"
+        );
+    }
+    assert!(
+        world.get(&officer, &format!("/console/apps/{scheduler}")).await.body.contains("&#60;img src=x"),
+        "the reason is shown, escaped"
+    );
     // A problem message quoting input is escaped too.
     let bad = world.get(&officer, "/console/members?member=%3Cscript%3E").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
@@ -744,6 +762,19 @@ async fn the_two_person_rule_holds_in_the_console() {
     let refused = world.post(&author, "/console/policies/2/approve", &[]).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
     assert!(refused.body.contains("cannot approve policy version 2"), "{}", refused.body);
+    // Nor with a second privacy-officer key the author made for itself: the same person could
+    // hold both, so the lineage rule refuses it as the API does.
+    let minted = ok(world.service.create_operator_key(
+        &ok(world.service.authenticate_operator(&world.officer)),
+        "olga-too",
+        OperatorRole::PrivacyOfficer,
+        None,
+    ));
+    let sock_puppet = world.sign_in(&minted.key).await;
+    let page = world.get(&sock_puppet, "/console/policies/2").await.body;
+    assert!(!page.contains("id=\"approve\""), "a key of the author's lineage is not offered approval");
+    let puppet = world.post(&sock_puppet, "/console/policies/2/approve", &[]).await;
+    assert_eq!(puppet.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", puppet.body);
     assert!(ok(world.service.store().policy_approvals(2)).is_empty());
     // Activating before an approval is refused by the same rule the API applies.
     let operator = world.sign_in(&world.operator).await;
