@@ -716,8 +716,9 @@ async fn every_value_is_escaped() {
     // page (the developer's notification).
     let scheduler = world.app.to_string();
     let hostile_reason = "<img src=x alt=4> </td></tr><tr><td>forged</td> \"quoted\" reason";
-    let suspended =
-        world.post(&officer, &format!("/console/apps/{scheduler}/suspend"), &[("reason", hostile_reason)]).await;
+    let suspended = world
+        .post(&officer, &format!("/console/apps/{scheduler}/suspend"), &[("reason", hostile_reason)])
+        .await;
     assert_eq!(suspended.status, StatusCode::SEE_OTHER, "{}", suspended.body);
     for uri in [format!("/console/apps/{scheduler}"), "/console/remediation".to_string()] {
         let page = world.get(&officer, &uri).await.body;
@@ -1244,4 +1245,30 @@ async fn the_console_reads_every_nodes_stream_of_the_ledger() {
         verified.contains("node-a</span>: 1 records") && verified.contains("node-b</span>: 2 records"),
         "{verified}"
     );
+}
+
+/// A byte flipped in the ledger on disk: the overview still renders, its ledger health says
+/// the ledger could not be read, and a verification from the console reports the damage.
+#[tokio::test]
+async fn a_damaged_ledger_is_shown_on_the_overview_not_hidden_behind_an_error() {
+    let world = World::new(SessionLimits::default()).await;
+    let segment = ok(std::fs::read_dir(&world.ledger_dir))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap_or_else(|| unreachable!("no segment"));
+    let mut bytes = ok(std::fs::read(&segment));
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    ok(std::fs::write(&segment, &bytes));
+    let auditor = world.sign_in(&world.auditor).await;
+    let overview = world.get(&auditor, "/console/overview").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
+    assert!(overview.body.contains("id=\"ledger-unreadable\""), "{}", overview.body);
+    assert!(overview.body.contains("id=\"platform-heading\"") || overview.body.contains("installations"));
+    let started = world.post(&auditor, "/console/ledger/verify", &[]).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let verified =
+        world.finished(&auditor, started.location().split('?').next().unwrap_or_default()).await.body;
+    assert!(verified.contains("FAILED"), "{verified}");
 }

@@ -76,6 +76,8 @@ struct OverviewPage {
     ledger_disclosures: String,
     last_record: String,
     streams: Vec<StreamHealth>,
+    /// Why the ledger could not be read, if it could not.
+    unreadable: Option<String>,
     verification: Option<VerificationLine>,
     window: String,
     by_field: BarChart,
@@ -302,32 +304,49 @@ pub(crate) async fn page(
     let platform = blocking(&state.service, platform).await?;
     let dir = state.ledger_dir.clone();
     let console = state.console.clone();
-    let (digest, streams) = blocking(&state.service, move |_| {
-        let Some(dir) = dir else { return Ok((Arc::new(LedgerDigest::default()), Vec::new())) };
-        let failed = |e: consentry_ledger::LedgerError| ApiError::internal(&e.to_string());
-        let digest = console.ledger_digest(&dir).map_err(failed)?;
+    // A ledger that cannot be read (damage on disk) is what the ledger's health is for: the
+    // page says so, and the rest of the overview is still shown.
+    let (digest, streams, unreadable) = blocking(&state.service, move |_| {
+        let Some(dir) = dir else { return Ok((Arc::new(LedgerDigest::default()), Vec::new(), None)) };
+        let mut unreadable = None;
+        let mut failed = |e: consentry_ledger::LedgerError| {
+            tracing::error!(error = %e, "the console could not read the ledger");
+            unreadable.get_or_insert_with(|| e.to_string());
+        };
+        let digest = console.ledger_digest(&dir).unwrap_or_else(|e| {
+            failed(e);
+            Arc::new(LedgerDigest::default())
+        });
         let mut streams = Vec::new();
-        for stream in consentry_ledger::streams(&dir).map_err(failed)? {
+        let found = consentry_ledger::streams(&dir).unwrap_or_else(|e| {
+            failed(e);
+            Vec::new()
+        });
+        for stream in found {
             let name = stream.name();
-            let checkpoint = consentry_ledger::last_checkpoint(&stream.dir).map_err(failed)?;
+            let checkpoint = consentry_ledger::last_checkpoint(&stream.dir);
             let (records, last) =
                 digest.per_stream.get(&name).copied().map_or((0, None), |(n, at)| (n, Some(at)));
             streams.push(StreamHealth {
                 records: count(records),
                 last_record: last.map(view::when).unwrap_or_else(|| "none".into()),
-                last_checkpoint: checkpoint
-                    .map(|c| {
-                        format!(
-                            "record {} at {}",
-                            count(c.seq),
-                            view::when(Instant::from_millis(c.at_millis))
-                        )
-                    })
-                    .unwrap_or_else(|| "none yet".into()),
+                last_checkpoint: match checkpoint {
+                    Ok(Some(c)) => format!(
+                        "record {} at {}",
+                        count(c.seq),
+                        view::when(Instant::from_millis(c.at_millis))
+                    ),
+                    Ok(None) => "none yet".into(),
+                    Err(e) => {
+                        let line = format!("cannot be read: {e}");
+                        failed(e);
+                        line
+                    }
+                },
                 name,
             });
         }
-        Ok((digest, streams))
+        Ok((digest, streams, unreadable))
     })
     .await?;
     let (window, by_field, by_version) = charts(&digest);
@@ -349,6 +368,7 @@ pub(crate) async fn page(
         ledger_disclosures: count(digest.disclosures),
         last_record: digest.last_at.map(view::when).unwrap_or_else(|| "none".into()),
         streams,
+        unreadable,
         verification: state.console.jobs.last_verification().map(|j| verification_line(&j)),
         window,
         by_field,
