@@ -141,7 +141,7 @@ impl RawEntries {
     }
 
     /// The node whose stream holds the record read last (`None`: a single-node ledger not
-    /// adopted yet, or nothing read).
+    /// adopted yet). Meaningful only after [`RawEntries::next_into`] has returned a record.
     pub fn node(&self) -> Option<&NodeId> {
         self.streams.get(self.last).and_then(|h| h.node.as_ref())
     }
