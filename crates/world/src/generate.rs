@@ -22,7 +22,8 @@ use crate::WorldError;
 
 const HOUR_MS: i64 = 3_600_000;
 
-pub(crate) const CATEGORIES: [&str; 5] =
+/// The categories apps are registered in (developer `d`'s apps have category `d % 5`).
+pub const CATEGORIES: [&str; 5] =
     ["social_media_management", "video_streaming", "analytics", "event_planning", "community_moderation"];
 const FIRST: [&str; 16] = [
     "Ada", "Bao", "Chiara", "Dmitri", "Esi", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemi", "Lars",
@@ -563,7 +564,14 @@ impl<'p> Generator<'p> {
                 (true, Some(days)) => plan.launched.plus_days(days).min(latest),
                 _ => latest,
             };
-            let at = self.between(plan.launched, until);
+            // An installation is made while the app is active: draw again if it was suspended.
+            let mut at = self.between(plan.launched, until);
+            for _ in 0..8 {
+                if active(&plan, at) {
+                    break;
+                }
+                at = self.between(plan.launched, until);
+            }
             let Some(by) = self.admin(g, at, &plan) else { continue };
             let group = self.groups.get(g).cloned().ok_or_else(|| missing("group"))?;
             self.push(

@@ -23,7 +23,7 @@ mod replay;
 #[cfg(feature = "apply")]
 pub use apply::{Applied, Applier, ApplyError, WAIVER_REASON};
 pub use event::{Event, Read, StatusChange, Timed};
-pub use generate::{AppPlan, World};
+pub use generate::{AppPlan, World, CATEGORIES};
 pub use params::{
     AppStatusParams, GroupParams, InstallationParams, OptInParams, ShippedPolicy, TrafficParams, WorldParams,
 };
