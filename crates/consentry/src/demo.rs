@@ -322,9 +322,11 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let proofs = crate::prove::server_proofs(std::env::var("CONSENTRY_SOLVER").ok().as_deref(), None)?;
     let dir = prepare_dir(path)?;
     let store = Arc::new(dir.store()?);
+    let server_key = dir.server_key(store.as_ref())?;
     store.set_bulk_load(true)?;
-    let key = dir.server_key()?;
-    let ledger = Arc::new(dir.ledger()?);
+    let key = server_key;
+    // One node plays the story: its stream is `ledger/demo/`.
+    let ledger = Arc::new(dir.ledger(&crate::node::node_id(Some("demo"))?)?);
     let clock = Arc::new(SimulatedClock::starting_at(start));
     // Simulated apps keep one token for the whole story; served tokens live an hour.
     let sim_config = ServiceConfig { token_ttl_secs: 5 * 365 * 86_400, ..ServiceConfig::default() };
@@ -549,7 +551,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     }
     let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (case, _) in &cases {
-        let state = crate::cases::follow_up(&sim, &dir, *case)?;
+        let state = crate::cases::follow_up(&sim, &dir.ledger_dir(), *case)?;
         *outcomes.entry(state.as_str()).or_default() += 1;
     }
     println!(
@@ -733,7 +735,7 @@ fn ledger_summary(
     apps: &[consentry_world::AppPlan],
 ) -> Result<()> {
     let checkpoint = ledger.checkpoint().context("cannot sign a ledger checkpoint")?;
-    let report = consentry_ledger::verify(&dir.ledger_dir(), &[]).context("cannot verify the ledger")?;
+    let report = consentry_ledger::verify(ledger.dir(), &[]).context("cannot verify the ledger")?;
     if let Some(problem) = &report.problem {
         bail!("the ledger does not verify: {problem}");
     }

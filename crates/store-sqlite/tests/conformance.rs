@@ -75,3 +75,18 @@ fn a_store_from_before_key_makers_were_recorded_opens_and_says_so() {
     assert_eq!(store.operator_key("new1"), Ok(Some(child)));
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn two_stores_on_one_file_behave_as_several_nodes() {
+    let dir = std::env::temp_dir().join(format!("consentry-nodes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    conformance::run_several_nodes(|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("nodes-{n}.db"));
+        let open = || SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+        (open(), open())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
