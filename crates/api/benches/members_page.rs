@@ -1,9 +1,10 @@
 //! Benchmark: members pages per second through the whole HTTP stack in process, on the
 //! realistic world (`consentry-world`: Zipf-sized groups, 3–15% opt-in per app, many apps and
 //! groups, history through 2019 with groups-2018 active at its end), in the same run: enforced
-//! with the durable ledger (each response's record appended and synced before it leaves, as
-//! serving does) against the same handler with enforcement bypassed and no ledger (a bench-only
-//! switch). Apps walk their groups' member lists page after page, following the cursor, in the
+//! with the durable ledger (each response's one record handed to the ledger writer thread and
+//! synced, with whatever else queued meanwhile, before the response leaves: `ApiState::with_ledger`,
+//! as `consentry serve` records) against the same handler with enforcement bypassed and no
+//! ledger (a bench-only switch: no consents read, no decisions, every member shown). Apps walk their groups' member lists page after page, following the cursor, in the
 //! order the store holds them then; every walk is checked against the world's own facts.
 //!
 //! `cargo bench -p consentry-api --bench members_page` prints the figures; under `cargo test`
