@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use consentry_policy::{CompiledPolicy, PageFacts, SubjectFacts};
 use consentry_types::{
-    Disclosure, Field, FieldSet, GroupId, Installation, Instant, MemberId, PostId, ResourceKind,
-    Role, Subject,
+    Disclosure, Field, FieldSet, GroupId, Installation, Instant, MemberId, PostId, ResourceKind, Role,
+    Subject,
 };
 
 use crate::auth::AppSession;
