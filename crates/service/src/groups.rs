@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use consentry_policy::{CompiledPolicy, PageFacts, SubjectFacts};
 use consentry_types::{
-    Disclosure, Field, FieldSet, GroupId, Installation, Instant, Member, MemberId, PostId, ResourceKind,
-    Role, Subject,
+    Disclosure, Field, FieldSet, GroupId, Installation, Instant, MemberId, PostId, ResourceKind, Role,
+    Subject,
 };
 
 use crate::auth::AppSession;
@@ -415,28 +415,35 @@ impl Service {
         let mut exhausted = false;
         while items.len() < limit && scanned < limit * SCAN_FACTOR {
             let want = limit - items.len();
-            let batch: Vec<(Member, Role)> = self.store.members_page(group, after.as_ref(), want)?;
+            // Ids and roles first: the profiles of members the app may not see are never read.
+            let batch: Vec<(MemberId, Role)> = self.store.member_roles_page(group, after.as_ref(), want)?;
             scanned += batch.len();
             if batch.len() < want {
                 exhausted = true;
             }
             let subjects: Vec<(MemberId, Option<Role>)> =
-                batch.iter().map(|(m, r)| (m.id.clone(), Some(*r))).collect();
+                batch.iter().map(|(m, r)| (m.clone(), Some(*r))).collect();
             let facts = self.subject_facts(&context, &subjects)?;
             let requests: Vec<(FieldSet, SubjectFacts)> = facts.iter().map(|f| (fields, *f)).collect();
             let allowed = self.decide(&context, &requests)?;
-            for ((member, _), allowed) in batch.iter().zip(allowed) {
-                if allowed.is_empty() {
-                    continue;
-                }
-                disclosures.push(Disclosure { subject: Subject::Member(member.id.clone()), fields: allowed });
+            let shown: Vec<MemberId> = batch
+                .iter()
+                .zip(&allowed)
+                .filter(|(_, allowed)| !allowed.is_empty())
+                .map(|((m, _), _)| m.clone())
+                .collect();
+            let profiles = self.store.members_by_id(&shown)?;
+            for ((id, _), allowed) in batch.iter().zip(allowed) {
+                // A membership without a member (never made by the service) is no one to show.
+                let (false, Some(member)) = (allowed.is_empty(), profiles.get(id)) else { continue };
+                disclosures.push(Disclosure { subject: Subject::Member(id.clone()), fields: allowed });
                 items.push(MemberView {
-                    id: self.server_key().scoped_member_id(&session.app, &member.id),
+                    id: self.server_key().scoped_member_id(&session.app, id),
                     name: allowed.contains(Field::MemberName).then(|| member.name.clone()),
                     picture: allowed.contains(Field::MemberPicture).then(|| member.picture_url.clone()),
                 });
             }
-            after = batch.last().map(|(m, _)| m.id.clone()).or(after);
+            after = batch.last().map(|(m, _)| m.clone()).or(after);
             if exhausted {
                 break;
             }

@@ -172,6 +172,24 @@ fn pages_are_ordered_and_resume_after_the_cursor(store: &dyn Store) {
     let rest = store.members_page(&g, Some(&member_id("m1")), 10).unwrap_or_default();
     let rest: Vec<(String, Role)> = rest.into_iter().map(|(m, r)| (m.id.to_string(), r)).collect();
     assert_eq!(rest, [("m3".to_string(), Role::Member), ("m4".to_string(), Role::Admin)]);
+    // The same pages without profiles: the same ids and roles in the same order.
+    for (after, limit) in [(None, 2), (None, 10), (Some(member_id("m1")), 10), (Some(member_id("m0")), 1)] {
+        let full: Vec<(MemberId, Role)> = store
+            .members_page(&g, after.as_ref(), limit)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(m, r)| (m.id, r))
+            .collect();
+        assert_eq!(store.member_roles_page(&g, after.as_ref(), limit), Ok(full), "{after:?} {limit}");
+    }
+    assert_eq!(store.member_roles_page(&g, Some(&member_id("m4")), 10), Ok(vec![]));
+    // Profiles by id: those that exist, whatever else is asked.
+    let asked = [member_id("m3"), member_id("nobody"), member_id("m0"), member_id("m3")];
+    let profiles = store.members_by_id(&asked).unwrap_or_default();
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    assert_eq!(profiles.get(&member_id("m3")), store.member(&member_id("m3")).ok().flatten().as_ref());
+    assert_eq!(profiles.get(&member_id("m0")).map(|m| m.name.as_str()), Some("Member 0"));
+    assert_eq!(store.members_by_id(&[]), Ok(Default::default()));
     assert_eq!(store.set_membership(&g, &member_id("m3"), None, at(9)), Ok(()));
     assert_eq!(store.member_count(&g), Ok(3));
     assert_eq!(store.membership(&g, &member_id("m3")), Ok(None));
