@@ -175,6 +175,25 @@ impl Dictionary {
     }
 }
 
+/// The identities a names entry numbers, in order (the entry's first name gets the next
+/// number of the stream's dictionary).
+pub(crate) fn read_names(payload: &[u8], out: &mut Vec<(NameKind, String)>) -> Result<(), LedgerError> {
+    let mut cursor = Cursor::new(payload);
+    if cursor.byte()? != KIND_NAMES {
+        return Err(corrupt("not a names entry"));
+    }
+    while cursor.at < payload.len() {
+        let kind = NameKind::from_byte(cursor.byte()?).ok_or_else(|| corrupt("unknown name kind"))?;
+        out.push((kind, cursor.text()?));
+    }
+    Ok(())
+}
+
+/// Whether a payload is a names entry.
+pub(crate) fn is_names(payload: &[u8]) -> bool {
+    payload.first() == Some(&KIND_NAMES)
+}
+
 /// A disclosure record as the ledger keeps it: the token is kept only as a token id (the
 /// first 64 bits of its hash), the route and all identities as dictionary numbers.
 pub(crate) fn encode_record(

@@ -13,6 +13,8 @@ use proptest::prelude::*;
 
 #[path = "ledger/file_layer.rs"]
 mod file_layer;
+#[path = "ledger/index.rs"]
+mod index;
 #[path = "ledger/recovery.rs"]
 mod recovery;
 #[path = "ledger/streams.rs"]
