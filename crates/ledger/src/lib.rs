@@ -22,6 +22,7 @@ mod seal;
 mod segment;
 mod streams;
 mod verify;
+mod verify_parallel;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -43,7 +44,7 @@ pub use merge::{Entries, LedgerEntry, RawEntries};
 pub use repair::{diagnose, repair, Diagnosis, RepairPlan, Repaired, DAMAGED_DIR};
 pub use seal::{read_verifying_key, Checkpoint};
 pub use streams::{adopt_single_node_ledger, streams, Adoption, Stream};
-pub use verify::{verify, verify_all, LedgerReport, Problem, StreamReport, VerifyReport};
+pub use verify::{verify, verify_all, verify_all_with, LedgerReport, Problem, StreamReport, VerifyReport};
 
 /// What went wrong with the ledger. Messages are one line.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,8 @@ use proptest::prelude::*;
 mod file_layer;
 #[path = "ledger/index.rs"]
 mod index;
+#[path = "ledger/parallel_verify.rs"]
+mod parallel_verify;
 #[path = "ledger/recovery.rs"]
 mod recovery;
 #[path = "ledger/streams.rs"]
