@@ -1,5 +1,6 @@
 //! Member transparency: which apps received which of a member's fields, and when, read from
-//! every stream of the ledger (every node's), merged by instant.
+//! every stream of the ledger (every node's), merged by instant, through the ledger's member
+//! index (kept open in the server's state; every record it finds is checked in its segment).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,9 +9,9 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use consentry_ledger::{Entries, Ledger};
+use consentry_ledger::{Ledger, MemberIndex, MemberQuery};
 use consentry_service::{DisclosureRecord, DisclosureSink};
-use consentry_types::{Instant, MemberId, OperatorRole, Subject};
+use consentry_types::{Instant, MemberId, OperatorRole};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -126,50 +127,39 @@ pub async fn member_disclosures(
     let dir: PathBuf = state.ledger_dir.clone().ok_or_else(|| {
         ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", "this server keeps no ledger")
     })?;
+    let index = state.member_index.clone();
     let found = blocking(&state.service, move |_| {
         let streams = consentry_ledger::streams(&dir).map_err(|e| ApiError::internal(&e.to_string()))?;
         let names: Vec<String> = streams.iter().map(|s| s.name()).collect();
-        let mut frontier = parse_after(after.as_deref(), &names)?;
-        let entries = Entries::open(&dir).map_err(|e| ApiError::internal(&e.to_string()))?;
-        let mut data = Vec::new();
-        let mut more = false;
-        for entry in entries {
-            let entry = entry.map_err(|e| ApiError::internal(&e.to_string()))?;
-            let record = &entry.record;
-            let node = entry.node.as_ref().map_or_else(|| "single-node".to_string(), |n| n.to_string());
-            let seen = frontier.get(&node).copied().unwrap_or(0);
-            if entry.seq <= seen || from.is_some_and(|f| record.at < f) || to.is_some_and(|t| record.at >= t)
-            {
-                continue;
-            }
-            let Some(fields) = record
-                .disclosures
+        let query = MemberQuery { from, to, after: parse_after(after.as_deref(), &names)?, limit };
+        let mut index = index.lock().map_err(|_| ApiError::internal("the member index lock is poisoned"))?;
+        let index = match &mut *index {
+            Some(open) if open.root() == dir.as_path() => open,
+            slot => slot.insert(MemberIndex::open(&dir)),
+        };
+        let page = index.history(&member, &query).map_err(|e| ApiError::internal(&e.to_string()))?;
+        let next = page.more.then(|| {
+            page.next_after(&query)
                 .iter()
-                .find(|d| d.subject == Subject::Member(member.clone()))
-                .map(|d| d.fields)
-            else {
-                continue;
-            };
-            if data.len() == limit {
-                more = true;
-                break;
-            }
-            frontier.insert(node.clone(), entry.seq);
-            data.push(MemberDisclosure {
-                node,
-                seq: entry.seq,
-                at: record.at.to_string(),
-                app: record.app.to_string(),
-                developer: record.developer.to_string(),
-                group: record.group.to_string(),
-                route: record.route.clone(),
-                policy_version: record.policy_version,
-                fields: fields.iter().map(|f| f.as_str().to_string()).collect(),
-            });
-        }
-        let next = more.then(|| {
-            frontier.iter().map(|(node, seq)| format!("{node}:{seq}")).collect::<Vec<_>>().join(",")
+                .map(|(node, seq)| format!("{node}:{seq}"))
+                .collect::<Vec<_>>()
+                .join(",")
         });
+        let data = page
+            .disclosures
+            .into_iter()
+            .map(|d| MemberDisclosure {
+                node: d.stream,
+                seq: d.seq,
+                at: d.at.to_string(),
+                app: d.app.to_string(),
+                developer: d.developer.to_string(),
+                group: d.group.to_string(),
+                route: d.route,
+                policy_version: d.policy_version,
+                fields: d.fields.iter().map(|f| f.as_str().to_string()).collect(),
+            })
+            .collect();
         Ok(MemberDisclosures { data, paging: crate::groups::Paging { after: next } })
     })
     .await?;

@@ -28,8 +28,11 @@ fn two_streams(name: &str) -> PathBuf {
     root
 }
 
+/// A stream's verdict: its name, segments, records, disclosures, bytes, checkpoints, problem.
+type Verdict = (String, u64, u64, u64, u64, u64, Option<String>);
+
 /// What a verdict says, without timings.
-fn verdict(report: &LedgerReport) -> Vec<(String, u64, u64, u64, u64, u64, Option<String>)> {
+fn verdict(report: &LedgerReport) -> Vec<Verdict> {
     report
         .streams
         .iter()
