@@ -6,7 +6,7 @@
 //! where it is searched: where each names entry of the segment is and the first number it gives;
 //! the members the segment numbers, by a hash of their id; each record's offset and instant; and,
 //! per member number, the records (their ordinals in the segment, delta-coded) that disclosed
-//! the member's fields. A BLAKE3 checksum closes the file, and its header repeats the seal it
+//! the member's fields, in blocks of 32 members found by a table of fences. A BLAKE3 checksum closes the file, and its header repeats the seal it
 //! was built from and what the segment starts from (the chain head, the dictionary's size and
 //! the instant before it, as the previous segment's index ends).
 //!
@@ -49,6 +49,8 @@ const MAGIC: &[u8; 8] = b"CSMIDX01";
 /// magic, 5 numbers, 2 hashes, 4 numbers, 5 counts.
 const HEADER: usize = 8 + 5 * 8 + 2 * 32 + 4 * 8 + 5 * 8;
 const CHECKSUM: usize = 32;
+/// Members a block of the index holds.
+const BLOCK: usize = 32;
 
 /// The index file of a segment.
 pub(crate) fn index_path(dir: &Path, number: u64) -> PathBuf {
@@ -118,7 +120,7 @@ impl Header {
         self.records_at() + 16 * self.records
     }
     fn postings_at(&self) -> u64 {
-        self.members_at() + 24 * self.members
+        self.members_at() + 16 * self.members
     }
     /// The file's whole length, checksum included (`None` when it overflows).
     fn file_len(&self) -> Option<u64> {
@@ -126,7 +128,7 @@ impl Header {
             .checked_mul(self.name_frames)?
             .checked_add(16u64.checked_mul(self.introduced)?)?
             .checked_add(16u64.checked_mul(self.records)?)?
-            .checked_add(24u64.checked_mul(self.members)?)?;
+            .checked_add(16u64.checked_mul(self.members)?)?;
         tables.checked_add(self.postings)?.checked_add((HEADER + CHECKSUM) as u64)
     }
 
@@ -325,18 +327,25 @@ fn build(
     let introduced = gathered.introduced(start.names);
     let mut members: Vec<(u64, Vec<u32>)> = std::mem::take(&mut gathered.postings).into_iter().collect();
     members.sort_unstable_by_key(|(number, _)| *number);
+    // Members in blocks of `BLOCK`, each found by a fence (its first number, where it starts):
+    // per member, the number's delta within the block, how many records, the ordinals' deltas.
     let mut postings = Vec::new();
-    let mut table = Vec::with_capacity(members.len() * 24);
-    for (member, ordinals) in &members {
-        let begin = postings.len() as u64;
-        let mut previous = 0u32;
-        for (i, ordinal) in ordinals.iter().enumerate() {
-            put_varint(&mut postings, u64::from(if i == 0 { *ordinal } else { ordinal - previous }));
-            previous = *ordinal;
+    let mut table = Vec::with_capacity(members.len().div_ceil(BLOCK) * 16);
+    for block in members.chunks(BLOCK) {
+        let Some((first, _)) = block.first() else { continue };
+        table.extend_from_slice(&first.to_le_bytes());
+        table.extend_from_slice(&(postings.len() as u64).to_le_bytes());
+        let mut previous_member = *first;
+        for (member, ordinals) in block {
+            put_varint(&mut postings, member - previous_member);
+            previous_member = *member;
+            put_varint(&mut postings, ordinals.len() as u64);
+            let mut previous = 0u32;
+            for (i, ordinal) in ordinals.iter().enumerate() {
+                put_varint(&mut postings, u64::from(if i == 0 { *ordinal } else { ordinal - previous }));
+                previous = *ordinal;
+            }
         }
-        table.extend_from_slice(&member.to_le_bytes());
-        table.extend_from_slice(&begin.to_le_bytes());
-        table.extend_from_slice(&(postings.len() as u64 - begin).to_le_bytes());
     }
     let header = Header {
         segment: number,
@@ -353,7 +362,7 @@ fn build(
         name_frames: gathered.name_frames.len() as u64,
         introduced: introduced.len() as u64,
         records: gathered.records.len() as u64,
-        members: members.len() as u64,
+        members: members.len().div_ceil(BLOCK) as u64,
         postings: postings.len() as u64,
     };
     let mut out = Vec::with_capacity(header.file_len().unwrap_or(0) as usize);
@@ -517,43 +526,67 @@ impl SealedIndex {
 
     /// The ordinals of the records naming member `number`, increasing.
     fn postings(&self, number: u64) -> Result<Vec<u32>, String> {
+        // The last block whose first number is at most `number`.
         let (mut low, mut high) = (0u64, self.header.members);
         let at = self.header.members_at();
-        let mut found = None;
         while low < high {
             let middle = low + (high - low) / 2;
-            let entry = self.source.read(at + 24 * middle, 24)?;
-            let member = word(&entry, 0);
-            if member == number {
-                found = Some((word(&entry, 8), word(&entry, 16)));
-                break;
-            }
-            if member < number {
+            if word(&self.source.read(at + 16 * middle, 16)?, 0) <= number {
                 low = middle + 1;
             } else {
                 high = middle;
             }
         }
-        let Some((begin, len)) = found else { return Ok(Vec::new()) };
-        if begin.checked_add(len).is_none_or(|end| end > self.header.postings) {
-            return Err("a posting list runs past the index".into());
+        let Some(block) = low.checked_sub(1) else { return Ok(Vec::new()) };
+        let fence = self.source.read(at + 16 * block, 16)?;
+        let (first, begin) = (word(&fence, 0), word(&fence, 8));
+        let end = if block + 1 < self.header.members {
+            word(&self.source.read(at + 16 * (block + 1), 16)?, 8)
+        } else {
+            self.header.postings
+        };
+        if begin > end || end > self.header.postings {
+            return Err("a block of the index runs past it".into());
         }
-        let bytes = self.source.read(self.header.postings_at() + begin, len as usize)?;
-        let mut ordinals = Vec::new();
-        let (mut at, mut ordinal) = (0usize, 0u64);
-        while at < bytes.len() {
-            let delta = varint_at(&bytes, &mut at).ok_or("a posting list is malformed")?;
-            ordinal = if ordinals.is_empty() {
-                delta
-            } else {
-                ordinal.checked_add(delta).ok_or("a posting list is malformed")?
-            };
-            if (!ordinals.is_empty() && delta == 0) || ordinal >= self.header.records {
-                return Err("a posting list names no record".into());
+        let bytes = self.source.read(self.header.postings_at() + begin, (end - begin) as usize)?;
+        let malformed = || "a block of the index is malformed".to_string();
+        let (mut cursor, mut member) = (0usize, first);
+        for k in 0..BLOCK {
+            if cursor >= bytes.len() {
+                break;
             }
-            ordinals.push(u32::try_from(ordinal).map_err(|_| "a posting list names no record".to_string())?);
+            let delta = varint_at(&bytes, &mut cursor).ok_or_else(malformed)?;
+            if k > 0 && delta == 0 {
+                return Err(malformed());
+            }
+            member = member.checked_add(delta).ok_or_else(malformed)?;
+            let count = varint_at(&bytes, &mut cursor).ok_or_else(malformed)?;
+            if count == 0 || count > self.header.records {
+                return Err(malformed());
+            }
+            let mut ordinals = Vec::with_capacity(if member == number { count as usize } else { 0 });
+            let mut ordinal = 0u64;
+            for i in 0..count {
+                let step = varint_at(&bytes, &mut cursor).ok_or_else(malformed)?;
+                if i > 0 && step == 0 {
+                    return Err(malformed());
+                }
+                ordinal = ordinal.checked_add(step).ok_or_else(malformed)?;
+                if ordinal >= self.header.records {
+                    return Err("a posting list names no record".into());
+                }
+                if member == number {
+                    ordinals.push(u32::try_from(ordinal).map_err(|_| malformed())?);
+                }
+            }
+            if member >= number {
+                return Ok(ordinals);
+            }
         }
-        Ok(ordinals)
+        if cursor != bytes.len() {
+            return Err(malformed());
+        }
+        Ok(Vec::new())
     }
 
     fn record(&self, ordinal: u32) -> Result<(u64, Instant), String> {
