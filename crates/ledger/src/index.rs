@@ -49,6 +49,8 @@ const MAGIC: &[u8; 8] = b"CSMIDX01";
 /// magic, 5 numbers, 2 hashes, 4 numbers, 5 counts.
 const HEADER: usize = 8 + 5 * 8 + 2 * 32 + 4 * 8 + 5 * 8;
 const CHECKSUM: usize = 32;
+/// Names read from sealed segments kept for later lookups, at most.
+const NAMES_CACHED: usize = 100_000;
 /// Members a block of the index holds.
 const BLOCK: usize = 32;
 
@@ -486,6 +488,8 @@ struct SealedIndex {
     name_frames: Vec<(u64, u64)>,
     /// (member key, number), sorted.
     introduced: Vec<(u64, u64)>,
+    /// (first member number, where its block starts) of each block of members.
+    fences: Vec<(u64, u64)>,
     segment: File,
 }
 
@@ -518,6 +522,7 @@ impl SealedIndex {
         SealedIndex {
             name_frames: tables(header.name_frames_at(), header.name_frames),
             introduced: tables(header.introduced_at(), header.introduced),
+            fences: tables(header.members_at(), header.members),
             header,
             source,
             segment,
@@ -527,24 +532,11 @@ impl SealedIndex {
     /// The ordinals of the records naming member `number`, increasing.
     fn postings(&self, number: u64) -> Result<Vec<u32>, String> {
         // The last block whose first number is at most `number`.
-        let (mut low, mut high) = (0u64, self.header.members);
-        let at = self.header.members_at();
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if word(&self.source.read(at + 16 * middle, 16)?, 0) <= number {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        let Some(block) = low.checked_sub(1) else { return Ok(Vec::new()) };
-        let fence = self.source.read(at + 16 * block, 16)?;
-        let (first, begin) = (word(&fence, 0), word(&fence, 8));
-        let end = if block + 1 < self.header.members {
-            word(&self.source.read(at + 16 * (block + 1), 16)?, 8)
-        } else {
-            self.header.postings
+        let block = self.fences.partition_point(|(first, _)| *first <= number);
+        let Some(&(first, begin)) = block.checked_sub(1).and_then(|b| self.fences.get(b)) else {
+            return Ok(Vec::new());
         };
+        let end = self.fences.get(block).map_or(self.header.postings, |(_, at)| *at);
         if begin > end || end > self.header.postings {
             return Err("a block of the index runs past it".into());
         }
@@ -677,6 +669,8 @@ struct StreamIndex {
     /// Segments 1, 2, … in order, every one sealed.
     sealed: Vec<SealedIndex>,
     open: Option<OpenIndex>,
+    /// Names already read (and checked) from sealed segments' names entries.
+    names: std::cell::RefCell<HashMap<u64, (NameKind, String)>>,
 }
 
 /// What a lookup in one segment found wrong with the index (not with the segment).
@@ -791,6 +785,7 @@ impl StreamIndex {
         if (self.sealed.len() as u64) > count || self.open.as_ref().is_some_and(|o| o.number > count) {
             self.sealed.clear();
             self.open = None;
+            self.names.borrow_mut().clear();
         }
         // An index file changed on disk since it was checked: check it again.
         if let Some(changed) =
@@ -849,6 +844,9 @@ impl StreamIndex {
     /// The identity a number stands for, read from the names entry that numbered it.
     fn name(&self, number: u64) -> Lookup<(NameKind, String)> {
         let position = self.sealed.partition_point(|s| s.header.name_base + s.header.name_count <= number);
+        if let Some(found) = self.names.borrow().get(&number).filter(|_| position < self.sealed.len()) {
+            return Ok(Ok(found.clone()));
+        }
         if let Some(sealed) = self.sealed.get(position) {
             let fail = |why: &str| Ok(Err((position, Suspect(format!("name {number}: {why}")))));
             let Some((first, offset)) = sealed
@@ -867,7 +865,14 @@ impl StreamIndex {
                 return fail("not a names entry");
             }
             return match names.into_iter().nth((number - first) as usize) {
-                Some(found) => Ok(Ok(found)),
+                Some(found) => {
+                    let mut cache = self.names.borrow_mut();
+                    if cache.len() >= NAMES_CACHED {
+                        cache.clear();
+                    }
+                    cache.insert(number, found.clone());
+                    Ok(Ok(found))
+                }
                 None => fail("not in its names entry"),
             };
         }
@@ -1000,21 +1005,32 @@ impl StreamIndex {
 /// Reads the frame at `offset` of a segment and returns its payload once its hash continues
 /// the chain from the 32 bytes stored before it (`previous` at the segment's start).
 fn read_frame(segment: &File, offset: u64, previous: &[u8; 32], limit: u64) -> Result<Vec<u8>, String> {
-    let before = if offset == 0 {
-        previous.to_vec()
+    // One read for most frames: the 32 bytes before, the length, and up to 1 KiB after it.
+    let from = offset.saturating_sub(32);
+    let window = read_at(segment, from, (limit.saturating_sub(from)).min(32 + 4 + 1024 + 32) as usize)
+        .map_err(|e| e.to_string())?;
+    let at = (offset - from) as usize;
+    let before: [u8; 32] = if offset == 0 {
+        *previous
     } else {
-        read_at(segment, offset.checked_sub(32).ok_or("a frame offset inside the first frame")?, 32)
-            .map_err(|e| e.to_string())?
+        window.get(..32).and_then(|b| b.try_into().ok()).ok_or("a frame offset inside the first frame")?
     };
-    let length = read_at(segment, offset, 4).map_err(|e| e.to_string())?;
-    let length = u64::from(u32::from_le_bytes(length.as_slice().try_into().unwrap_or([0; 4])));
+    let length = window.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    let length = u64::from(length.ok_or_else(|| format!("no frame at byte {offset}"))?);
     if length == 0 || length > MAX_PAYLOAD as u64 || offset + 36 + length > limit {
         return Err(format!("no frame at byte {offset}"));
     }
-    let rest = read_at(segment, offset + 4, length as usize + 32).map_err(|e| e.to_string())?;
+    let (start, end) = (at + 4, at + 4 + length as usize + 32);
+    let owned;
+    let rest = match window.get(start..end) {
+        Some(rest) => rest,
+        None => {
+            owned = read_at(segment, offset + 4, length as usize + 32).map_err(|e| e.to_string())?;
+            owned.as_slice()
+        }
+    };
     let (payload, stored) = rest.split_at(length as usize);
-    let previous: [u8; 32] = before.as_slice().try_into().unwrap_or([0; 32]);
-    if chain(&previous, payload).as_slice() != stored {
+    if chain(&before, payload).as_slice() != stored {
         return Err(format!("the frame at byte {offset} does not continue the hash chain"));
     }
     Ok(payload.to_vec())
@@ -1054,6 +1070,7 @@ impl MemberIndex {
                 key: None,
                 sealed: Vec::new(),
                 open: None,
+                names: Default::default(),
             });
             index.refresh(&mut self.stats)?;
             // One rebuild per segment whose index a lookup found wrong, then the answer or an error.
@@ -1099,6 +1116,7 @@ pub fn index_sealed_segments(dir: &Path) -> Result<IndexStats, LedgerError> {
         key: None,
         sealed: Vec::new(),
         open: None,
+        names: Default::default(),
     };
     let mut stats = IndexStats::default();
     for (number, _) in segment_files(dir)? {
@@ -1121,6 +1139,7 @@ pub(crate) fn index_after_seal(dir: &Path, number: u64) -> Result<IndexStats, Le
         key: None,
         sealed: Vec::new(),
         open: None,
+        names: Default::default(),
     };
     let mut stats = IndexStats::default();
     let key = stream.key()?;

@@ -27,6 +27,9 @@ use crate::verify::{
 };
 use crate::LedgerError;
 
+/// Name numbers below this are tracked in a table (a byte each), above in a map.
+const DENSE: usize = 1 << 26;
+
 /// What checking one segment alone found.
 #[derive(Default)]
 struct SegmentCheck {
@@ -34,8 +37,10 @@ struct SegmentCheck {
     sound: bool,
     /// The names the segment numbers, in order.
     names: Vec<(NameKind, String)>,
-    /// Every number a record refers to, with the kind it refers to it as.
-    refs: HashMap<u64, NameKind>,
+    /// Every number a record refers to, with the kind it refers to it as (`kind as u8`; 0:
+    /// none), by number up to `DENSE`, and in a map beyond.
+    refs: Vec<u8>,
+    far_refs: HashMap<u64, NameKind>,
     /// How many names the stream must have numbered before the segment for every reference
     /// to be to a name numbered before it.
     needs_names: u64,
@@ -76,10 +81,22 @@ fn check_segment(
                     }
                 } else {
                     let local = check.names.len() as u64;
-                    let (refs, needs) = (&mut check.refs, &mut check.needs_names);
+                    let (refs, far_refs, needs) =
+                        (&mut check.refs, &mut check.far_refs, &mut check.needs_names);
                     let mut conflict = false;
                     let inspected = inspect_disclosure(&frame.payload, last_at, &mut |kind, number| {
-                        conflict |= *refs.entry(number).or_insert(kind) != kind;
+                        match usize::try_from(number).ok().filter(|n| *n < DENSE) {
+                            Some(n) => {
+                                if refs.len() <= n {
+                                    refs.resize(n + 1, 0);
+                                }
+                                if let Some(slot) = refs.get_mut(n) {
+                                    conflict |= *slot != 0 && *slot != kind as u8;
+                                    *slot = kind as u8;
+                                }
+                            }
+                            None => conflict |= *far_refs.entry(number).or_insert(kind) != kind,
+                        }
                         *needs = (*needs).max(number.saturating_add(1).saturating_sub(local));
                         Ok(())
                     });
@@ -157,10 +174,12 @@ fn combine(candidate: &Candidate, checks: Vec<SegmentCheck>, seconds: f64) -> Op
                 return None;
             }
         }
-        if check
-            .refs
-            .iter()
-            .any(|(number, kind)| usize::try_from(*number).ok().and_then(|n| kinds.get(n)) != Some(kind))
+        let wrong = |n: usize, kind: u8| kinds.get(n).map(|k| *k as u8) != Some(kind);
+        if check.refs.iter().enumerate().any(|(n, kind)| *kind != 0 && wrong(n, *kind))
+            || check
+                .far_refs
+                .iter()
+                .any(|(n, kind)| usize::try_from(*n).map_or(true, |n| wrong(n, *kind as u8)))
         {
             return None;
         }
