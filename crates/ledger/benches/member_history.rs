@@ -134,6 +134,22 @@ fn load() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// CPU seconds (user and system) this process used so far (Linux; 0 elsewhere).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// This thread's time on a CPU and waiting for one, in nanoseconds (Linux).
+fn schedstat() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -213,14 +229,22 @@ fn history_bench(built: &Built, lookups: usize, scans: usize) -> (f64, f64) {
         })
         .collect();
     let mut times = Vec::with_capacity(lookups);
+    let (mut on_cpu, mut waiting) = (Vec::with_capacity(lookups), Vec::with_capacity(lookups));
     let mut found = 0usize;
     for m in &picks {
+        let before = schedstat();
         let started = WallClock::now();
         let page = index.history(m, &query).unwrap();
         times.push(started.elapsed().as_secs_f64() * 1e3);
+        if let (Some(before), Some(after)) = (before, schedstat()) {
+            on_cpu.push((after.0 - before.0) as f64 / 1e6);
+            waiting.push((after.1 - before.1) as f64 / 1e6);
+        }
         found += page.disclosures.len();
     }
     times.sort_by(f64::total_cmp);
+    on_cpu.sort_by(f64::total_cmp);
+    waiting.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&times, 0.50), percentile(&times, 0.99));
     // The baseline: the full scan, on a few of the same members; answers must be equal.
     let mut scan_times = Vec::with_capacity(scans);
@@ -239,6 +263,15 @@ fn history_bench(built: &Built, lookups: usize, scans: usize) -> (f64, f64) {
         stats.loaded,
         stats.built + stats.rebuilt
     );
+    if !on_cpu.is_empty() {
+        println!(
+            "  the same lookups on the CPU (this thread's run time, /proc/thread-self/schedstat): p50 {:.3} ms, p99 {:.3} ms; waiting for a core: p99 {:.3} ms, max {:.3} ms",
+            percentile(&on_cpu, 0.5),
+            percentile(&on_cpu, 0.99),
+            percentile(&waiting, 0.99),
+            waiting.last().copied().unwrap_or(0.0)
+        );
+    }
     println!(
         "  baseline full scan on {scans} of the same members: p50 {scan_p50:.1} ms, max {:.1} ms; index {:.0}x faster at p50; answers equal",
         scan_times.last().copied().unwrap_or(0.0),
@@ -249,8 +282,11 @@ fn history_bench(built: &Built, lookups: usize, scans: usize) -> (f64, f64) {
 
 fn verify_bench(built: &Built) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_before = process_cpu_seconds();
     let one = verify_all_with(&built.root, &[], 1).unwrap();
+    let cpu_between = process_cpu_seconds();
     let all = verify_all_with(&built.root, &[], cores.max(2)).unwrap();
+    let cpu_after = process_cpu_seconds();
     assert!(one.ok() && all.ok());
     let verdict = |r: &consentry_ledger::LedgerReport| {
         r.streams
@@ -271,6 +307,12 @@ fn verify_bench(built: &Built) {
         all.seconds,
         gbs(&all) / gbs(&one),
         cores
+    );
+    println!(
+        "  verify CPU time (the process's, /proc/self/stat): 1 thread {:.1} s, {} threads {:.1} s; the machine gives this session one share of its cores whatever its thread count (autogroup), so under load the wall-clock ratio shows the share, not the parallelism",
+        cpu_between - cpu_before,
+        all.threads,
+        cpu_after - cpu_between
     );
 }
 
