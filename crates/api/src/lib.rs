@@ -56,6 +56,8 @@ pub struct ApiState {
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
     /// The ledger root (every node's stream), for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// The member index of `ledger_dir`, opened at the first member transparency read.
+    pub(crate) member_index: Arc<std::sync::Mutex<Option<consentry_ledger::MemberIndex>>>,
     /// The prover policy versions are proven with; `None`: this server proves nothing.
     pub proofs: Option<Arc<Proofs>>,
     /// Places for refusals pausing before they leave.
@@ -79,6 +81,7 @@ impl ApiState {
             service,
             disclosures: None,
             ledger_dir: None,
+            member_index: Arc::new(std::sync::Mutex::new(None)),
             proofs: None,
             refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
             ledger: None,

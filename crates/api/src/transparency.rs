@@ -1,5 +1,6 @@
 //! Member transparency: which apps received which of a member's fields, and when, read from
-//! every stream of the ledger (every node's), merged by instant.
+//! every stream of the ledger (every node's), merged by instant, through the ledger's member
+//! index (kept open in the server's state; every record it finds is checked in its segment).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,9 +9,9 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use consentry_ledger::{Ledger, RawEntries, RawRecord};
+use consentry_ledger::{Ledger, MemberIndex, MemberQuery};
 use consentry_service::{DisclosureRecord, DisclosureSink};
-use consentry_types::{FieldSet, Instant, MemberId, OperatorRole};
+use consentry_types::{Instant, MemberId, OperatorRole};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -126,20 +127,59 @@ pub async fn member_disclosures(
     let dir: PathBuf = state.ledger_dir.clone().ok_or_else(|| {
         ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", "this server keeps no ledger")
     })?;
+    let index = state.member_index.clone();
     let found = blocking(&state.service, move |_| {
         let streams = consentry_ledger::streams(&dir).map_err(|e| ApiError::internal(&e.to_string()))?;
         let names: Vec<String> = streams.iter().map(|s| s.name()).collect();
-        let frontier = parse_after(after.as_deref(), &names)?;
-        member_disclosures_page(&dir, &member, (from, to), frontier, limit)
+        let query = MemberQuery { from, to, after: parse_after(after.as_deref(), &names)?, limit };
+        indexed_member_page(&index, &dir, &member, &query)
     })
     .await?;
     Ok(Json(found))
 }
 
+/// One page of what the ledger under `dir` (every stream, merged by instant) says `member` was
+/// disclosed in, answered from the member index (derived data, checked against the frames,
+/// rebuilt when damaged); the index is opened on first use and kept in `index`.
+pub(crate) fn indexed_member_page(
+    index: &std::sync::Mutex<Option<MemberIndex>>,
+    dir: &std::path::Path,
+    member: &MemberId,
+    query: &MemberQuery,
+) -> Result<MemberDisclosures, ApiError> {
+    let mut index = index.lock().map_err(|_| ApiError::internal("the member index lock is poisoned"))?;
+    let index = match &mut *index {
+        Some(open) if open.root() == dir => open,
+        slot => slot.insert(MemberIndex::open(dir)),
+    };
+    let page = index.history(member, query).map_err(|e| ApiError::internal(&e.to_string()))?;
+    let next = page.more.then(|| {
+        page.next_after(query).iter().map(|(node, seq)| format!("{node}:{seq}")).collect::<Vec<_>>().join(",")
+    });
+    let data = page
+        .disclosures
+        .into_iter()
+        .map(|d| MemberDisclosure {
+            node: d.stream,
+            seq: d.seq,
+            at: d.at.to_string(),
+            app: d.app.to_string(),
+            developer: d.developer.to_string(),
+            group: d.group.to_string(),
+            route: d.route,
+            policy_version: d.policy_version,
+            fields: d.fields.iter().map(|f| f.as_str().to_string()).collect(),
+        })
+        .collect();
+    Ok(MemberDisclosures { data, paging: crate::groups::Paging { after: next } })
+}
+
 /// One page of what the ledger under `root` (every stream, merged by instant) says `member`
 /// was disclosed in: records after `frontier` (a position per stream, see [`parse_after`])
 /// within the window, at most `limit`. Reads the ledger as raw records and compares the
-/// member's number, resolving names only for the records that disclosed the member.
+/// member's number, resolving names only for the records that disclosed the member. The
+/// reference the tests hold the index's answers to; serving answers from the index.
+#[cfg(test)]
 pub(crate) fn member_disclosures_page(
     root: &std::path::Path,
     member: &MemberId,
@@ -147,6 +187,8 @@ pub(crate) fn member_disclosures_page(
     mut frontier: BTreeMap<String, u64>,
     limit: usize,
 ) -> Result<MemberDisclosures, ApiError> {
+    use consentry_ledger::{RawEntries, RawRecord};
+    use consentry_types::FieldSet;
     let failed = |e: consentry_ledger::LedgerError| ApiError::internal(&e.to_string());
     let mut entries = RawEntries::open(root).map_err(failed)?;
     let mut record = RawRecord::default();
@@ -230,7 +272,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
     use consentry_ledger::{Entries, LedgerOptions};
-    use consentry_types::{AppId, DeveloperId, Disclosure, Field, GroupId, NodeId, Subject};
+    use consentry_types::{AppId, DeveloperId, Disclosure, Field, FieldSet, GroupId, NodeId, Subject};
 
     fn id<T>(parse: fn(&str) -> Result<T, consentry_types::InvalidId>, text: &str) -> T {
         parse(text).unwrap_or_else(|e| unreachable!("{e}"))
@@ -311,8 +353,10 @@ mod tests {
     }
 
     /// Pages through every member's disclosures with the raw scan and checks each page, and
-    /// the position it hands on, against the reference.
+    /// the position it hands on, against the reference; the member index (what serving and the
+    /// console answer from) must give the same page.
     fn check_against_reference(root: &std::path::Path) {
+        let index = std::sync::Mutex::new(None);
         let window = (
             Some(Instant::from_secs(1_600_000_000 + 30 * 60)),
             Some(Instant::from_secs(1_600_000_000 + 100 * 60)),
@@ -335,6 +379,13 @@ mod tests {
                         .collect();
                     let expected = reference(root, &member, window, &frontier, limit);
                     assert_eq!(got, expected, "{member} {window:?} after {frontier:?} limit {limit}");
+                    let query = MemberQuery { from: window.0, to: window.1, after: frontier.clone(), limit };
+                    let indexed = indexed_member_page(&index, root, &member, &query).unwrap();
+                    assert_eq!(
+                        serde_json::to_value(&indexed).unwrap(),
+                        serde_json::to_value(&page).unwrap(),
+                        "{member}: the index's page"
+                    );
                     let more = reference(root, &member, window, &frontier, limit + 1).len() > limit;
                     assert_eq!(page.paging.after.is_some(), more, "{member}: paging");
                     let Some(after) = page.paging.after else { break };

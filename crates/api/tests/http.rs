@@ -861,7 +861,8 @@ async fn members_can_be_told_which_apps_received_their_fields() {
 
 /// Two nodes (one store, a stream each under one ledger root) serve in turn; member
 /// transparency on either reads both streams, and paging one record at a time, with records
-/// appended between pages by both nodes, shows every disclosure exactly once.
+/// appended between pages by both nodes, shows every disclosure exactly once. Segments are
+/// small, so pages come through sealed segments' index files and the open segment's index.
 #[tokio::test]
 async fn transparency_reads_every_nodes_stream_and_its_pages_lose_nothing() {
     let h = Harness::new();
@@ -870,8 +871,12 @@ async fn transparency_reads_every_nodes_stream_and_its_pages_lose_nothing() {
     let stream = |node: &str| {
         let node = consentry_types::NodeId::parse(node).unwrap_or_else(|e| unreachable!("{e}"));
         Arc::new(
-            consentry_ledger::Ledger::open_stream(&root, &node, consentry_ledger::LedgerOptions::default())
-                .unwrap_or_else(|e| unreachable!("{e}")),
+            consentry_ledger::Ledger::open_stream(
+                &root,
+                &node,
+                consentry_ledger::LedgerOptions { segment_bytes: 400 },
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
         )
     };
     let node = |ledger: Arc<consentry_ledger::Ledger>| Harness {
@@ -930,6 +935,7 @@ async fn transparency_reads_every_nodes_stream_and_its_pages_lose_nothing() {
     let mut got = seen.clone();
     got.sort();
     assert_eq!(got, expected, "every disclosure of both nodes exactly once: {seen:?}");
+    assert!(root.join("web-a").join("00000001.members").exists(), "sealed segments are indexed");
     // A plain record number names no position once there are two streams.
     assert!(is_problem(
         &a.op(Method::GET, "/platform/v1/members/bob/disclosures?after=3", None).await,

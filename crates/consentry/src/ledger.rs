@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use consentry_ledger::{
-    diagnose, repair, streams, verify_all, Diagnosis, Entries, Ledger, LedgerError, LedgerOptions,
+    diagnose, repair, streams, verify_all_with, Diagnosis, Entries, Ledger, LedgerError, LedgerOptions,
     RepairPlan, Stream, StreamReport,
 };
 use consentry_types::{AppId, Instant, MemberId, Subject};
@@ -24,6 +24,9 @@ pub enum LedgerCommand {
         /// A checkpoint line kept by an outside auditor; the ledger must still contain it.
         #[arg(long)]
         checkpoint: Vec<String>,
+        /// Threads verifying segments in parallel (default: the cores available).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
     },
     /// Print disclosure records, one line each, streaming.
     Show {
@@ -106,23 +109,25 @@ fn one_stream(streams: Vec<Stream>, node: Option<&str>) -> Result<Stream> {
 
 pub fn run(command: LedgerCommand) -> Result<()> {
     match command {
-        LedgerCommand::Verify { data_dir, checkpoint } => {
+        LedgerCommand::Verify { data_dir, checkpoint, threads } => {
             let (root, _) = existing_ledger(&data_dir)?;
-            let report = verify_all(&root, &checkpoint)
+            let threads = threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                usize::from,
+            );
+            let report = verify_all_with(&root, &checkpoint, threads)
                 .with_context(|| format!("cannot verify {}", root.display()))?;
             let mut failed = Vec::new();
             for StreamReport { stream, report } in &report.streams {
                 match &report.problem {
                     None => println!(
-                        "OK: stream {}: {} segments, {} records, {} disclosures, {} bytes, {} checkpoints; {:.3} s ({:.2} GB/s)",
+                        "OK: stream {}: {} segments, {} records, {} disclosures, {} bytes, {} checkpoints",
                         stream.name(),
                         report.segments,
                         report.records,
                         report.disclosures,
                         report.bytes,
                         report.checkpoints,
-                        report.seconds,
-                        report.bytes as f64 / report.seconds.max(1e-9) / 1e9
                     ),
                     Some(problem) => {
                         println!("FAILED: stream {} ({}): {problem}", stream.name(), stream.dir.display());
@@ -130,6 +135,14 @@ pub fn run(command: LedgerCommand) -> Result<()> {
                     }
                 }
             }
+            println!(
+                "verified {} bytes in {:.3} s on {} thread{}: {:.2} GB/s",
+                report.bytes(),
+                report.seconds,
+                report.threads,
+                if report.threads == 1 { "" } else { "s" },
+                report.bytes() as f64 / report.seconds.max(1e-9) / 1e9
+            );
             for unmatched in &report.unmatched {
                 println!("FAILED: {unmatched}");
                 failed.push(unmatched.clone());

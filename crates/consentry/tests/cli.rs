@@ -597,6 +597,14 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
     // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
     let verified = run(&["ledger", "verify", "--data-dir", data]);
     assert!(text(&verified.stdout).starts_with("OK: stream demo: 1 segments"), "{}", text(&verified.stdout));
+    let threaded = text(&run(&["ledger", "verify", "--data-dir", data, "--threads", "2"]).stdout);
+    assert!(
+        threaded.contains("OK: stream demo:")
+            && threaded.contains("on 2 threads")
+            && threaded.contains("GB/s"),
+        "{threaded}"
+    );
+    assert!(!run(&["ledger", "verify", "--data-dir", data, "--threads", "0"]).status.success());
     let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout).trim().to_string();
     assert!(checkpoint.starts_with("checkpoint v2 node=demo seq="), "{checkpoint}");
     assert!(run(&["ledger", "verify", "--data-dir", data, "--checkpoint", &checkpoint]).status.success());

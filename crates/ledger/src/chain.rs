@@ -60,6 +60,18 @@ impl Chain {
         })
     }
 
+    /// The walk of one segment alone, the one at `position` of `files` (every segment of the
+    /// directory, in order), from the chain head `head` its first frame continues; it ends
+    /// after that segment's [`Step::SegmentEnd`].
+    pub(crate) fn one_segment(
+        dir: &Path,
+        files: Vec<(u64, PathBuf)>,
+        position: usize,
+        head: [u8; 32],
+    ) -> Chain {
+        Chain { dir: dir.to_path_buf(), files, next: position, current: None, head }
+    }
+
     /// The hash of the last frame walked (all zeros before the first).
     pub(crate) fn head(&self) -> [u8; 32] {
         self.head

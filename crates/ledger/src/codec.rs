@@ -180,6 +180,25 @@ impl Dictionary {
     }
 }
 
+/// The identities a names entry numbers, in order (the entry's first name gets the next
+/// number of the stream's dictionary).
+pub(crate) fn read_names(payload: &[u8], out: &mut Vec<(NameKind, String)>) -> Result<(), LedgerError> {
+    let mut cursor = Cursor::new(payload);
+    if cursor.byte()? != KIND_NAMES {
+        return Err(corrupt("not a names entry"));
+    }
+    while cursor.at < payload.len() {
+        let kind = NameKind::from_byte(cursor.byte()?).ok_or_else(|| corrupt("unknown name kind"))?;
+        out.push((kind, cursor.text()?));
+    }
+    Ok(())
+}
+
+/// Whether a payload is a names entry.
+pub(crate) fn is_names(payload: &[u8]) -> bool {
+    payload.first() == Some(&KIND_NAMES)
+}
+
 /// A disclosure record as the ledger keeps it: the token is kept only as a token id (the
 /// first 64 bits of its hash), the route and all identities as dictionary numbers.
 pub(crate) fn encode_record(
@@ -393,15 +412,23 @@ pub(crate) fn inspect(
     dictionary: &mut Dictionary,
     previous_at: Instant,
 ) -> Result<Inspected, LedgerError> {
-    let mut cursor = Cursor::new(payload);
     if payload.first() == Some(&KIND_NAMES) {
         return decode(payload, dictionary, previous_at).map(|_| Inspected::Names);
     }
+    inspect_disclosure(payload, previous_at, &mut |kind, number| dictionary.name(kind, number).map(|_| ()))
+}
+
+/// [`inspect`] of a disclosure entry, asking `known` whether each number names an identity of
+/// its kind (verifying segments in parallel defers that question).
+pub(crate) fn inspect_disclosure(
+    payload: &[u8],
+    previous_at: Instant,
+    known: &mut dyn FnMut(NameKind, u64) -> Result<(), LedgerError>,
+) -> Result<Inspected, LedgerError> {
+    let mut cursor = Cursor::new(payload);
     if cursor.byte()? != KIND_DISCLOSURE {
         return Err(corrupt("unknown entry kind"));
     }
-    let known =
-        |dictionary: &Dictionary, kind: NameKind, number: u64| dictionary.name(kind, number).map(|_| ());
     let seq = cursor.varint()?;
     let at = Instant::from_millis(previous_at.millis().wrapping_add(unzigzag(cursor.varint()?)));
     for _ in 0..2 {
@@ -409,7 +436,7 @@ pub(crate) fn inspect(
         std::str::from_utf8(cursor.bytes(len)?).map_err(|_| corrupt("text is not UTF-8"))?;
     }
     for kind in [NameKind::App, NameKind::Developer, NameKind::Group, NameKind::Route] {
-        known(dictionary, kind, cursor.varint()?)?;
+        known(kind, cursor.varint()?)?;
     }
     u32::try_from(cursor.varint()?).map_err(|_| corrupt("policy version"))?;
     let all_fields = consentry_types::Field::ALL.iter().fold(0u64, |bits, f| bits | u64::from(f.bit()));
@@ -433,7 +460,7 @@ pub(crate) fn inspect(
             }
         }
         pairs += u64::from(fields.count_ones());
-        known(dictionary, NameKind::Member, number)?;
+        known(NameKind::Member, number)?;
     }
     cursor.done()?;
     Ok(Inspected::Disclosure { seq, at, disclosures: pairs })

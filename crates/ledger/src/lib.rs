@@ -11,6 +11,8 @@ mod chain;
 mod checkpoints;
 mod codec;
 mod files;
+mod history;
+mod index;
 mod keys;
 mod merge;
 mod reader;
@@ -20,6 +22,7 @@ mod seal;
 mod segment;
 mod streams;
 mod verify;
+mod verify_parallel;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -36,11 +39,13 @@ pub use codec::RawRecord;
 #[cfg(feature = "fault-injection")]
 pub use files::LossyDisk;
 pub use files::{AppendFile, FileLayer, RealFiles};
+pub use history::{scan_member_history, MemberDisclosure, MemberHistory, MemberQuery};
+pub use index::{index_sealed_segments, IndexStats, MemberIndex};
 pub use merge::{Entries, LedgerEntry, RawEntries};
 pub use repair::{diagnose, repair, Diagnosis, RepairPlan, Repaired, DAMAGED_DIR};
 pub use seal::{read_verifying_key, Checkpoint};
 pub use streams::{adopt_single_node_ledger, streams, Adoption, Stream};
-pub use verify::{verify, verify_all, LedgerReport, Problem, StreamReport, VerifyReport};
+pub use verify::{verify, verify_all, verify_all_with, LedgerReport, Problem, StreamReport, VerifyReport};
 
 /// What went wrong with the ledger. Messages are one line.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +153,8 @@ pub struct Ledger {
     options: LedgerOptions,
     state: Mutex<State>,
     durable: Condvar,
+    /// Threads building the member index of segments just sealed (joined on drop).
+    index_builders: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Ledger {
@@ -237,6 +244,7 @@ impl Ledger {
             options,
             state: Mutex::new(state),
             durable: Condvar::new(),
+            index_builders: Mutex::new(Vec::new()),
         })
     }
 
@@ -399,6 +407,7 @@ impl Ledger {
         };
         seal.write(&seal_path(&self.dir, state.segment), &self.key, self.files.as_ref())?;
         self.write_checkpoint(state.durable_seq, state.durable_head)?;
+        self.index_in_background(state.segment);
         state.segment += 1;
         let path = segment_path(&self.dir, state.segment);
         state.file = Arc::from(self.files.open_append(&path).map_err(|e| LedgerError::io(&path, e))?);
@@ -408,6 +417,21 @@ impl Ledger {
         state.segment_previous = state.durable_head;
         state.stats.segments += 1;
         Ok(())
+    }
+
+    /// Builds the member index of a segment just sealed on a thread of its own (derived data:
+    /// a reader that finds it missing builds it).
+    fn index_in_background(&self, sealed: u64) {
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new().name("ledger-index".into()).spawn(move || {
+            if let Err(e) = index::index_after_seal(&dir, sealed) {
+                eprintln!("consentry ledger: cannot index segment {sealed} yet ({e}); readers will");
+            }
+        });
+        if let (Ok(handle), Ok(mut builders)) = (spawned, self.index_builders.lock()) {
+            builders.retain(|b| !b.is_finished());
+            builders.push(handle);
+        }
     }
 
     fn write_checkpoint(&self, seq: u64, head: [u8; 32]) -> Result<Checkpoint, LedgerError> {
@@ -440,6 +464,15 @@ impl Ledger {
     pub fn fail_next_write(&self) {
         if let Ok(mut state) = self.state.lock() {
             state.fail_next_write = true;
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let builders = self.index_builders.get_mut().map(std::mem::take).unwrap_or_default();
+        for builder in builders {
+            let _ = builder.join();
         }
     }
 }

@@ -84,6 +84,19 @@ impl FrameReader {
         })
     }
 
+    /// Reads from `offset` (the end of a frame read earlier) up to the file's length now.
+    pub(crate) fn open_at(path: &Path, offset: u64) -> Result<FrameReader, LedgerError> {
+        let mut file = File::open(path).map_err(|e| LedgerError::io(path, e))?;
+        let size = file.metadata().map_err(|e| LedgerError::io(path, e))?.len();
+        file.seek(SeekFrom::Start(offset)).map_err(|e| LedgerError::io(path, e))?;
+        Ok(FrameReader {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            offset,
+            size,
+        })
+    }
+
     /// The file's length when it was opened; later appends are not read.
     pub(crate) fn size(&self) -> u64 {
         self.size

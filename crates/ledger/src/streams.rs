@@ -56,6 +56,7 @@ fn is_stream_file(name: &str) -> bool {
     name.ends_with(".seg")
         || name.ends_with(".seal")
         || name.ends_with(".tmp")
+        || name.ends_with(".members")
         || matches!(name, "checkpoints" | "repairs" | "signing.key" | "signing.pub" | crate::DAMAGED_DIR)
 }
 

@@ -60,7 +60,7 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
 
 /// Which node the checkpoints kept in a stream must name.
 #[derive(Debug, Clone, Copy)]
-enum Names<'a> {
+pub(crate) enum Names<'a> {
     /// Not checked (a directory verified on its own).
     Any,
     /// This node's (lines without a node, from before it adopted a single-node ledger, too).
@@ -69,7 +69,7 @@ enum Names<'a> {
     Unnamed,
 }
 
-fn verify_stream(
+pub(crate) fn verify_stream(
     dir: &Path,
     names: Names<'_>,
     extra_checkpoints: &[String],
@@ -81,61 +81,13 @@ fn verify_stream(
     let (mut head, mut next_seq, mut last_at) = ([0u8; 32], 1u64, Instant::from_millis(0));
     // The chain head after each record, for checkpoints.
     let mut heads_at: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
-    let mut wanted: Vec<(String, Checkpoint)> = Vec::new();
-    let checkpoints_file = dir.join("checkpoints");
-    let kept = match std::fs::read(&checkpoints_file) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => {
-                let reason = "the checkpoints file is not text: it was altered".to_string();
-                report.problem = Some(Problem { segment: 0, after_record: 0, reason });
-                return Ok(report);
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(LedgerError::io(&checkpoints_file, e)),
+    let wanted = match wanted_checkpoints(dir, &key, names, extra_checkpoints)? {
+        Ok(wanted) => wanted,
+        Err(problem) => {
+            report.problem = Some(problem);
+            return Ok(report);
+        }
     };
-    if !kept.is_empty() && (!kept.ends_with('\n') || kept.contains('\r')) {
-        let reason = "the checkpoints file's last line is not whole: a crash left it (opening the ledger cuts it) or it was altered".to_string();
-        report.problem = Some(Problem { segment: 0, after_record: 0, reason });
-        return Ok(report);
-    }
-    for (origin, line) in kept
-        .lines()
-        .map(|l| ("checkpoints file", l))
-        .chain(extra_checkpoints.iter().map(|l| ("given checkpoint", l.trim())))
-    {
-        if line.is_empty() && origin == "given checkpoint" {
-            continue;
-        }
-        match Checkpoint::parse(line, &key) {
-            Ok(checkpoint) => {
-                let named = checkpoint.node.as_ref();
-                let wrong = match names {
-                    Names::Any => None,
-                    Names::Node(node) => named.filter(|n| *n != node),
-                    Names::Unnamed => named,
-                };
-                if let Some(other) = wrong {
-                    let reason = format!(
-                        "{origin}: a checkpoint of node {other} is in the stream of {}: streams were swapped or renamed",
-                        match names {
-                            Names::Node(node) => node.to_string(),
-                            _ => "the single-node ledger".to_string(),
-                        }
-                    );
-                    report.problem = Some(Problem { segment: 0, after_record: 0, reason });
-                    return Ok(report);
-                }
-                wanted.push((origin.to_string(), checkpoint))
-            }
-            Err(reason) => {
-                report.problem =
-                    Some(Problem { segment: 0, after_record: 0, reason: format!("{origin}: {reason}") });
-                return Ok(report);
-            }
-        }
-    }
     let needed: std::collections::HashSet<u64> = wanted.iter().map(|(_, c)| c.seq).collect();
     let fail = |report: &mut VerifyReport, segment: u64, after: u64, reason: String| {
         report.problem = Some(Problem { segment, after_record: after, reason });
@@ -220,13 +172,26 @@ fn verify_stream(
             Step::End => break,
         }
     }
+    match_checkpoints(dir, &wanted, &heads_at, next_seq - 1, &mut report);
+    Ok(finish(report, started))
+}
+
+/// Checks every wanted checkpoint against the chain heads the walk kept (`last_seq`: the
+/// last record walked).
+pub(crate) fn match_checkpoints(
+    dir: &Path,
+    wanted: &[(String, Checkpoint)],
+    heads_at: &std::collections::HashMap<u64, [u8; 32]>,
+    last_seq: u64,
+    report: &mut VerifyReport,
+) {
     let repaired = dir.join(REPAIRS_FILE).exists();
     let note = if repaired {
         format!(" (the ledger was repaired since: see {})", dir.join(REPAIRS_FILE).display())
     } else {
         String::new()
     };
-    for (origin, checkpoint) in &wanted {
+    for (origin, checkpoint) in wanted {
         report.checkpoints += 1;
         match heads_at.get(&checkpoint.seq) {
             Some(h) if *h == checkpoint.head => {}
@@ -235,7 +200,7 @@ fn verify_stream(
                     "{origin} for record {} does not match: history was rewritten{note}",
                     checkpoint.seq
                 );
-                fail(&mut report, 0, checkpoint.seq, reason);
+                report.problem = Some(Problem { segment: 0, after_record: checkpoint.seq, reason });
                 break;
             }
             None if checkpoint.seq == 0 => {}
@@ -244,12 +209,76 @@ fn verify_stream(
                     "{origin} covers record {}, which the ledger no longer has{note}",
                     checkpoint.seq
                 );
-                fail(&mut report, 0, next_seq - 1, reason);
+                report.problem = Some(Problem { segment: 0, after_record: last_seq, reason });
                 break;
             }
         }
     }
-    Ok(finish(report, started))
+}
+
+/// The checkpoints a stream must still contain: those kept in it and those given, each
+/// checked for its form and signature and for naming the stream's node.
+pub(crate) fn wanted_checkpoints(
+    dir: &Path,
+    key: &ed25519_dalek::VerifyingKey,
+    names: Names<'_>,
+    extra_checkpoints: &[String],
+) -> Result<Result<Vec<(String, Checkpoint)>, Problem>, LedgerError> {
+    let mut wanted: Vec<(String, Checkpoint)> = Vec::new();
+    let checkpoints_file = dir.join("checkpoints");
+    let kept = match std::fs::read(&checkpoints_file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => {
+                let reason = "the checkpoints file is not text: it was altered".to_string();
+                return Ok(Err(Problem { segment: 0, after_record: 0, reason }));
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(LedgerError::io(&checkpoints_file, e)),
+    };
+    if !kept.is_empty() && (!kept.ends_with('\n') || kept.contains('\r')) {
+        let reason = "the checkpoints file's last line is not whole: a crash left it (opening the ledger cuts it) or it was altered".to_string();
+        return Ok(Err(Problem { segment: 0, after_record: 0, reason }));
+    }
+    for (origin, line) in kept
+        .lines()
+        .map(|l| ("checkpoints file", l))
+        .chain(extra_checkpoints.iter().map(|l| ("given checkpoint", l.trim())))
+    {
+        if line.is_empty() && origin == "given checkpoint" {
+            continue;
+        }
+        match Checkpoint::parse(line, key) {
+            Ok(checkpoint) => {
+                let named = checkpoint.node.as_ref();
+                let wrong = match names {
+                    Names::Any => None,
+                    Names::Node(node) => named.filter(|n| *n != node),
+                    Names::Unnamed => named,
+                };
+                if let Some(other) = wrong {
+                    let reason = format!(
+                        "{origin}: a checkpoint of node {other} is in the stream of {}: streams were swapped or renamed",
+                        match names {
+                            Names::Node(node) => node.to_string(),
+                            _ => "the single-node ledger".to_string(),
+                        }
+                    );
+                    return Ok(Err(Problem { segment: 0, after_record: 0, reason }));
+                }
+                wanted.push((origin.to_string(), checkpoint))
+            }
+            Err(reason) => {
+                return Ok(Err(Problem {
+                    segment: 0,
+                    after_record: 0,
+                    reason: format!("{origin}: {reason}"),
+                }));
+            }
+        }
+    }
+    Ok(Ok(wanted))
 }
 
 fn finish(mut report: VerifyReport, started: WallClock) -> VerifyReport {
@@ -270,11 +299,20 @@ pub struct LedgerReport {
     pub streams: Vec<StreamReport>,
     /// Given checkpoints that belong to no stream, and why.
     pub unmatched: Vec<String>,
+    /// Wall-clock seconds the whole verification took.
+    pub seconds: f64,
+    /// Threads it ran on.
+    pub threads: usize,
 }
 
 impl LedgerReport {
     pub fn ok(&self) -> bool {
         self.unmatched.is_empty() && self.streams.iter().all(|s| s.report.ok())
+    }
+
+    /// Bytes of segments read, every stream's.
+    pub fn bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.report.bytes).sum()
     }
 }
 
@@ -283,6 +321,17 @@ impl LedgerReport {
 /// stream it names (`v2`) or, for one that names none (`v1`), to the stream whose key signed
 /// it; one that fits no stream is reported.
 pub fn verify_all(root: &Path, extra_checkpoints: &[String]) -> Result<LedgerReport, LedgerError> {
+    verify_all_with(root, extra_checkpoints, 1)
+}
+
+/// [`verify_all`] on `threads` threads, segments checked in parallel (see
+/// `verify_parallel.rs`): the same verdict, the same problem named.
+pub fn verify_all_with(
+    root: &Path,
+    extra_checkpoints: &[String],
+    threads: usize,
+) -> Result<LedgerReport, LedgerError> {
+    let started = WallClock::now();
     let found = streams(root)?;
     let mut given: Vec<Vec<String>> = vec![Vec::new(); found.len()];
     let mut unmatched = Vec::new();
@@ -310,14 +359,24 @@ pub fn verify_all(root: &Path, extra_checkpoints: &[String]) -> Result<LedgerRep
                 .push(format!("given checkpoint of record {}: no stream's key signed it", checkpoint.seq)),
         }
     }
-    let mut reports = Vec::with_capacity(found.len());
-    for (stream, lines) in found.into_iter().zip(given) {
-        let names = match &stream.node {
-            Some(node) => Names::Node(node),
-            None => Names::Unnamed,
-        };
-        let report = verify_stream(&stream.dir, names, &lines)?;
-        reports.push(StreamReport { stream, report });
-    }
-    Ok(LedgerReport { streams: reports, unmatched })
+    let reports = if threads > 1 {
+        crate::verify_parallel::verify_streams(found, given, threads)?
+    } else {
+        let mut reports = Vec::with_capacity(found.len());
+        for (stream, lines) in found.into_iter().zip(given) {
+            let names = match &stream.node {
+                Some(node) => Names::Node(node),
+                None => Names::Unnamed,
+            };
+            let report = verify_stream(&stream.dir, names, &lines)?;
+            reports.push(StreamReport { stream, report });
+        }
+        reports
+    };
+    Ok(LedgerReport {
+        streams: reports,
+        unmatched,
+        seconds: started.elapsed().as_secs_f64(),
+        threads: threads.max(1),
+    })
 }

@@ -13,6 +13,10 @@ use proptest::prelude::*;
 
 #[path = "ledger/file_layer.rs"]
 mod file_layer;
+#[path = "ledger/index.rs"]
+mod index;
+#[path = "ledger/parallel_verify.rs"]
+mod parallel_verify;
 #[path = "ledger/recovery.rs"]
 mod recovery;
 #[path = "ledger/streams.rs"]

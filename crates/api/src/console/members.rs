@@ -81,6 +81,7 @@ pub(crate) async fn page(
         return Ok(view::html(&MembersPage { chrome, query: raw, lookup: None, no_ledger: false }));
     }
     let member = MemberId::parse(&raw).map_err(|e| ConsoleError::bad_request(e.to_string()))?;
+    let index = state.member_index.clone();
     let lookup = blocking(&state.service, move |s| {
         let name = s
             .store()
@@ -91,8 +92,8 @@ pub(crate) async fn page(
         let names: Vec<String> = streams.iter().map(|s| s.name()).collect();
         let frontier = crate::transparency::parse_after(after.as_deref(), &names)?;
         let later = !frontier.is_empty();
-        let found =
-            crate::transparency::member_disclosures_page(&dir, &member, (None, None), frontier, PAGE)?;
+        let query = consentry_ledger::MemberQuery { from: None, to: None, after: frontier, limit: PAGE };
+        let found = crate::transparency::indexed_member_page(&index, &dir, &member, &query)?;
         let mut per_app: BTreeMap<String, AppTally> = BTreeMap::new();
         for d in &found.data {
             let entry = per_app.entry(d.app.clone()).or_insert_with(|| {
