@@ -1,6 +1,7 @@
 //! A world's history as an audit finds it: its changes played through the service into a
 //! store (the fact history the audit reads), and its traffic as the disclosure ledger serving
-//! would have written, each page holding the members the policy active then let the app see.
+//! would have written, each page holding the members the policy active then let the app see,
+//! and, after a quarter of the changes that should hide something, a stale page that did not.
 //! Shared by the `audit_scale` bench and the audit's tests (`#[path]`).
 
 #![allow(dead_code)] // each includer uses its part
@@ -15,6 +16,8 @@ use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
 use consentry_store_sqlite::SqliteStore;
 use consentry_types::{AppStatus, Disclosure, DisclosureRecord, FieldSet, Subject};
 use consentry_world::{Applier, Event, Read, Replay, ShippedPolicy, World};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// A world played into a store and a ledger under `dir`.
 pub struct Played {
@@ -93,7 +96,38 @@ fn traffic(world: &World, ledger: Option<&Ledger>) -> u64 {
     let mut replay = Replay::new(world);
     let mut batch: Vec<DisclosureRecord> = Vec::with_capacity(1_024);
     let mut number = 0u64;
+    let mut faults = StdRng::seed_from_u64(world.params.seed ^ 0xfa17);
+    let member_fields = world.params.traffic.member_fields;
+    let group_fields = world.params.traffic.group_fields;
     while let Some(timed) = replay.step() {
+        if let Some(fault) = fault(&replay, &timed.event, &mut faults) {
+            // A page served from a stale cache at the instant a fact changed: every field
+            // asked for, whatever the policy says now.
+            let (Some((version, _)), Some(plan)) = (replay.active_policy(), plans.get(&fault.app)) else {
+                continue;
+            };
+            let disclosures = fault
+                .members
+                .into_iter()
+                .map(|member| Disclosure { subject: Subject::Member(member), fields: member_fields })
+                .chain(std::iter::once(Disclosure {
+                    subject: Subject::Group(fault.group.clone()),
+                    fields: group_fields,
+                }))
+                .collect();
+            number += 1;
+            batch.push(DisclosureRecord {
+                at: timed.at,
+                request_id: format!("{number:012x}"),
+                app: fault.app,
+                developer: plan.developer.clone(),
+                group: fault.group,
+                token_hash: String::new(),
+                policy_version: version,
+                route: "GET /v1/groups/{id}/members".into(),
+                disclosures,
+            });
+        }
         let Event::Read { app, group, read } = &timed.event else { continue };
         let (Some((version, shipped)), Some(plan)) = (replay.active_policy(), plans.get(app)) else {
             continue;
@@ -168,6 +202,49 @@ fn traffic(world: &World, ledger: Option<&Ledger>) -> u64 {
         }
     }
     disclosed + flush(ledger, &mut batch)
+}
+
+/// Share of the changes that matter to a decision after which a stale page is served.
+const FAULTS: f64 = 0.25;
+
+/// A page enforcement should not have served.
+struct Fault {
+    app: consentry_types::AppId,
+    group: consentry_types::GroupId,
+    members: Vec<consentry_types::MemberId>,
+}
+
+/// After a change that should hide something (`replay` has applied it), sometimes a page that
+/// still shows it: an app's group after it was uninstalled, suspended or banned (its first
+/// page of members); a member to an app installed in the group she just left; a member to
+/// an app she just withdrew her consent from. These make every fact the audit joins on
+/// (installations, app status, memberships, consents) decide some answers.
+fn fault(replay: &Replay<'_>, event: &Event, rng: &mut StdRng) -> Option<Fault> {
+    use consentry_world::StatusChange;
+    let installed_in = |app: &consentry_types::AppId| {
+        replay.installations().keys().find(|(a, _)| a == app).map(|(_, g)| g.clone())
+    };
+    let fault = match event {
+        Event::Uninstall { app, group } => {
+            let members = replay.members(group).take(100).map(|(m, _)| m.clone()).collect();
+            Fault { app: app.clone(), group: group.clone(), members }
+        }
+        Event::Status { app, change: StatusChange::Suspend | StatusChange::Ban } => {
+            let group = installed_in(app)?;
+            let members = replay.members(&group).take(100).map(|(m, _)| m.clone()).collect();
+            Fault { app: app.clone(), group, members }
+        }
+        Event::Leave { group, member } => {
+            let (app, _) = replay.installations().keys().find(|(_, g)| g == group)?;
+            Fault { app: app.clone(), group: group.clone(), members: vec![member.clone()] }
+        }
+        Event::Withdraw { member, app } => {
+            let group = installed_in(app)?;
+            Fault { app: app.clone(), group, members: vec![member.clone()] }
+        }
+        _ => return None,
+    };
+    rng.gen_bool(FAULTS).then_some(fault)
 }
 
 fn flush(ledger: Option<&Ledger>, batch: &mut Vec<DisclosureRecord>) -> u64 {
