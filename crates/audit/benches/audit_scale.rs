@@ -107,6 +107,14 @@ fn main() {
         .split(',')
         .filter_map(|t| t.trim().parse().ok())
         .collect();
+    if std::env::var_os("CONSENTRY_AUDIT_CALIBRATE").is_some() {
+        // What the full world's traffic discloses at reads every 14 days (`world_for`).
+        let mut params = WorldParams::benchmark(SEED);
+        world_ledger::late_rollout(&mut params);
+        let world = World::generate(&params).unwrap_or_else(|e| unreachable!("{e}"));
+        println!("benchmark world, reads every 14 days: {} disclosures", world_ledger::count_traffic(&world));
+        return;
+    }
     let duckdb = duckdb_available();
     let root = std::env::temp_dir().join(format!("consentry-audit-bench-{}", std::process::id()));
     for size in sizes {

@@ -574,13 +574,58 @@ pub fn audit_did_threads(
 /// *Could*: for every installation in the window, which members' fields the app could read
 /// under the rules enforced at the time but may not under the audited policy, and for how long.
 pub fn audit_could(context: &AuditContext<'_>) -> Result<CouldReport, AuditError> {
+    audit_could_threads(context, 1)
+}
+
+type InstallationTimeline<'h> = (&'h (AppId, GroupId), &'h history::Timeline<consentry_store::Installed>);
+
+/// *Could* on `threads` threads (at least one; the calling thread is one of them): the
+/// installations dealt out in turn, each thread with its own engine, the exposures merged by
+/// unions, sums, minima and maxima, so the report does not depend on the number of threads.
+pub fn audit_could_threads(context: &AuditContext<'_>, threads: usize) -> Result<CouldReport, AuditError> {
+    let mut installations: Vec<InstallationTimeline<'_>> = context.history.installations.iter().collect();
+    installations.sort_by(|a, b| a.0.cmp(b.0));
+    let threads = threads.clamp(1, installations.len().max(1));
+    if threads == 1 {
+        return could_part(context, installations.into_iter());
+    }
+    let installations = &installations;
+    let share = move |k: usize| installations.iter().copied().skip(k).step_by(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            (1..threads).map(|k| scope.spawn(move || could_part(context, share(k)))).collect();
+        let mut report = could_part(context, share(0))?;
+        for handle in handles {
+            let theirs = handle.join().map_err(|_| AuditError::Thread)??;
+            report.installations_checked += theirs.installations_checked;
+            for (app, exposure) in theirs.by_app {
+                let Some(ours) = report.by_app.get_mut(&app) else {
+                    report.by_app.insert(app, exposure);
+                    continue;
+                };
+                ours.groups.extend(exposure.groups);
+                ours.members.extend(exposure.members);
+                ours.fields.extend(exposure.fields);
+                ours.member_seconds += exposure.member_seconds;
+                ours.first = match (ours.first, exposure.first) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                ours.last = ours.last.max(exposure.last);
+            }
+        }
+        Ok(report)
+    })
+}
+
+fn could_part<'h>(
+    context: &AuditContext<'h>,
+    installations: impl Iterator<Item = InstallationTimeline<'h>>,
+) -> Result<CouldReport, AuditError> {
     let engine = Engine::new();
     let history = context.history;
     let profile = [Field::MemberName, Field::MemberPicture, Field::PostAuthor];
     let mut report = CouldReport::default();
-    let mut installations: Vec<(&(AppId, GroupId), &history::Timeline<consentry_store::Installed>)> =
-        history.installations.iter().collect();
-    installations.sort_by(|a, b| a.0.cmp(b.0));
     for ((app, group), timeline) in installations {
         // The installed intervals, clipped to the window.
         let mut intervals = Vec::new();
@@ -778,7 +823,7 @@ pub fn run_with_threads(
         DidReport::default()
     };
     let did_seconds = did_started.elapsed().as_secs_f64();
-    let could = audit_could(&context)?;
+    let could = audit_could_threads(&context, threads)?;
     Ok(AuditReport {
         did_seconds,
         history_seconds,

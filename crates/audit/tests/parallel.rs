@@ -10,7 +10,9 @@ mod world_ledger;
 
 use std::collections::HashMap;
 
-use consentry_audit::{apps_by_id, audit_did_threads, AuditContext, DidReport, History};
+use consentry_audit::{
+    apps_by_id, audit_could_threads, audit_did_threads, AuditContext, CouldReport, DidReport, History,
+};
 use consentry_ledger::RawEntries;
 use consentry_policy::compile;
 use consentry_store::Store;
@@ -70,6 +72,47 @@ fn many_threads_find_what_one_finds() {
                 let many = did(&played.ledger_dir, played.store.as_ref(), policy, threads, window);
                 assert_eq!(many, one, "{policy:?} on {threads} threads, window {window:?}");
             }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn could_on_many_threads_finds_what_one_finds() {
+    let dir = tempfile_dir("could");
+    let mut params = WorldParams::small(21);
+    params.traffic.every_days = 365;
+    // Installations made after the grandfathering cutoff, read under legacy-2017 meanwhile:
+    // exposures under groups-2018-grandfathered too.
+    world_ledger::late_rollout(&mut params);
+    let world = World::generate(&params).unwrap();
+    let played = world_ledger::play(&world, &dir);
+    let store = played.store.as_ref();
+    let history = History::new(&store.fact_history().unwrap());
+    let apps = apps_by_id(store.apps().unwrap());
+    let enforced = store
+        .policy_versions()
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version, compile(v.version, &v.text).unwrap()))
+        .collect();
+    let scoped = |app: &AppId, member: &MemberId| format!("{app}/{member}");
+    for policy in [ShippedPolicy::Groups2018, ShippedPolicy::Groups2018Grandfathered] {
+        let name = policy.name();
+        let policy = compile(0, policy.text()).unwrap();
+        let context = AuditContext {
+            policy: &policy,
+            from: Instant::parse("2017-01-01").unwrap(),
+            to: Instant::parse("2019-12-01").unwrap(),
+            history: &history,
+            apps: &apps,
+            enforced: &enforced,
+            scoped_id: &scoped,
+        };
+        let one: CouldReport = audit_could_threads(&context, 1).unwrap();
+        assert!(one.by_app.len() > 1, "{name}: exposures to merge: {one:?}");
+        for threads in [2, 5, 1_000] {
+            assert_eq!(audit_could_threads(&context, threads).unwrap(), one, "{name} on {threads} threads");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
