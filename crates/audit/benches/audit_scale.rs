@@ -68,26 +68,29 @@ fn parse_size(text: &str) -> Option<u64> {
     number.parse::<u64>().ok().map(|n| n * unit)
 }
 
-/// The benchmark world (60,000 members, 1,500 groups, 2016–2019) with its reads every
-/// `every_days` sized to `disclosures`; below 10 M the world shrinks as well, so that apps
-/// still read every few weeks. Reads of the full world every 14 days disclose about
-/// `FULL_AT_14_DAYS` pairs.
+/// The benchmark world (60,000 members, 1,500 groups, 2016–2019), whose apps read each of
+/// their groups every 14 days, discloses about `FULL_AT_14_DAYS` (subject, field) pairs
+/// (`CONSENTRY_AUDIT_CALIBRATE=1` prints what each size gets). Sized to `disclosures`: reads
+/// made more or less often (every 2 to 365 days); beyond reads every 2 days the world grows
+/// (members, groups, the largest group and developers alike; disclosures grow about with the
+/// scale to the power 2.4, measured).
 fn world_for(disclosures: u64) -> WorldParams {
-    const FULL_AT_14_DAYS: f64 = 20.0e6;
+    const FULL_AT_14_DAYS: f64 = 4.19e6;
+    let target = disclosures as f64;
     let mut params = WorldParams::benchmark(SEED);
-    let mut shrink = 1.0f64;
-    if (disclosures as f64) < FULL_AT_14_DAYS / 2.0 {
-        shrink = (disclosures as f64 / (FULL_AT_14_DAYS / 2.0)).max(0.01);
-        params.members = ((params.members as f64 * shrink) as usize).max(500);
-        params.groups.count = ((params.groups.count as f64 * shrink) as usize).max(20);
-        params.groups.largest = ((params.groups.largest as f64 * shrink) as usize).max(100);
-        params.developers = ((params.developers as f64 * shrink) as usize).max(10);
-        params.traffic.keep_reading_developers =
-            ((params.traffic.keep_reading_developers as f64 * shrink) as usize).max(2);
+    let most = FULL_AT_14_DAYS * 7.0;
+    if target <= most {
+        params.traffic.every_days = ((14.0 * FULL_AT_14_DAYS / target).round() as i64).clamp(2, 365);
+        return params;
     }
-    // Disclosures scale about with shrink² (fewer groups, each smaller) and 1/every_days.
-    let at_14 = FULL_AT_14_DAYS * shrink * shrink;
-    params.traffic.every_days = ((14.0 * at_14 / disclosures as f64).round() as i64).clamp(1, 365);
+    let scale = (target / most).powf(1.0 / 2.4);
+    let scaled = |n: usize| (n as f64 * scale).round() as usize;
+    params.members = scaled(params.members);
+    params.groups.count = scaled(params.groups.count);
+    params.groups.largest = scaled(params.groups.largest);
+    params.developers = scaled(params.developers);
+    params.traffic.keep_reading_developers = scaled(params.traffic.keep_reading_developers);
+    params.traffic.every_days = 2;
     params
 }
 
@@ -108,11 +111,13 @@ fn main() {
         .filter_map(|t| t.trim().parse().ok())
         .collect();
     if std::env::var_os("CONSENTRY_AUDIT_CALIBRATE").is_some() {
-        // What the full world's traffic discloses at reads every 14 days (`world_for`).
-        let mut params = WorldParams::benchmark(SEED);
-        world_ledger::late_rollout(&mut params);
-        let world = World::generate(&params).unwrap_or_else(|e| unreachable!("{e}"));
-        println!("benchmark world, reads every 14 days: {} disclosures", world_ledger::count_traffic(&world));
+        // What each size's world discloses (`world_for`), without writing it.
+        for size in sizes.iter().flatten() {
+            let mut params = world_for(*size);
+            world_ledger::late_rollout(&mut params);
+            let world = World::generate(&params).unwrap_or_else(|e| unreachable!("{e}"));
+            println!("{size}: {} disclosures; {params}", world_ledger::count_traffic(&world));
+        }
         return;
     }
     let duckdb = duckdb_available();
