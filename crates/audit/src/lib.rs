@@ -135,7 +135,14 @@ impl std::hash::Hasher for NumberHasher {
 
 type NumberMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<NumberHasher>>;
 
-/// One member's place in a page an app keeps reading.
+/// The members an app read in a group, each with its facts' timelines.
+#[derive(Default)]
+struct Page<'h> {
+    index: NumberMap<u64, usize>,
+    slots: Vec<PageSlot<'h>>,
+}
+
+/// A member an app read in a group.
 struct PageSlot<'h> {
     member: u64,
     role: Option<&'h history::Timeline<Option<Role>>>,
@@ -203,7 +210,7 @@ struct DidWorker<'c, 'a> {
     engine: Engine,
     part: DidPart,
     resolved: Resolved,
-    pages: NumberMap<(u64, u64), Vec<PageSlot<'a>>>,
+    pages: NumberMap<(u64, u64), Page<'a>>,
 }
 
 impl<'c, 'a> DidWorker<'c, 'a> {
@@ -258,32 +265,27 @@ impl<'c, 'a> DidWorker<'c, 'a> {
                 }
             }
         }
-        // The same page of the same group is read again and again: keep its subjects'
-        // timelines and denied fields by position, falling back to lookups when it changed.
+        // The same members of the same group are read again and again (every page of every
+        // walk): keep each one's timelines and denied fields, looked up once per (app, group).
         let page = self.pages.entry((record.app, record.group)).or_default();
-        for (position, &(member_number, mask)) in record.members.iter().enumerate() {
+        for &(member_number, mask) in &record.members {
             report.disclosures_checked += u64::from(mask.count_ones());
-            if page.get(position).is_none_or(|slot| slot.member != member_number) {
-                let member = resolve(&mut self.resolved.members, member_number, names, MemberId::parse)?;
-                let slot = PageSlot {
-                    member: member_number,
-                    role: history.memberships.get(&(group.clone(), member.clone())),
-                    consent: history.consents.get(&(member, app.clone())),
-                    denied: 0,
-                };
-                match page.get_mut(position) {
-                    Some(existing) => {
-                        // Keep what the old occupant was denied before giving its place away.
-                        if existing.denied != 0 {
-                            *self.part.manifest_masks.entry((record.app, existing.member)).or_insert(0) |=
-                                existing.denied;
-                        }
-                        *existing = slot;
-                    }
-                    None => page.push(slot),
+            let index = match page.index.get(&member_number) {
+                Some(index) => *index,
+                None => {
+                    let member = resolve(&mut self.resolved.members, member_number, names, MemberId::parse)?;
+                    let index = page.slots.len();
+                    page.slots.push(PageSlot {
+                        member: member_number,
+                        role: history.memberships.get(&(group.clone(), member.clone())),
+                        consent: history.consents.get(&(member, app.clone())),
+                        denied: 0,
+                    });
+                    page.index.insert(member_number, index);
+                    index
                 }
-            }
-            let Some(slot) = page.get_mut(position) else { continue };
+            };
+            let Some(slot) = page.slots.get_mut(index) else { continue };
             let role = slot.role.and_then(|l| l.at(t)).copied().flatten();
             let subject = SubjectFacts {
                 is_member: role.is_some(),
@@ -336,8 +338,8 @@ impl<'c, 'a> DidWorker<'c, 'a> {
     /// What this thread found, with every page's denied fields folded into the masks.
     fn finish(self) -> DidPart {
         let mut part = self.part;
-        for ((app_number, _), slots) in self.pages {
-            for slot in slots.into_iter().filter(|s| s.denied != 0) {
+        for ((app_number, _), page) in self.pages {
+            for slot in page.slots.into_iter().filter(|s| s.denied != 0) {
                 *part.manifest_masks.entry((app_number, slot.member)).or_insert(0) |= slot.denied;
             }
         }
@@ -760,6 +762,29 @@ pub struct AuditReport {
     pub threads: usize,
 }
 
+/// What an audit reads from the store before the ledger, for an [`AuditContext`].
+pub struct Known {
+    /// The fact history, indexed.
+    pub history: History,
+    pub apps: HashMap<AppId, App>,
+    /// Every stored policy version, compiled.
+    pub enforced: HashMap<u32, CompiledPolicy>,
+}
+
+/// Reads the store's fact history, apps and policy versions.
+pub fn read_known(store: &dyn consentry_store::Store) -> Result<Known, RunError> {
+    let history = History::new(&store.fact_history()?);
+    let apps = apps_by_id(store.apps()?);
+    let mut enforced = HashMap::new();
+    for version in store.policy_versions()? {
+        enforced.insert(
+            version.version,
+            consentry_policy::compile(version.version, &version.text).map_err(AuditError::from)?,
+        );
+    }
+    Ok(Known { history, apps, enforced })
+}
+
 /// Runs an audit over what the store's history and the ledger hold, on every core
 /// ([`default_threads`]).
 pub fn run(
@@ -790,23 +815,14 @@ pub fn run_with_threads(
     progress: &mut dyn FnMut(u64),
 ) -> Result<AuditReport, RunError> {
     let started = std::time::Instant::now();
-    let facts = store.fact_history()?;
-    let history = History::new(&facts);
-    let apps = apps_by_id(store.apps()?);
-    let mut enforced = HashMap::new();
-    for version in store.policy_versions()? {
-        enforced.insert(
-            version.version,
-            consentry_policy::compile(version.version, &version.text).map_err(AuditError::from)?,
-        );
-    }
+    let known = read_known(store)?;
     let context = AuditContext {
         policy,
         from: window.0,
         to: window.1,
-        history: &history,
-        apps: &apps,
-        enforced: &enforced,
+        history: &known.history,
+        apps: &known.apps,
+        enforced: &known.enforced,
         scoped_id,
     };
     let threads = threads.max(1);
