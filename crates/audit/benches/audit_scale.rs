@@ -21,7 +21,8 @@
 //!
 //! `cargo bench -p consentry-audit --bench audit_scale` runs 1 M and 10 M disclosures
 //! (CONSENTRY_AUDIT_SIZES=1M,10M,100M adds 100 M; CONSENTRY_AUDIT_THREADS=1,2 the thread
-//! counts); `cargo test` runs the small world.
+//! counts; CONSENTRY_AUDIT_POLICIES=groups-2018 one policy; CONSENTRY_AUDIT_DUCKDB=0 consentry's
+//! side alone, comparing nothing); `cargo test` runs the small world.
 
 #[path = "world_ledger.rs"]
 mod world_ledger;
@@ -121,7 +122,13 @@ fn main() {
         }
         return;
     }
-    let duckdb = duckdb_available();
+    // CONSENTRY_AUDIT_DUCKDB=0: consentry's side alone (its rate and memory), nothing compared.
+    let duckdb = if std::env::var("CONSENTRY_AUDIT_DUCKDB").is_ok_and(|v| v == "0") {
+        println!("duckdb: not run (CONSENTRY_AUDIT_DUCKDB=0): consentry's side alone, no answers compared");
+        None
+    } else {
+        duckdb_available()
+    };
     let root = std::env::temp_dir().join(format!("consentry-audit-bench-{}", std::process::id()));
     for size in sizes {
         let mut params = match size {
@@ -169,7 +176,7 @@ fn bench_one(params: &WorldParams, threads: &[usize], duckdb: Option<&str>, dir:
         );
         (dir.join("export"), dir.join("history"))
     });
-    if duckdb.is_none() {
+    if duckdb.is_none() && std::env::var("CONSENTRY_AUDIT_DUCKDB").is_err() {
         println!("duckdb: SKIPPED, python3 cannot import duckdb and `pip install duckdb` failed");
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -178,7 +185,11 @@ fn bench_one(params: &WorldParams, threads: &[usize], duckdb: Option<&str>, dir:
         consentry_audit::default_threads(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    for policy in [ShippedPolicy::Groups2018, ShippedPolicy::Groups2018Grandfathered] {
+    let policies: Vec<ShippedPolicy> = [ShippedPolicy::Groups2018, ShippedPolicy::Groups2018Grandfathered]
+        .into_iter()
+        .filter(|p| std::env::var("CONSENTRY_AUDIT_POLICIES").map_or(true, |only| only.split(',').any(|o| o == p.name())))
+        .collect();
+    for policy in policies {
         let compiled = compile(0, policy.text()).unwrap_or_else(|e| unreachable!("{e}"));
         for &n in threads {
             // consentry: the store's fact history read and indexed, then the ledger re-decided
