@@ -492,7 +492,9 @@ pub fn audit_did_threads(
     std::thread::scope(|scope| {
         let mut lanes: Vec<Lane<'_>> = Vec::with_capacity(threads - 1);
         for _ in 1..threads {
-            let (sender, batches) = std::sync::mpsc::sync_channel::<Batch>(4);
+            // Room for a few dozen batches, so that a thread the scheduler set aside for a
+            // moment does not stop the reader.
+            let (sender, batches) = std::sync::mpsc::sync_channel::<Batch>(32);
             let (done, spare) = std::sync::mpsc::channel();
             let handle = scope.spawn(move || {
                 let mut worker = DidWorker::new(context);
