@@ -187,7 +187,10 @@ fn bench_one(params: &WorldParams, threads: &[usize], duckdb: Option<&str>, dir:
     );
     let policies: Vec<ShippedPolicy> = [ShippedPolicy::Groups2018, ShippedPolicy::Groups2018Grandfathered]
         .into_iter()
-        .filter(|p| std::env::var("CONSENTRY_AUDIT_POLICIES").map_or(true, |only| only.split(',').any(|o| o == p.name())))
+        .filter(|p| {
+            std::env::var("CONSENTRY_AUDIT_POLICIES")
+                .map_or(true, |only| only.split(',').any(|o| o == p.name()))
+        })
         .collect();
     for policy in policies {
         let compiled = compile(0, policy.text()).unwrap_or_else(|e| unreachable!("{e}"));
