@@ -329,8 +329,14 @@ fn duckdb_available() -> Option<String> {
         return Some(python);
     }
     println!("duckdb: python3 cannot import it; installing it from PyPI (pip install duckdb)");
-    let installed = Command::new(&python).args(["-m", "pip", "install", "--quiet", "duckdb"]).status();
-    if installed.is_ok_and(|s| s.success()) && imports(&python) {
+    let pip = |extra: &[&str]| {
+        let mut command = Command::new(&python);
+        command.args(["-m", "pip", "install", "--quiet", "duckdb"]).args(extra);
+        command.status().is_ok_and(|s| s.success())
+    };
+    // A Debian python refuses installs outside a virtual environment unless told.
+    let installed = pip(&[]) || pip(&["--break-system-packages"]);
+    if installed && imports(&python) {
         return Some(python);
     }
     None
