@@ -1,33 +1,50 @@
-//! Benchmark: the *did* audit over a 60-day ledger of 100 million disclosures, against DuckDB
-//! (installed from PyPI by this bench) computing the same answer from the Parquet export and
-//! the consent history with an ASOF JOIN, in the same run; both answers compared.
+//! Benchmark: the *did* audit against DuckDB with the whole question in SQL, on a realistic
+//! world's ledger (`consentry-world`: Zipf-sized groups whose members join, leave and change
+//! role; installations removed and made again; apps suspended, banned and reinstated; 3–15%
+//! opt-in with withdrawals; legacy-2017, groups-2018-grandfathered and groups-2018 in turn;
+//! traffic following the membership order; groups-2018-grandfathered rolled out six months
+//! late, so that an audit against it finds what legacy-2017 showed meanwhile). Audited against groups-2018 and against
+//! groups-2018-grandfathered, at 1 and 2 threads on both sides (`SET threads = N` in DuckDB,
+//! `audit_did_threads` in consentry), in the same run.
 //!
-//! `cargo bench -p consentry-audit --bench audit_scale` (CONSENTRY_AUDIT_DISCLOSURES sets the
-//! size, default 100,000,000). Under `cargo test` it runs on 40,000 disclosures without DuckDB
-//! and checks the audit against a count made from the generator's own knowledge.
+//! Loading is counted on both sides: consentry's time is reading the fact history from the
+//! SQLite store and indexing it, plus reading and re-deciding the ledger; DuckDB's is loading
+//! the four fact histories (CSV, written by this bench from the same store's history) plus the
+//! query over the ledger's Parquet export (as-of joins for app status, installations,
+//! memberships and consents; the policy's rules written out in SQL in `duckdb_audit.py`).
+//! Neither side is charged for the export itself, which is printed apart.
+//!
+//! The answers are asserted equal per (app, field, member) — the set of (app, field, member)
+//! received in violation, which is the deletion manifest — and per (app, field) in counts, at
+//! every size, including the small one `cargo test` runs. DuckDB comes from PyPI (`pip install
+//! duckdb`) when python3 cannot import it; if that fails the DuckDB side is skipped, saying so.
+//!
+//! `cargo bench -p consentry-audit --bench audit_scale` runs 1 M and 10 M disclosures
+//! (CONSENTRY_AUDIT_SIZES=1M,10M,100M adds 100 M; CONSENTRY_AUDIT_THREADS=1,2 the thread
+//! counts; CONSENTRY_AUDIT_POLICIES=groups-2018 one policy; CONSENTRY_AUDIT_DUCKDB=0 consentry's
+//! side alone, comparing nothing); `cargo test` runs the small world.
 
-#![allow(clippy::indexing_slicing, clippy::needless_range_loop)] // indices come from the generator's own ranges
+#[path = "world_ledger.rs"]
+mod world_ledger;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant as WallClock;
 
-use consentry_audit::{run, AuditReport};
-use consentry_ledger::{Ledger, LedgerOptions};
-use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
+use consentry_audit::{audit_did_threads, read_known, AuditContext};
+use consentry_ledger::RawEntries;
+use consentry_policy::compile;
 use consentry_store::Store;
-use consentry_store_sqlite::SqliteStore;
-use consentry_types::{
-    AppId, DeveloperId, Disclosure, DisclosureRecord, Field, FieldSet, GroupId, Instant, MemberId,
-    OperatorRole, Role, Scope, Subject,
-};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use consentry_types::{AppId, Field, Instant, MemberId};
+use consentry_world::{ShippedPolicy, World, WorldParams};
 
-const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
-const PAGE: usize = 200;
+const SEED: u64 = 2019;
+
+/// (app, field) -> violations; and the (app, field, member) received in violation.
+type Counts = BTreeMap<(String, String), u64>;
+type Triples = BTreeSet<(String, String, String)>;
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -44,263 +61,328 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.strip_suffix(['M', 'm']) {
+        Some(n) => (n, 1_000_000),
+        None => (text, 1),
+    };
+    number.parse::<u64>().ok().map(|n| n * unit)
+}
+
+/// The benchmark world (60,000 members, 1,500 groups, 2016–2019), whose apps read each of
+/// their groups every 14 days, discloses about `FULL_AT_14_DAYS` (subject, field) pairs
+/// (`CONSENTRY_AUDIT_CALIBRATE=1` prints what each size gets). Sized to `disclosures`: reads
+/// made more or less often (every 2 to 365 days); beyond reads every 2 days the world grows
+/// (members, groups, the largest group and developers alike; disclosures grow about with the
+/// scale to the power 2.4, measured).
+fn world_for(disclosures: u64) -> WorldParams {
+    const FULL_AT_14_DAYS: f64 = 4.19e6;
+    let target = disclosures as f64;
+    let mut params = WorldParams::benchmark(SEED);
+    let most = FULL_AT_14_DAYS * 7.0;
+    if target <= most {
+        params.traffic.every_days = ((14.0 * FULL_AT_14_DAYS / target).round() as i64).clamp(2, 365);
+        return params;
+    }
+    let scale = (target / most).powf(1.0 / 2.4);
+    let scaled = |n: usize| (n as f64 * scale).round() as usize;
+    params.members = scaled(params.members);
+    params.groups.count = scaled(params.groups.count);
+    params.groups.largest = scaled(params.groups.largest);
+    params.developers = scaled(params.developers);
+    params.traffic.keep_reading_developers = scaled(params.traffic.keep_reading_developers);
+    params.traffic.every_days = 2;
+    params
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let disclosures: usize = if full {
-        std::env::var("CONSENTRY_AUDIT_DISCLOSURES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000_000)
+    let sizes: Vec<Option<u64>> = if full {
+        std::env::var("CONSENTRY_AUDIT_SIZES")
+            .unwrap_or_else(|_| "1M,10M".into())
+            .split(',')
+            .map(|s| Some(parse_size(s).unwrap_or_else(|| unreachable!("CONSENTRY_AUDIT_SIZES: {s}?"))))
+            .collect()
     } else {
-        40_000
+        vec![None]
     };
-    let (groups, apps, members_per_group) = if full { (1_000, 200, PAGE) } else { (20, 10, PAGE) };
-    let dir = std::env::temp_dir().join(format!("consentry-audit-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    let threads: Vec<usize> = std::env::var("CONSENTRY_AUDIT_THREADS")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    if std::env::var_os("CONSENTRY_AUDIT_CALIBRATE").is_some() {
+        // What each size's world discloses (`world_for`), without writing it.
+        for size in sizes.iter().flatten() {
+            let mut params = world_for(*size);
+            world_ledger::late_rollout(&mut params);
+            let world = World::generate(&params).unwrap_or_else(|e| unreachable!("{e}"));
+            println!("{size}: {} disclosures; {params}", world_ledger::count_traffic(&world));
+        }
+        return;
+    }
+    // CONSENTRY_AUDIT_DUCKDB=0: consentry's side alone (its rate and memory), nothing compared.
+    let duckdb = if std::env::var("CONSENTRY_AUDIT_DUCKDB").is_ok_and(|v| v == "0") {
+        println!("duckdb: not run (CONSENTRY_AUDIT_DUCKDB=0): consentry's side alone, no answers compared");
+        None
+    } else {
+        duckdb_available()
+    };
+    let root = std::env::temp_dir().join(format!("consentry-audit-bench-{}", std::process::id()));
+    for size in sizes {
+        let mut params = match size {
+            Some(disclosures) => world_for(disclosures),
+            None => WorldParams::small(SEED),
+        };
+        world_ledger::late_rollout(&mut params);
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap_or_else(|e| unreachable!("{e}"));
+        bench_one(&params, &threads, duckdb.as_deref(), &root);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
+fn bench_one(params: &WorldParams, threads: &[usize], duckdb: Option<&str>, dir: &Path) {
     let started = WallClock::now();
-    let mut rng = StdRng::seed_from_u64(60);
-
-    // History: members, groups of 200, apps installed in 10 groups each, opt-ins and withdrawals.
-    let window_start = Instant::parse("2019-09-06T00:00:00Z").unwrap_or_default();
-    let window_end = window_start.plus_days(60);
-    let clock = Arc::new(SimulatedClock::starting_at(window_start.plus_days(-400)));
-    let store =
-        Arc::new(SqliteStore::open(&dir.join("consentry.db")).unwrap_or_else(|e| unreachable!("{e}")));
-    store.set_bulk_load(true).unwrap_or_else(|e| unreachable!("{e}"));
-    let key = ServerKey::generate();
-    let service = Service::new(store.clone(), clock.clone(), key.clone(), ServiceConfig::default());
-    let ok = |r: Result<(), consentry_service::ServiceError>| r.unwrap_or_else(|e| unreachable!("{e}"));
-    let member_count = groups * members_per_group / 2 + members_per_group;
-    let member_ids: Vec<MemberId> = (0..member_count)
-        .map(|i| MemberId::parse(&format!("m{i:07}")).unwrap_or_else(|e| unreachable!("{e}")))
-        .collect();
-    for m in &member_ids {
-        ok(service.put_member(m, "Member", "https://p.example/m.jpg"));
-    }
-    // Group g holds members [g*100, g*100+200): neighbours overlap, as real groups do.
-    let group_ids: Vec<GroupId> = (0..groups)
-        .map(|g| GroupId::parse(&format!("g{g:05}")).unwrap_or_else(|e| unreachable!("{e}")))
-        .collect();
-    for (g, group) in group_ids.iter().enumerate() {
-        ok(service.put_group(group, "Group"));
-        for (i, m) in member_ids.iter().skip(g * members_per_group / 2).take(members_per_group).enumerate() {
-            ok(service.set_membership(group, m, Some(if i == 0 { Role::Admin } else { Role::Member })));
-        }
-    }
-    // Two keys made on the server: the author's, and an independent privacy officer's.
-    let sign_in = |name: &str, role: OperatorRole| {
-        let made = service.create_key_on_server("bench", "bench", name, role, None);
-        let made = made.unwrap_or_else(|e| unreachable!("{e}"));
-        service.authenticate_operator(&made.key).unwrap_or_else(|e| unreachable!("{e}"))
-    };
-    let author = sign_in("bench", OperatorRole::Operator);
-    let officer = sign_in("bench-officer", OperatorRole::PrivacyOfficer);
-    let version = service.submit_policy(GROUPS_2018, &author).unwrap_or_else(|e| unreachable!("{e}"));
-    service.record_proof(version, &officer, true, "{}").unwrap_or_else(|e| unreachable!("{e}"));
-    service.approve_policy(version, &officer).unwrap_or_else(|e| unreachable!("{e}"));
-    service.activate_policy(version, &author, "bench").unwrap_or_else(|e| unreachable!("{e}"));
-    let mut app_ids = Vec::new();
-    let mut installs: Vec<Vec<usize>> = Vec::new();
-    for a in 0..apps {
-        let developer =
-            DeveloperId::parse(&format!("dev{:03}", a / 2)).unwrap_or_else(|e| unreachable!("{e}"));
-        ok(service.put_developer(&developer, "Dev", "d@dev.example", "https://dev.example/h"));
-        let app = AppId::parse(&format!("app{a:03}")).unwrap_or_else(|e| unreachable!("{e}"));
-        service
-            .register_app_with_id(app.clone(), &developer, "App", "analytics")
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        let mut mine: Vec<usize> = (0..10).map(|_| rng.gen_range(0..groups)).collect();
-        mine.sort_unstable();
-        mine.dedup();
-        for g in &mine {
-            ok(service.install_app(&app, &group_ids[*g], &member_ids[g * members_per_group / 2]));
-        }
-        installs.push(mine);
-        app_ids.push(app);
-    }
-    // Opt-ins before and during the window; some withdrawn during it.
-    let mut consent_events: Vec<(Instant, usize, usize, bool)> = Vec::new();
-    for (a, groups_of_app) in installs.iter().enumerate() {
-        for g in groups_of_app {
-            for m in (g * members_per_group / 2)..(g * members_per_group / 2 + members_per_group) {
-                if rng.gen_bool(0.1) {
-                    let at = Instant::from_millis(
-                        rng.gen_range(window_start.plus_days(-30).millis()..window_end.millis()),
-                    );
-                    consent_events.push((at, m, a, true));
-                    if rng.gen_bool(0.3) {
-                        let later = Instant::from_millis(
-                            rng.gen_range(at.millis()..window_end.plus_days(1).millis()),
-                        );
-                        consent_events.push((later, m, a, false));
-                    }
-                }
-            }
-        }
-    }
-    consent_events.sort_by_key(|e| e.0);
-    let mut consents_csv = String::from("member,app,at_ms,granted\n");
-    // (member index, app index) -> the changes that took, in time order.
-    let mut consent_changes: HashMap<(usize, usize), Vec<(Instant, bool)>> = HashMap::new();
-    for (at, m, a, granted) in &consent_events {
-        clock.set(*at);
-        let scopes: &[Scope] = if *granted { &[Scope::Profile] } else { &[] };
-        if service.set_consent(&member_ids[*m], &app_ids[*a], scopes).is_ok() {
-            let _ =
-                writeln!(consents_csv, "{},{},{},{granted}", member_ids[*m], app_ids[*a], clock_now(&clock));
-            consent_changes
-                .entry((*m, *a))
-                .or_default()
-                .push((Instant::from_millis(clock_now(&clock)), *granted));
-        }
-    }
-    store.set_bulk_load(false).unwrap_or_else(|e| unreachable!("{e}"));
-
-    // The ledger: member pages of 200, spread over the 60 days in time order.
-    let records = disclosures / (PAGE * 2);
-    let profile: FieldSet = [Field::MemberName, Field::MemberPicture].into_iter().collect();
-    let ledger =
-        Ledger::open(&dir.join("ledger"), LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
-    let step = (window_end.millis() - window_start.millis()) / records.max(1) as i64;
-    let mut expected: BTreeMap<(String, Field), u64> = BTreeMap::new();
-    let mut batch = Vec::with_capacity(1_000);
-    for r in 0..records {
-        let a = rng.gen_range(0..apps);
-        let g = installs[a][rng.gen_range(0..installs[a].len())];
-        let at = Instant::from_millis(window_start.millis() + r as i64 * step);
-        let first = g * members_per_group / 2;
-        let mut ds = Vec::with_capacity(PAGE);
-        for m in first..first + members_per_group {
-            let consented = consent_changes
-                .get(&(m, a))
-                .and_then(|c| c.iter().rev().find(|(t, _)| *t <= at))
-                .is_some_and(|(_, granted)| *granted);
-            if !consented {
-                *expected.entry((app_ids[a].to_string(), Field::MemberName)).or_default() += 1;
-                *expected.entry((app_ids[a].to_string(), Field::MemberPicture)).or_default() += 1;
-            }
-            ds.push(Disclosure { subject: Subject::Member(member_ids[m].clone()), fields: profile });
-        }
-        batch.push(DisclosureRecord {
-            at,
-            request_id: format!("{r:016x}"),
-            app: app_ids[a].clone(),
-            developer: DeveloperId::parse(&format!("dev{:03}", a / 2))
-                .unwrap_or_else(|e| unreachable!("{e}")),
-            group: group_ids[g].clone(),
-            token_hash: "00".repeat(32),
-            policy_version: version,
-            route: "GET /v1/groups/{id}/members".into(),
-            disclosures: ds,
-        });
-        if batch.len() == 1_000 {
-            ledger.append_all(&batch).unwrap_or_else(|e| unreachable!("{e}"));
-            batch.clear();
-        }
-    }
-    ledger.append_all(&batch).unwrap_or_else(|e| unreachable!("{e}"));
-    let stats = ledger.stats();
-    drop(ledger);
+    let world = World::generate(params).unwrap_or_else(|e| unreachable!("{e}"));
+    println!("{params}");
+    println!("events: {:?}", world.counts());
+    let played = world_ledger::play(&world, dir);
+    drop(world);
     println!(
-        "generated in {:.1} s: {} records, {} disclosures ({:.0} MB of ledger), {} consent changes",
+        "generated in {:.1} s: {} changes through the service into SQLite ({:.1} s); ledger of {} records, {} disclosures, {:.0} MB ({:.1} s)",
         started.elapsed().as_secs_f64(),
-        stats.records,
-        stats.disclosures,
-        stats.bytes as f64 / 1e6,
-        consent_events.len()
+        played.changes,
+        played.store_seconds,
+        played.ledger.records,
+        played.ledger.disclosures,
+        played.ledger.bytes as f64 / 1e6,
+        played.ledger_seconds
     );
-
-    // consentry's audit, measured alone.
-    let policy = consentry_policy::compile(0, GROUPS_2018).unwrap_or_else(|e| unreachable!("{e}"));
-    let scoped = move |a: &AppId, m: &MemberId| key.scoped_member_id(a, m);
-    reset_peak_rss();
-    let before_mib = peak_rss_mib();
-    let audit_started = WallClock::now();
-    let report: AuditReport = run(
-        store.as_ref() as &dyn Store,
-        &dir.join("ledger"),
-        &policy,
-        "groups-2018",
-        (window_start, window_end),
-        &scoped,
-        &mut |_| {},
-    )
-    .unwrap_or_else(|e| unreachable!("{e}"));
-    let audit_secs = audit_started.elapsed().as_secs_f64();
-    let peak_mib = peak_rss_mib();
-    let ours: BTreeMap<(String, Field), u64> = report
-        .did
-        .by_app
-        .iter()
-        .flat_map(|(app, f)| f.by_field.iter().map(move |(field, n)| ((app.to_string(), *field), *n)))
+    let store: &dyn Store = played.store.as_ref();
+    let theirs_input = duckdb.map(|_| {
+        let export_started = WallClock::now();
+        let summary = consentry_export::export_parquet(&played.ledger_dir, &dir.join("export"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let bytes: u64 = summary.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        write_history(store, &dir.join("history"));
+        println!(
+            "parquet export: {} rows in {} files, {:.0} MB, {:.1} s; fact history as CSV for DuckDB (both counted in neither audit)",
+            summary.rows,
+            summary.files.len(),
+            bytes as f64 / 1e6,
+            export_started.elapsed().as_secs_f64()
+        );
+        (dir.join("export"), dir.join("history"))
+    });
+    if duckdb.is_none() && std::env::var("CONSENTRY_AUDIT_DUCKDB").is_err() {
+        println!("duckdb: SKIPPED, python3 cannot import duckdb and `pip install duckdb` failed");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} cores available, load average {}",
+        consentry_audit::default_threads(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let policies: Vec<ShippedPolicy> = [ShippedPolicy::Groups2018, ShippedPolicy::Groups2018Grandfathered]
+        .into_iter()
+        .filter(|p| {
+            std::env::var("CONSENTRY_AUDIT_POLICIES")
+                .map_or(true, |only| only.split(',').any(|o| o == p.name()))
+        })
         .collect();
-    assert_eq!(ours, expected, "the audit disagrees with the generator's own count");
-    let rate = report.did.disclosures_checked as f64 / report.did_seconds;
-    println!(
-        "consentry audit: {} disclosures re-evaluated in {:.2} s = {:.0} disclosures/s (did); whole audit with could {:.2} s; peak RSS {:.0} MiB (whole process; {:.0} MiB before the audit); {} violations",
-        report.did.disclosures_checked, report.did_seconds, rate, audit_secs, peak_mib, before_mib, report.did.violations
-    );
-    if !full {
-        let _ = std::fs::remove_dir_all(&dir);
-        return;
+    for policy in policies {
+        let compiled = compile(0, policy.text()).unwrap_or_else(|e| unreachable!("{e}"));
+        for &n in threads {
+            // consentry: the store's fact history read and indexed, then the ledger re-decided
+            // (the *did* part of `consentry audit`; its *could* part is not DuckDB's question).
+            let scoped = |_: &AppId, member: &MemberId| member.to_string();
+            reset_peak_rss();
+            let started = WallClock::now();
+            let known = read_known(store).unwrap_or_else(|e| unreachable!("{e}"));
+            let context = AuditContext {
+                policy: &compiled,
+                from: Instant::MIN,
+                to: Instant::MAX,
+                history: &known.history,
+                apps: &known.apps,
+                enforced: &known.enforced,
+                scoped_id: &scoped,
+            };
+            let history_seconds = started.elapsed().as_secs_f64();
+            let mut entries = RawEntries::open(&played.ledger_dir).unwrap_or_else(|e| unreachable!("{e}"));
+            let report = audit_did_threads(&context, &mut entries, n, &mut |_| {})
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            let ours_secs = started.elapsed().as_secs_f64();
+            let peak = peak_rss_mib();
+            let did = &report;
+            let ours_counts: Counts = did
+                .by_app
+                .iter()
+                .flat_map(|(app, f)| {
+                    f.by_field.iter().map(move |(field, v)| ((app.to_string(), field.to_string()), *v))
+                })
+                .collect();
+            let ours_triples: Triples = did
+                .manifests
+                .values()
+                .flat_map(|apps| apps.iter())
+                .flat_map(|(app, pairs)| {
+                    pairs
+                        .iter()
+                        .map(move |(member, field)| (app.to_string(), field.to_string(), member.clone()))
+                })
+                .collect();
+            assert_eq!(did.violations, ours_counts.values().sum::<u64>());
+            assert!(did.violations > 0, "{}: an audit that finds nothing compares nothing", policy.name());
+            println!(
+                "consentry {} threads={n}: {} disclosures in {:.2} s ({:.2} s fact history from SQLite + {:.2} s ledger) = {:.0} disclosures/s; peak RSS {:.0} MiB; {} violations, {} (app, field, member)",
+                policy.name(),
+                did.disclosures_checked,
+                ours_secs,
+                history_seconds,
+                ours_secs - history_seconds,
+                did.disclosures_checked as f64 / ours_secs,
+                peak,
+                did.violations,
+                ours_triples.len(),
+            );
+            let (Some(script_python), Some((export, history))) = (duckdb, theirs_input.as_ref()) else {
+                continue;
+            };
+            let out = dir.join(format!("duckdb-{}-{n}.csv", policy.name()));
+            let (theirs_secs, theirs_peak, theirs_counts, theirs_triples, version) =
+                run_duckdb(script_python, export, history, policy, n, &out);
+            let _ = std::fs::remove_file(&out);
+            println!(
+                "duckdb    {} threads={n}: {} disclosures in {:.2} s = {:.0} disclosures/s; peak RSS {:.0} MiB; duckdb {version}",
+                policy.name(),
+                did.disclosures_checked,
+                theirs_secs,
+                did.disclosures_checked as f64 / theirs_secs.max(1e-9),
+                theirs_peak,
+            );
+            assert_eq!(
+                theirs_counts,
+                ours_counts,
+                "{} threads={n}: violations per (app, field) differ",
+                policy.name()
+            );
+            assert_eq!(
+                theirs_triples,
+                ours_triples,
+                "{} threads={n}: (app, field, member) differ",
+                policy.name()
+            );
+            println!(
+                "ratio {} threads={n}: consentry {:.1}x DuckDB (target >= 5x at 100 M); answers identical: {} (app, field) counts, {} (app, field, member); consentry peak {:.0} MiB (target < 2048)",
+                policy.name(),
+                theirs_secs / ours_secs,
+                ours_counts.len(),
+                ours_triples.len(),
+                peak
+            );
+        }
     }
+}
 
-    // DuckDB over the Parquet export.
-    let export_started = WallClock::now();
-    let summary = consentry_export::export_parquet(&dir.join("ledger"), &dir.join("export"))
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    println!(
-        "parquet export: {} rows in {} files in {:.1} s (counted in neither audit)",
-        summary.rows,
-        summary.files.len(),
-        export_started.elapsed().as_secs_f64()
-    );
-    let csv = dir.join("consents.csv");
-    std::fs::write(&csv, consents_csv).unwrap_or_else(|e| unreachable!("{e}"));
-    let has_duckdb =
-        Command::new("python3").args(["-c", "import duckdb"]).status().is_ok_and(|s| s.success());
-    if !has_duckdb {
-        let _ = Command::new("python3").args(["-m", "pip", "install", "--quiet", "duckdb"]).status();
+/// The store's fact history as the CSV files DuckDB loads, in the order the store gives it.
+fn write_history(store: &dyn Store, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| unreachable!("{e}"));
+    let history = store.fact_history().unwrap_or_else(|e| unreachable!("{e}"));
+    let mut text = String::from("seq,since,grp,member,role\n");
+    for (seq, c) in history.memberships.iter().enumerate() {
+        let role = c.value.map_or("", |r| r.as_str());
+        let _ = writeln!(text, "{seq},{},{},{},{role}", c.at.millis(), c.key.0, c.key.1);
     }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_did.py");
-    let output = Command::new("python3")
+    write(dir, "memberships.csv", &text);
+    let mut text = String::from("seq,since,app,grp,installed_ms\n");
+    for (seq, c) in history.installations.iter().enumerate() {
+        let since = c.value.as_ref().map_or(String::new(), |(_, since)| since.millis().to_string());
+        let _ = writeln!(text, "{seq},{},{},{},{since}", c.at.millis(), c.key.0, c.key.1);
+    }
+    write(dir, "installations.csv", &text);
+    let mut text = String::from("seq,since,app,status\n");
+    for (seq, c) in history.app_statuses.iter().enumerate() {
+        let _ = writeln!(text, "{seq},{},{},{}", c.at.millis(), c.key, c.value.as_str());
+    }
+    write(dir, "app_statuses.csv", &text);
+    let mut text = String::from("seq,since,member,app,granted\n");
+    for (seq, c) in history.profile_consents.iter().enumerate() {
+        let _ = writeln!(text, "{seq},{},{},{},{}", c.at.millis(), c.key.0, c.key.1, c.value);
+    }
+    write(dir, "consents.csv", &text);
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap_or_else(|e| unreachable!("{e}"));
+}
+
+/// python3 when it can import duckdb, after installing it from PyPI if it could not.
+fn duckdb_available() -> Option<String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let imports = |python: &str| {
+        Command::new(python).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success())
+    };
+    if imports(&python) {
+        return Some(python);
+    }
+    println!("duckdb: python3 cannot import it; installing it from PyPI (pip install duckdb)");
+    let pip = |extra: &[&str]| {
+        let mut command = Command::new(&python);
+        command.args(["-m", "pip", "install", "--quiet", "duckdb"]).args(extra);
+        command.status().is_ok_and(|s| s.success())
+    };
+    // A Debian python refuses installs outside a virtual environment unless told.
+    let installed = pip(&[]) || pip(&["--break-system-packages"]);
+    if installed && imports(&python) {
+        return Some(python);
+    }
+    None
+}
+
+fn run_duckdb(
+    python: &str,
+    export: &Path,
+    history: &Path,
+    policy: ShippedPolicy,
+    threads: usize,
+    out: &Path,
+) -> (f64, f64, Counts, Triples, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_audit.py");
+    let output = Command::new(python)
         .arg(&script)
-        .arg(dir.join("export"))
-        .arg(&csv)
+        .arg(export)
+        .arg(history)
+        .arg(policy.name())
+        .arg(threads.to_string())
+        .arg(out)
         .output()
-        .unwrap_or_else(|e| unreachable!("cannot run python3: {e}"));
-    if !output.status.success() {
-        println!("duckdb failed: {}", String::from_utf8_lossy(&output.stderr));
-        return;
-    }
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let mut theirs: BTreeMap<(String, Field), u64> = BTreeMap::new();
-    let (mut duck_secs, mut duck_mib) = (0.0f64, 0.0f64);
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["seconds", s] => duck_secs = s.parse().unwrap_or(0.0),
-            ["peak_rss_mib", m] => duck_mib = m.parse().unwrap_or(0.0),
-            [app, field, n] => {
-                if let Ok(field) = Field::parse(field) {
-                    theirs.insert((app.to_string(), field), n.parse().unwrap_or(0));
-                }
-            }
+        .unwrap_or_else(|e| unreachable!("cannot run {python}: {e}"));
+    assert!(output.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&output.stderr));
+    let (mut secs, mut peak, mut version, mut reported_threads) = (0.0, 0.0, String::new(), 0usize);
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        match line.split_once(' ') {
+            Some(("seconds", s)) => secs = s.parse().unwrap_or(0.0),
+            Some(("peak_rss_mib", m)) => peak = m.parse().unwrap_or(0.0),
+            Some(("threads", t)) => reported_threads = t.parse().unwrap_or(0),
+            Some(("duckdb", v)) => version = v.to_string(),
             _ => {}
         }
     }
-    println!(
-        "duckdb (ASOF JOIN over the export): {duck_secs:.2} s = {:.0} disclosures/s; peak RSS {duck_mib:.0} MiB",
-        report.did.disclosures_checked as f64 / duck_secs.max(1e-9)
-    );
-    println!("answers identical per app and field: {} ({} app/field counts)", theirs == ours, ours.len());
-    println!(
-        "ratio: consentry's did is {:.1}x DuckDB's speed, the whole audit (did and could) {:.1}x (target >= 5x); consentry peak memory {peak_mib:.0} MiB (target < 2048)",
-        duck_secs / report.did_seconds,
-        duck_secs / audit_secs
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn clock_now(clock: &SimulatedClock) -> i64 {
-    use consentry_service::Clock;
-    clock.now().millis()
+    assert_eq!(reported_threads, threads, "DuckDB runs on the threads it was given");
+    let text = std::fs::read_to_string(out).unwrap_or_else(|e| unreachable!("{e}"));
+    let (mut counts, mut triples) = (Counts::new(), Triples::new());
+    for line in text.lines().skip(1) {
+        let words: Vec<&str> = line.split(',').collect();
+        let [app, field, member, n] = words.as_slice() else { unreachable!("duckdb answer line {line:?}") };
+        Field::parse(field).unwrap_or_else(|e| unreachable!("{e}"));
+        *counts.entry((app.to_string(), field.to_string())).or_default() += n.parse::<u64>().unwrap_or(0);
+        // A group's own fields have no member: they count, and name nobody in a manifest.
+        if !member.starts_with("group:") {
+            triples.insert((app.to_string(), field.to_string(), member.to_string()));
+        }
+    }
+    (secs, peak, counts, triples, version)
 }

@@ -44,15 +44,37 @@ pub struct AuditArgs {
     /// Write one deletion manifest per developer (JSON and CSV) into this directory.
     #[arg(long)]
     pub manifests: Option<PathBuf>,
+    /// Threads that re-decide the ledger (default: every core available).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
-/// Runs an audit of the store and ledger in `dir` (used by the CLI and by the demo).
+/// Runs an audit of the store and ledger in `dir` on every core (used by the demo).
 pub fn run_audit(
     service: &Service,
     ledger_dir: &Path,
     policy_text: Option<(&str, String)>,
     version: Option<u32>,
     window: (Instant, Instant),
+) -> Result<AuditReport> {
+    run_audit_with_threads(
+        service,
+        ledger_dir,
+        policy_text,
+        version,
+        window,
+        consentry_audit::default_threads(),
+    )
+}
+
+/// Runs an audit of the store and ledger in `dir` on `threads` threads.
+pub fn run_audit_with_threads(
+    service: &Service,
+    ledger_dir: &Path,
+    policy_text: Option<(&str, String)>,
+    version: Option<u32>,
+    window: (Instant, Instant),
+    threads: usize,
 ) -> Result<AuditReport> {
     let store = service.store();
     let (policy, label) = match policy_text {
@@ -76,13 +98,21 @@ pub fn run_audit(
     let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
         service.scoped_member_id(app, member)
     };
-    let report =
-        consentry_audit::run(store.as_ref(), ledger_dir, &policy, &label, window, &scoped, &mut |records| {
+    let report = consentry_audit::run_with_threads(
+        store.as_ref(),
+        ledger_dir,
+        &policy,
+        &label,
+        window,
+        threads,
+        &scoped,
+        &mut |records| {
             if let Some(bar) = &bar {
                 bar.set_message(format!("{records} records audited"));
             }
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -90,6 +120,11 @@ pub fn run_audit(
 }
 
 pub fn run(args: AuditArgs) -> Result<()> {
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => consentry_audit::default_threads(),
+    };
     let dir = DataDir::open(&args.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(dir.store()?);
     let server_key = dir.server_key(store.as_ref())?;
@@ -109,7 +144,7 @@ pub fn run(args: AuditArgs) -> Result<()> {
         None => None,
     };
     let draft = text.as_ref().map(|(t, file)| (t.as_str(), format!("draft {}", file.display())));
-    let report = run_audit(&service, &dir.ledger_dir(), draft, args.version, window)?;
+    let report = run_audit_with_threads(&service, &dir.ledger_dir(), draft, args.version, window, threads)?;
     let rendered = match args.format.as_str() {
         "table" => table(&report),
         "json" => serde_json::to_string_pretty(&consentry_api::report_json(&report))? + "\n",

@@ -482,6 +482,35 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
     let json: serde_json::Value = serde_json::from_slice(&audit("json").stdout).unwrap_or_default();
     assert_eq!(json["summary"]["developers_did"].as_u64(), did.map(u64::from), "{json}");
     assert_eq!(json["summary"]["developers_could"].as_u64(), could.map(u64::from));
+    // The same answer on one thread and on three (the did part's findings, days and
+    // manifests); no thread at all is refused in one line.
+    let on_threads = |threads: &str| {
+        let args = [
+            "audit",
+            "--data-dir",
+            data,
+            "--policy",
+            policy.to_str().unwrap_or_default(),
+            "--from",
+            "2019-09-06",
+            "--to",
+            "2019-11-05",
+            "--format",
+            "json",
+            "--threads",
+            threads,
+        ];
+        let mut json: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap_or_default();
+        json["summary"]["seconds"] = serde_json::Value::Null;
+        json
+    };
+    let one_thread = on_threads("1");
+    assert!(one_thread["summary"]["violating_disclosures"].as_u64().unwrap_or(0) > 0, "{one_thread}");
+    assert_eq!(on_threads("3"), one_thread);
+    assert_one_line_error(
+        &run(&["audit", "--data-dir", data, "--since", "60d", "--threads", "0"]),
+        "--threads must be at least 1",
+    );
     let csv = text(&audit("csv").stdout);
     assert!(
         csv.starts_with("answer,app,developer") && csv.contains("\ndid,") && csv.contains("\ncould,"),
