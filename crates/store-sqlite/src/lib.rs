@@ -35,8 +35,9 @@ mod policies;
 mod schema;
 mod sql;
 
+pub use schema::latest_version as latest_schema_version;
+use schema::migrate;
 pub use schema::UNRECORDED_ORIGIN;
-use schema::{migrate, SCHEMA};
 use sql::backend;
 
 const READERS: usize = 4;
@@ -58,11 +59,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the store in one file.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let writer = Connection::open(path).map_err(backend)?;
+        let mut writer = Connection::open(path).map_err(backend)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         configure(&writer).map_err(backend)?;
-        writer.execute_batch(SCHEMA).map_err(backend)?;
-        migrate(&writer).map_err(backend)?;
+        migrate(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
@@ -80,10 +80,9 @@ impl SqliteStore {
 
     /// A private in-memory store, for tests and benchmarks.
     pub fn in_memory() -> StoreResult<SqliteStore> {
-        let writer = Connection::open_in_memory().map_err(backend)?;
+        let mut writer = Connection::open_in_memory().map_err(backend)?;
         configure(&writer).map_err(backend)?;
-        writer.execute_batch(SCHEMA).map_err(backend)?;
-        migrate(&writer).map_err(backend)?;
+        migrate(&mut writer)?;
         Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
     }
 

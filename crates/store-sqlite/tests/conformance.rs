@@ -1,4 +1,5 @@
-//! Runs the `Store` conformance suite against SQLite, in memory and in a file.
+//! Runs the `Store` conformance suite against SQLite, in memory and in a file, and opens stores
+//! written by earlier versions.
 
 use consentry_store::conformance;
 use consentry_store_sqlite::SqliteStore;
@@ -73,5 +74,75 @@ fn a_store_from_before_key_makers_were_recorded_opens_and_says_so() {
     let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!(store.operator_keys().map(|k| k.len()), Ok(2));
     assert_eq!(store.operator_key("new1"), Ok(Some(child)));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A copy of a fixture in a fresh temporary file.
+fn copy_of_fixture(name: &str) -> std::path::PathBuf {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let to = std::env::temp_dir().join(format!("consentry-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&to);
+    std::fs::copy(&from, &to).unwrap_or_else(|e| unreachable!("{e}"));
+    to
+}
+
+/// `tests/fixtures/store-before-migrations.db` was written by consentry before schema
+/// migrations were versioned (commit 1a7f45d: schema.sql applied on every open), filled by
+/// `conformance::fill_every_table`; `….contents.txt` is what `conformance::contents` read from
+/// it then. Opening it now adopts it as version 1 and brings it up to date, losing nothing.
+#[test]
+fn a_store_written_before_versioned_migrations_opens_with_everything_in_it() {
+    let path = copy_of_fixture("store-before-migrations.db");
+    let expected = include_str!("fixtures/store-before-migrations.contents.txt");
+    let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(conformance::contents(&store).as_deref(), Ok(expected));
+    // It keeps working, and opens again (the migrations are recorded, not re-run).
+    assert_eq!(
+        conformance::fill_every_table(&store)
+            .map_err(|e| e.to_string())
+            .err()
+            .map(|e| e.contains("conflict")),
+        Some(true),
+        "the same rows again conflict"
+    );
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(conformance::contents(&store).as_deref(), Ok(expected));
+    let versions: Vec<i64> = rusqlite::Connection::open(&path)
+        .and_then(|c| {
+            c.prepare("SELECT version FROM refinery_schema_history ORDER BY version")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(versions, (1..=consentry_store_sqlite::latest_schema_version()).collect::<Vec<_>>());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_store_with_a_newer_schema_is_refused_in_one_line_and_left_unchanged() {
+    let path = std::env::temp_dir().join(format!("consentry-newer-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    drop(SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}")));
+    let newer = consentry_store_sqlite::latest_schema_version() + 1;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (?1, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+            [newer],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute_batch("CREATE TABLE from_the_future (x INTEGER)")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+    }
+    let before = std::fs::read(&path).unwrap_or_default();
+    let refused = SqliteStore::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        refused.contains(&format!("schema is version {newer}, newer than this consentry knows")),
+        "{refused}"
+    );
+    assert!(!refused.contains('\n'), "one line: {refused}");
+    assert_eq!(std::fs::read(&path).unwrap_or_default(), before, "nothing changed");
     let _ = std::fs::remove_file(&path);
 }

@@ -609,3 +609,130 @@ fn facts_as_of_reconstructs_every_change<S: Store>(make: &impl Fn() -> S) {
         unreachable!("facts_as_of diverged from the model: {failure}");
     }
 }
+
+/// Puts at least one row in every table a backend keeps, through the trait, with history for
+/// every kind of access fact (for tests of migrations and of copying a store between backends).
+pub fn fill_every_table(store: &dyn Store) -> Result<(), StoreError> {
+    use crate::{CaseState, DeliveryStatus};
+    seed(store)?;
+    let dev = DeveloperId::parse("d0").unwrap_or_else(|e| unreachable!("{e}"));
+    let (g0, g1, a0, a1) = (group_id("g0"), group_id("g1"), app_id("a0"), app_id("a1"));
+    store.put_post(&Post {
+        id: PostId::parse("p0").unwrap_or_else(|e| unreachable!("{e}")),
+        group: g0.clone(),
+        author: member_id("m1"),
+        content: "Hello, group \u{1F600} 'quoted'".into(),
+        created_at: at(2),
+    })?;
+    for i in 0..5 {
+        let role = if i == 0 { Role::Admin } else { Role::Member };
+        store.set_membership(&g0, &member_id(&format!("m{i}")), Some(role), at(1))?;
+    }
+    store.set_membership(&g1, &member_id("m4"), Some(Role::Member), at(1))?;
+    store.set_membership(&g0, &member_id("m3"), None, at(3))?;
+    store.set_installation(&a0, &g0, Some(&member_id("m0")), at(2))?;
+    store.set_installation(&a1, &g0, Some(&member_id("m0")), at(2))?;
+    store.set_installation(&a1, &g0, None, at(4))?;
+    store.set_consent(&member_id("m1"), &a0, true, at(3))?;
+    store.set_consent(&member_id("m2"), &a0, true, at(3))?;
+    store.set_consent(&member_id("m2"), &a0, false, at(5))?;
+    store.set_app_status(&a1, AppStatus::Suspended, at(6))?;
+    let v1 = store.add_policy_version("permit(principal, action, resource);", "alice", at(1))?;
+    let v2 = store.add_policy_version("forbid(principal, action, resource);", "bob", at(2))?;
+    store.approve_policy(v1, "officer", at(3))?;
+    store.record_preview(v1, "officer", r#"{"gains":[],"losses":[]}"#, at(3))?;
+    store
+        .record_proof(v1, &ProofRecord { by: "k1".into(), at: at(3), passed: true, summary: "{}".into() })?;
+    store.record_waiver(v2, &ProofWaiver { by: "officer".into(), at: at(4), reason: "by hand".into() })?;
+    for (version, secs) in [(v1, 4), (v2, 5), (v1, 6)] {
+        store.activate_policy(&PolicyActivation {
+            version,
+            author: "carol".into(),
+            reason: "rollout".into(),
+            at: at(secs),
+        })?;
+    }
+    store.put_token(&TokenRecord {
+        hash: "cd".repeat(32),
+        app: a0.clone(),
+        issued_at: at(1),
+        expires_at: at(3601),
+        revoked_at: None,
+    })?;
+    store.put_token(&TokenRecord {
+        hash: "ef".repeat(32),
+        app: a1,
+        issued_at: at(1),
+        expires_at: at(3601),
+        revoked_at: Some(at(6)),
+    })?;
+    store.put_operator_key(&key("root", OperatorRole::Operator, on_server(), None))?;
+    store.put_operator_key(&key(
+        "officer",
+        OperatorRole::PrivacyOfficer,
+        KeyOrigin::Key("root".into()),
+        Some(at(900)),
+    ))?;
+    store.put_operator_key(&key("auditor", OperatorRole::Auditor, KeyOrigin::Key("root".into()), None))?;
+    store.revoke_operator_key("auditor", at(7), false)?;
+    let delivered = store.enqueue_notification(&dev, "installation.created", r#"{"n":1}"#, at(2))?;
+    let dead = store.enqueue_notification(&dev, "consent.revoked", r#"{"n":2}"#, at(5))?;
+    store.enqueue_notification(&dev, "app.suspended", r#"{"n":3}"#, at(6))?;
+    store.record_delivery(delivered, DeliveryStatus::Delivered, at(2), None)?;
+    store.record_delivery(dead, DeliveryStatus::Dead, at(6), Some("status 500"))?;
+    let case = store.open_case(&dev, r#"{"items":[]}"#, at(100), at(7))?;
+    store.move_case(case, CaseState::DeletionRequested, CaseState::Attested, "deleted", at(8))?;
+    store.certify_app(&a0, "we use names to greet members", at(9))?;
+    Ok(())
+}
+
+/// Everything `fill_every_table` wrote, read back through the trait, in a comparable form.
+pub fn contents(store: &dyn Store) -> Result<String, StoreError> {
+    let dev = DeveloperId::parse("d0").unwrap_or_else(|e| unreachable!("{e}"));
+    let mut out = Vec::new();
+    for i in 0..5 {
+        out.push(format!("{:?}", store.member(&member_id(&format!("m{i}")))?));
+    }
+    for g in ["g0", "g1"] {
+        let g = group_id(g);
+        out.push(format!("{:?} {:?}", store.group(&g)?, store.member_count(&g)?));
+        out.push(format!("{:?}", store.members_page(&g, None, 100)?));
+        out.push(format!("{:?}", store.posts_page(&g, None, 100)?));
+        for a in ["a0", "a1"] {
+            out.push(format!("{:?}", store.installation(&app_id(a), &g)?));
+        }
+    }
+    out.push(format!("{:?}", store.developer(&dev)?));
+    out.push(format!("{:?}", store.apps()?));
+    out.push(format!("{:?}", store.app_by_client_id("client-a0")?));
+    let members: Vec<MemberId> = (0..5).map(|i| member_id(&format!("m{i}"))).collect();
+    for a in ["a0", "a1"] {
+        let mut consents: Vec<MemberId> = store.profile_consents(&app_id(a), &members)?.into_iter().collect();
+        consents.sort();
+        out.push(format!("{consents:?} {:?}", store.last_certified(&app_id(a))?));
+    }
+    for version in store.policy_versions()? {
+        let v = version.version;
+        out.push(format!(
+            "{version:?} {:?} {:?} {:?} {:?}",
+            store.policy_approvals(v)?,
+            store.policy_previews(v)?,
+            store.policy_proofs(v)?,
+            store.policy_waivers(v)?
+        ));
+    }
+    out.push(format!("{:?} {:?}", store.policy_activations()?, store.active_policy()?));
+    for hash in ["cd".repeat(32), "ef".repeat(32)] {
+        out.push(format!("{:?}", store.token(&hash)?));
+    }
+    out.push(format!("{:?}", store.operator_keys()?));
+    out.push(format!("{:?}", store.notifications(&dev)?));
+    for case in store.cases()? {
+        out.push(format!("{case:?} {:?}", store.case_events(case.id)?));
+    }
+    out.push(format!("{:?}", store.fact_history()?));
+    for secs in 0..10 {
+        out.push(format!("{:?}", store.facts_as_of(at(secs))?));
+    }
+    Ok(out.join("\n"))
+}
