@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, ProofRecord, ProofWaiver, Store, StoreError, StoreResult, TokenRecord,
+    OperatorKey, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, Store, StoreError, StoreResult,
+    TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -28,9 +29,11 @@ macro_rules! parse_column {
 
 mod access;
 mod cases;
+mod copy;
 mod credentials;
 mod facts;
 mod outbox;
+mod pages;
 mod policies;
 mod schema;
 mod sql;
@@ -127,6 +130,15 @@ impl SqliteStore {
     fn read<T>(&self, body: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
         let conn = self.reader()?;
         body(&conn).map_err(backend)
+    }
+
+    /// Several reads in one read transaction: all of them see the store as it was at one instant.
+    fn read_snapshot<T>(&self, body: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let mut conn = self.reader()?;
+        let tx = conn.transaction().map_err(backend)?;
+        let value = body(&tx).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(value)
     }
 }
 
@@ -392,5 +404,9 @@ impl Store for SqliteStore {
 
     fn fact_history(&self) -> StoreResult<FactHistory> {
         self.read(access::fact_history)
+    }
+
+    fn read_page(&self, query: &PageQuery) -> StoreResult<PageSnapshot> {
+        self.read_snapshot(|c| pages::read_page(c, query))
     }
 }

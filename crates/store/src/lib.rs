@@ -6,7 +6,10 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod copy;
 mod facts;
+mod fence;
+mod page;
 
 use std::collections::HashSet;
 
@@ -16,6 +19,8 @@ use consentry_types::{
 };
 
 pub use facts::{Change, FactHistory, Facts, Installed};
+pub use fence::{FenceScope, FencedChange, ReleaseFence};
+pub use page::{read_page_call_by_call, ListedMember, ListedPost, PageList, PageQuery, PageSnapshot};
 
 /// What a store could not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,4 +350,17 @@ pub trait Store: Send + Sync {
     fn facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
     /// Every change of every access fact, for audits that replay history.
     fn fact_history(&self) -> StoreResult<FactHistory>;
+
+    // Serving: one snapshot per request, ordered against changes.
+    /// Everything one request decides on, read as one consistent snapshot (see [`page`]). The
+    /// default reads fact by fact ([`read_page_call_by_call`]), which is a snapshot only if
+    /// nothing changes meanwhile: every backend reads it in one transaction instead.
+    fn read_page(&self, query: &PageQuery) -> StoreResult<PageSnapshot> {
+        read_page_call_by_call(self, query)
+    }
+    /// The fence that orders changes against requests across processes (see [`fence`]);
+    /// `None` where one process makes every change and orders them itself (SQLite).
+    fn release_fence(&self) -> Option<&dyn ReleaseFence> {
+        None
+    }
 }
