@@ -15,3 +15,52 @@ fn postgres_store_conforms() {
     let Some(url) = test_database("the Store conformance suite") else { return };
     conformance::run_all(|| fresh_store(&url));
 }
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused_in_one_line() {
+    let Some(url) = test_database("the newer-schema check") else { return };
+    let url = fresh_schema(&url).unwrap_or_else(|e| unreachable!("{e}"));
+    drop(PgStore::open(&url, &PgOptions::default()).unwrap_or_else(|e| unreachable!("{e}")));
+    let newer = consentry_store_postgres::latest_schema_version() + 1;
+    let mut client = url
+        .parse::<postgres::Config>()
+        .and_then(|c| c.connect(postgres::NoTls))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    client
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES ($1, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+            &[&i32::try_from(newer).unwrap_or(i32::MAX)],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let refused = PgStore::open(&url, &PgOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        refused.contains(&format!("schema is version {newer}, newer than this consentry knows")),
+        "{refused}"
+    );
+    assert!(!refused.contains('\n'));
+    // Opening an up-to-date database again applies nothing and changes nothing.
+    client
+        .execute(
+            "DELETE FROM refinery_schema_history WHERE version = $1",
+            &[&i32::try_from(newer).unwrap_or(i32::MAX)],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(conformance::seed(&store), Ok(()));
+    drop(store);
+    let store = PgStore::open(&url, &PgOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(consentry_store::Store::apps(&store).map(|a| a.len()), Ok(2));
+}
+
+#[test]
+fn an_unreachable_database_is_one_line_without_the_password() {
+    let refused = PgStore::open("postgres://someone:hunter2@127.0.0.1:1/nowhere", &PgOptions::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("cannot connect to postgres://someone:***@127.0.0.1:1/nowhere"), "{refused}");
+    assert!(!refused.contains("hunter2") && !refused.contains('\n'), "{refused}");
+    let garbled = PgStore::open("postgres://[::1", &PgOptions::default()).err().map(|e| e.to_string());
+    assert!(garbled.is_some_and(|e| e.contains("not a PostgreSQL address")));
+}
