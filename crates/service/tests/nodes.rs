@@ -10,7 +10,6 @@ use consentry_service::{
     parse_fields, AppSession, OperatorSession, PageRequest, ServerKey, Service, ServiceConfig, ServiceError,
     SystemClock,
 };
-use consentry_store::Store;
 use consentry_store_postgres::testing::{fresh_schema, test_database};
 use consentry_store_postgres::{PgOptions, PgStore};
 use consentry_types::{
@@ -42,7 +41,6 @@ struct Nodes {
     a: Arc<Service>,
     b: Arc<Service>,
     app: AppId,
-    client_id: String,
     token: String,
     session_b: AppSession,
     officer: OperatorSession,
@@ -204,7 +202,6 @@ fn race(url: &str, revocation: Revocation) -> (usize, usize) {
         stale.first()
     );
     assert!(seen.iter().any(|s| s.witness_shown && s.released_at.is_some_and(|at| at < revoked_at)));
-    let _ = n.client_id;
     (seen.len(), seen.iter().filter(|s| s.released_at.is_some_and(|at| at >= revoked_at)).count())
 }
 
