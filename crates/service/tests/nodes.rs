@@ -93,7 +93,6 @@ fn nodes(url: &str, legacy: bool) -> Nodes {
         a,
         b,
         app: app.app.id,
-        client_id: app.app.client_id,
         token,
         session_b,
         officer,
