@@ -51,7 +51,7 @@ pub enum CaseCommand {
 }
 
 fn service(dir: &DataDir) -> Result<Service> {
-    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    let store: Arc<dyn Store> = dir.store()?;
     Ok(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, ServiceConfig::default()))
 }
 

@@ -1,5 +1,5 @@
 //! The data directory: the SQLite file, the ledger, the server key and the bootstrap operator
-//! key.
+//! key; and where the store is (`--store`: SQLite in the data directory, or PostgreSQL).
 //!
 //! The directory is created mode 0700. Key files are created mode 0600 and only ever as new
 //! files (`create_new`, never through a symbolic link: `O_NOFOLLOW`); a key file is read only
@@ -9,12 +9,60 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, OnceLock};
+
 use anyhow::{bail, Context, Result};
 use consentry_service::ServerKey;
+use consentry_store::Store;
+use consentry_store_postgres::{redacted, PgOptions, PgStore};
 use consentry_store_sqlite::SqliteStore;
 
 /// The largest key file read; a key is a line of text.
 const MAX_SECRET_FILE: u64 = 4096;
+
+/// Where the store is, for every command that opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `consentry.db` in the data directory (the embedded default).
+    DataDir,
+    /// A PostgreSQL database that several nodes share.
+    Postgres { url: String, pool_size: u32 },
+}
+
+impl StoreLocation {
+    /// From `--store` (or `CONSENTRY_STORE`): a `postgres://` address, or nothing for SQLite.
+    pub fn parse(store: Option<&str>, pool_size: u32) -> Result<StoreLocation> {
+        match store.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(StoreLocation::DataDir),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres { url: url.to_string(), pool_size })
+            }
+            Some(other) => bail!(
+                "--store takes a postgres://… address, not {:?}; without --store the store is SQLite in --data-dir",
+                redacted(other)
+            ),
+        }
+    }
+}
+
+static STORE_LOCATION: OnceLock<StoreLocation> = OnceLock::new();
+
+/// Sets where every command's store is (once, from the command line).
+pub fn use_store(location: StoreLocation) {
+    let _ = STORE_LOCATION.set(location);
+}
+
+/// Opens the store at `location`, with `data_dir` for SQLite.
+pub fn open_store(location: &StoreLocation, data_dir: &DataDir) -> Result<Arc<dyn Store>> {
+    match location {
+        StoreLocation::DataDir => Ok(Arc::new(data_dir.sqlite_store()?)),
+        StoreLocation::Postgres { url, pool_size } => {
+            let store = PgStore::open(url, &PgOptions { pool_size: *pool_size })
+                .with_context(|| format!("cannot open the store {}", redacted(url)))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
 
 /// A directory consentry owns.
 pub struct DataDir {
@@ -39,7 +87,13 @@ impl DataDir {
         self.path.join(name)
     }
 
-    pub fn store(&self) -> Result<SqliteStore> {
+    /// The store: where `--store` says, SQLite in this directory without it.
+    pub fn store(&self) -> Result<Arc<dyn Store>> {
+        open_store(STORE_LOCATION.get().unwrap_or(&StoreLocation::DataDir), self)
+    }
+
+    /// The SQLite store in this directory, whatever `--store` says (the demo's world, a copy's source).
+    pub fn sqlite_store(&self) -> Result<SqliteStore> {
         let file = self.file("consentry.db");
         SqliteStore::open(&file).with_context(|| format!("cannot open the store {}", file.display()))
     }
@@ -56,7 +110,9 @@ impl DataDir {
             .with_context(|| format!("cannot open the ledger in {}", dir.display()))
     }
 
-    /// The server's key (app-scoped ids, cursors), created on first use.
+    /// The server's key (app-scoped ids, cursors), created on first use. It is kept in the data
+    /// directory whatever the store is: the seam where several nodes on one PostgreSQL database
+    /// come to share one key (issue 9's "several nodes") is here.
     pub fn server_key(&self) -> Result<ServerKey> {
         if let Some(text) = self.read_secret("server.key")? {
             let file = self.file("server.key");

@@ -47,7 +47,7 @@ pub fn run(command: InstallationCommand) -> Result<()> {
     match command {
         InstallationCommand::Expire { inactive_days, data_dir } => {
             let dir = DataDir::open(&data_dir)?;
-            let store: Arc<dyn Store> = Arc::new(dir.store()?);
+            let store: Arc<dyn Store> = dir.store()?;
             let service = Service::new(
                 store,
                 Arc::new(SystemClock::default()),

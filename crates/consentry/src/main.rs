@@ -10,6 +10,7 @@ mod ledger;
 mod policy_tests;
 mod prove;
 mod serve;
+mod store_copy;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +31,14 @@ use data_dir::DataDir;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The store: a PostgreSQL database (`postgres://user:password@host:port/database`) shared
+    /// by several nodes; without it, SQLite in --data-dir.
+    #[arg(long, global = true, env = "CONSENTRY_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// Connections to PostgreSQL this process keeps at most (with --store).
+    #[arg(long, global = true, env = "CONSENTRY_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pool_size: u32,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +109,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// The store itself: copy an embedded installation's store to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: store_copy::StoreCommand,
     },
 }
 
@@ -203,10 +217,11 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    data_dir::use_store(data_dir::StoreLocation::parse(cli.store.as_deref(), cli.pool_size)?);
     match cli.command {
         Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks, solver, invariants } => {
             let dir = DataDir::open(&data_dir)?;
-            let store = Arc::new(dir.store()?);
+            let store = dir.store()?;
             let config =
                 ServiceConfig { token_ttl_secs: token_ttl.clamp(60, 86_400), ..ServiceConfig::default() };
             let service = Arc::new(
@@ -219,6 +234,9 @@ fn run(cli: Cli) -> Result<()> {
             serve::run(service, ledger, dir, &listen, proofs, None)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
+            if cli.store.is_some() {
+                anyhow::bail!("the demo plays on its own SQLite store in --data-dir; run it without --store")
+            }
             let scale = demo::Scale::parse(&scale)?;
             let story = demo::play(&data_dir, seed, scale)?;
             if no_serve {
@@ -245,6 +263,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Case { command } => cases::run(command),
         Command::Installations { command } => installations::run(command),
         Command::Keys { command } => keys::run(command),
+        Command::Store { command } => store_copy::run(command),
         Command::Policy { command: PolicyCommand::Submit { file, key_file, data_dir } } => {
             let text = read_policy(&file)?;
             let dir = DataDir::open(&data_dir)?;

@@ -89,15 +89,7 @@ fn nodes(url: &str, legacy: bool) -> Nodes {
     a.activate_policy(if legacy { versions[0] } else { versions[1] }, &officer, "first").unwrap();
     let token = a.issue_token(&app.app.client_id, &app.client_secret).unwrap().access_token;
     let session_b = b.authenticate_app(&token).unwrap();
-    Nodes {
-        a,
-        b,
-        app: app.app.id,
-        token,
-        session_b,
-        officer,
-        groups_2018: versions[1],
-    }
+    Nodes { a, b, app: app.app.id, token, session_b, officer, groups_2018: versions[1] }
 }
 
 /// What one response node B served showed of the witness, and when it was released.
