@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use consentry_store_postgres::testing::{fresh_schema, test_database};
-use support::{consentry, start_server_with};
+use support::{consentry, start_server, start_server_with};
 
 fn run(args: &[&str]) -> Output {
     consentry().args(args).output().unwrap_or_else(|e| unreachable!("cannot run consentry: {e}"))
