@@ -138,6 +138,11 @@ fn bad_store_addresses_and_copies_are_one_line() {
         ]),
         "cannot connect to postgres://me:***@127.0.0.1:1/db",
     );
+    // Without --store, serve is on SQLite in the data directory as before.
+    let (mut child, _, said) = start_server(&dir);
+    assert!(!said.iter().any(|l| l.contains("postgres")), "{said:?}");
+    let _ = child.kill();
+    let _ = child.wait();
     assert_one_line_error(
         &run(&["demo", "--store", "postgres://x@127.0.0.1:1/db", "--data-dir", &data]),
         "the demo plays on its own SQLite store",
