@@ -52,6 +52,16 @@ pub fn use_store(location: StoreLocation) {
     let _ = STORE_LOCATION.set(location);
 }
 
+/// Where the store is, in words for the operator (no password).
+pub fn describe_store(data_dir: &DataDir) -> String {
+    match STORE_LOCATION.get().unwrap_or(&StoreLocation::DataDir) {
+        StoreLocation::DataDir => format!("SQLite in {}", data_dir.file("consentry.db").display()),
+        StoreLocation::Postgres { url, pool_size } => {
+            format!("PostgreSQL at {} (up to {pool_size} connections)", redacted(url))
+        }
+    }
+}
+
 /// Opens the store at `location`, with `data_dir` for SQLite.
 pub fn open_store(location: &StoreLocation, data_dir: &DataDir) -> Result<Arc<dyn Store>> {
     match location {

@@ -222,6 +222,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks, solver, invariants } => {
             let dir = DataDir::open(&data_dir)?;
             let store = dir.store()?;
+            println!("store: {}", data_dir::describe_store(&dir));
             let config =
                 ServiceConfig { token_ttl_secs: token_ttl.clamp(60, 86_400), ..ServiceConfig::default() };
             let service = Arc::new(

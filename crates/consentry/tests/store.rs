@@ -86,8 +86,12 @@ fn an_embedded_installation_is_copied_to_postgres_and_served_from_it() {
         "the target store is not empty",
     );
     // serve runs on it, with a pool of 4.
-    let (mut child, addr, _) =
+    let (mut child, addr, said) =
         start_server_with(&dir, &[("CONSENTRY_STORE", url.as_str()), ("CONSENTRY_POOL_SIZE", "4")]);
+    assert!(
+        said.iter().any(|l| l.starts_with("store: PostgreSQL at ") && l.contains("(up to 4 connections)")),
+        "{said:?}"
+    );
     let keys = http_get_with_key(&addr, "/platform/v1/keys", &officer);
     assert!(keys.starts_with("HTTP/1.1 200") && keys.contains("newcomer"), "{keys}");
     let _ = child.kill();
@@ -140,7 +144,7 @@ fn bad_store_addresses_and_copies_are_one_line() {
     );
     // Without --store, serve is on SQLite in the data directory as before.
     let (mut child, _, said) = start_server(&dir);
-    assert!(!said.iter().any(|l| l.contains("postgres")), "{said:?}");
+    assert!(said.iter().any(|l| l.starts_with("store: SQLite in ")), "{said:?}");
     let _ = child.kill();
     let _ = child.wait();
     assert_one_line_error(
