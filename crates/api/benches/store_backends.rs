@@ -94,8 +94,7 @@ async fn get(router: &Router, token: &str, uri: &str) -> serde_json::Value {
 async fn walk(router: &Router, token: &str) -> (Vec<String>, Vec<serde_json::Value>) {
     let mut uris = vec!["/v1/groups/g-bench/members?fields=name,picture".to_string()];
     let mut shown = Vec::new();
-    loop {
-        let Some(uri) = uris.last().cloned() else { break };
+    while let Some(uri) = uris.last().cloned() {
         let page = get(router, token, &uri).await;
         shown.push(page["data"].clone());
         match page["paging"]["after"].as_str() {
