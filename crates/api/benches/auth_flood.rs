@@ -323,9 +323,7 @@ fn main() {
         .unwrap_or_else(|e| unreachable!("{e}"));
     let server = listener.local_addr().unwrap_or_else(|e| unreachable!("{e}"));
     let state = ApiState::new(service.clone()).with_ledger(ledger.clone());
-    let served = runtime.spawn(async move {
-        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).await
-    });
+    let served = runtime.spawn(consentry_api::serve(listener, app(state), std::future::pending::<()>()));
     let handle = runtime.handle().clone();
 
     let alone = legit_phase(&handle, server, &token, &sizes);

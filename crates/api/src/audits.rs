@@ -176,9 +176,73 @@ pub fn report_json(report: &AuditReport) -> Value {
     })
 }
 
+/// The JSON form of an audit report (what [`report_json`] builds).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes report_json's JSON for the OpenAPI document; tests/http.rs checks they agree
+pub struct AuditReportBody {
+    /// `version N` or `draft`.
+    pub policy: String,
+    pub from: String,
+    pub to: String,
+    pub summary: AuditSummary,
+    /// Per app: what it received that the policy forbids.
+    #[schema(value_type = Vec<Object>)]
+    pub did: Vec<Value>,
+    /// Per app: what it could have received that the policy forbids.
+    #[schema(value_type = Vec<Object>)]
+    pub could: Vec<Value>,
+    /// Violations per day and app.
+    #[schema(value_type = Vec<Object>)]
+    pub by_day: Vec<Value>,
+    /// developer → app → the (member, field) pairs to delete.
+    #[schema(value_type = Object)]
+    pub deletion_manifests: Value,
+}
+
+/// An audit's counts.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes report_json's JSON for the OpenAPI document
+pub struct AuditSummary {
+    pub developers_could: usize,
+    pub developers_did: usize,
+    pub developers_could_but_did_not: usize,
+    pub apps_could: usize,
+    pub apps_did: usize,
+    pub records_checked: u64,
+    pub disclosures_checked: u64,
+    pub violating_disclosures: u64,
+    pub members_affected: usize,
+    pub seconds: f64,
+}
+
+/// What a draft would change against the active policy (what `preview_json` builds).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes preview_json's JSON for the OpenAPI document
+pub struct PreviewBody {
+    pub against_version: u32,
+    pub from: String,
+    pub to: String,
+    /// Apps that could see fields the draft would deny them.
+    pub loses: Vec<PreviewExposure>,
+    pub disclosures_the_draft_would_have_denied: u64,
+    /// Apps that could see fields the draft would newly allow.
+    pub gains: Vec<PreviewExposure>,
+}
+
+/// One app's change of exposure in a preview.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes preview_json's JSON for the OpenAPI document
+pub struct PreviewExposure {
+    pub app: String,
+    pub developer: Option<String>,
+    pub fields: Vec<String>,
+    pub members: usize,
+    pub groups: usize,
+}
+
 /// Audits a window against a policy: what apps did see and could see that it forbids.
 #[utoipa::path(post, path = "/platform/v1/audits", tag = "policies", request_body = AuditInput,
-    responses((status = 200, description = "the report, with deletion manifests"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, description = "the report, with deletion manifests", body = AuditReportBody), (status = 403, body = Problem, description = "only auditors and privacy officers audit"), (status = 404, body = Problem, description = "no such policy version, or none is active"), (status = 422, body = Problem, description = "the policy does not parse or validate")),
     security(("operator_key" = [])))]
 pub async fn run_audit(
     State(state): State<ApiState>,
@@ -256,7 +320,7 @@ fn exposures(report: &consentry_audit::CouldReport) -> Vec<Value> {
 /// What a draft would change against the active policy, replayed over recent history: which
 /// apps, fields and members would lose or gain access.
 #[utoipa::path(post, path = "/platform/v1/policies/preview", tag = "policies", request_body = PreviewInput,
-    responses((status = 200, description = "loses and gains"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, description = "what the draft would take and give, against the active policy", body = PreviewBody), (status = 409, body = Problem, description = "no policy is active to compare with"), (status = 422, body = Problem, description = "the draft does not parse or validate")),
     security(("operator_key" = [])))]
 pub async fn preview_policy(
     State(state): State<ApiState>,
@@ -325,7 +389,7 @@ pub struct VersionPreviewInput {
 /// Previews a stored version (a draft) against the active policy and keeps the preview with it.
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/preview", tag = "policies", request_body = VersionPreviewInput,
     params(("version" = u32, Path)),
-    responses((status = 200, description = "loses and gains, now kept with the version"), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, description = "what the version would take and give, now kept with it", body = PreviewBody), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 404, body = Problem, description = "no such version"), (status = 409, body = Problem, description = "no policy is active to compare with"), (status = 422, body = Problem, description = "the version does not compile")),
     security(("operator_key" = [])))]
 pub async fn preview_version(
     State(state): State<ApiState>,

@@ -103,7 +103,7 @@ fn body(case: Case, events: Vec<CaseEventBody>) -> CaseBody {
 
 /// The caller's cases, with the deletion manifest of each.
 #[utoipa::path(get, path = "/v1/cases", tag = "cases",
-    responses((status = 200, body = Vec<CaseBody>), (status = 401, body = Problem)),
+    responses((status = 200, description = "the developer's cases", body = Vec<CaseBody>)),
     security(("client_basic" = [])))]
 pub async fn my_cases(
     State(state): State<ApiState>,
@@ -116,7 +116,7 @@ pub async fn my_cases(
 /// The developer attests the deletion; once, for its own case only.
 #[utoipa::path(post, path = "/v1/cases/{id}/attestation", tag = "cases", request_body = AttestationInput,
     params(("id" = u64, Path)),
-    responses((status = 200, body = CaseBody), (status = 401, body = Problem), (status = 404, body = Problem, description = "no such case of yours"), (status = 409, body = Problem, description = "already attested")),
+    responses((status = 200, description = "attested", body = CaseBody), (status = 404, body = Problem, description = "no such case of yours"), (status = 409, body = Problem, description = "already attested, or the case is closed")),
     security(("client_basic" = [])))]
 pub async fn attest(
     State(state): State<ApiState>,
@@ -137,7 +137,7 @@ pub async fn attest(
 
 /// Every case, with its history.
 #[utoipa::path(get, path = "/platform/v1/cases", tag = "cases",
-    responses((status = 200, body = Vec<CaseBody>), (status = 401, body = Problem)),
+    responses((status = 200, description = "every case, with its history", body = Vec<CaseBody>)),
     security(("operator_key" = [])))]
 pub async fn all_cases(
     State(state): State<ApiState>,
@@ -173,7 +173,7 @@ pub struct CertificationInput {
 /// The annual data-use checkup: the developer re-certifies one of its apps.
 #[utoipa::path(post, path = "/v1/apps/{id}/certification", tag = "cases", request_body = CertificationInput,
     params(("id" = String, Path)),
-    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem, description = "no such app of yours")),
+    responses((status = 204, description = "certified"), (status = 404, body = Problem, description = "no such app of yours")),
     security(("client_basic" = [])))]
 pub async fn certify(
     State(state): State<ApiState>,

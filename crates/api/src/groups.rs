@@ -113,7 +113,7 @@ fn list<V, B: From<V>>(page: Page<V>) -> (Vec<B>, Paging) {
 #[utoipa::path(
     get, path = "/v1/groups/{id}", tag = "groups",
     params(("id" = String, Path, description = "group id"), ("fields" = Option<String>, Query, description = "comma-separated: name, member_count")),
-    responses((status = 200, body = GroupBody), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it")),
+    responses((status = 200, description = "the group, with the fields the app asked for and may see", body = GroupBody), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_group(
@@ -126,10 +126,12 @@ pub async fn read_group(
     let group = group_id(path)?;
     let params = Params::parse(query.unwrap_or_default().as_bytes(), &["fields"])?;
     let fields = consentry_service::parse_fields(ResourceKind::Group, params.get("fields"))?;
+    // Announced before deciding, so that the ledger writer waits for this record.
+    let coming = state.coming();
     let asker = session.clone();
     let served =
         blocking(&state.service, move |s| s.read_group(&asker, &group, fields).map_err(Into::into)).await?;
-    state.record(served.record(&request_id.0, "GET /v1/groups/{id}", &session)).await?;
+    state.record(served.record(&request_id.0, "GET /v1/groups/{id}", &session), coming).await?;
     Ok(Json(served.body.into()))
 }
 
@@ -140,10 +142,10 @@ pub async fn read_group(
     params(
         ("id" = String, Path, description = "group id"),
         ("fields" = Option<String>, Query, description = "comma-separated: content, created_time, author"),
-        ("limit" = Option<usize>, Query, description = "page size, 1 to 500, default 25"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "page size, 1 to 500, default 25"),
         ("after" = Option<String>, Query, description = "cursor from the previous page"),
     ),
-    responses((status = 200, body = PostList), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)),
+    responses((status = 200, description = "a page of posts", body = PostList), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_posts(
@@ -157,11 +159,13 @@ pub async fn read_posts(
     let params = Params::parse(query.unwrap_or_default().as_bytes(), &["fields", "limit", "after"])?;
     let fields = consentry_service::parse_fields(ResourceKind::Post, params.get("fields"))?;
     let page = page_request(&params)?;
+    // Announced before deciding, so that the ledger writer waits for this record.
+    let coming = state.coming();
     let asker = session.clone();
     let served =
         blocking(&state.service, move |s| s.read_posts(&asker, &group, fields, &page).map_err(Into::into))
             .await?;
-    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/posts", &session)).await?;
+    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/posts", &session), coming).await?;
     let (data, paging) = list(served.body);
     Ok(Json(PostList { data, paging }))
 }
@@ -172,10 +176,10 @@ pub async fn read_posts(
     params(
         ("id" = String, Path, description = "group id"),
         ("fields" = Option<String>, Query, description = "comma-separated: name, picture"),
-        ("limit" = Option<usize>, Query, description = "page size, 1 to 500, default 25"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "page size, 1 to 500, default 25"),
         ("after" = Option<String>, Query, description = "cursor from the previous page"),
     ),
-    responses((status = 200, body = MemberList), (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)),
+    responses((status = 200, description = "a page of members", body = MemberList), (status = 404, body = crate::problem::Problem, description = "no such group, or the app is not installed in it"), (status = 503, body = crate::problem::Problem, description = "the disclosure could not be recorded, so nothing was sent")),
     security(("app_token" = []))
 )]
 pub async fn read_members(
@@ -189,11 +193,13 @@ pub async fn read_members(
     let params = Params::parse(query.unwrap_or_default().as_bytes(), &["fields", "limit", "after"])?;
     let fields = consentry_service::parse_fields(ResourceKind::Member, params.get("fields"))?;
     let page = page_request(&params)?;
+    // Announced before deciding, so that the ledger writer waits for this record.
+    let coming = state.coming();
     let asker = session.clone();
     let served =
         blocking(&state.service, move |s| s.read_members(&asker, &group, fields, &page).map_err(Into::into))
             .await?;
-    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/members", &session)).await?;
+    state.record(served.record(&request_id.0, "GET /v1/groups/{id}/members", &session), coming).await?;
     let (data, paging) = list(served.body);
     Ok(Json(MemberList { data, paging }))
 }

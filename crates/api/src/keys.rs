@@ -113,8 +113,7 @@ fn key_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
 
 /// Creates an operator key with the caller's key, as the role table allows.
 #[utoipa::path(post, path = "/platform/v1/keys", tag = "keys", request_body = KeyInput,
-    responses((status = 201, body = KeyCreated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem, description = "the caller's role may not create keys of that role"), (status = 415, body = Problem)),
+    responses((status = 201, description = "created; the key is shown this once", body = KeyCreated), (status = 403, body = Problem, description = "the caller's role may not create keys of that role")),
     security(("operator_key" = [])))]
 pub async fn create_key(
     State(state): State<ApiState>,
@@ -142,7 +141,7 @@ pub async fn create_key(
 
 /// Every operator key, revoked and expired ones too, oldest first.
 #[utoipa::path(get, path = "/platform/v1/keys", tag = "keys",
-    responses((status = 200, body = Vec<KeyBody>), (status = 401, body = Problem)),
+    responses((status = 200, description = "every key, oldest first", body = Vec<KeyBody>)),
     security(("operator_key" = [])))]
 pub async fn list_keys(
     State(state): State<ApiState>,
@@ -159,7 +158,7 @@ pub async fn list_keys(
 
 #[utoipa::path(get, path = "/platform/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path)),
-    responses((status = 200, body = KeyBody), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, description = "the key", body = KeyBody), (status = 404, body = Problem, description = "no such key")),
     security(("operator_key" = [])))]
 pub async fn show_key(
     State(state): State<ApiState>,
@@ -175,9 +174,7 @@ pub async fn show_key(
 /// Revokes a key: it fails from its very next request. Revoking a revoked key changes nothing.
 #[utoipa::path(delete, path = "/platform/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path)),
-    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem, description = "the caller's role may not revoke that key"), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "it is the last live privacy-officer key")),
+    responses((status = 204, description = "revoked (or already was)"), (status = 403, body = Problem, description = "the caller's role may not revoke that key"), (status = 404, body = Problem, description = "no such key"), (status = 409, body = Problem, description = "it is the last live privacy-officer key")),
     security(("operator_key" = [])))]
 pub async fn revoke_key(
     State(state): State<ApiState>,

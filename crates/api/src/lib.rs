@@ -6,11 +6,14 @@ mod cases;
 mod extract;
 mod groups;
 mod keys;
+mod listener;
 mod oauth;
 mod openapi;
+mod operations;
 mod platform;
 mod problem;
 mod proofs;
+mod recorder;
 mod transparency;
 
 use std::sync::Arc;
@@ -24,9 +27,12 @@ use axum::{Json, Router};
 use consentry_service::{DisclosureRecord, DisclosureSink, Service};
 
 pub use audits::{parse_since, report_json, window};
+pub use listener::{serve, ProblemIo, ProblemListener};
 pub use openapi::ApiDoc;
+pub use operations::{metrics_app, Metrics, Readiness};
 pub use problem::{ApiError, Problem};
 pub use proofs::{prove_version, review_json, standing_json, Proofs};
+pub use recorder::{COMMIT_WAIT, MOST_PER_SYNC};
 pub use transparency::LedgerSink;
 
 /// Largest JSON body the platform API accepts.
@@ -45,12 +51,20 @@ pub struct ApiState {
     pub service: Arc<Service>,
     /// Where disclosure records go before a response leaves; `None` records nothing.
     pub disclosures: Option<Arc<dyn DisclosureSink>>,
-    /// The ledger directory, for member transparency reads.
+    /// The ledger root (every node's stream), for member transparency reads.
     pub ledger_dir: Option<std::path::PathBuf>,
     /// The prover policy versions are proven with; `None`: this server proves nothing.
     pub proofs: Option<Arc<Proofs>>,
     /// Places for refusals pausing before they leave.
     refusals_pausing: Arc<tokio::sync::Semaphore>,
+    /// This node's ledger stream, when it records disclosures (for readiness and metrics).
+    pub ledger: Option<Arc<consentry_ledger::Ledger>>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    /// The writer thread records go through (group commit), when there is a sink.
+    recorder: Option<Arc<recorder::Recorder>>,
+    /// How long the writer waits, at most, for records of requests being decided.
+    commit_wait: std::time::Duration,
 }
 
 impl ApiState {
@@ -61,13 +75,56 @@ impl ApiState {
             ledger_dir: None,
             proofs: None,
             refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
+            ledger: None,
+            metrics: Arc::new(Metrics::new()),
+            readiness: Arc::new(Readiness::default()),
+            recorder: None,
+            commit_wait: COMMIT_WAIT,
         }
     }
 
-    /// Records every disclosure in `ledger` before responding, and serves member transparency from it.
+    /// Starts the writer thread for the sink (replacing any earlier one). If no thread can be
+    /// started, records are written from the blocking pool instead, one sync each at worst.
+    fn start_recorder(mut self) -> ApiState {
+        self.recorder = None;
+        if let Some(sink) = self.disclosures.clone() {
+            match recorder::Recorder::start(sink, self.commit_wait) {
+                Ok(recorder) => self.recorder = Some(Arc::new(recorder)),
+                Err(e) => tracing::warn!(
+                    "cannot start the ledger writer thread ({e}); recording from the blocking pool"
+                ),
+            }
+        }
+        self
+    }
+
+    /// The longest the ledger writer waits for records of requests being decided before it
+    /// syncs ([`COMMIT_WAIT`] by default; zero syncs as soon as the writer is free).
+    pub fn with_commit_wait(mut self, wait: std::time::Duration) -> ApiState {
+        self.commit_wait = wait;
+        self.start_recorder()
+    }
+
+    /// Announces a Groups API request whose record will follow, so that the ledger writer
+    /// waits for it (a bounded moment) and its record shares a sync with others.
+    pub(crate) fn coming(&self) -> recorder::Coming {
+        self.recorder.as_ref().map_or_else(recorder::Coming::none, |r| r.coming())
+    }
+
+    /// Records every disclosure in `ledger` before responding, and serves member transparency
+    /// from every stream of its ledger root.
     pub fn with_ledger(mut self, ledger: Arc<consentry_ledger::Ledger>) -> ApiState {
-        self.ledger_dir = Some(ledger.dir().to_path_buf());
+        self.ledger_dir = Some(ledger.root().to_path_buf());
+        let metrics = self.metrics.clone();
+        ledger.observe_syncs(Arc::new(move |took| metrics.observe_sync(took.as_secs_f64())));
+        self.ledger = Some(ledger.clone());
         self.disclosures = Some(Arc::new(LedgerSink(ledger)));
+        self.start_recorder()
+    }
+
+    /// Answers `/readyz` as `readiness` says (draining, the schema check).
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> ApiState {
+        self.readiness = readiness;
         self
     }
 
@@ -79,14 +136,24 @@ impl ApiState {
 
     pub fn with_disclosures(mut self, sink: Arc<dyn DisclosureSink>) -> ApiState {
         self.disclosures = Some(sink);
-        self
+        self.start_recorder()
     }
 
     /// Waits until the record is durable; if it cannot be, the response is a 503 and
-    /// nothing is disclosed (invariant 3).
-    async fn record(&self, record: DisclosureRecord) -> Result<(), ApiError> {
-        let Some(sink) = self.disclosures.clone() else { return Ok(()) };
-        let outcome = tokio::task::spawn_blocking(move || sink.record(&record)).await;
+    /// nothing is disclosed (invariant 3). `coming` is the request's announcement.
+    async fn record(&self, record: DisclosureRecord, coming: recorder::Coming) -> Result<(), ApiError> {
+        let outcome = match (&self.recorder, &self.disclosures) {
+            (Some(recorder), _) => match recorder.submit(record, coming) {
+                Ok(answer) => answer.await.map_err(|_| "the ledger writer stopped".to_string()),
+                Err(detail) => Ok(Err(detail)),
+            },
+            (None, Some(sink)) => {
+                drop(coming);
+                let sink = sink.clone();
+                tokio::task::spawn_blocking(move || sink.record(&record)).await.map_err(|e| e.to_string())
+            }
+            (None, None) => return Ok(()),
+        };
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(detail)) => {
@@ -152,11 +219,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Whether the server answers at all.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "the server answers", content_type = "text/plain", body = String)))]
 async fn health() -> &'static str {
     "ok"
 }
 
-async fn openapi_json() -> Response {
+/// The OpenAPI document `/openapi.json` serves.
+pub fn openapi_json() -> serde_json::Value {
+    serde_json::to_value(openapi::document()).unwrap_or_default()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
+async fn serve_openapi() -> Response {
     Json(openapi::document()).into_response()
 }
 
@@ -185,6 +263,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/groups/{gid}/installations", get(platform::group_installations))
         .route("/members/{mid}/consents/{app}", put(platform::put_consent).delete(platform::delete_consent))
         .route("/members/{id}/disclosures", get(transparency::member_disclosures))
+        .route("/ledger/stats", get(transparency::ledger_stats))
         .route("/policies/{version}/activate", post(platform::activate_policy))
         .route("/policies/{version}/approve", post(platform::approve_policy))
         .route("/policies/{version}/proofs", post(proofs::prove).get(proofs::list_proofs))
@@ -211,12 +290,14 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/cases", get(cases::my_cases))
         .route("/v1/cases/{id}/attestation", post(cases::attest))
         .route("/v1/apps/{id}/certification", post(cases::certify))
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(serve_openapi))
         .route("/healthz", get(health))
+        .route("/readyz", get(operations::readyz))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .nest("/platform/v1", platform)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), operations::track))
         .layer(middleware::from_fn_with_state(state.clone(), pause_refusals))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use consentry_service::ServiceError;
 use percent_encoding::percent_decode_str;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::extract::{blocking, body_bytes, has_media_type, peer_address, Params};
@@ -124,6 +124,33 @@ pub struct IntrospectionResponse {
     pub iat: Option<i64>,
 }
 
+/// The client credentials grant's form (RFC 6749 §4.4.2). The client authenticates with
+/// `client_id` and `client_secret` here or with HTTP Basic, not both.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document; the handler reads it as `Params`
+pub struct TokenForm {
+    /// `client_credentials`, the only grant.
+    pub grant_type: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// Accepted and ignored: an app's access is decided per field, per request.
+    pub scope: Option<String>,
+}
+
+/// The form of revocation (RFC 7009) and introspection (RFC 7662); the client authenticates
+/// here or with HTTP Basic, not both.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document; the handlers read it as `Params`
+pub struct TokenQueryForm {
+    pub token: String,
+    /// Accepted and ignored: there is one kind of token.
+    pub token_type_hint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
 /// Reads a form body and the client's credentials (Basic header or body, not both).
 async fn form_and_client(
     request: Request,
@@ -180,7 +207,7 @@ fn no_store(mut response: Response) -> Response {
 /// Client credentials grant.
 #[utoipa::path(
     post, path = "/oauth/token", tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "grant_type=client_credentials; client_id and client_secret here or in HTTP Basic"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded", description = "grant_type=client_credentials; client_id and client_secret here or in HTTP Basic"),
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type or unauthorized_client"),
@@ -247,7 +274,7 @@ async fn authenticated_token_request(
 /// Token revocation; answers 200 whether or not the token was known.
 #[utoipa::path(
     post, path = "/oauth/revoke", tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "token, optional token_type_hint; client authentication"),
+    request_body(content = TokenQueryForm, content_type = "application/x-www-form-urlencoded", description = "token, optional token_type_hint; client authentication"),
     responses((status = 200, description = "revoked, or not a token of this client"), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))))
 )]
 pub async fn revoke(State(state): State<ApiState>, request: Request) -> Response {
@@ -264,7 +291,7 @@ pub async fn revoke(State(state): State<ApiState>, request: Request) -> Response
 /// Token introspection, for the token's own client.
 #[utoipa::path(
     post, path = "/oauth/introspect", tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "token; client authentication"),
+    request_body(content = TokenQueryForm, content_type = "application/x-www-form-urlencoded", description = "token; client authentication"),
     responses((status = 200, body = IntrospectionResponse), (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 429, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))), (status = 503, body = OAuthError, description = "temporarily_unavailable; see Retry-After", headers(("Retry-After" = u64, description = "seconds to wait before trying again"))))
 )]
 pub async fn introspect(State(state): State<ApiState>, request: Request) -> Response {

@@ -186,7 +186,7 @@ macro_rules! write_call {
 }
 
 #[utoipa::path(put, path = "/platform/v1/members/{id}", tag = "platform", request_body = MemberInput,
-    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    params(("id" = String, Path)), responses((status = 204, description = "stored"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts")),
     security(("operator_key" = [])))]
 pub async fn put_member(
     State(state): State<ApiState>,
@@ -199,7 +199,7 @@ pub async fn put_member(
 }
 
 #[utoipa::path(put, path = "/platform/v1/groups/{id}", tag = "platform", request_body = GroupInput,
-    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    params(("id" = String, Path)), responses((status = 204, description = "stored"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts")),
     security(("operator_key" = [])))]
 pub async fn put_group(
     State(state): State<ApiState>,
@@ -212,7 +212,7 @@ pub async fn put_group(
 }
 
 #[utoipa::path(put, path = "/platform/v1/groups/{gid}/members/{mid}", tag = "platform", request_body = MembershipInput,
-    params(("gid" = String, Path), ("mid" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)),
+    params(("gid" = String, Path), ("mid" = String, Path)), responses((status = 204, description = "stored"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such group or member")),
     security(("operator_key" = [])))]
 pub async fn put_membership(
     State(state): State<ApiState>,
@@ -228,7 +228,7 @@ pub async fn put_membership(
 }
 
 #[utoipa::path(delete, path = "/platform/v1/groups/{gid}/members/{mid}", tag = "platform",
-    params(("gid" = String, Path), ("mid" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    params(("gid" = String, Path), ("mid" = String, Path)), responses((status = 204, description = "removed, or was not a member"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such group or member")),
     security(("operator_key" = [])))]
 pub async fn delete_membership(
     State(state): State<ApiState>,
@@ -241,7 +241,7 @@ pub async fn delete_membership(
 }
 
 #[utoipa::path(put, path = "/platform/v1/groups/{gid}/posts/{pid}", tag = "platform", request_body = PostInput,
-    params(("gid" = String, Path), ("pid" = String, Path)), responses((status = 204), (status = 404, body = Problem), (status = 422, body = Problem)),
+    params(("gid" = String, Path), ("pid" = String, Path)), responses((status = 204, description = "stored"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such group or author"), (status = 422, body = Problem, description = "the author is not a member of the group")),
     security(("operator_key" = [])))]
 pub async fn put_post(
     State(state): State<ApiState>,
@@ -256,8 +256,7 @@ pub async fn put_post(
 }
 
 #[utoipa::path(put, path = "/platform/v1/developers/{id}", tag = "platform", request_body = DeveloperInput,
-    params(("id" = String, Path)), responses((status = 204), (status = 400, body = Problem),
-        (status = 422, description = "the webhook URL's target is refused (not https, or a loopback, private, link-local or metadata address)", body = Problem)),
+    params(("id" = String, Path)), responses((status = 204, description = "stored"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 422, body = Problem, description = "the webhook URL's target is refused (not https, or a loopback, private, link-local or metadata address)")),
     security(("operator_key" = [])))]
 pub async fn put_developer(
     State(state): State<ApiState>,
@@ -275,7 +274,7 @@ pub async fn put_developer(
 }
 
 #[utoipa::path(post, path = "/platform/v1/apps", tag = "platform", request_body = AppInput,
-    responses((status = 201, body = AppCreated), (status = 400, body = Problem), (status = 404, body = Problem)),
+    responses((status = 201, description = "registered; the client secret is shown this once", body = AppCreated), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such developer")),
     security(("operator_key" = [])))]
 pub async fn create_app(
     State(state): State<ApiState>,
@@ -299,7 +298,7 @@ pub async fn create_app(
 }
 
 #[utoipa::path(get, path = "/platform/v1/apps", tag = "platform",
-    responses((status = 200, body = Vec<AppBody>), (status = 401, body = Problem)),
+    responses((status = 200, description = "every app", body = Vec<AppBody>)),
     security(("operator_key" = [])))]
 pub async fn list_apps(
     State(state): State<ApiState>,
@@ -325,7 +324,7 @@ pub async fn list_apps(
 }
 
 #[utoipa::path(post, path = "/platform/v1/apps/{id}/suspend", tag = "platform",
-    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem, description = "the app is banned, and stays so")),
+    params(("id" = String, Path)), responses((status = 204, description = "suspended"), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 404, body = Problem, description = "no such app"), (status = 409, body = Problem, description = "the app is banned, and stays so")),
     security(("operator_key" = [])))]
 pub async fn suspend_app(
     State(state): State<ApiState>,
@@ -339,8 +338,7 @@ pub async fn suspend_app(
 /// Brings a suspended app back: never a banned one, never while a remediation case naming
 /// it is open.
 #[utoipa::path(post, path = "/platform/v1/apps/{id}/reinstate", tag = "platform",
-    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "the app is not suspended (banned apps stay banned), or a case naming it is open")),
+    params(("id" = String, Path)), responses((status = 204, description = "reinstated"), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 404, body = Problem, description = "no such app"), (status = 409, body = Problem, description = "the app is not suspended (banned apps stay banned), or a case naming it is open")),
     security(("operator_key" = [])))]
 pub async fn reinstate_app(
     State(state): State<ApiState>,
@@ -353,7 +351,7 @@ pub async fn reinstate_app(
 
 #[utoipa::path(put, path = "/platform/v1/groups/{gid}/installations/{app}", tag = "platform", request_body = InstallationInput,
     params(("gid" = String, Path), ("app" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem), (status = 422, body = Problem, description = "authorized_by is not an admin of the group")),
+    responses((status = 204, description = "installed"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such group, app or member"), (status = 422, body = Problem, description = "authorized_by is not an admin of the group, or the app may not be installed")),
     security(("operator_key" = [])))]
 pub async fn put_installation(
     State(state): State<ApiState>,
@@ -368,7 +366,7 @@ pub async fn put_installation(
 }
 
 #[utoipa::path(delete, path = "/platform/v1/groups/{gid}/installations/{app}", tag = "platform",
-    params(("gid" = String, Path), ("app" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    params(("gid" = String, Path), ("app" = String, Path)), responses((status = 204, description = "removed, or was not installed"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such group or app")),
     security(("operator_key" = [])))]
 pub async fn delete_installation(
     State(state): State<ApiState>,
@@ -381,7 +379,7 @@ pub async fn delete_installation(
 }
 
 #[utoipa::path(put, path = "/platform/v1/members/{mid}/consents/{app}", tag = "platform", request_body = ConsentInput,
-    params(("mid" = String, Path), ("app" = String, Path)), responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)),
+    params(("mid" = String, Path), ("app" = String, Path)), responses((status = 204, description = "stored"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such member or app")),
     security(("operator_key" = [])))]
 pub async fn put_consent(
     State(state): State<ApiState>,
@@ -403,7 +401,7 @@ pub async fn put_consent(
 }
 
 #[utoipa::path(delete, path = "/platform/v1/members/{mid}/consents/{app}", tag = "platform",
-    params(("mid" = String, Path), ("app" = String, Path)), responses((status = 204), (status = 404, body = Problem)),
+    params(("mid" = String, Path), ("app" = String, Path)), responses((status = 204, description = "withdrawn, or there was none"), (status = 403, body = Problem, description = "only an operator key may write the platform's facts"), (status = 404, body = Problem, description = "no such member or app")),
     security(("operator_key" = [])))]
 pub async fn delete_consent(
     State(state): State<ApiState>,
@@ -418,7 +416,7 @@ pub async fn delete_consent(
 /// Submits Cedar policy text (validated against the schema) as a new version.
 #[utoipa::path(post, path = "/platform/v1/policies", tag = "policies",
     request_body(content = String, content_type = "text/plain", description = "Cedar policy text"),
-    responses((status = 201, body = PolicyCreated), (status = 415, body = Problem), (status = 422, body = Problem, description = "does not parse or validate; errors carry line and column")),
+    responses((status = 201, description = "stored as a new version", body = PolicyCreated), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 422, body = Problem, description = "does not parse or validate; errors carry line and column")),
     security(("operator_key" = [])))]
 pub async fn submit_policy(
     State(state): State<ApiState>,
@@ -436,7 +434,7 @@ pub async fn submit_policy(
 }
 
 #[utoipa::path(get, path = "/platform/v1/policies", tag = "policies",
-    responses((status = 200, body = Vec<PolicyBody>), (status = 401, body = Problem)),
+    responses((status = 200, description = "every version, oldest first", body = Vec<PolicyBody>)),
     security(("operator_key" = [])))]
 pub async fn list_policies(
     State(state): State<ApiState>,
@@ -503,7 +501,7 @@ pub async fn list_policies(
 }
 
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/activate", tag = "policies", request_body = ActivationInput,
-    params(("version" = u32, Path)), responses((status = 200, body = ActivationBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    params(("version" = u32, Path)), responses((status = 200, description = "now the active policy", body = ActivationBody), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 404, body = Problem, description = "no such version"), (status = 422, body = Problem, description = "the version lacks an approval that satisfies the two-person rule")),
     security(("operator_key" = [])))]
 pub async fn activate_policy(
     State(state): State<ApiState>,
@@ -550,7 +548,7 @@ pub struct NotificationBody {
 }
 
 #[utoipa::path(get, path = "/platform/v1/developers/{id}/webhook-secret", tag = "platform",
-    params(("id" = String, Path)), responses((status = 200, body = WebhookSecret), (status = 403, body = Problem), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 200, description = "the secret deliveries are signed with", body = WebhookSecret), (status = 403, body = Problem, description = "only an operator key sees webhook secrets"), (status = 404, body = Problem, description = "no such developer")),
     security(("operator_key" = [])))]
 pub async fn webhook_secret(
     State(state): State<ApiState>,
@@ -576,7 +574,7 @@ pub async fn webhook_secret(
 }
 
 #[utoipa::path(get, path = "/platform/v1/developers/{id}/notifications", tag = "platform",
-    params(("id" = String, Path)), responses((status = 200, body = Vec<NotificationBody>), (status = 401, body = Problem)),
+    params(("id" = String, Path)), responses((status = 200, description = "the developer's webhook events, oldest first", body = Vec<NotificationBody>)),
     security(("operator_key" = [])))]
 pub async fn list_notifications(
     State(state): State<ApiState>,
@@ -620,7 +618,7 @@ pub struct InstallationBody {
 /// Every installation a group has had, for admins and members to see (including those that
 /// expired after 90 days without use).
 #[utoipa::path(get, path = "/platform/v1/groups/{gid}/installations", tag = "platform",
-    params(("gid" = String, Path)), responses((status = 200, body = Vec<InstallationBody>), (status = 401, body = Problem)),
+    params(("gid" = String, Path)), responses((status = 200, description = "every installation the group has had", body = Vec<InstallationBody>)),
     security(("operator_key" = [])))]
 pub async fn group_installations(
     State(state): State<ApiState>,
@@ -669,7 +667,7 @@ pub struct Revoked {
 
 /// Revokes an app: banned, every token dead, from the very next request.
 #[utoipa::path(post, path = "/platform/v1/apps/{id}/revoke", tag = "platform",
-    params(("id" = String, Path)), responses((status = 200, body = Revoked), (status = 403, body = Problem), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 200, description = "banned, every token dead", body = Revoked), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 404, body = Problem, description = "no such app")),
     security(("operator_key" = [])))]
 pub async fn revoke_app(
     State(state): State<ApiState>,
@@ -684,7 +682,7 @@ pub async fn revoke_app(
 
 /// Revokes every app of a developer.
 #[utoipa::path(post, path = "/platform/v1/developers/{id}/revoke", tag = "platform",
-    params(("id" = String, Path)), responses((status = 200, body = Revoked), (status = 403, body = Problem), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 200, description = "every app banned, every token dead", body = Revoked), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 404, body = Problem, description = "no such developer")),
     security(("operator_key" = [])))]
 pub async fn revoke_developer(
     State(state): State<ApiState>,
@@ -698,25 +696,52 @@ pub async fn revoke_developer(
     Ok(Json(Revoked { apps, tokens_revoked: tokens }))
 }
 
+/// What an approval answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalOutcome {
+    pub version: u32,
+    /// The id of the approving key.
+    pub approved_by: String,
+    pub proofs: ApprovalProofs,
+    /// The latest preview kept with the version: who, when, the summary.
+    #[schema(value_type = Option<Object>)]
+    pub preview: Option<serde_json::Value>,
+}
+
+/// The version's proofs as an approval shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalProofs {
+    /// passed, failed, waived (with the waiver) or missing.
+    #[schema(value_type = Object)]
+    pub standing: serde_json::Value,
+    /// The latest proof kept with the version.
+    #[schema(value_type = Option<Object>)]
+    pub latest: Option<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub waivers: Vec<serde_json::Value>,
+}
+
 /// A privacy officer approves a stored version with a key outside its author's lineage
 /// (two-person rule): not the author's key, not one the author's key created or that created
 /// it, not one made by the same key as the author's. The version's proofs must have passed or
 /// been waived; when none are kept and the server has a solver, they are run first. The answer
 /// shows the proofs next to the latest preview on real history.
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/approve", tag = "policies",
-    params(("version" = u32, Path)), responses((status = 200, description = "approved: the version's proofs and latest preview"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the approver's key is in the author's lineage, or the proofs did not pass and were not waived"), (status = 503, body = Problem, description = "the proofs could not be run")),
+    params(("version" = u32, Path)), responses((status = 200, description = "approved: the version's proofs and latest preview", body = ApprovalOutcome), (status = 403, body = Problem, description = "only a privacy officer approves"), (status = 404, body = Problem, description = "no such version"), (status = 422, body = Problem, description = "the approver's key is in the author's lineage, or the proofs did not pass and were not waived"), (status = 503, body = Problem, description = "the proofs could not be run")),
     security(("operator_key" = [])))]
 pub async fn approve_policy(
     State(state): State<ApiState>,
     OperatorAuth(op): OperatorAuth,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ApprovalOutcome>, ApiError> {
     let version: u32 =
         one(path)?.parse().map_err(|_| ApiError::bad_request("version must be a whole number"))?;
     op.require(&[OperatorRole::PrivacyOfficer])?;
     let proofs = state.proofs.clone();
     let body = blocking(&state.service, move |s| {
-        if let (Some(proofs), consentry_service::ProofStanding::Missing) = (&proofs, s.proof_standing(version)?) {
+        if let (Some(proofs), consentry_service::ProofStanding::Missing) =
+            (&proofs, s.proof_standing(version)?)
+        {
             crate::proofs::prove_version(s, proofs, version, None, &op)?;
         }
         s.approve_policy(version, &op)?;
@@ -731,12 +756,20 @@ pub async fn approve_policy(
             });
         let mut proofs = crate::proofs::proofs_of(s, version)?;
         let latest = proofs.get_mut("proofs").and_then(|p| p.as_array_mut()).and_then(|p| p.pop());
-        Ok(serde_json::json!({
-            "version": version,
-            "approved_by": op.key_id,
-            "proofs": {"standing": proofs.get("standing").cloned().unwrap_or_default(), "latest": latest, "waivers": proofs.get("waivers").cloned().unwrap_or_default()},
-            "preview": latest_preview,
-        }))
+        let waivers = match proofs.get_mut("waivers").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(waivers)) => waivers,
+            _ => Vec::new(),
+        };
+        Ok(ApprovalOutcome {
+            version,
+            approved_by: op.key_id.clone(),
+            proofs: ApprovalProofs {
+                standing: proofs.get("standing").cloned().unwrap_or_default(),
+                latest,
+                waivers,
+            },
+            preview: latest_preview,
+        })
     })
     .await?;
     Ok(Json(body))

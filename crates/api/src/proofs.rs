@@ -12,7 +12,7 @@ use consentry_prove::{
 };
 use consentry_service::{OperatorSession, ProofStanding, Service, PROVERS};
 use consentry_types::{OperatorRole, Role};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
@@ -168,11 +168,55 @@ pub struct ProofInput {
     pub against: Option<u32>,
 }
 
+/// A review as kept and answered (what [`review_json`] builds).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes review_json's JSON for the OpenAPI document; tests/http.rs checks they agree
+pub struct ReviewBody {
+    pub draft: String,
+    pub solver: String,
+    pub passed: bool,
+    pub elapsed_ms: u64,
+    /// Per invariant: proven or not, per field with a witness where violated.
+    #[schema(value_type = Vec<Object>)]
+    pub invariants: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub never_errors: Vec<Value>,
+    /// Against the active (or named) version: what it newly allows and denies.
+    #[schema(value_type = Option<Object>)]
+    pub comparison: Option<Value>,
+}
+
+/// A version's proofs (what [`proofs_of`] builds).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes proofs_of's JSON for the OpenAPI document
+pub struct ProofsBody {
+    pub version: u32,
+    /// passed, failed, waived (with the waiver) or missing.
+    #[schema(value_type = Object)]
+    pub standing: Value,
+    /// Oldest first: by, at, passed, review.
+    #[schema(value_type = Vec<Object>)]
+    pub proofs: Vec<Value>,
+    /// by, at, reason.
+    #[schema(value_type = Vec<Object>)]
+    pub waivers: Vec<Value>,
+}
+
+/// A waiver kept with a version.
+#[derive(Serialize, ToSchema)]
+pub struct WaiverBody {
+    pub version: u32,
+    /// The id of the waiving key.
+    pub by: String,
+    pub at: String,
+    pub reason: String,
+}
+
 /// Proves a stored version within the invariants, never erroring, and against the active (or
 /// a named) version; the result is kept with the version and decides whether it may be approved.
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/proofs", tag = "policies", request_body = ProofInput,
     params(("version" = u32, Path)),
-    responses((status = 201, description = "the review, now kept with the version"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem, description = "the server has no SMT solver")),
+    responses((status = 201, description = "the review, now kept with the version", body = ReviewBody), (status = 403, body = Problem, description = "an auditor key may not do this"), (status = 404, body = Problem, description = "no such version"), (status = 503, body = Problem, description = "the server has no SMT solver, or it failed")),
     security(("operator_key" = [])))]
 pub async fn prove(
     State(state): State<ApiState>,
@@ -193,7 +237,7 @@ pub async fn prove(
 /// The proofs kept with a version, its waivers, and where it stands.
 #[utoipa::path(get, path = "/platform/v1/policies/{version}/proofs", tag = "policies",
     params(("version" = u32, Path)),
-    responses((status = 200, description = "standing, proofs oldest first, waivers"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, description = "standing, proofs oldest first, waivers", body = ProofsBody), (status = 404, body = Problem, description = "no such version")),
     security(("operator_key" = [])))]
 pub async fn list_proofs(
     State(state): State<ApiState>,
@@ -242,14 +286,14 @@ pub struct WaiverInput {
 /// A privacy officer (outside the author's lineage) waives a version's proofs, with a reason.
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/waivers", tag = "policies", request_body = WaiverInput,
     params(("version" = u32, Path)),
-    responses((status = 201, description = "the waiver, kept with the version"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem, description = "the officer's key is in the author's lineage")),
+    responses((status = 201, description = "the waiver, kept with the version", body = WaiverBody), (status = 403, body = Problem, description = "only a privacy officer waives proofs"), (status = 404, body = Problem, description = "no such version"), (status = 422, body = Problem, description = "the officer's key is in the author's lineage")),
     security(("operator_key" = [])))]
 pub async fn waive(
     State(state): State<ApiState>,
     OperatorAuth(op): OperatorAuth,
     path: Result<Path<String>, PathRejection>,
     JsonBody(input): JsonBody<WaiverInput>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WaiverBody>), ApiError> {
     let version = version_of(path)?;
     op.require(&[OperatorRole::PrivacyOfficer])?;
     let waiver = blocking(&state.service, move |s| {
@@ -258,8 +302,6 @@ pub async fn waive(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"version": version, "by": waiver.by, "at": waiver.at.to_string(), "reason": waiver.reason}),
-        ),
+        Json(WaiverBody { version, by: waiver.by, at: waiver.at.to_string(), reason: waiver.reason }),
     ))
 }

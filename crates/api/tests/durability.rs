@@ -12,7 +12,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use consentry_api::{app, ApiState};
+use conformance::app;
+use consentry_api::ApiState;
 use consentry_ledger::{Entries, Ledger, LedgerOptions, LossyDisk};
 use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
 use consentry_store_sqlite::SqliteStore;
@@ -20,6 +21,12 @@ use consentry_types::{Instant, OperatorRole};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
+
+#[path = "support/openapi_check.rs"]
+mod openapi_check;
+
+#[path = "support/conformance.rs"]
+mod conformance;
 
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 
@@ -138,6 +145,7 @@ async fn world() -> (Arc<Service>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_200_is_in_the_ledger_after_a_crash_that_loses_unsynced_writes() {
+    let _conformance = conformance::Guard::new();
     let (service, bearer) = world().await;
     for (kept, zeroed) in [(0, 0), (0, 4096), (60, 0)] {
         let dir = std::env::temp_dir()

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use consentry_api::{app, ApiState};
+use conformance::app;
+use consentry_api::ApiState;
 use consentry_service::{ServerKey, Service, ServiceConfig, SimulatedClock};
 use consentry_store::CaseState;
 use consentry_store_sqlite::SqliteStore;
@@ -19,6 +20,15 @@ use tower::ServiceExt;
 
 #[path = "http/serving.rs"]
 mod serving;
+
+#[path = "support/openapi_check.rs"]
+mod openapi_check;
+
+#[path = "support/conformance.rs"]
+mod conformance;
+
+#[path = "http/openapi.rs"]
+mod openapi;
 
 const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
@@ -38,6 +48,8 @@ struct Harness {
     clock: Arc<SimulatedClock>,
     operator: String,
     officer: String,
+    /// Fails the test if any response broke the OpenAPI document; prints the pairs seen.
+    _conformance: conformance::Guard,
 }
 
 impl Harness {
@@ -66,7 +78,7 @@ impl Harness {
             .unwrap_or_default();
         let officer = server_key(&service, "officer", OperatorRole::PrivacyOfficer);
         let router = app(configure(ApiState::new(service.clone())));
-        Harness { router, service, clock, operator, officer }
+        Harness { router, service, clock, operator, officer, _conformance: conformance::Guard::new() }
     }
 
     async fn send(&self, request: Request<Body>) -> Reply {
@@ -677,12 +689,15 @@ async fn openapi_document_lists_every_route() {
         ("get", "/platform/v1/keys/{id}"),
         ("delete", "/platform/v1/keys/{id}"),
         ("get", "/platform/v1/members/{id}/disclosures"),
+        ("get", "/platform/v1/ledger/stats"),
         ("post", "/platform/v1/audits"),
         ("post", "/platform/v1/policies/preview"),
         ("post", "/platform/v1/policies/{version}/preview"),
         ("post", "/platform/v1/policies/{version}/proofs"),
         ("get", "/platform/v1/policies/{version}/proofs"),
         ("post", "/platform/v1/policies/{version}/waivers"),
+        ("get", "/healthz"),
+        ("get", "/openapi.json"),
     ];
     for (method, path) in routes {
         assert!(
@@ -765,6 +780,8 @@ fn ledger_dir(name: &str) -> std::path::PathBuf {
 async fn members_can_be_told_which_apps_received_their_fields() {
     let h = Harness::new();
     let (app_id, client_id, secret) = h.world().await;
+    let none = h.op(Method::GET, "/platform/v1/ledger/stats", None).await;
+    assert!(is_problem(&none, StatusCode::NOT_FOUND), "a server without a ledger says so: {}", none.body);
     let dir = ledger_dir("transparency");
     let ledger = Arc::new(
         consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
@@ -816,10 +833,113 @@ async fn members_can_be_told_which_apps_received_their_fields() {
         StatusCode::UNAUTHORIZED
     ));
     assert_eq!(ledger.stats().records, 4);
+    // The ledger's counters: for operator keys only, exactly the ledger's own.
+    let counters = h.op(Method::GET, "/platform/v1/ledger/stats", None).await;
+    assert_eq!(counters.status, StatusCode::OK, "{}", counters.body);
+    let stats = ledger.stats();
+    assert_eq!(counters.body["records"], 4);
+    assert_eq!(counters.body["disclosures"], stats.disclosures);
+    assert_eq!(counters.body["bytes"], stats.bytes);
+    assert_eq!(counters.body["syncs"], stats.syncs);
+    assert!(stats.syncs >= 1 && stats.syncs <= 4, "{stats:?}");
+    let auditor = server_key(&h.service, "auditor", OperatorRole::Auditor);
+    let read = h.call(Method::GET, "/platform/v1/ledger/stats", Some(&auditor), None).await;
+    assert_eq!((read.status, &read.body["records"]), (StatusCode::OK, &json!(4)));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/ledger/stats", None, None).await,
+        StatusCode::UNAUTHORIZED
+    ));
+    assert!(is_problem(
+        &h.call(Method::GET, "/platform/v1/ledger/stats", Some(&token), None).await,
+        StatusCode::UNAUTHORIZED
+    ));
     drop(h);
     let report = consentry_ledger::verify(&dir, &[]).unwrap_or_else(|e| unreachable!("{e}"));
     assert!(report.ok() && report.records == 4, "{report:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two nodes (one store, a stream each under one ledger root) serve in turn; member
+/// transparency on either reads both streams, and paging one record at a time, with records
+/// appended between pages by both nodes, shows every disclosure exactly once.
+#[tokio::test]
+async fn transparency_reads_every_nodes_stream_and_its_pages_lose_nothing() {
+    let h = Harness::new();
+    let (_, client_id, secret) = h.world().await;
+    let root = ledger_dir("two-nodes");
+    let stream = |node: &str| {
+        let node = consentry_types::NodeId::parse(node).unwrap_or_else(|e| unreachable!("{e}"));
+        Arc::new(
+            consentry_ledger::Ledger::open_stream(&root, &node, consentry_ledger::LedgerOptions::default())
+                .unwrap_or_else(|e| unreachable!("{e}")),
+        )
+    };
+    let node = |ledger: Arc<consentry_ledger::Ledger>| Harness {
+        router: app(ApiState::new(h.service.clone()).with_ledger(ledger)),
+        service: h.service.clone(),
+        clock: h.clock.clone(),
+        operator: h.operator.clone(),
+        officer: h.officer.clone(),
+        _conformance: conformance::Guard::new(),
+    };
+    let (a, b) = (node(stream("web-a")), node(stream("web-b")));
+    let token = a.token(&client_id, &secret).await;
+    let serve = |round: usize| {
+        let (a, b, token) = (&a, &b, token.clone());
+        async move {
+            for i in 0..round {
+                // b answers at odd seconds, a at even ones: the streams interleave in time.
+                let node = if i % 2 == 0 { a } else { b };
+                node.clock.advance_secs(1);
+                assert_eq!(node.names(&token).await, ["bob name"]);
+            }
+        }
+    };
+    serve(6).await;
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &after {
+            Some(after) => format!("/platform/v1/members/bob/disclosures?limit=1&after={after}"),
+            None => "/platform/v1/members/bob/disclosures?limit=1".to_string(),
+        };
+        // Pages are read from either node, and both keep serving between pages.
+        let reader = if pages % 2 == 0 { &b } else { &a };
+        let page = reader.op(Method::GET, &uri, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        for item in page.body["data"].as_array().cloned().unwrap_or_default() {
+            seen.push((
+                item["node"].as_str().unwrap_or_default().to_string(),
+                item["seq"].as_u64().unwrap_or(0),
+            ));
+        }
+        pages += 1;
+        if pages < 4 {
+            serve(2).await;
+        }
+        match page.body["paging"]["after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+        assert!(pages < 100, "paging does not end");
+    }
+    let mut expected: Vec<(String, u64)> =
+        (1..=6).flat_map(|seq| [("web-a".to_string(), seq), ("web-b".to_string(), seq)]).collect();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every disclosure of both nodes exactly once: {seen:?}");
+    // A plain record number names no position once there are two streams.
+    assert!(is_problem(
+        &a.op(Method::GET, "/platform/v1/members/bob/disclosures?after=3", None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    assert!(is_problem(
+        &a.op(Method::GET, "/platform/v1/members/bob/disclosures?after=web-a:x", None).await,
+        StatusCode::BAD_REQUEST
+    ));
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[tokio::test]
@@ -1857,8 +1977,14 @@ async fn client_secret_checks_beyond_the_queue_get_503_at_once() {
 async fn openapi_declares_the_throttled_answers() {
     let h = Harness::new();
     let doc = h.call(Method::GET, "/openapi.json", None, None).await;
-    let declared =
-        |method: &str, path: &str, status: &str| doc.body["paths"][path][method]["responses"][status].clone();
+    // Shared answers are component responses the operations refer to.
+    let declared = |method: &str, path: &str, status: &str| {
+        let response = &doc.body["paths"][path][method]["responses"][status];
+        match response["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {
+            Some(pointer) => doc.body.pointer(pointer).cloned().unwrap_or(Value::Null),
+            None => response.clone(),
+        }
+    };
     for (method, path) in [("post", "/oauth/token"), ("post", "/oauth/revoke"), ("post", "/oauth/introspect")]
     {
         for status in ["429", "503"] {

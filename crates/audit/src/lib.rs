@@ -490,15 +490,12 @@ pub fn run(
         scoped_id,
     };
     let did_started = std::time::Instant::now();
-    let did = if ledger_dir.join("signing.pub").exists() {
-        audit_did(
-            &context,
-            &mut consentry_ledger::RawEntries::open(ledger_dir).map_err(AuditError::from)?,
-            progress,
-        )?
-    } else {
-        DidReport::default()
-    };
+    // Every stream of the ledger, whichever node recorded it (none: nothing was disclosed).
+    let did = audit_did(
+        &context,
+        &mut consentry_ledger::RawEntries::open(ledger_dir).map_err(AuditError::from)?,
+        progress,
+    )?;
     let did_seconds = did_started.elapsed().as_secs_f64();
     let could = audit_could(&context)?;
     Ok(AuditReport {

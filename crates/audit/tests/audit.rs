@@ -111,6 +111,14 @@ impl Store for StaleConsents {
         enqueue_notification(&self, d: &DeveloperId, e: &str, p: &str, at: Instant) -> StoreResult<u64>;
         due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<consentry_store::Notification>>;
         record_delivery(&self, id: u64, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<()>;
+        server_secrets(&self) -> StoreResult<Vec<consentry_store::ServerSecret>>;
+        add_server_secret(&self, s: &consentry_store::ServerSecret) -> StoreResult<bool>;
+        claim_due_notifications(&self, n: &str, now: Instant, until: Instant, limit: usize, per: usize) -> StoreResult<Vec<consentry_store::Notification>>;
+        record_claimed_delivery(&self, id: u64, n: &str, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<bool>;
+        release_notifications(&self, n: &str, ids: &[u64]) -> StoreResult<()>;
+        outbox_depth(&self) -> StoreResult<consentry_store::OutboxDepth>;
+        claim_job(&self, j: &str, n: &str, now: Instant, until: Instant, first: Instant) -> StoreResult<bool>;
+        finish_job(&self, j: &str, n: &str, next: Instant) -> StoreResult<bool>;
         notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
         open_case(&self, d: &DeveloperId, m: &str, deadline: Instant, at: Instant) -> StoreResult<u64>;
         case(&self, id: u64) -> StoreResult<Option<consentry_store::Case>>;
@@ -166,7 +174,10 @@ struct World {
     store: Arc<StaleConsents>,
     service: Service,
     clock: Arc<SimulatedClock>,
-    ledger: Ledger,
+    /// Two nodes' streams under one ledger root: reads are recorded by each in turn, so the
+    /// audit reads a ledger of two streams interleaved in time, as several nodes write it.
+    ledger: [Ledger; 2],
+    reads: std::cell::Cell<usize>,
     dir: std::path::PathBuf,
     apps: Vec<(AppId, consentry_service::AppSession)>,
     key: ServerKey,
@@ -212,8 +223,12 @@ fn world(name: &str) -> World {
             service.authenticate_app(&token.access_token).unwrap_or_else(|e| unreachable!("{e}")),
         ));
     }
-    let ledger =
-        Ledger::open(&dir.join("ledger"), LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    let stream = |node: &str| {
+        let node = consentry_types::NodeId::parse(node).unwrap_or_else(|e| unreachable!("{e}"));
+        Ledger::open_stream(&dir.join("ledger"), &node, LedgerOptions::default())
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    };
+    let ledger = [stream("web-a"), stream("web-b")];
     let sign_in = |name: &str, role: OperatorRole| {
         let made = service.create_key_on_server("test", "tester", name, role, None);
         let made = made.unwrap_or_else(|e| unreachable!("{e}"));
@@ -221,7 +236,7 @@ fn world(name: &str) -> World {
     };
     let (author, officer) =
         (sign_in("author", OperatorRole::Operator), sign_in("officer", OperatorRole::PrivacyOfficer));
-    World { store, service, clock, ledger, dir, apps, key, author, officer }
+    World { store, service, clock, ledger, reads: std::cell::Cell::new(0), dir, apps, key, author, officer }
 }
 
 impl World {
@@ -287,7 +302,8 @@ impl World {
                         .map(|s| s.record(&consentry_service::request_id(), "GET /v1/groups/{id}", session)),
                 };
                 if let Ok(record) = record {
-                    self.ledger.append(&record).unwrap_or_else(|e| unreachable!("{e}"));
+                    let node = self.reads.replace(self.reads.get() + 1) % 2;
+                    self.ledger[node].append(&record).unwrap_or_else(|e| unreachable!("{e}"));
                 }
                 Ok(())
             }
@@ -326,8 +342,8 @@ impl World {
             enforced: &enforced,
             scoped_id: &scoped,
         };
-        let mut entries =
-            consentry_ledger::RawEntries::open(self.ledger.dir()).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut entries = consentry_ledger::RawEntries::open(&self.dir.join("ledger"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
         let did = audit_did(&context, &mut entries, &mut |_| {}).unwrap_or_else(|e| unreachable!("{e}"));
         let could = audit_could(&context).unwrap_or_else(|e| unreachable!("{e}"));
         (did, could)
@@ -338,7 +354,7 @@ impl World {
     fn brute_force(&self, policy: &CompiledPolicy) -> BTreeMap<(AppId, Field), u64> {
         let apps = apps_by_id(self.store.apps().unwrap_or_default());
         let mut counts = BTreeMap::new();
-        for entry in Entries::open(self.ledger.dir()).unwrap_or_else(|e| unreachable!("{e}")) {
+        for entry in Entries::open(&self.dir.join("ledger")).unwrap_or_else(|e| unreachable!("{e}")) {
             let record = entry.unwrap_or_else(|e| unreachable!("{e}")).record;
             let facts = self.store.facts_as_of(record.at).unwrap_or_default();
             let installation = facts.installations.get(&(record.app.clone(), record.group.clone()));

@@ -93,8 +93,8 @@ pub fn run_audit(
 pub fn run(args: AuditArgs) -> Result<()> {
     let dir = DataDir::open(&args.data_dir)?;
     let store: Arc<dyn Store> = dir.store()?;
-    let service =
-        Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, ServiceConfig::default());
+    let server_key = dir.server_key(store.as_ref())?;
+    let service = Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default());
     let window = consentry_api::window(
         args.from.as_deref(),
         args.to.as_deref(),
@@ -398,12 +398,9 @@ body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} table{{border-colla
 pub fn preview(draft: &Path, since: &str, to: Option<&str>, data_dir: &Path) -> Result<()> {
     let dir = DataDir::open(data_dir)?;
     let store: Arc<dyn Store> = dir.store()?;
-    let service = Service::new(
-        store.clone(),
-        Arc::new(SystemClock::default()),
-        dir.server_key()?,
-        ServiceConfig::default(),
-    );
+    let server_key = dir.server_key(store.as_ref())?;
+    let service =
+        Service::new(store.clone(), Arc::new(SystemClock::default()), server_key, ServiceConfig::default());
     let window =
         consentry_api::window(None, to, Some(since), Instant::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = std::fs::read_to_string(draft).with_context(|| format!("cannot read {}", draft.display()))?;

@@ -52,7 +52,8 @@ pub enum CaseCommand {
 
 fn service(dir: &DataDir) -> Result<Service> {
     let store: Arc<dyn Store> = dir.store()?;
-    Ok(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, ServiceConfig::default()))
+    let server_key = dir.server_key(store.as_ref())?;
+    Ok(Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default()))
 }
 
 pub fn run(command: CaseCommand) -> Result<()> {
@@ -97,7 +98,7 @@ pub fn run(command: CaseCommand) -> Result<()> {
         CaseCommand::FollowUp { id, data_dir } => {
             let dir = DataDir::open(&data_dir)?;
             let service = service(&dir)?;
-            let state = follow_up(&service, &dir, id)?;
+            let state = follow_up(&service, &dir.ledger_dir(), id)?;
             println!("case {id}: {}", state.as_str());
             Ok(())
         }
@@ -136,7 +137,7 @@ pub fn run(command: CaseCommand) -> Result<()> {
 
 /// Fails every open case whose developer the ledger shows received data after the case
 /// opened (run by `serve` every hour). Returns how many failed.
-pub fn fail_cases_with_disclosures(service: &Service, dir: &DataDir) -> Result<u32> {
+pub fn fail_cases_with_disclosures(service: &Service, ledger_root: &std::path::Path) -> Result<u32> {
     use consentry_store::CaseState;
     let open: Vec<_> = service
         .store()
@@ -146,11 +147,12 @@ pub fn fail_cases_with_disclosures(service: &Service, dir: &DataDir) -> Result<u
             matches!(c.state, CaseState::DeletionRequested | CaseState::Attested | CaseState::Overdue)
         })
         .collect();
-    if open.is_empty() || !dir.ledger_dir().join("signing.pub").exists() {
+    if open.is_empty() {
         return Ok(0);
     }
     let mut failed = std::collections::BTreeSet::new();
-    for entry in consentry_ledger::Entries::open(&dir.ledger_dir())? {
+    // Every node's stream: a disclosure after the case opened, on any node, fails it.
+    for entry in consentry_ledger::Entries::open(ledger_root)? {
         let record = entry?.record;
         if record.disclosures.is_empty() {
             continue;
@@ -166,20 +168,88 @@ pub fn fail_cases_with_disclosures(service: &Service, dir: &DataDir) -> Result<u
 }
 
 /// Reads the ledger for disclosures to the case's developer since it opened, then follows up.
-pub fn follow_up(service: &Service, dir: &DataDir, id: u64) -> Result<consentry_store::CaseState> {
+pub fn follow_up(
+    service: &Service,
+    ledger_root: &std::path::Path,
+    id: u64,
+) -> Result<consentry_store::CaseState> {
     let Some(case) = service.store().case(id)? else { bail!("there is no case {id}") };
     let mut disclosed = false;
-    if dir.ledger_dir().join("signing.pub").exists() {
-        for entry in consentry_ledger::Entries::open(&dir.ledger_dir())? {
-            let record = entry?.record;
-            if record.developer == case.developer
-                && record.at >= case.opened_at
-                && !record.disclosures.is_empty()
-            {
-                disclosed = true;
-                break;
-            }
+    // Every node's stream: a disclosure after the case opened, on any node, fails it.
+    for entry in consentry_ledger::Entries::open(ledger_root)? {
+        let record = entry?.record;
+        if record.developer == case.developer && record.at >= case.opened_at && !record.disclosures.is_empty()
+        {
+            disclosed = true;
+            break;
         }
     }
     service.follow_up_case(id, disclosed).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the message
+
+    use super::*;
+    use consentry_ledger::{Ledger, LedgerOptions};
+    use consentry_service::{Clock, ServerKey, SimulatedClock};
+    use consentry_store::CaseState;
+    use consentry_types::{
+        AppId, DeveloperId, Disclosure, DisclosureRecord, Field, GroupId, MemberId, NodeId, Subject,
+    };
+
+    /// A response to `developer`'s app at `at`, as a node records it.
+    pub(crate) fn served(developer: &str, app: &str, group: &str, at: Instant) -> DisclosureRecord {
+        DisclosureRecord {
+            at,
+            request_id: format!("{}", at.millis()),
+            app: AppId::parse(app).unwrap(),
+            developer: DeveloperId::parse(developer).unwrap(),
+            group: GroupId::parse(group).unwrap(),
+            token_hash: "00".repeat(32),
+            policy_version: 1,
+            route: "GET /v1/groups/{id}/members".into(),
+            disclosures: vec![Disclosure {
+                subject: Subject::Member(MemberId::parse("bob").unwrap()),
+                fields: [Field::MemberName].into_iter().collect(),
+            }],
+        }
+    }
+
+    /// Two nodes' streams under one fresh ledger root.
+    pub(crate) fn two_streams(name: &str) -> (std::path::PathBuf, Ledger, Ledger) {
+        let root = std::env::temp_dir().join(format!("consentry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let open = |node: &str| {
+            Ledger::open_stream(&root, &NodeId::parse(node).unwrap(), LedgerOptions::default()).unwrap()
+        };
+        let (a, b) = (open("web-a"), open("web-b"));
+        (root, a, b)
+    }
+
+    #[test]
+    fn a_disclosure_after_the_case_opened_on_any_nodes_stream_fails_it() {
+        let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+        let store: Arc<dyn Store> = Arc::new(consentry_store_sqlite::SqliteStore::in_memory().unwrap());
+        let service = Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default());
+        let developer = DeveloperId::parse("acme").unwrap();
+        service.put_developer(&developer, "Acme", "p@acme.example", "https://acme.example/h").unwrap();
+        let (root, a, b) = two_streams("case-follow-up");
+        // Before the case: node a served acme.
+        a.append(&served("acme", "app-1", "hikers", clock.now())).unwrap();
+        clock.advance_secs(60);
+        let case = service.open_case(&developer, "{}", 30).unwrap();
+        clock.advance_secs(60);
+        // Node a keeps to the revocation; other developers are served on b.
+        b.append(&served("other", "app-2", "hikers", clock.now())).unwrap();
+        assert_eq!(follow_up(&service, &root, case).unwrap(), CaseState::DeletionRequested);
+        assert_eq!(fail_cases_with_disclosures(&service, &root).unwrap(), 0);
+        // Node b still served acme after the case opened: the case fails, whichever node did it.
+        b.append(&served("acme", "app-1", "hikers", clock.now())).unwrap();
+        a.append(&served("other", "app-2", "hikers", clock.now())).unwrap();
+        assert_eq!(fail_cases_with_disclosures(&service, &root).unwrap(), 1);
+        assert_eq!(service.store().case(case).unwrap().map(|c| c.state), Some(CaseState::Failed));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -1,5 +1,6 @@
-//! The data directory: the SQLite file, the ledger, the server key and the bootstrap operator
-//! key; and where the store is (`--store`: SQLite in the data directory, or PostgreSQL).
+//! The data directory: the SQLite file, the ledger root (unless `--ledger-root` puts it
+//! elsewhere), the server key of earlier versions and the bootstrap operator key; and where
+//! the store is (`--store`: SQLite in the data directory, or PostgreSQL).
 //!
 //! The directory is created mode 0700. Key files are created mode 0600 and only ever as new
 //! files (`create_new`, never through a symbolic link: `O_NOFOLLOW`); a key file is read only
@@ -16,6 +17,9 @@ use consentry_service::ServerKey;
 use consentry_store::Store;
 use consentry_store_postgres::{redacted, PgOptions, PgStore};
 use consentry_store_sqlite::SqliteStore;
+
+/// The ledger root given on the command line (`--ledger-root`), set once at start.
+pub static LEDGER_ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
 /// The largest key file read; a key is a line of text.
 const MAX_SECRET_FILE: u64 = 4096;
@@ -102,46 +106,94 @@ impl DataDir {
         open_store(STORE_LOCATION.get().unwrap_or(&StoreLocation::DataDir), self)
     }
 
-    /// The SQLite store in this directory, whatever `--store` says (the demo's world, a copy's source).
+    /// The SQLite store in this directory, whatever `--store` says (the demo's world, a copy's
+    /// source), its file created mode 0600 (it holds the server keys; SQLite gives its `-wal`
+    /// and `-shm` files the same mode).
     pub fn sqlite_store(&self) -> Result<SqliteStore> {
         let file = self.file("consentry.db");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&file);
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create the store {}", file.display()))
+                }
+            }
+        }
         SqliteStore::open(&file).with_context(|| format!("cannot open the store {}", file.display()))
     }
 
-    /// The disclosure ledger's directory.
+    /// The ledger root: `--ledger-root` (or `CONSENTRY_LEDGER_ROOT`) when given, which may be
+    /// storage every node shares, else `ledger/` in the data directory. Each node's stream is
+    /// a directory in it; readers read every stream.
     pub fn ledger_dir(&self) -> PathBuf {
-        self.file("ledger")
+        LEDGER_ROOT.get().cloned().flatten().unwrap_or_else(|| self.file("ledger"))
     }
 
-    /// Opens the ledger, recovering from a crash if there was one.
-    pub fn ledger(&self) -> Result<consentry_ledger::Ledger> {
-        let dir = self.ledger_dir();
-        consentry_ledger::Ledger::open(&dir, consentry_ledger::LedgerOptions::default())
-            .with_context(|| format!("cannot open the ledger in {}", dir.display()))
-    }
-
-    /// The server's key (app-scoped ids, cursors), created on first use. It is kept in the data
-    /// directory whatever the store is: the seam where several nodes on one PostgreSQL database
-    /// come to share one key (issue 9's "several nodes") is here.
-    pub fn server_key(&self) -> Result<ServerKey> {
-        if let Some(text) = self.read_secret("server.key")? {
-            let file = self.file("server.key");
-            let text = text.trim();
-            if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!("{} is corrupted: expected 64 hexadecimal characters", file.display());
-            }
-            let mut bytes = [0u8; 32];
-            for (i, byte) in bytes.iter_mut().enumerate() {
-                let pair = text.get(i * 2..i * 2 + 2).unwrap_or("00");
-                *byte = u8::from_str_radix(pair, 16)
-                    .with_context(|| format!("{} is corrupted", file.display()))?;
-            }
-            return Ok(ServerKey::from_bytes(bytes));
+    /// Opens this node's ledger stream, recovering from a crash if there was one; a
+    /// single-node ledger in the root becomes this node's stream first (said on stdout).
+    pub fn ledger(&self, node: &consentry_types::NodeId) -> Result<consentry_ledger::Ledger> {
+        let root = self.ledger_dir();
+        let ledger =
+            consentry_ledger::Ledger::open_stream(&root, node, consentry_ledger::LedgerOptions::default())
+                .with_context(|| {
+                    format!("cannot open the ledger stream of node {node} in {}", root.display())
+                })?;
+        if let Some(adopted) = ledger.adopted() {
+            println!(
+                "the single-node ledger in {} is now the stream of node {}: moved {} files unchanged into {} ({})",
+                root.display(),
+                adopted.node,
+                adopted.moved.len(),
+                adopted.dir.display(),
+                adopted.moved.join(", ")
+            );
         }
-        let key = ServerKey::generate();
-        let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        self.write_secret("server.key", &format!("{hex}\n"))?;
+        Ok(ledger)
+    }
+
+    /// The server's keys (app-scoped ids, cursors, webhook secrets), kept in the store so that
+    /// every node has the same. On a store without them, a `server.key` of an earlier version
+    /// in this directory becomes them (so ids, cursors and secrets keep their meaning), else
+    /// new ones are made; a `server.key` that differs from the store's is refused.
+    pub fn server_key(&self, store: &dyn consentry_store::Store) -> Result<ServerKey> {
+        let legacy = self.legacy_server_key()?;
+        let (key, origin) =
+            consentry_service::load_server_key(store, legacy.as_ref(), consentry_types::Instant::now())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("cannot load the server key")?;
+        if origin == consentry_service::KeyOrigin::Imported {
+            println!(
+                "the server key in {} is now kept in the store, shared by every node (the file is no longer needed)",
+                self.file("server.key").display()
+            );
+        }
         Ok(key)
+    }
+
+    /// The `server.key` file of an earlier version, if there is one.
+    fn legacy_server_key(&self) -> Result<Option<ServerKey>> {
+        let Some(text) = self.read_secret("server.key")? else { return Ok(None) };
+        let file = self.file("server.key");
+        let text = text.trim();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("{} is corrupted: expected 64 hexadecimal characters", file.display());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            let pair = text.get(i * 2..i * 2 + 2).unwrap_or("00");
+            *byte =
+                u8::from_str_radix(pair, 16).with_context(|| format!("{} is corrupted", file.display()))?;
+        }
+        Ok(Some(ServerKey::from_bytes(bytes)))
     }
 
     /// Reads a key file, or `None` if there is none. Refuses a symbolic link (never followed),

@@ -331,9 +331,11 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let proofs = crate::prove::server_proofs(std::env::var("CONSENTRY_SOLVER").ok().as_deref(), None)?;
     let dir = prepare_dir(path)?;
     let store = Arc::new(dir.sqlite_store()?);
+    let server_key = dir.server_key(store.as_ref())?;
     store.set_bulk_load(true)?;
-    let key = dir.server_key()?;
-    let ledger = Arc::new(dir.ledger()?);
+    let key = server_key;
+    // One node plays the story: its stream is `ledger/demo/`.
+    let ledger = Arc::new(dir.ledger(&crate::node::node_id(Some("demo"))?)?);
     let start = at("2017-01-02T09:00:00Z")?;
     let change = at("2018-04-04T00:00:00Z")?;
     let end = at("2019-12-05T00:00:00Z")?;
@@ -815,7 +817,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     }
     let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (case, _) in &cases {
-        let state = crate::cases::follow_up(&sim, &dir, *case)?;
+        let state = crate::cases::follow_up(&sim, &dir.ledger_dir(), *case)?;
         *outcomes.entry(state.as_str()).or_default() += 1;
     }
     println!(
@@ -894,7 +896,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
 /// Verifies the ledger the story wrote and tells, per app and from the ledger alone, what it received.
 fn ledger_summary(dir: &DataDir, ledger: &consentry_ledger::Ledger, apps: &[AppInfo]) -> Result<()> {
     let checkpoint = ledger.checkpoint().context("cannot sign a ledger checkpoint")?;
-    let report = consentry_ledger::verify(&dir.ledger_dir(), &[]).context("cannot verify the ledger")?;
+    let report = consentry_ledger::verify(ledger.dir(), &[]).context("cannot verify the ledger")?;
     if let Some(problem) = &report.problem {
         bail!("the ledger does not verify: {problem}");
     }

@@ -23,12 +23,10 @@ pub enum InstallationCommand {
     },
 }
 
-/// When each (app, group) was last served, as the ledger records it.
+/// When each (app, group) was last served, as the ledger (all its streams) records it.
 pub fn last_use(ledger_dir: &Path) -> Result<HashMap<(AppId, GroupId), Instant>> {
     let mut last = HashMap::new();
-    if !ledger_dir.join("signing.pub").exists() {
-        return Ok(last);
-    }
+    // Every node's stream: a use recorded by any node counts.
     for entry in consentry_ledger::Entries::open(ledger_dir)? {
         let record = entry?.record;
         let at = last.entry((record.app, record.group)).or_insert(record.at);
@@ -48,12 +46,9 @@ pub fn run(command: InstallationCommand) -> Result<()> {
         InstallationCommand::Expire { inactive_days, data_dir } => {
             let dir = DataDir::open(&data_dir)?;
             let store: Arc<dyn Store> = dir.store()?;
-            let service = Service::new(
-                store,
-                Arc::new(SystemClock::default()),
-                dir.server_key()?,
-                ServiceConfig::default(),
-            );
+            let server_key = dir.server_key(store.as_ref())?;
+            let service =
+                Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default());
             let expired = expire(&service, &dir.ledger_dir(), inactive_days)?;
             for (app, group) in &expired {
                 println!("expired: {app} in {group}");
@@ -61,5 +56,30 @@ pub fn run(command: InstallationCommand) -> Result<()> {
             println!("{} installations unused for {inactive_days} days removed", expired.len());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failure is the message
+
+    use super::*;
+    use crate::cases::tests::{served, two_streams};
+
+    #[test]
+    fn the_last_use_is_the_latest_on_any_nodes_stream() {
+        let (root, a, b) = two_streams("last-use");
+        let t = |secs: i64| Instant::from_secs(1_700_000_000 + secs);
+        a.append(&served("acme", "app-1", "hikers", t(10))).unwrap();
+        b.append(&served("acme", "app-1", "hikers", t(20))).unwrap();
+        a.append(&served("acme", "app-1", "hikers", t(30))).unwrap();
+        b.append(&served("acme", "app-1", "hikers", t(40))).unwrap();
+        b.append(&served("acme", "app-2", "hikers", t(5))).unwrap();
+        let last = last_use(&root).unwrap();
+        let key = |app: &str| (AppId::parse(app).unwrap(), GroupId::parse("hikers").unwrap());
+        assert_eq!(last.get(&key("app-1")), Some(&t(40)));
+        assert_eq!(last.get(&key("app-2")), Some(&t(5)));
+        assert_eq!(last.len(), 2);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

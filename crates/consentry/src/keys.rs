@@ -77,7 +77,8 @@ fn uid() -> Option<u32> {
 /// A service over the data directory, on the wall clock.
 pub fn service(dir: &DataDir) -> Result<Service> {
     let store = dir.store()?;
-    Ok(Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, ServiceConfig::default()))
+    let server_key = dir.server_key(store.as_ref())?;
+    Ok(Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default()))
 }
 
 /// Signs in with an operator key: the text of `CONSENTRY_KEY`, or of `key_file`.

@@ -1,18 +1,23 @@
-//! `consentry ledger verify|show|export|checkpoint|repair`: the ledger from the command line.
+//! `consentry ledger verify|show|export|checkpoint|repair`: the ledger from the command line,
+//! every stream of the ledger root (each node writes its own) read and checked as one ledger.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use consentry_ledger::{diagnose, repair, verify, Diagnosis, Entries, RepairPlan};
+use consentry_ledger::{
+    diagnose, repair, streams, verify_all, Diagnosis, Entries, Ledger, LedgerError, LedgerOptions,
+    RepairPlan, Stream, StreamReport,
+};
 use consentry_types::{AppId, Instant, MemberId, Subject};
 
 use crate::data_dir::DataDir;
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
-    /// Check every record, seal and checkpoint; prints OK or the first bad segment and record.
+    /// Check every stream's records, seals and checkpoints; prints OK or, per stream, the first
+    /// bad segment and record.
     Verify {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
@@ -45,7 +50,8 @@ pub enum LedgerCommand {
         #[arg(long)]
         parquet: PathBuf,
     },
-    /// Sign a checkpoint of the ledger as it is now and print it, for an outside auditor.
+    /// Sign a checkpoint of each stream as it is now and print it, for an outside auditor (a
+    /// stream a running node writes: the last checkpoint it kept).
     Checkpoint {
         #[arg(long, env = "CONSENTRY_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
@@ -59,6 +65,9 @@ pub enum LedgerCommand {
         /// Repair (without it, only say what would be done).
         #[arg(long)]
         yes: bool,
+        /// The node whose stream to repair (needed when the ledger has several streams).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -66,24 +75,47 @@ fn instant(text: Option<String>) -> Result<Option<Instant>> {
     text.map(|t| Instant::parse(&t).map_err(|e| anyhow::anyhow!("{e}"))).transpose()
 }
 
-fn existing_ledger(data_dir: &std::path::Path) -> Result<PathBuf> {
-    let dir = data_dir.join("ledger");
-    if !dir.join("signing.pub").exists() {
-        bail!("no ledger in {}", data_dir.display());
+/// The ledger root of the data directory (or `--ledger-root`), with its streams.
+fn existing_ledger(data_dir: &std::path::Path) -> Result<(PathBuf, Vec<Stream>)> {
+    let root = DataDir::open(data_dir)?.ledger_dir();
+    let streams = streams(&root).with_context(|| format!("cannot read {}", root.display()))?;
+    if streams.is_empty() {
+        bail!("no ledger in {}", root.display());
     }
-    Ok(dir)
+    Ok((root, streams))
+}
+
+/// The one stream a command that writes acts on: the node's, or the only one.
+fn one_stream(streams: Vec<Stream>, node: Option<&str>) -> Result<Stream> {
+    match node {
+        Some(name) => streams
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| anyhow::anyhow!("the ledger has no stream of node {name}")),
+        None => {
+            let names: Vec<String> = streams.iter().map(|s| s.name()).collect();
+            match <[Stream; 1]>::try_from(streams) {
+                Ok([only]) => Ok(only),
+                Err(_) => {
+                    bail!("the ledger has several streams ({}): say which with --node", names.join(", "))
+                }
+            }
+        }
+    }
 }
 
 pub fn run(command: LedgerCommand) -> Result<()> {
     match command {
         LedgerCommand::Verify { data_dir, checkpoint } => {
-            let dir = existing_ledger(&data_dir)?;
-            let report =
-                verify(&dir, &checkpoint).with_context(|| format!("cannot verify {}", dir.display()))?;
-            match report.problem {
-                None => {
-                    println!(
-                        "OK: {} segments, {} records, {} disclosures, {} bytes, {} checkpoints; {:.3} s ({:.2} GB/s)",
+            let (root, _) = existing_ledger(&data_dir)?;
+            let report = verify_all(&root, &checkpoint)
+                .with_context(|| format!("cannot verify {}", root.display()))?;
+            let mut failed = Vec::new();
+            for StreamReport { stream, report } in &report.streams {
+                match &report.problem {
+                    None => println!(
+                        "OK: stream {}: {} segments, {} records, {} disclosures, {} bytes, {} checkpoints; {:.3} s ({:.2} GB/s)",
+                        stream.name(),
                         report.segments,
                         report.records,
                         report.disclosures,
@@ -91,14 +123,26 @@ pub fn run(command: LedgerCommand) -> Result<()> {
                         report.checkpoints,
                         report.seconds,
                         report.bytes as f64 / report.seconds.max(1e-9) / 1e9
-                    );
-                    Ok(())
+                    ),
+                    Some(problem) => {
+                        println!("FAILED: stream {} ({}): {problem}", stream.name(), stream.dir.display());
+                        failed.push(format!("stream {}: {problem}", stream.name()));
+                    }
                 }
-                Some(problem) => bail!("ledger verification failed: {problem}"),
+            }
+            for unmatched in &report.unmatched {
+                println!("FAILED: {unmatched}");
+                failed.push(unmatched.clone());
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!("ledger verification failed: {}", failed.join("; "))
             }
         }
         LedgerCommand::Show { data_dir, app, member, from, to } => {
-            let dir = existing_ledger(&data_dir)?;
+            let (dir, streams) = existing_ledger(&data_dir)?;
+            let several = streams.len() > 1;
             let app = app.map(|a| AppId::parse(&a).map_err(|e| anyhow::anyhow!("{e}"))).transpose()?;
             let member =
                 member.map(|m| MemberId::parse(&m).map_err(|e| anyhow::anyhow!("{e}"))).transpose()?;
@@ -130,9 +174,15 @@ pub fn run(command: LedgerCommand) -> Result<()> {
                 if member.is_some() && subjects.is_empty() {
                     continue;
                 }
+                // With several streams a record is NODE:SEQ (numbers count within a stream).
+                let position = match (&entry.node, several) {
+                    (Some(node), true) => format!("{node}:{}", entry.seq),
+                    (None, true) => format!("single-node:{}", entry.seq),
+                    _ => entry.seq.to_string(),
+                };
                 let line = format!(
                     "{} {} request={} app={} developer={} group={} token={} policy=v{} {} {}",
-                    entry.seq,
+                    position,
                     r.at,
                     r.request_id,
                     r.app,
@@ -150,7 +200,7 @@ pub fn run(command: LedgerCommand) -> Result<()> {
             Ok(())
         }
         LedgerCommand::Export { data_dir, parquet } => {
-            let dir = existing_ledger(&data_dir)?;
+            let (dir, _) = existing_ledger(&data_dir)?;
             let summary = consentry_export::export_parquet(&dir, &parquet)
                 .with_context(|| format!("cannot export to {}", parquet.display()))?;
             println!(
@@ -163,12 +213,37 @@ pub fn run(command: LedgerCommand) -> Result<()> {
             Ok(())
         }
         LedgerCommand::Checkpoint { data_dir } => {
-            existing_ledger(&data_dir)?;
-            let ledger = DataDir::open(&data_dir)?.ledger()?;
-            println!("{}", ledger.checkpoint()?.to_line());
+            let (root, streams) = existing_ledger(&data_dir)?;
+            for stream in streams {
+                let opened = match &stream.node {
+                    Some(node) => Ledger::open_stream(&root, node, LedgerOptions::default()),
+                    None => Ledger::open(&stream.dir, LedgerOptions::default()),
+                };
+                match opened {
+                    Ok(ledger) => println!("{}", ledger.checkpoint()?.to_line()),
+                    Err(LedgerError::Locked(why)) => {
+                        let kept =
+                            std::fs::read_to_string(stream.dir.join("checkpoints")).unwrap_or_default();
+                        match kept.lines().last() {
+                            Some(line) => {
+                                println!("{line}");
+                                eprintln!(
+                                    "stream {}: {why}; its last kept checkpoint is printed",
+                                    stream.name()
+                                );
+                            }
+                            None => bail!("stream {}: {why}, and it kept no checkpoint yet", stream.name()),
+                        }
+                    }
+                    Err(e) => return Err(e).context(format!("cannot open stream {}", stream.name())),
+                }
+            }
             Ok(())
         }
-        LedgerCommand::Repair { data_dir, yes } => repair_ledger(&existing_ledger(&data_dir)?, yes),
+        LedgerCommand::Repair { data_dir, yes, node } => {
+            let (_, streams) = existing_ledger(&data_dir)?;
+            repair_ledger(&one_stream(streams, node.as_deref())?.dir, yes)
+        }
     }
 }
 

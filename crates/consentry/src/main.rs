@@ -7,6 +7,7 @@ mod demo;
 mod installations;
 mod keys;
 mod ledger;
+mod node;
 mod policy_tests;
 mod prove;
 mod serve;
@@ -39,6 +40,21 @@ struct Cli {
     #[arg(long, global = true, env = "CONSENTRY_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pool_size: u32,
+    /// The ledger root, where every node writes its own stream (`<root>/<node>/`) and every
+    /// reader reads all of them; may be storage the nodes share. Default: `ledger/` in the
+    /// data directory.
+    #[arg(long, global = true, env = "CONSENTRY_LEDGER_ROOT")]
+    ledger_root: Option<PathBuf>,
+    /// Logs on stderr: `text`, or `json` (one JSON object a line, with a line for every
+    /// request carrying the request id its ledger record has).
+    #[arg(long, global = true, env = "CONSENTRY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +81,23 @@ enum Command {
         /// A directory of invariant files (`*.cedar`); default: the shipped invariants.
         #[arg(long, env = "CONSENTRY_INVARIANTS")]
         invariants: Option<PathBuf>,
+        /// This node's id (a-z 0-9 _ -): names its ledger stream and the leases it takes;
+        /// default: derived from the host name. Give each node its own.
+        #[arg(long, env = "CONSENTRY_NODE")]
+        node: Option<String>,
+        /// Serve `/metrics` (Prometheus text format) on this address, for the operators'
+        /// network only; default: not served.
+        #[arg(long, env = "CONSENTRY_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
+        /// On SIGTERM, answer `/readyz` 503 for this many seconds while still serving, so the
+        /// load balancer moves away before the listener closes.
+        #[arg(long, env = "CONSENTRY_DRAIN_SECS", default_value_t = 5)]
+        drain_secs: u64,
+        /// Group commit: how long, at most, the ledger writer waits for the records of requests
+        /// being decided before it syncs, in microseconds (0 to 100000; 0: sync at once).
+        #[arg(long, env = "CONSENTRY_COMMIT_WAIT_US", default_value_t = consentry_api::COMMIT_WAIT.as_micros() as u64,
+              value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        commit_wait_us: u64,
     },
     /// Play the 2017–2019 Groups API story on a seeded world, then serve it.
     Demo {
@@ -194,14 +227,22 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "consentry=info,warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // In text, a line per request would drown the console: only JSON logs them by default.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| match cli.log_format {
+            LogFormat::Json => "consentry=info,warn".into(),
+            LogFormat::Text => "consentry=info,consentry::request=warn,warn".into(),
+        });
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => logs.init(),
+    }
+    // The demo plays in a directory of its own, ledger included.
+    if !matches!(cli.command, Command::Demo { .. }) {
+        let _ = data_dir::LEDGER_ROOT.set(cli.ledger_root.clone());
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -219,20 +260,35 @@ fn one_line(error: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<()> {
     data_dir::use_store(data_dir::StoreLocation::parse(cli.store.as_deref(), cli.pool_size)?);
     match cli.command {
-        Command::Serve { data_dir, listen, token_ttl, allow_local_webhooks, solver, invariants } => {
+        Command::Serve {
+            data_dir,
+            listen,
+            token_ttl,
+            allow_local_webhooks,
+            solver,
+            invariants,
+            node,
+            metrics_listen,
+            drain_secs,
+            commit_wait_us,
+        } => {
+            let node = node::node_id(node.as_deref())?;
             let dir = DataDir::open(&data_dir)?;
             let store = dir.store()?;
             println!("store: {}", data_dir::describe_store(&dir));
+            let server_key = dir.server_key(store.as_ref())?;
             let config =
                 ServiceConfig { token_ttl_secs: token_ttl.clamp(60, 86_400), ..ServiceConfig::default() };
             let service = Arc::new(
-                Service::new(store, Arc::new(SystemClock::default()), dir.server_key()?, config)
+                Service::new(store, Arc::new(SystemClock::default()), server_key, config)
                     .with_webhook_targets(serve::webhook_targets(allow_local_webhooks)),
             );
             serve::announce_bootstrap_key(&service, &dir, "consentry serve (first start)")?;
-            let ledger = Arc::new(dir.ledger()?);
+            let ledger = Arc::new(dir.ledger(&node)?);
             let proofs = prove::server_proofs(solver.as_deref(), invariants.as_ref())?;
-            serve::run(service, ledger, dir, &listen, proofs, None)
+            let commit_wait = std::time::Duration::from_micros(commit_wait_us);
+            let operation = serve::Operation { metrics_listen, drain_secs, commit_wait };
+            serve::run(service, ledger, dir, &listen, proofs, None, operation)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
             if cli.store.is_some() {
@@ -251,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                 &listen,
                 story.proofs,
                 Some(Box::new(move |addr| after(addr))),
+                serve::Operation::default(),
             )
         }
         Command::Policy { command: PolicyCommand::Validate { file } } => validate(&file),

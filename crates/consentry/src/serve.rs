@@ -47,8 +47,65 @@ pub fn webhook_targets(allow_local: bool) -> consentry_service::WebhookTargets {
         .with_resolver(Arc::new(consentry_notify::SystemResolver))
 }
 
+/// Most threads running blocking work at once (tokio's default is 512).
+pub const BLOCKING_THREADS: usize = 32;
+
 /// Called once the listener is bound, with its address.
 pub type AfterBind = Box<dyn FnOnce(SocketAddr) + Send>;
+
+/// How a node is operated behind a load balancer.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// Where `/metrics` is served (the operators' network); `None`: not served.
+    pub metrics_listen: Option<String>,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so the load
+    /// balancer stops sending new ones before the listener closes.
+    pub drain_secs: u64,
+    /// Group commit: the longest the ledger writer waits for records of requests being decided.
+    pub commit_wait: std::time::Duration,
+}
+
+impl Default for Operation {
+    fn default() -> Operation {
+        Operation { metrics_listen: None, drain_secs: 0, commit_wait: consentry_api::COMMIT_WAIT }
+    }
+}
+
+/// Periodic jobs: every node tries them; a lease in the store lets one run each period.
+fn jobs(service: &Service, node: &str, ledger_root: &std::path::Path) {
+    use consentry_service::JobSchedule;
+    let every = |every_secs: i64, lease_secs: i64, first_after_secs: i64| JobSchedule {
+        every_secs,
+        lease_secs,
+        first_after_secs,
+    };
+    let report =
+        |job: &str, outcome: consentry_service::ServiceResult<Option<Result<(), String>>>| match outcome {
+            Ok(Some(Err(e))) => eprintln!("{job} failed: {e}"),
+            Err(e) => eprintln!("{job}: cannot take the job's lease: {e}"),
+            _ => {}
+        };
+    // Cases past their deadline become overdue (and the developer is told).
+    let outcome = service.run_job("case-deadlines", node, every(60, 600, 0), || {
+        service.check_case_deadlines().map(|_| ()).map_err(|e| e.to_string())
+    });
+    report("checking case deadlines", outcome);
+    // Hourly: a case whose developer received anything after it opened, on any node, fails.
+    let outcome = service.run_job("case-follow-up", node, every(3_600, 1_800, 3_600), || {
+        crate::cases::fail_cases_with_disclosures(service, ledger_root).map(|_| ()).map_err(|e| e.to_string())
+    });
+    report("checking cases for disclosures", outcome);
+    // Daily, first a day after the store first saw the job (a freshly served demo world is
+    // not swept at once): unused installations expire; uncertified apps are suspended.
+    let outcome = service.run_job("installation-expiry", node, every(86_400, 3_600, 86_400), || {
+        crate::installations::expire(service, ledger_root, 90).map(|_| ()).map_err(|e| e.to_string())
+    });
+    report("expiring unused installations", outcome);
+    let outcome = service.run_job("certification-lapses", node, every(86_400, 3_600, 86_400), || {
+        service.suspend_lapsed_certifications(365).map(|_| ()).map_err(|e| e.to_string())
+    });
+    report("suspending lapsed certifications", outcome);
+}
 
 /// Serves until Ctrl-C, recording every disclosure in `ledger` before it leaves.
 pub fn run(
@@ -58,8 +115,14 @@ pub fn run(
     listen: &str,
     proofs: Option<consentry_api::Proofs>,
     after_bind: Option<AfterBind>,
+    operation: Operation,
 ) -> Result<()> {
+    let node = ledger.node().map_or_else(|| "local".to_string(), |n| n.to_string());
+    // Blocking work (service calls, audits, transparency reads) runs on at most
+    // BLOCKING_THREADS threads and queues beyond; responses waiting for their ledger sync
+    // hold none (one writer thread syncs for all of them).
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
@@ -77,42 +140,40 @@ pub fn run(
         if let Some(after_bind) = after_bind {
             after_bind(addr);
         }
-        // Webhooks from the durable outbox, in the background.
+        // Webhooks from the durable outbox, in the background, by leases every node shares.
         consentry_notify::Deliverer::new(service.clone(), consentry_notify::DeliveryOptions::default())
+            .with_node(&node)
             .spawn(std::time::Duration::from_secs(5));
-        // Cases past their deadline become overdue (and the developer is told); once a day,
-        // installations unused for 90 days expire.
+        // Every 10 s: the server keys again (another node may have rotated them), and the
+        // periodic jobs this node may run.
         let housekeeping = service.clone();
-        let ledger_dir = ledger.dir().to_path_buf();
-        std::thread::spawn(move || {
-            let mut minutes = 0u64;
-            loop {
-                if let Err(e) = housekeeping.check_case_deadlines() {
-                    eprintln!("checking case deadlines failed: {e}");
-                }
-                // Hourly: a case whose developer received anything after it opened fails.
-                if minutes > 0 && minutes.is_multiple_of(60) {
-                    if let Err(e) = crate::cases::fail_cases_with_disclosures(&housekeeping, &data_dir) {
-                        eprintln!("checking cases for disclosures failed: {e}");
-                    }
-                }
-                // Daily, starting a day after start-up (a freshly served demo world is not swept at once).
-                if minutes > 0 && minutes.is_multiple_of(24 * 60) {
-                    if let Err(e) = crate::installations::expire(&housekeeping, &ledger_dir, 90) {
-                        eprintln!("expiring unused installations failed: {e}");
-                    }
-                    // The annual data-use checkup: uncertified for a year, suspended.
-                    if let Err(e) = housekeeping.suspend_lapsed_certifications(365) {
-                        eprintln!("suspending lapsed certifications failed: {e}");
-                    }
-                }
-                minutes += 1;
-                std::thread::sleep(std::time::Duration::from_secs(60));
+        let ledger_root = data_dir.ledger_dir();
+        let job_node = node.clone();
+        std::thread::spawn(move || loop {
+            if let Err(e) = housekeeping.reload_server_key() {
+                eprintln!("reloading the server key failed: {e}");
             }
+            jobs(&housekeeping, &job_node, &ledger_root);
+            std::thread::sleep(std::time::Duration::from_secs(10));
         });
-        let mut state = ApiState::new(service).with_ledger(ledger.clone());
+        let readiness = Arc::new(consentry_api::Readiness::default());
+        let mut state = ApiState::new(service)
+            .with_commit_wait(operation.commit_wait)
+            .with_ledger(ledger.clone())
+            .with_readiness(readiness.clone());
         if let Some(proofs) = proofs {
             state = state.with_proofs(proofs);
+        }
+        if let Some(metrics_listen) = &operation.metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(metrics_listen)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_listen} for metrics"))?;
+            let at = metrics.local_addr().context("cannot read the metrics address")?;
+            println!("metrics on http://{at}/metrics");
+            let router = consentry_api::metrics_app(state.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(metrics, router).await;
+            });
         }
         // Every few minutes, a signed checkpoint of what was served, so that an outside
         // auditor's copy is never far behind.
@@ -132,9 +193,8 @@ pub fn run(
             }
         });
         // The peer address goes with each request, so failed authentication is throttled
-        // per address as well as per client id.
-        let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
+        // per address as well as per client id; hyper's own answers leave as problem+json.
+        let served = consentry_api::serve(listener, app(state), drain(readiness, operation.drain_secs))
             .await
             .context("the server stopped with an error");
         // A signed checkpoint of everything served, for outside auditors.
@@ -144,6 +204,16 @@ pub fn run(
         }
         served
     })
+}
+
+/// Waits for Ctrl-C or SIGTERM, then drains: `/readyz` answers 503 at once while requests
+/// are still served for `drain_secs` (the load balancer sees it and sends no more), then the
+/// listener closes and the requests in flight finish.
+async fn drain(readiness: Arc<consentry_api::Readiness>, drain_secs: u64) {
+    shutdown_signal().await;
+    readiness.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    println!("stopping: not ready; serving for {drain_secs} s more, then finishing what is in flight");
+    tokio::time::sleep(std::time::Duration::from_secs(drain_secs)).await;
 }
 
 /// Ctrl-C, or SIGTERM as service managers send it.

@@ -2,6 +2,15 @@
 
 mod support;
 
+#[path = "../../api/tests/support/openapi_check.rs"]
+mod openapi_check;
+
+#[path = "../../api/tests/support/hostile.rs"]
+mod hostile;
+
+#[path = "cli/fuzz.rs"]
+mod fuzz;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -587,9 +596,9 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
 
     // The ledger the demo wrote: verify, an auditor's checkpoint, show, and tampering.
     let verified = run(&["ledger", "verify", "--data-dir", data]);
-    assert!(text(&verified.stdout).starts_with("OK: 1 segments"), "{}", text(&verified.stdout));
+    assert!(text(&verified.stdout).starts_with("OK: stream demo: 1 segments"), "{}", text(&verified.stdout));
     let checkpoint = text(&run(&["ledger", "checkpoint", "--data-dir", data]).stdout).trim().to_string();
-    assert!(checkpoint.starts_with("checkpoint v1 seq="), "{checkpoint}");
+    assert!(checkpoint.starts_with("checkpoint v2 node=demo seq="), "{checkpoint}");
     assert!(run(&["ledger", "verify", "--data-dir", data, "--checkpoint", &checkpoint]).status.success());
     let shown = text(
         &run(&["ledger", "show", "--data-dir", data, "--from", "2018-04-04", "--to", "2018-06-01"]).stdout,
@@ -598,7 +607,7 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
         !shown.is_empty() && shown.lines().all(|l| l.contains(" 2018-0") && l.contains("policy=v2")),
         "{shown}"
     );
-    let segment = dir.join("ledger").join("00000001.seg");
+    let segment = dir.join("ledger").join("demo").join("00000001.seg");
     let mut bytes = std::fs::read(&segment).unwrap_or_default();
     let middle = bytes.len() / 2;
     if let Some(b) = bytes.get_mut(middle) {
@@ -606,7 +615,7 @@ fn small_demo_tells_the_story_and_keeps_the_invariants() {
     }
     std::fs::write(&segment, bytes).unwrap_or_else(|e| unreachable!("{e}"));
     let tampered = run(&["ledger", "verify", "--data-dir", data]);
-    assert_one_line_error(&tampered, "ledger verification failed: segment 1, after record");
+    assert_one_line_error(&tampered, "ledger verification failed: stream demo: segment 1, after record");
     let nothing = run(&["ledger", "verify", "--data-dir", "/no/such/dir"]);
     assert_one_line_error(&nothing, "no ledger in /no/such/dir");
     let _ = std::fs::remove_dir_all(&dir);
@@ -725,7 +734,9 @@ fn key_files_refuse_planted_links_and_loose_modes() {
     let _ = serve(&dir);
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&parent.join("nested")), 0o700);
-    assert_eq!(mode(&dir.join("server.key")), 0o600);
+    // The server keys are in the store (no server.key any more), whose files are 0600.
+    assert!(!dir.join("server.key").exists());
+    assert_eq!(mode(&dir.join("consentry.db")), 0o600);
     assert_eq!(mode(&dir.join("bootstrap-operator.key")), 0o600);
     // And a second start reads the key it wrote.
     assert_one_line_error(&serve(&dir), "cannot listen on not-an-address");
@@ -764,8 +775,9 @@ fn first_serve_creates_a_private_bootstrap_key_and_serves() {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let stopped = child.wait().map(|s| s.success()).unwrap_or(false);
     assert!(stopped, "the server did not exit cleanly on SIGTERM");
-    let checkpoints = std::fs::read_to_string(dir.join("ledger").join("checkpoints")).unwrap_or_default();
-    assert!(checkpoints.starts_with("checkpoint v1 seq=0 "), "{checkpoints}");
+    let checkpoints =
+        std::fs::read_to_string(dir.join("ledger").join("test-node").join("checkpoints")).unwrap_or_default();
+    assert!(checkpoints.starts_with("checkpoint v2 node=test-node seq=0 "), "{checkpoints}");
     assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
     assert!(
         unauthenticated.starts_with("HTTP/1.1 401") && unauthenticated.contains("application/problem+json"),
@@ -958,6 +970,8 @@ fn the_bootstrap_key_file_is_removed_once_another_operator_key_exists() {
 }
 
 /// Every file under `dir` with its bytes.
+/// Every file of a ledger with its bytes; the lock files writers take (`*.lock`, no records in
+/// them) are left out.
 fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -966,7 +980,7 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if path.extension().is_none_or(|e| e != "lock") {
                 out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
             }
         }
@@ -1110,5 +1124,124 @@ fn serve_throttles_failed_authentication_per_peer_address() {
     assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
     assert!(refused.to_ascii_lowercase().contains("\r\nretry-after: "), "{refused}");
     assert!(refused.contains("application/problem+json"), "{refused}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Starts `serve` as node `node` on `dir`, its logs (JSON) in `logs`, metrics on `metrics`.
+fn start_node(dir: &Path, node: &str, metrics: u16, logs: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let log = std::fs::File::create(logs).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut child = consentry()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap_or_default()])
+        .args(["--node", node, "--metrics-listen", &format!("127.0.0.1:{metrics}"), "--drain-secs", "2"])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "consentry=info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| unreachable!("no stdout"));
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut addr = None;
+    for line in lines.by_ref().take(8).map_while(Result::ok) {
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            addr = rest.split_whitespace().next().map(String::from);
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr.unwrap_or_else(|| unreachable!("node {node} did not start")))
+}
+
+/// Two `serve` processes on one data directory (one store, one ledger root): each writes its
+/// own stream, one key works on both, `ledger verify` checks both streams. On SIGTERM a node
+/// answers `/readyz` 503 at once, still finishes the request in flight, then exits; it counts
+/// requests for `/metrics` and logs each as a JSON line with its request id.
+#[test]
+fn two_nodes_share_a_data_dir_and_a_node_drains_on_sigterm() {
+    let dir = temp_dir("two-nodes");
+    let (metrics_a, metrics_b) = (free_port(), free_port());
+    let (mut a, addr_a) = start_node(&dir, "web-a", metrics_a, &dir.with_extension("a.log"));
+    let (mut b, addr_b) = start_node(&dir, "web-b", metrics_b, &dir.with_extension("b.log"));
+    let key =
+        std::fs::read_to_string(dir.join("bootstrap-operator.key")).unwrap_or_default().trim().to_string();
+    for addr in [&addr_a, &addr_b] {
+        let ready = http_get(addr, "/readyz");
+        assert!(ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready"), "{ready}");
+        // The key the first node made works on both: keys live in the store.
+        assert!(http_get_with_key(addr, "/platform/v1/keys", &key).starts_with("HTTP/1.1 200"));
+    }
+    // A request in flight on a: headers and half its body sent.
+    let body = r#"{"name":"Ann","picture_url":"https://pics.example/ann.jpg"}"#;
+    let mut slow = TcpStream::connect(&addr_a).unwrap_or_else(|e| unreachable!("{e}"));
+    let head = format!(
+        "PUT /platform/v1/members/ann HTTP/1.1\r\nHost: {addr_a}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+    slow.write_all(&body.as_bytes()[..10]).unwrap_or_else(|e| unreachable!("{e}"));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let metrics = http_get(&format!("127.0.0.1:{metrics_a}"), "/metrics");
+    let _ = std::process::Command::new("kill").args(["-TERM", &a.id().to_string()]).status();
+    // Not ready at once, while it still answers.
+    let mut readiness = String::new();
+    for _ in 0..50 {
+        readiness = http_get(&addr_a, "/readyz");
+        if readiness.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(readiness.starts_with("HTTP/1.1 503") && readiness.contains("draining"), "{readiness}");
+    // The request in flight completes.
+    slow.write_all(&body.as_bytes()[10..]).unwrap_or_else(|e| unreachable!("{e}"));
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 2"), "the request in flight was lost: {answer:?}");
+    assert!(a.wait().map(|s| s.success()).unwrap_or(false), "node a did not exit cleanly");
+    // b still serves what a wrote.
+    assert!(http_get_with_key(&addr_b, "/platform/v1/keys", &key).starts_with("HTTP/1.1 200"));
+    let _ = std::process::Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
+    let _ = b.wait();
+    // Metrics: requests by route and status, the ledger's syncs.
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"consentry_http_requests_total{method="GET",route="/platform/v1/keys",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
+    for name in [
+        "consentry_http_request_duration_seconds_bucket",
+        "consentry_decisions_total",
+        "consentry_webhook_outbox_pending",
+        "consentry_cases_open",
+        "consentry_ledger_sync_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(name), "{name} missing: {metrics}");
+    }
+    // Logs: one JSON line per request, with its request id.
+    let logs = std::fs::read_to_string(dir.with_extension("a.log")).unwrap_or_default();
+    let request_lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "consentry::request")
+        .collect();
+    assert!(
+        request_lines.iter().any(|v| v["route"] == "/platform/v1/members/{id}"
+            && v["status"] == 204
+            && v["request_id"].as_str().is_some_and(|r| r.len() == 16)),
+        "{logs}"
+    );
+    // Each node wrote its own stream; verify checks both; a checkpoint names its node.
+    let verified = text(&run(&["ledger", "verify", "--data-dir", dir.to_str().unwrap_or_default()]).stdout);
+    assert!(verified.contains("OK: stream web-a:") && verified.contains("OK: stream web-b:"), "{verified}");
+    let kept =
+        std::fs::read_to_string(dir.join("ledger").join("web-a").join("checkpoints")).unwrap_or_default();
+    assert!(kept.starts_with("checkpoint v2 node=web-a "), "{kept}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,8 @@
 //! Exports the disclosure ledger to Parquet: one row per (record, subject, field), in
 //! Hive-style day partitions (`day=2019-11-04/part-00000.parquet`), so that DuckDB, Spark,
 //! Trino or pyarrow can read it. Reads the ledger as a stream; memory is bounded by one
-//! row group per open day.
+//! row group per open day. Rows carry the node whose ledger stream holds the record (`seq`
+//! numbers records within a stream).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,6 +31,7 @@ pub const SCHEMA: &str = "message disclosure {
   required binary resource (STRING);
   required binary subject (STRING);
   required binary field (STRING);
+  required binary node (STRING);
 }";
 
 const ROW_GROUP: usize = 256 * 1024;
@@ -65,6 +67,8 @@ struct Columns {
     resource: Vec<ByteArray>,
     subject: Vec<ByteArray>,
     field: Vec<ByteArray>,
+    /// The stream the record is in (its node; `seq` counts within it).
+    node: Vec<ByteArray>,
 }
 
 impl Columns {
@@ -106,6 +110,7 @@ fn write_row_group(day: &mut DayFile) -> Result<(), ExportError> {
                     7 => &columns.route,
                     8 => &columns.resource,
                     9 => &columns.subject,
+                    11 => &columns.node,
                     _ => &columns.field,
                 };
                 column.typed::<ByteArrayType>().write_batch(values, None, None).map(|_| ())?
@@ -132,7 +137,8 @@ pub fn export_parquet(ledger_dir: &Path, out: &Path) -> Result<ExportSummary, Ex
     let mut summary = ExportSummary::default();
     let field_names: Vec<ByteArray> = consentry_types::Field::ALL.iter().map(|f| text(f.as_str())).collect();
     for entry in Entries::open(ledger_dir)? {
-        let LedgerEntry { seq, record } = entry?;
+        let LedgerEntry { node, seq, record } = entry?;
+        let node = text(node.as_ref().map_or("single-node", |n| n.as_str()));
         summary.records += 1;
         let instant = record.at.to_string();
         let day = instant.get(..10).unwrap_or("unknown").to_string();
@@ -173,6 +179,7 @@ pub fn export_parquet(ledger_dir: &Path, out: &Path) -> Result<ExportSummary, Ex
                 let c = &mut file.columns;
                 c.instant.push(record.at.millis());
                 c.seq.push(seq as i64);
+                c.node.push(node.clone());
                 c.request_id.push(request_id.clone());
                 c.app.push(app.clone());
                 c.developer.push(developer.clone());

@@ -150,9 +150,12 @@ impl Dictionary {
         number
     }
 
-    /// The name a number stands for, whatever its kind.
-    pub(crate) fn any_name(&self, number: u64) -> Option<&str> {
-        usize::try_from(number).ok().and_then(|n| self.names.get(n)).map(|(_, name)| name.as_str())
+    /// The name a number stands for, with its kind.
+    pub(crate) fn entry(&self, number: u64) -> Option<(NameKind, &str)> {
+        usize::try_from(number)
+            .ok()
+            .and_then(|n| self.names.get(n))
+            .map(|(kind, name)| (*kind, name.as_str()))
     }
 
     fn name(&self, kind: NameKind, number: u64) -> Result<&str, LedgerError> {

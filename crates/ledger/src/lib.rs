@@ -12,17 +12,19 @@ mod checkpoints;
 mod codec;
 mod files;
 mod keys;
+mod merge;
 mod reader;
 mod recovery;
 mod repair;
 mod seal;
 mod segment;
+mod streams;
 mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use consentry_types::{DisclosureRecord, Instant};
+use consentry_types::{DisclosureRecord, Instant, NodeId};
 use ed25519_dalek::SigningKey;
 
 use codec::{encode_record, frame, merkle_root, Dictionary};
@@ -33,10 +35,11 @@ pub use codec::RawRecord;
 #[cfg(feature = "fault-injection")]
 pub use files::LossyDisk;
 pub use files::{AppendFile, FileLayer, RealFiles};
-pub use reader::{Entries, LedgerEntry, RawEntries};
+pub use merge::{Entries, LedgerEntry, RawEntries};
 pub use repair::{diagnose, repair, Diagnosis, RepairPlan, Repaired, DAMAGED_DIR};
 pub use seal::{read_verifying_key, Checkpoint};
-pub use verify::{verify, Problem, VerifyReport};
+pub use streams::{adopt_single_node_ledger, streams, Adoption, Stream};
+pub use verify::{verify, verify_all, LedgerReport, Problem, StreamReport, VerifyReport};
 
 /// What went wrong with the ledger. Messages are one line.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,9 @@ pub enum LedgerError {
     },
     #[error("ledger stopped after a write failure ({0}); restart to recover")]
     Stopped(String),
+    /// Another process writes this stream.
+    #[error("{0}")]
+    Locked(String),
 }
 
 fn damage_message(path: &Path, offset: Option<u64>, reason: &str) -> String {
@@ -124,9 +130,18 @@ struct State {
     fail_next_write: bool,
 }
 
-/// An open ledger directory.
+/// Called with how long each sync of appends took (for metrics).
+pub type SyncObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
+/// An open ledger directory: one stream, written by this process alone (it holds the
+/// stream's `writer.lock` while open).
 pub struct Ledger {
     dir: PathBuf,
+    /// The node whose stream this is; its checkpoints name it.
+    node: Option<NodeId>,
+    adopted: Option<Adoption>,
+    sync_observer: Mutex<Option<SyncObserver>>,
+    _lock: streams::FileLock,
     key: SigningKey,
     files: Arc<dyn FileLayer>,
     options: LedgerOptions,
@@ -147,6 +162,41 @@ impl Ledger {
         options: LedgerOptions,
         files: Arc<dyn FileLayer>,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::open_locked(dir, None, options, files)
+    }
+
+    /// Opens (or creates) the stream of `node` under the ledger root `root`, `<root>/<node>/`,
+    /// first adopting a single-node ledger found in `root` as this node's stream (see
+    /// [`Ledger::adopted`]). Refuses while another process writes that stream.
+    pub fn open_stream(root: &Path, node: &NodeId, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        Ledger::open_stream_on(root, node, options, Arc::new(RealFiles))
+    }
+
+    /// [`Ledger::open_stream`] with every change going through `files`.
+    pub fn open_stream_on(
+        root: &Path,
+        node: &NodeId,
+        options: LedgerOptions,
+        files: Arc<dyn FileLayer>,
+    ) -> Result<Ledger, LedgerError> {
+        let adopted = adopt_single_node_ledger(root, node)?;
+        let mut ledger = Ledger::open_locked(&root.join(node.as_str()), Some(node.clone()), options, files)?;
+        ledger.adopted = adopted;
+        Ok(ledger)
+    }
+
+    fn open_locked(
+        dir: &Path,
+        node: Option<NodeId>,
+        options: LedgerOptions,
+        files: Arc<dyn FileLayer>,
+    ) -> Result<Ledger, LedgerError> {
+        streams::create_private_dir(dir)?;
+        let what = match &node {
+            Some(node) => format!("the ledger stream of node {node} ({})", dir.display()),
+            None => format!("the ledger in {}", dir.display()),
+        };
+        let lock = streams::FileLock::try_take(&dir.join(streams::WRITER_LOCK), &what)?;
         let mut scanner = Scanner::new();
         let checked = recovery::check(dir, &mut scanner)?;
         let (key, file, segment) = checked.apply(&scanner, files.as_ref())?;
@@ -177,6 +227,10 @@ impl Ledger {
         };
         Ok(Ledger {
             dir: dir.to_path_buf(),
+            node,
+            adopted: None,
+            sync_observer: Mutex::new(None),
+            _lock: lock,
             key,
             files,
             options,
@@ -187,6 +241,40 @@ impl Ledger {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The ledger root this stream is in (for a ledger opened as one directory: that directory).
+    pub fn root(&self) -> &Path {
+        match (&self.node, self.dir.parent()) {
+            (Some(_), Some(root)) => root,
+            _ => &self.dir,
+        }
+    }
+
+    /// The node whose stream this is (`None`: a ledger opened as one directory).
+    pub fn node(&self) -> Option<&NodeId> {
+        self.node.as_ref()
+    }
+
+    /// The single-node ledger this stream adopted when it was opened, if it did.
+    pub fn adopted(&self) -> Option<&Adoption> {
+        self.adopted.as_ref()
+    }
+
+    /// Calls `observer` with the duration of every sync from now on.
+    pub fn observe_syncs(&self, observer: SyncObserver) {
+        if let Ok(mut slot) = self.sync_observer.lock() {
+            *slot = Some(observer);
+        }
+    }
+
+    /// Whether the ledger takes appends: `Err` once a write failed (it stopped).
+    pub fn health(&self) -> Result<(), LedgerError> {
+        let state = self.lock()?;
+        match &state.failed {
+            Some(failure) => Err(LedgerError::Stopped(failure.clone())),
+            None => Ok(()),
+        }
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, LedgerError> {
@@ -248,6 +336,7 @@ impl Ledger {
         let disclosures = std::mem::take(&mut state.pending_disclosures);
         let (upto, upto_head) = (state.next_seq - 1, state.head);
         let file = state.file.clone();
+        let started = std::time::Instant::now();
         #[cfg(feature = "fault-injection")]
         let injected = std::mem::take(&mut state.fail_next_write);
         drop(state);
@@ -259,6 +348,9 @@ impl Ledger {
         };
         #[cfg(not(feature = "fault-injection"))]
         let written = file.append(&batch).and_then(|_| file.sync());
+        if let Some(observer) = self.sync_observer.lock().ok().and_then(|o| o.clone()) {
+            observer(started.elapsed());
+        }
         let mut state = self.lock()?;
         state.flushing = false;
         match written {
@@ -318,7 +410,7 @@ impl Ledger {
     }
 
     fn write_checkpoint(&self, seq: u64, head: [u8; 32]) -> Result<Checkpoint, LedgerError> {
-        let checkpoint = Checkpoint::sign(seq, head, Instant::now().millis(), &self.key);
+        let checkpoint = Checkpoint::sign(self.node.as_ref(), seq, head, Instant::now().millis(), &self.key);
         let path = self.dir.join(checkpoints::CHECKPOINTS_FILE);
         self.files
             .open_append(&path)

@@ -1,33 +1,33 @@
-//! Streaming reads of the ledger: one record at a time, never the whole ledger in memory.
-//! The hash chain is checked on the way; a torn tail (never acknowledged) ends the stream,
-//! and any damage is an error, never a silent end.
+//! Streaming reads of one ledger stream: one record at a time, never the whole stream in
+//! memory. The hash chain is checked on the way; a torn tail (never acknowledged) ends the
+//! stream, and any damage is an error, never a silent end. `merge.rs` reads all streams.
 
 use std::path::Path;
 
 use consentry_types::{DisclosureRecord, Instant};
 
 use crate::chain::{Chain, Step};
-use crate::codec::{decode, decode_raw, Dictionary, Entry, RawRecord};
+use crate::codec::{decode, decode_raw, Dictionary, Entry, NameKind, RawRecord};
 use crate::LedgerError;
 
-/// One disclosure record with its sequence number.
+/// One disclosure record of a stream with its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerEntry {
+pub(crate) struct StreamEntry {
     pub seq: u64,
     pub record: DisclosureRecord,
 }
 
-/// Every record of the ledger in order.
-pub struct Entries {
+/// Every record of one stream in order.
+pub(crate) struct StreamEntries {
     chain: Chain,
     dictionary: Dictionary,
     last_at: Instant,
     failed: bool,
 }
 
-impl Entries {
-    pub fn open(dir: &Path) -> Result<Entries, LedgerError> {
-        Ok(Entries {
+impl StreamEntries {
+    pub(crate) fn open(dir: &Path) -> Result<StreamEntries, LedgerError> {
+        Ok(StreamEntries {
             chain: Chain::open(dir)?,
             dictionary: Dictionary::default(),
             last_at: Instant::from_millis(0),
@@ -36,8 +36,8 @@ impl Entries {
     }
 }
 
-impl Iterator for Entries {
-    type Item = Result<LedgerEntry, LedgerError>;
+impl Iterator for StreamEntries {
+    type Item = Result<StreamEntry, LedgerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
@@ -54,7 +54,7 @@ impl Iterator for Entries {
                 Ok(Entry::Name) => {}
                 Ok(Entry::Disclosure { seq, record }) => {
                     self.last_at = record.at;
-                    return Some(Ok(LedgerEntry { seq, record }));
+                    return Some(Ok(StreamEntry { seq, record }));
                 }
                 Err(e) => {
                     self.failed = true;
@@ -65,30 +65,30 @@ impl Iterator for Entries {
     }
 }
 
-/// Every record in order with identities as dictionary numbers, read into one reused
-/// [`RawRecord`]; [`RawEntries::name`] resolves a number. For scans of very large ledgers.
-pub struct RawEntries {
+/// Every record of one stream in order with identities as the stream's dictionary numbers,
+/// read into one reused [`RawRecord`]. For scans of very large ledgers.
+pub(crate) struct StreamRawEntries {
     chain: Chain,
     dictionary: Dictionary,
     last_at: Instant,
 }
 
-impl RawEntries {
-    pub fn open(dir: &Path) -> Result<RawEntries, LedgerError> {
-        Ok(RawEntries {
+impl StreamRawEntries {
+    pub(crate) fn open(dir: &Path) -> Result<StreamRawEntries, LedgerError> {
+        Ok(StreamRawEntries {
             chain: Chain::open(dir)?,
             dictionary: Dictionary::default(),
             last_at: Instant::from_millis(0),
         })
     }
 
-    /// The identity a number stands for.
-    pub fn name(&self, number: u64) -> Option<&str> {
-        self.dictionary.any_name(number)
+    /// The identity a number stands for, with its kind.
+    pub(crate) fn name(&self, number: u64) -> Option<(NameKind, &str)> {
+        self.dictionary.entry(number)
     }
 
     /// Reads the next record into `out`; `Ok(false)` at the end.
-    pub fn next_into(&mut self, out: &mut RawRecord) -> Result<bool, LedgerError> {
+    pub(crate) fn next_into(&mut self, out: &mut RawRecord) -> Result<bool, LedgerError> {
         loop {
             match self.chain.step()? {
                 Step::Frame(frame) => {

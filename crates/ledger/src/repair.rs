@@ -148,6 +148,11 @@ fn move_aside(file: &Path, to: &Path) -> Result<(), LedgerError> {
 /// Carries out `plan` (from [`diagnose`] just before, on the same directory, which must not
 /// be open meanwhile) at instant `now`.
 pub fn repair(dir: &Path, plan: &RepairPlan, now: Instant) -> Result<Repaired, LedgerError> {
+    // Nobody may append while it is repaired.
+    let _writer = crate::streams::FileLock::try_take(
+        &dir.join(crate::streams::WRITER_LOCK),
+        &format!("the ledger stream in {}", dir.display()),
+    )?;
     // The ledger must still be as the plan saw it.
     if diagnose(dir)? != Diagnosis::Repairable(plan.clone()) {
         return Err(LedgerError::Corrupt(

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use consentry_types::NodeId;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::codec::{hex, unhex};
@@ -124,9 +125,13 @@ impl Seal {
 }
 
 /// A signed statement that the chain had `seq` records ending in `head` at `at_millis`.
-/// An auditor who keeps one can later check that the ledger only grew after it.
+/// An auditor who keeps one can later check that the ledger only grew after it. A checkpoint
+/// of a node's stream names the node (`checkpoint v2 node=web-1 …`), so it cannot be passed
+/// off as another stream's; one without a node (`v1`) is from a ledger of one stream, written
+/// before nodes had streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    pub node: Option<NodeId>,
     pub seq: u64,
     pub head: [u8; 32],
     pub at_millis: i64,
@@ -134,18 +139,31 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn body(seq: u64, head: &[u8; 32], at_millis: i64) -> String {
-        format!("checkpoint v1 seq={seq} head={} at={at_millis}", hex(head))
+    fn body(node: Option<&NodeId>, seq: u64, head: &[u8; 32], at_millis: i64) -> String {
+        match node {
+            None => format!("checkpoint v1 seq={seq} head={} at={at_millis}", hex(head)),
+            Some(node) => format!("checkpoint v2 node={node} seq={seq} head={} at={at_millis}", hex(head)),
+        }
     }
 
-    pub(crate) fn sign(seq: u64, head: [u8; 32], at_millis: i64, key: &SigningKey) -> Checkpoint {
-        let signature = key.sign(Checkpoint::body(seq, &head, at_millis).as_bytes()).to_bytes();
-        Checkpoint { seq, head, at_millis, signature }
+    pub(crate) fn sign(
+        node: Option<&NodeId>,
+        seq: u64,
+        head: [u8; 32],
+        at_millis: i64,
+        key: &SigningKey,
+    ) -> Checkpoint {
+        let signature = key.sign(Checkpoint::body(node, seq, &head, at_millis).as_bytes()).to_bytes();
+        Checkpoint { node: node.cloned(), seq, head, at_millis, signature }
     }
 
     /// The one-line form kept in `checkpoints` and handed to auditors.
     pub fn to_line(&self) -> String {
-        format!("{} sig={}", Checkpoint::body(self.seq, &self.head, self.at_millis), hex(&self.signature))
+        format!(
+            "{} sig={}",
+            Checkpoint::body(self.node.as_ref(), self.seq, &self.head, self.at_millis),
+            hex(&self.signature)
+        )
     }
 
     /// Parses a line and checks its signature.
@@ -157,7 +175,7 @@ impl Checkpoint {
 
     /// Parses a line without checking its signature: only text exactly as a checkpoint is
     /// written is accepted.
-    pub(crate) fn parse_form(line: &str) -> Result<Checkpoint, String> {
+    pub fn parse_form(line: &str) -> Result<Checkpoint, String> {
         let (body, signature) = line.rsplit_once(" sig=").ok_or("the checkpoint has no signature")?;
         let signature = unhex::<64>(signature).ok_or("the checkpoint's signature is malformed")?;
         let value = |name: &str| {
@@ -165,7 +183,12 @@ impl Checkpoint {
                 .find_map(|w| w.strip_prefix(name))
                 .ok_or_else(|| format!("the checkpoint has no {name}"))
         };
+        let node = match body.split_whitespace().find_map(|w| w.strip_prefix("node=")) {
+            Some(node) => Some(NodeId::parse(node).map_err(|e| e.to_string())?),
+            None => None,
+        };
         let checkpoint = Checkpoint {
+            node,
             seq: value("seq=")?.parse().map_err(|_| "bad seq")?,
             head: unhex::<32>(value("head=")?).ok_or("bad head")?,
             at_millis: value("at=")?.parse().map_err(|_| "bad instant")?,
@@ -179,7 +202,7 @@ impl Checkpoint {
 
     /// Checks that the ledger's key signed this checkpoint.
     pub(crate) fn check_signature(&self, key: &VerifyingKey) -> Result<(), String> {
-        let body = Checkpoint::body(self.seq, &self.head, self.at_millis);
+        let body = Checkpoint::body(self.node.as_ref(), self.seq, &self.head, self.at_millis);
         key.verify(body.as_bytes(), &Signature::from_bytes(&self.signature))
             .map_err(|_| "the checkpoint's signature does not match the ledger's key".to_string())
     }

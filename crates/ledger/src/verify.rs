@@ -4,13 +4,14 @@ use std::fmt;
 use std::path::Path;
 use std::time::Instant as WallClock;
 
-use consentry_types::Instant;
+use consentry_types::{Instant, NodeId};
 
 use crate::chain::{Chain, Step};
 use crate::checkpoints::REPAIRS_FILE;
 use crate::codec::{inspect, merkle_root, Dictionary, Inspected};
 use crate::seal::{read_verifying_key, Checkpoint, Seal};
 use crate::segment::seal_path;
+use crate::streams::{streams, Stream};
 use crate::LedgerError;
 
 /// Where verification found the first problem.
@@ -54,6 +55,25 @@ impl VerifyReport {
 /// chaining of segments, and every signed checkpoint, plus any `extra_checkpoints` an
 /// outside auditor kept.
 pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, LedgerError> {
+    verify_stream(dir, Names::Any, extra_checkpoints)
+}
+
+/// Which node the checkpoints kept in a stream must name.
+#[derive(Debug, Clone, Copy)]
+enum Names<'a> {
+    /// Not checked (a directory verified on its own).
+    Any,
+    /// This node's (lines without a node, from before it adopted a single-node ledger, too).
+    Node(&'a NodeId),
+    /// None: a single-node ledger not adopted yet.
+    Unnamed,
+}
+
+fn verify_stream(
+    dir: &Path,
+    names: Names<'_>,
+    extra_checkpoints: &[String],
+) -> Result<VerifyReport, LedgerError> {
     let started = WallClock::now();
     let key = read_verifying_key(dir)?;
     let mut report = VerifyReport::default();
@@ -89,7 +109,26 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
             continue;
         }
         match Checkpoint::parse(line, &key) {
-            Ok(checkpoint) => wanted.push((origin.to_string(), checkpoint)),
+            Ok(checkpoint) => {
+                let named = checkpoint.node.as_ref();
+                let wrong = match names {
+                    Names::Any => None,
+                    Names::Node(node) => named.filter(|n| *n != node),
+                    Names::Unnamed => named,
+                };
+                if let Some(other) = wrong {
+                    let reason = format!(
+                        "{origin}: a checkpoint of node {other} is in the stream of {}: streams were swapped or renamed",
+                        match names {
+                            Names::Node(node) => node.to_string(),
+                            _ => "the single-node ledger".to_string(),
+                        }
+                    );
+                    report.problem = Some(Problem { segment: 0, after_record: 0, reason });
+                    return Ok(report);
+                }
+                wanted.push((origin.to_string(), checkpoint))
+            }
             Err(reason) => {
                 report.problem =
                     Some(Problem { segment: 0, after_record: 0, reason: format!("{origin}: {reason}") });
@@ -216,4 +255,69 @@ pub fn verify(dir: &Path, extra_checkpoints: &[String]) -> Result<VerifyReport, 
 fn finish(mut report: VerifyReport, started: WallClock) -> VerifyReport {
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// One stream's verification.
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    pub stream: Stream,
+    pub report: VerifyReport,
+}
+
+/// What verifying every stream of a ledger found.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerReport {
+    pub streams: Vec<StreamReport>,
+    /// Given checkpoints that belong to no stream, and why.
+    pub unmatched: Vec<String>,
+}
+
+impl LedgerReport {
+    pub fn ok(&self) -> bool {
+        self.unmatched.is_empty() && self.streams.iter().all(|s| s.report.ok())
+    }
+}
+
+/// Verifies every stream under the ledger root `root` as [`verify`] does one, each stream's
+/// kept checkpoints naming its node. Each checkpoint an outside auditor kept goes to the
+/// stream it names (`v2`) or, for one that names none (`v1`), to the stream whose key signed
+/// it; one that fits no stream is reported.
+pub fn verify_all(root: &Path, extra_checkpoints: &[String]) -> Result<LedgerReport, LedgerError> {
+    let found = streams(root)?;
+    let mut given: Vec<Vec<String>> = vec![Vec::new(); found.len()];
+    let mut unmatched = Vec::new();
+    for line in extra_checkpoints.iter().map(|l| l.trim()).filter(|l| !l.is_empty()) {
+        let checkpoint = match Checkpoint::parse_form(line) {
+            Ok(checkpoint) => checkpoint,
+            Err(reason) => {
+                unmatched.push(format!("given checkpoint: {reason}"));
+                continue;
+            }
+        };
+        let index = match &checkpoint.node {
+            Some(node) => found.iter().position(|s| s.node.as_ref() == Some(node)),
+            None => found.iter().position(|s| {
+                read_verifying_key(&s.dir).is_ok_and(|key| checkpoint.check_signature(&key).is_ok())
+            }),
+        };
+        match (index.and_then(|i| given.get_mut(i)), &checkpoint.node) {
+            (Some(lines), _) => lines.push(line.to_string()),
+            (None, Some(node)) => unmatched.push(format!(
+                "given checkpoint of node {node} (record {}): the ledger has no stream of node {node}",
+                checkpoint.seq
+            )),
+            (None, None) => unmatched
+                .push(format!("given checkpoint of record {}: no stream's key signed it", checkpoint.seq)),
+        }
+    }
+    let mut reports = Vec::with_capacity(found.len());
+    for (stream, lines) in found.into_iter().zip(given) {
+        let names = match &stream.node {
+            Some(node) => Names::Node(node),
+            None => Names::Unnamed,
+        };
+        let report = verify_stream(&stream.dir, names, &lines)?;
+        reports.push(StreamReport { stream, report });
+    }
+    Ok(LedgerReport { streams: reports, unmatched })
 }

@@ -15,6 +15,8 @@ use proptest::prelude::*;
 mod file_layer;
 #[path = "ledger/recovery.rs"]
 mod recovery;
+#[path = "ledger/streams.rs"]
+mod streams;
 
 fn temp(name: &str) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

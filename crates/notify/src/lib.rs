@@ -32,7 +32,7 @@ use consentry_types::DeveloperId;
 
 pub use failure::DeliveryFailure;
 pub use http::SystemResolver;
-pub use signing::{signature, verify_signature, SignatureError};
+pub use signing::{signature, signatures, verify_signature, SignatureError};
 
 /// How deliveries are attempted.
 #[derive(Debug, Clone)]
@@ -158,23 +158,52 @@ impl Drop for LaneGuard {
     }
 }
 
-/// Delivers the outbox of a service's store.
+/// Delivers the outbox of a service's store. Several nodes may deliver one store's outbox at
+/// once: each takes the events it sends with a lease in the store
+/// ([`consentry_store::Store::claim_due_notifications`]), one developer's events by one node at
+/// a time, so an event is sent by one node only (again only if that node's lease ran out
+/// before it recorded the attempt, e.g. it died; receivers deduplicate by `id`).
 #[derive(Clone)]
 pub struct Deliverer {
     service: Arc<Service>,
     options: DeliveryOptions,
+    node: String,
 }
 
 impl Deliverer {
     pub fn new(service: Arc<Service>, options: DeliveryOptions) -> Deliverer {
-        Deliverer { service, options }
+        Deliverer { service, options, node: "local".to_string() }
+    }
+
+    /// Takes leases as `node` (each node its own id).
+    pub fn with_node(mut self, node: &str) -> Deliverer {
+        self.node = node.to_string();
+        self
+    }
+
+    /// How long a claimed event is this node's: long enough for a lane's every attempt to
+    /// time out, and then some.
+    fn lease_secs(&self) -> i64 {
+        let per_lane =
+            self.options.timeout.as_secs().max(1).saturating_mul(self.options.per_developer.max(1) as u64);
+        i64::try_from(per_lane.saturating_mul(2).saturating_add(60)).unwrap_or(i64::MAX / 2)
+    }
+
+    fn claim(&self) -> Result<Vec<Notification>, NotifyError> {
+        let now = self.service.now();
+        Ok(self.service.store().claim_due_notifications(
+            &self.node,
+            now,
+            now.plus_secs(self.lease_secs()),
+            self.options.batch,
+            self.options.per_developer.max(1),
+        )?)
     }
 
     /// Attempts the notifications due now, once, and returns when every attempt has ended.
     /// Developers are delivered to concurrently, up to `max_in_flight` at a time.
     pub fn deliver_due(&self) -> Result<PassReport, NotifyError> {
-        let due = self.service.store().due_notifications(self.service.now(), self.options.batch)?;
-        let lanes = lanes(due);
+        let lanes = lanes(self.claim()?);
         let workers = self.options.max_in_flight.clamp(1, lanes.len().max(1));
         let queue = Mutex::new(lanes.into_iter());
         let outcome: Mutex<Result<PassReport, NotifyError>> = Mutex::new(Ok(PassReport::default()));
@@ -207,7 +236,7 @@ impl Deliverer {
         let running: Shared = Arc::default();
         while !stop.load(Ordering::SeqCst) {
             let ended_before = running.0.lock().map(|r| r.ended).unwrap_or(0);
-            match self.service.store().due_notifications(self.service.now(), self.options.batch) {
+            match self.claim() {
                 Ok(due) => self.start_lanes(due, &running),
                 Err(error) => eprintln!("webhook delivery: cannot read the outbox: {error}"),
             }
@@ -219,15 +248,19 @@ impl Deliverer {
     }
 
     fn start_lanes(&self, due: Vec<Notification>, running: &Shared) {
+        let mut unstarted = Vec::new();
         for lane in lanes(due) {
-            {
-                let Ok(mut busy) = running.0.lock() else { return };
-                if busy.developers.len() >= self.options.max_in_flight.max(1) {
-                    return;
+            let started = match running.0.lock() {
+                Ok(mut busy) => {
+                    busy.developers.len() < self.options.max_in_flight.max(1)
+                        && busy.developers.insert(lane.developer.clone())
                 }
-                if !busy.developers.insert(lane.developer.clone()) {
-                    continue;
-                }
+                Err(_) => false,
+            };
+            if !started {
+                // Claimed but not sent now: given back, for this or another node's next pass.
+                unstarted.extend(lane.notifications.iter().map(|n| n.id));
+                continue;
             }
             let guard = LaneGuard { running: running.clone(), developer: lane.developer.clone() };
             let deliverer = self.clone();
@@ -237,6 +270,11 @@ impl Deliverer {
                     eprintln!("webhook delivery: {error}");
                 }
             });
+        }
+        if !unstarted.is_empty() {
+            if let Err(error) = self.service.store().release_notifications(&self.node, &unstarted) {
+                eprintln!("webhook delivery: cannot give back claimed events: {error}");
+            }
         }
     }
 
@@ -258,16 +296,32 @@ impl Deliverer {
                 (None, None) => Err(DeliveryFailure::DeveloperGone),
             };
             let at = self.service.now();
+            let node = self.node.as_str();
             match outcome {
                 Ok(()) => {
-                    store.record_delivery(notification.id, DeliveryStatus::Delivered, at, None)?;
-                    report.delivered += 1;
+                    // `false`: this node's lease ran out and another took the event over.
+                    if store.record_claimed_delivery(
+                        notification.id,
+                        node,
+                        DeliveryStatus::Delivered,
+                        at,
+                        None,
+                    )? {
+                        report.delivered += 1;
+                    }
                 }
                 Err(failure) => {
                     let recorded = failure.to_string();
                     if notification.attempts.saturating_add(1) >= self.options.max_attempts {
-                        store.record_delivery(notification.id, DeliveryStatus::Dead, at, Some(&recorded))?;
-                        report.dead += 1;
+                        if store.record_claimed_delivery(
+                            notification.id,
+                            node,
+                            DeliveryStatus::Dead,
+                            at,
+                            Some(&recorded),
+                        )? {
+                            report.dead += 1;
+                        }
                     } else {
                         let shift = notification.attempts.min(30);
                         let wait = self
@@ -275,13 +329,15 @@ impl Deliverer {
                             .first_backoff_secs
                             .saturating_mul(1i64 << shift)
                             .min(self.options.max_backoff_secs);
-                        store.record_delivery(
+                        if store.record_claimed_delivery(
                             notification.id,
+                            node,
                             DeliveryStatus::Pending,
                             at.plus_secs(wait),
                             Some(&recorded),
-                        )?;
-                        report.retrying += 1;
+                        )? {
+                            report.retrying += 1;
+                        }
                     }
                     if failure.is_the_endpoints() {
                         endpoint_failed = Some(failure);
@@ -300,13 +356,14 @@ impl Deliverer {
                 TargetError::Unresolved => DeliveryFailure::DnsFailed,
                 TargetError::Malformed(_) | TargetError::Refused(_) => DeliveryFailure::RefusedTarget,
             })?;
-        let secret = self.service.webhook_secret(&notification.developer);
+        // After a rotation, for a while, one signature under each secret.
+        let secrets = self.service.webhook_secrets(&notification.developer);
         let t = self.service.now().secs();
         let headers = [
             ("Content-Type", "application/json".to_string()),
             ("Consentry-Event", notification.event.clone()),
             ("Consentry-Delivery", notification.id.to_string()),
-            ("Consentry-Signature", signature(&secret, t, &body)),
+            ("Consentry-Signature", signatures(&secrets, t, &body)),
         ];
         let status = http::post(&target, &headers, &body, self.options.timeout)?;
         match DeliveryFailure::from_status(status) {

@@ -19,6 +19,20 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
     format!("t={t},v1={hex}")
 }
 
+/// The header with one `v1` per secret (after a rotation: the current secret's, then the
+/// previous one's), as Stripe does: `t=<t>,v1=<new>,v1=<old>`.
+pub fn signatures(secrets: &[String], t: i64, body: &str) -> String {
+    let mut header = format!("t={t}");
+    for secret in secrets {
+        let one = signature(secret, t, body);
+        if let Some((_, v1)) = one.split_once(",v1=") {
+            header.push_str(",v1=");
+            header.push_str(v1);
+        }
+    }
+    header
+}
+
 /// Why a received webhook's signature was refused (what a developer's endpoint checks).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -41,19 +55,26 @@ pub fn verify_signature(
     tolerance_secs: i64,
 ) -> Result<(), SignatureError> {
     let mut t = None;
-    let mut v1 = None;
+    let mut v1s = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", value)) => t = value.parse::<i64>().ok(),
-            Some(("v1", value)) => v1 = Some(value.to_string()),
+            Some(("v1", value)) => v1s.push(value.to_string()),
             _ => return Err(SignatureError::Malformed),
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else { return Err(SignatureError::Malformed) };
+    let Some(t) = t else { return Err(SignatureError::Malformed) };
+    if v1s.is_empty() || v1s.len() > 4 {
+        return Err(SignatureError::Malformed);
+    }
+    // Any one of the signatures (one per secret during a rotation) made with this secret.
     let expected = signature(secret, t, body);
-    let given = format!("t={t},v1={v1}");
-    let same = expected.len() == given.len()
-        && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    let same = v1s.iter().fold(false, |any, v1| {
+        let given = format!("t={t},v1={v1}");
+        let equal = expected.len() == given.len()
+            && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        any | equal
+    });
     if !same {
         return Err(SignatureError::Mismatch);
     }

@@ -755,3 +755,69 @@ fn signatures_match_an_independent_hmac_sha256_vector() {
         assert_eq!(verify_signature(secret, &flipped, body, t, 300), Err(SignatureError::Mismatch));
     }
 }
+
+/// Two nodes (two services, each with its own handle on one SQLite file) deliver the same
+/// outbox at the same time: every event reaches its endpoint exactly once, each developer's
+/// in queue order.
+#[test]
+fn two_nodes_delivering_one_outbox_send_each_event_once_in_order() {
+    let path = std::env::temp_dir().join(format!("consentry-two-deliverers-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let clock = clock();
+    let key = ServerKey::generate();
+    let open =
+        || -> Arc<dyn Store> { Arc::new(SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"))) };
+    let a = service_with(open(), clock.clone(), key.clone(), local_targets());
+    let b = service_with(open(), clock.clone(), key, local_targets());
+    let endpoint = Endpoint::listening(Behaviour::Accept);
+    let (group, ann) = group(&a);
+    let mut apps = Vec::new();
+    for d in 0..4 {
+        apps.push(developer_with_app(&a, &format!("dev{d}"), &endpoint.url()));
+    }
+    // More events: each app uninstalled and installed again, 5 times.
+    for _ in 0..5 {
+        for app in &apps {
+            ok(a.uninstall_app(app, &group));
+            ok(a.install_app(app, &group, &ann));
+        }
+    }
+    let queued: u64 = (0..4)
+        .map(|d| a.store().notifications(&dev(&format!("dev{d}"))).map(|n| n.len() as u64).unwrap_or(0))
+        .sum();
+    assert!(queued >= 44, "{queued} events queued");
+    let options = DeliveryOptions { per_developer: 3, ..DeliveryOptions::default() };
+    let deliverers = [
+        Deliverer::new(a.clone(), options.clone()).with_node("web-a"),
+        Deliverer::new(b.clone(), options).with_node("web-b"),
+    ];
+    std::thread::scope(|scope| {
+        for deliverer in &deliverers {
+            scope.spawn(move || {
+                for _ in 0..60 {
+                    if deliverer.deliver_due().map(|r| r.delivered).unwrap_or(0) == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            });
+        }
+    });
+    let arrivals = endpoint.accepted();
+    let mut ids: Vec<u64> = arrivals.iter().map(|a| a.delivery.parse().unwrap_or(0)).collect();
+    ids.sort_unstable();
+    let mut once = ids.clone();
+    once.dedup();
+    assert_eq!(ids, once, "an event was delivered twice");
+    assert_eq!(ids.len() as u64, queued, "every event delivered");
+    assert_eq!(a.store().outbox_depth().map(|d| d.pending), Ok(0));
+    // Each developer's events arrived in the order they were queued.
+    for d in 0..4 {
+        let of: Vec<u64> = arrivals
+            .iter()
+            .filter(|x| x.body.contains(&format!("\"developer\":\"dev{d}\"")))
+            .map(|x| x.delivery.parse().unwrap_or(0))
+            .collect();
+        assert!(of.windows(2).all(|w| w[0] < w[1]), "dev{d} out of order: {of:?}");
+    }
+    let _ = std::fs::remove_file(&path);
+}

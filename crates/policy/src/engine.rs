@@ -4,6 +4,7 @@
 //! was shown, so it can never go stale: a write changes the facts presented, hence the key.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use cedar_policy::Authorizer;
@@ -63,6 +64,17 @@ impl DecisionCache {
 #[derive(Debug)]
 pub struct Engine {
     cache: DecisionCache,
+    decisions: AtomicU64,
+    cedar_calls: AtomicU64,
+}
+
+/// What an engine decided since it was made (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecisionStats {
+    /// Field decisions asked for.
+    pub decisions: u64,
+    /// Of those, answered from memory (the page's or the engine's) without asking Cedar.
+    pub memo_hits: u64,
 }
 
 impl Default for Engine {
@@ -78,7 +90,20 @@ impl Engine {
 
     /// An engine that memoizes at most `capacity` decisions (it forgets them all when full).
     pub fn with_capacity(capacity: usize) -> Engine {
-        Engine { cache: DecisionCache::with_capacity(capacity.max(1)) }
+        Engine {
+            cache: DecisionCache::with_capacity(capacity.max(1)),
+            decisions: AtomicU64::new(0),
+            cedar_calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Decisions made and memo hits so far.
+    pub fn stats(&self) -> DecisionStats {
+        let decisions = self.decisions.load(Ordering::Relaxed);
+        DecisionStats {
+            decisions,
+            memo_hits: decisions.saturating_sub(self.cedar_calls.load(Ordering::Relaxed)),
+        }
     }
 
     pub fn cache(&self) -> &DecisionCache {
@@ -93,7 +118,7 @@ impl Engine {
     /// with), so that memoized decisions are shared across apps, groups and installations.
     pub fn page<'a>(&'a self, policy: &'a CompiledPolicy, page: PageFacts) -> PageDecider<'a> {
         let page = policy.presentation.present(page);
-        PageDecider { engine: self, policy, page, local: HashMap::new() }
+        PageDecider { engine: self, policy, page, local: HashMap::new(), asked: 0 }
     }
 
     fn decide(
@@ -108,6 +133,7 @@ impl Engine {
         if let Some(allow) = self.cache.get(&key) {
             return Ok(allow);
         }
+        self.cedar_calls.fetch_add(1, Ordering::Relaxed);
         let (request, entities) = cedar_input(policy, page, field, subject, SUBJECT_PLACEHOLDER)?;
         let allow = allowed(&Authorizer::new().is_authorized(&request, &policy.policies, &entities))?;
         self.cache.put(key, allow);
@@ -121,12 +147,21 @@ pub struct PageDecider<'a> {
     policy: &'a CompiledPolicy,
     page: PageFacts,
     local: HashMap<(Field, SubjectFacts), bool>,
+    /// Decisions asked of this page, added to the engine's count once, when it is dropped.
+    asked: u64,
+}
+
+impl Drop for PageDecider<'_> {
+    fn drop(&mut self) {
+        self.engine.decisions.fetch_add(self.asked, Ordering::Relaxed);
+    }
 }
 
 impl PageDecider<'_> {
     /// Whether the app may read `field` of a resource whose subject has these facts.
     /// Fields without a member subject ignore `subject`.
     pub fn allows(&mut self, field: Field, subject: SubjectFacts) -> Result<bool, PolicyError> {
+        self.asked += 1;
         let subject = if field.has_member_subject() { subject } else { SubjectFacts::NONE };
         if let Some(allow) = self.local.get(&(field, subject)) {
             return Ok(*allow);

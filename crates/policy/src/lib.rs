@@ -9,7 +9,7 @@ mod presentation;
 mod request;
 
 pub use compile::{compile, schema, CompiledPolicy, PolicyDiagnostic, PolicyError};
-pub use engine::{DecisionCache, Engine};
+pub use engine::{DecisionCache, DecisionStats, Engine};
 pub use nesting::{MAX_BRACKETS, MAX_DEPTH};
 pub use presentation::Presentation;
 pub use request::{naive_decide, PageFacts, SubjectFacts};

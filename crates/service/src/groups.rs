@@ -212,11 +212,16 @@ impl Service {
     fn open_cursor(&self, scope: &str, after: Option<&str>) -> ServiceResult<Option<String>> {
         match after {
             None => Ok(None),
-            Some(cursor) => self
-                .key
-                .open_cursor(scope, cursor)
-                .map(Some)
-                .ok_or_else(|| ServiceError::InvalidInput("the cursor is not valid for this list".into())),
+            Some(cursor) => {
+                let opened = self.server_key().open_cursor(scope, cursor).or_else(|| {
+                    // Sealed by a node that rotated the cursor key since this one loaded it?
+                    self.reload_server_key_soon();
+                    self.server_key().open_cursor(scope, cursor)
+                });
+                opened
+                    .map(Some)
+                    .ok_or_else(|| ServiceError::InvalidInput("the cursor is not valid for this list".into()))
+            }
         }
     }
 
@@ -291,7 +296,7 @@ impl Service {
     }
 
     fn seal(&self, scope: &str, payload: &str) -> ServiceResult<String> {
-        self.key
+        self.server_key()
             .seal_cursor(scope, payload)
             .ok_or_else(|| ServiceError::Internal("cannot seal a cursor".into()))
     }
@@ -392,7 +397,10 @@ impl Service {
                 }
                 let author = if author_ok {
                     let name = listed.author.name.clone();
-                    Some(AuthorView { id: self.key.scoped_member_id(&session.app, &post.author), name })
+                    Some(AuthorView {
+                        id: self.server_key().scoped_member_id(&session.app, &post.author),
+                        name,
+                    })
                 } else {
                     None
                 };
@@ -403,7 +411,7 @@ impl Service {
                 }
                 merge(&mut disclosures, Subject::Member(post.author.clone()), fields_of_author);
                 items.push(PostView {
-                    id: self.key.scoped_post_id(&session.app, &post.id),
+                    id: self.server_key().scoped_post_id(&session.app, &post.id),
                     content: shown.contains(Field::PostContent).then(|| post.content.clone()),
                     created_time: shown.contains(Field::PostCreatedTime).then_some(post.created_at),
                     author,
@@ -464,7 +472,7 @@ impl Service {
                 }
                 disclosures.push(Disclosure { subject: Subject::Member(member.id.clone()), fields: allowed });
                 items.push(MemberView {
-                    id: self.key.scoped_member_id(&session.app, &member.id),
+                    id: self.server_key().scoped_member_id(&session.app, &member.id),
                     name: allowed.contains(Field::MemberName).then(|| member.name.clone()),
                     picture: allowed.contains(Field::MemberPicture).then(|| member.picture_url.clone()),
                 });

@@ -9,11 +9,13 @@ mod cases;
 mod clock;
 mod gate;
 mod groups;
+mod jobs;
 mod keys;
 mod platform;
 mod proofs;
 mod secret_checks;
 mod secrets;
+mod server_keys;
 mod throttle;
 mod webhook_target;
 
@@ -27,10 +29,12 @@ pub use auth::{AppSession, IssuedToken, OperatorSession, TokenIntrospection};
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use consentry_types::{Disclosure, DisclosureRecord, Subject};
 pub use groups::{parse_fields, AuthorView, GroupView, MemberView, Page, PageRequest, PostView, Served};
+pub use jobs::JobSchedule;
 pub use keys::{may_create, may_revoke, parse_key_lifetime, NewOperatorKey, MAX_KEY_LIFETIME_DAYS};
 pub use platform::RegisteredApp;
 pub use proofs::{ProofStanding, PROVERS};
 pub use secrets::ServerKey;
+pub use server_keys::{load_server_key, KeyOrigin};
 pub use throttle::{AddressBlock, AuthLimits, Credential, FailedAuthentication, TooManyAttempts};
 pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 
@@ -84,6 +88,12 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 pub trait DisclosureSink: Send + Sync {
     /// Returns only once the record is durable; an error means nothing may be disclosed.
     fn record(&self, record: &DisclosureRecord) -> Result<(), String>;
+
+    /// Records several responses' records, returning once all are durable (with one sync
+    /// where the sink can); an error means none of them may be disclosed.
+    fn record_all(&self, records: &[DisclosureRecord]) -> Result<(), String> {
+        records.iter().try_for_each(|record| self.record(record))
+    }
 }
 
 impl<T> Served<T> {
@@ -137,7 +147,9 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     /// Orders changes of access facts against responses' release (see `gate`).
     gate: gate::Gate,
-    key: ServerKey,
+    /// The server keys, shared with every node through the store (see `server_keys.rs`).
+    key: std::sync::RwLock<Arc<ServerKey>>,
+    key_loaded_at: Mutex<Option<consentry_types::Instant>>,
     config: ServiceConfig,
     /// Where developers' webhooks may point (checked at registration and at each delivery).
     webhook_targets: webhook_target::WebhookTargets,
@@ -162,7 +174,8 @@ impl Service {
             compiled: Mutex::new(HashMap::new()),
             clock,
             gate: gate::Gate::new(),
-            key,
+            key: std::sync::RwLock::new(Arc::new(key)),
+            key_loaded_at: Mutex::new(None),
             failed_auth: FailedAuthentication::new(config.auth_limits.clone()),
             secret_checks: secret_checks::SecretChecks::new(
                 config.auth_limits.secret_checks_at_once,
@@ -183,13 +196,24 @@ impl Service {
         self.clock.now()
     }
 
+    /// Field decisions made and answered from memory since start (for metrics).
+    pub fn decision_stats(&self) -> consentry_policy::DecisionStats {
+        self.engine.stats()
+    }
+
     pub fn config(&self) -> &ServiceConfig {
         &self.config
     }
 
     /// The secret `developer` checks webhook signatures with.
     pub fn webhook_secret(&self, developer: &consentry_types::DeveloperId) -> String {
-        self.key.webhook_secret(developer)
+        self.server_key().webhook_secret(developer)
+    }
+
+    /// Every secret a webhook to `developer` is signed with now (after a rotation, for a
+    /// while, the previous one too).
+    pub fn webhook_secrets(&self, developer: &consentry_types::DeveloperId) -> Vec<String> {
+        self.server_key().webhook_secrets(developer)
     }
 
     /// Queues a webhook event for the developer of `app` in the durable outbox.
@@ -224,7 +248,7 @@ impl Service {
         app: &consentry_types::AppId,
         member: &consentry_types::MemberId,
     ) -> String {
-        self.key.scoped_member_id(app, member)
+        self.server_key().scoped_member_id(app, member)
     }
 
     /// Benchmarks only: serve every requested field without deciding (the baseline that

@@ -336,7 +336,7 @@ impl Service {
         drop(change);
         if had && !profile {
             // The developer learns which of its app-scoped ids withdrew, never the platform id.
-            let scoped = self.key.scoped_member_id(app, member);
+            let scoped = self.server_key().scoped_member_id(app, member);
             self.notify_app_developer(
                 app,
                 "consent.revoked",

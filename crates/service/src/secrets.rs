@@ -22,9 +22,19 @@ const TAG_LEN: usize = 16;
 /// The longest cursor text accepted; longer text is refused before it is decoded.
 const MAX_CURSOR_LEN: usize = 512;
 
-/// The server's own 256-bit key, kept in the data directory.
+/// The server's keys, the same on every node (kept in the store, see `server_keys.rs`): the
+/// identity key behind app-scoped ids, which never changes, and the cursor and webhook keys,
+/// which rotate. Each rotating purpose has its current key first and, for a while after a
+/// rotation, the one before it: cursors it sealed still open and webhooks are signed with both.
+/// Generation 0 of each is derived from the identity key (what a `server.key` file of earlier
+/// versions meant); later generations are random.
 #[derive(Clone)]
-pub struct ServerKey([u8; 32]);
+pub struct ServerKey {
+    pub(crate) identity: [u8; 32],
+    /// Current first, then the previous generation while it is still accepted.
+    pub(crate) cursor: Vec<[u8; 32]>,
+    pub(crate) webhook: Vec<[u8; 32]>,
+}
 
 impl std::fmt::Debug for ServerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,20 +42,29 @@ impl std::fmt::Debug for ServerKey {
     }
 }
 
+pub(crate) const CURSOR_PURPOSE: &str = "consentry 2026 cursor xchacha20-poly1305";
+pub(crate) const WEBHOOK_PURPOSE: &str = "consentry 2026 webhook secret";
+
 impl ServerKey {
     pub fn generate() -> ServerKey {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
-        ServerKey(key)
+        ServerKey::from_bytes(key)
     }
+    /// The keys of an identity key alone: generation 0 of every purpose.
     pub fn from_bytes(bytes: [u8; 32]) -> ServerKey {
-        ServerKey(bytes)
+        ServerKey {
+            identity: bytes,
+            cursor: vec![blake3::derive_key(CURSOR_PURPOSE, &bytes)],
+            webhook: vec![blake3::derive_key(WEBHOOK_PURPOSE, &bytes)],
+        }
     }
+    /// The identity key.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0
+        self.identity
     }
     fn derive(&self, purpose: &str) -> [u8; 32] {
-        blake3::derive_key(purpose, &self.0)
+        blake3::derive_key(purpose, &self.identity)
     }
 
     /// The id an app sees for a member: a keyed hash of (app, member), so two apps cannot
@@ -70,12 +89,24 @@ impl ServerKey {
         format!("{prefix}{}", hex.get(..32).unwrap_or(&hex))
     }
 
-    /// The secret a developer verifies webhook signatures with. Derived, not stored: it exists
-    /// only while a signature is made or when the platform hands it to the developer.
+    /// The secret a developer verifies webhook signatures with (the current generation's).
+    /// Derived, not stored: it exists only while a signature is made or when the platform
+    /// hands it to the developer.
     pub fn webhook_secret(&self, developer: &consentry_types::DeveloperId) -> String {
-        let mut hasher = blake3::Hasher::new_keyed(&self.derive("consentry 2026 webhook secret"));
-        hasher.update(developer.as_str().as_bytes());
-        format!("whsec_{}", hasher.finalize().to_hex())
+        self.webhook_secrets(developer).into_iter().next().unwrap_or_default()
+    }
+
+    /// Every secret a webhook to `developer` is signed with now: the current one, and after a
+    /// rotation, for a while, the previous one too (developers switch without losing one).
+    pub fn webhook_secrets(&self, developer: &consentry_types::DeveloperId) -> Vec<String> {
+        self.webhook
+            .iter()
+            .map(|key| {
+                let mut hasher = blake3::Hasher::new_keyed(key);
+                hasher.update(developer.as_str().as_bytes());
+                format!("whsec_{}", hasher.finalize().to_hex())
+            })
+            .collect()
     }
 
     /// Seals `payload` into an opaque cursor bound to `scope` (app, group, route):
@@ -85,7 +116,8 @@ impl ServerKey {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         let sealed = self
-            .cursor_cipher()
+            .cursor_ciphers()
+            .next()?
             .encrypt(&XNonce::from(nonce), Payload { msg: payload.as_bytes(), aad: scope.as_bytes() })
             .ok()?;
         let mut cursor = nonce.to_vec();
@@ -93,8 +125,9 @@ impl ServerKey {
         Some(URL_SAFE_NO_PAD.encode(cursor))
     }
 
-    /// Opens a cursor sealed by [`ServerKey::seal_cursor`] for the same scope; anything else
-    /// (another scope, another key, any byte changed, garbage) is `None`.
+    /// Opens a cursor sealed by [`ServerKey::seal_cursor`] for the same scope, with the current
+    /// cursor key or the previous one while it is accepted; anything else (another scope,
+    /// another key, any byte changed, garbage) is `None`.
     pub fn open_cursor(&self, scope: &str, cursor: &str) -> Option<String> {
         if cursor.len() > MAX_CURSOR_LEN {
             return None;
@@ -105,13 +138,14 @@ impl ServerKey {
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).ok()?;
-        let plain =
-            self.cursor_cipher().decrypt(&nonce, Payload { msg: body, aad: scope.as_bytes() }).ok()?;
+        let plain = self
+            .cursor_ciphers()
+            .find_map(|cipher| cipher.decrypt(&nonce, Payload { msg: body, aad: scope.as_bytes() }).ok())?;
         String::from_utf8(plain).ok()
     }
 
-    fn cursor_cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&self.derive("consentry 2026 cursor xchacha20-poly1305").into())
+    fn cursor_ciphers(&self) -> impl Iterator<Item = XChaCha20Poly1305> + '_ {
+        self.cursor.iter().map(|key| XChaCha20Poly1305::new(&(*key).into()))
     }
 }
 

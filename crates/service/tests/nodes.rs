@@ -1,216 +1,166 @@
-//! Two nodes on one PostgreSQL database: a revocation made through node A is honored by the
-//! requests node B serves, with no response released after the revocation's instant that it
-//! did not see (the release fence). Skipped, saying so, when `CONSENTRY_TEST_POSTGRES` is unset.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+//! Several nodes on one store (two handles on one SQLite file, as two nodes are): one server
+//! key (the same app-scoped ids, each other's cursors, the same webhook secrets, through
+//! rotations; a `server.key` of an earlier version keeps its meaning), and periodic jobs run
+//! once per period.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the message
 
-use consentry_service::{
-    parse_fields, AppSession, OperatorSession, PageRequest, ServerKey, Service, ServiceConfig, ServiceError,
-    SystemClock,
-};
-use consentry_store_postgres::testing::{fresh_schema, test_database};
-use consentry_store_postgres::{PgOptions, PgStore};
-use consentry_types::{
-    AppId, AppStatus, DeveloperId, GroupId, Instant, MemberId, OperatorRole, ResourceKind, Role, Scope,
-};
+use std::sync::Arc;
 
-const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
-const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
+use consentry_service::{load_server_key, KeyOrigin, ServerKey, Service, ServiceConfig, SimulatedClock};
+use consentry_store::{SecretPurpose, Store};
+use consentry_store_sqlite::SqliteStore;
+use consentry_types::{AppId, DeveloperId, Instant, MemberId};
 
-#[derive(Debug, Clone, Copy)]
-enum Revocation {
-    TokenRevoked,
-    AppSuspended,
-    InstallationRemoved,
-    ConsentWithdrawn,
-    MembershipEnded,
-    /// legacy-2017 (everyone visible) replaced by groups-2018 (opt-in only): cat disappears.
-    PolicyNarrowed,
+fn temp(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("consentry-keys-{name}-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
-fn member(id: &str) -> MemberId {
-    MemberId::parse(id).unwrap()
-}
-fn hikers() -> GroupId {
-    GroupId::parse("hikers").unwrap()
-}
-
-struct Nodes {
-    a: Arc<Service>,
-    b: Arc<Service>,
-    app: AppId,
-    token: String,
-    session_b: AppSession,
-    officer: OperatorSession,
-    groups_2018: u32,
+/// A node: its own handle on the store file, its own clock (set alike), keys from the store.
+fn node(
+    path: &std::path::Path,
+    clock: &Arc<SimulatedClock>,
+    legacy: Option<&ServerKey>,
+) -> (Service, KeyOrigin) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).unwrap());
+    let (key, origin) = load_server_key(store.as_ref(), legacy, clock.now_instant()).unwrap();
+    (Service::new(store, clock.clone(), key, ServiceConfig::default()), origin)
 }
 
-/// Node A sets up the world (bob consents; legacy-2017 active, everyone visible, or
-/// groups-2018, only bob); node B, another process on the same database with the same server
-/// key, serves.
-fn nodes(url: &str, legacy: bool) -> Nodes {
-    let url = fresh_schema(url).unwrap();
-    let key = ServerKey::generate().to_bytes();
-    let node = || {
-        let store = Arc::new(PgStore::open(&url, &PgOptions { pool_size: 8 }).unwrap());
-        Arc::new(Service::new(
-            store,
-            Arc::new(SystemClock::default()),
-            ServerKey::from_bytes(key),
-            ServiceConfig::default(),
-        ))
-    };
-    let (a, b) = (node(), node());
-    a.put_group(&hikers(), "Hikers").unwrap();
-    for (id, role) in [("ann", Role::Admin), ("bob", Role::Member), ("cat", Role::Member)] {
-        a.put_member(&member(id), &format!("{id} name"), "https://pics.example/x.jpg").unwrap();
-        a.set_membership(&hikers(), &member(id), Some(role)).unwrap();
+trait Now {
+    fn now_instant(&self) -> Instant;
+}
+impl Now for Arc<SimulatedClock> {
+    fn now_instant(&self) -> Instant {
+        consentry_service::Clock::now(self.as_ref())
     }
-    let developer = DeveloperId::parse("acme").unwrap();
-    a.put_developer(&developer, "Acme", "privacy@acme.example", "https://acme.example/hook").unwrap();
-    let app = a.register_app(&developer, "Acme", "social_media_management").unwrap();
-    a.install_app(&app.app.id, &hikers(), &member("ann")).unwrap();
-    a.set_consent(&member("bob"), &app.app.id, &[Scope::Profile]).unwrap();
-    let server_key = |name: &str, role| {
-        let key = a.create_key_on_server("test", "tester", name, role, None).unwrap();
-        a.authenticate_operator(&key.key).unwrap()
-    };
-    let (ops, officer) =
-        (server_key("ops", OperatorRole::Operator), server_key("officer", OperatorRole::PrivacyOfficer));
-    let mut versions = Vec::new();
-    for text in [LEGACY, GROUPS_2018] {
-        let version = a.submit_policy(text, &ops).unwrap();
-        a.record_proof(version, &ops, true, "{}").unwrap();
-        a.approve_policy(version, &officer).unwrap();
-        versions.push(version);
-    }
-    a.activate_policy(if legacy { versions[0] } else { versions[1] }, &officer, "first").unwrap();
-    let token = a.issue_token(&app.app.client_id, &app.client_secret).unwrap().access_token;
-    let session_b = b.authenticate_app(&token).unwrap();
-    Nodes { a, b, app: app.app.id, token, session_b, officer, groups_2018: versions[1] }
 }
 
-/// What one response node B served showed of the witness, and when it was released.
-#[derive(Debug)]
-struct Seen {
-    released_at: Option<Instant>,
-    witness_shown: bool,
-}
-
-fn race(url: &str, revocation: Revocation) -> (usize, usize) {
-    let n = nodes(url, matches!(revocation, Revocation::PolicyNarrowed | Revocation::MembershipEnded));
-    let witness = match revocation {
-        Revocation::PolicyNarrowed | Revocation::MembershipEnded => "cat name",
-        _ => "bob name",
-    };
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let shown = Arc::new(AtomicUsize::new(0));
-    let fields = parse_fields(ResourceKind::Member, None).unwrap();
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (b, session, seen, stop, shown) =
-                (n.b.clone(), n.session_b.clone(), seen.clone(), stop.clone(), shown.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let served = b.read_members(&session, &hikers(), fields, &PageRequest::default());
-                    let entry = match served {
-                        Ok(served) => {
-                            let witness_shown =
-                                served.body.items.iter().any(|m| m.name.as_deref() == Some(witness));
-                            if witness_shown {
-                                shown.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Seen { released_at: Some(served.released_at), witness_shown }
-                        }
-                        Err(ServiceError::Unauthenticated(_) | ServiceError::NotFound(_)) => {
-                            Seen { released_at: None, witness_shown: false }
-                        }
-                        Err(other) => panic!("{revocation:?}: {other}"),
-                    };
-                    seen.lock().unwrap().push(entry);
-                }
-            })
-        })
-        .collect();
-    while shown.load(Ordering::SeqCst) < 20 {
-        std::thread::yield_now();
-    }
-    match revocation {
-        Revocation::TokenRevoked => n.a.revoke_token(&n.app, &n.token).unwrap(),
-        Revocation::AppSuspended => n.a.set_app_status(&n.app, AppStatus::Suspended).unwrap(),
-        Revocation::InstallationRemoved => n.a.uninstall_app(&n.app, &hikers()).unwrap(),
-        Revocation::ConsentWithdrawn => n.a.set_consent(&member("bob"), &n.app, &[]).unwrap(),
-        Revocation::MembershipEnded => n.a.set_membership(&hikers(), &member("cat"), None).unwrap(),
-        Revocation::PolicyNarrowed => {
-            n.a.activate_policy(n.groups_2018, &n.officer, "opt-in only").unwrap();
-        }
-    }
-    let after = seen.lock().unwrap().len();
-    while seen.lock().unwrap().len() < after + 20 {
-        std::thread::yield_now();
-    }
-    stop.store(true, Ordering::SeqCst);
-    for reader in readers {
-        reader.join().unwrap();
-    }
-    let store = n.a.store();
-    let history = store.fact_history().unwrap();
-    let revoked_at = match revocation {
-        Revocation::TokenRevoked => store.token(&n.session_b.token_hash).unwrap().and_then(|t| t.revoked_at),
-        Revocation::AppSuspended => history.app_statuses.iter().rev().find(|c| c.key == n.app).map(|c| c.at),
-        Revocation::InstallationRemoved => {
-            history.installations.iter().rev().find(|c| c.value.is_none()).map(|c| c.at)
-        }
-        Revocation::ConsentWithdrawn => {
-            history.profile_consents.iter().rev().find(|c| !c.value).map(|c| c.at)
-        }
-        Revocation::MembershipEnded => {
-            history.memberships.iter().rev().find(|c| c.value.is_none()).map(|c| c.at)
-        }
-        Revocation::PolicyNarrowed => history.activations.last().map(|a| a.at),
-    }
-    .unwrap();
-    let seen = seen.lock().unwrap();
-    let stale: Vec<&Seen> = seen
-        .iter()
-        .filter(|s| s.released_at.is_some_and(|at| at >= revoked_at))
-        .filter(|s| match revocation {
-            Revocation::ConsentWithdrawn | Revocation::PolicyNarrowed | Revocation::MembershipEnded => {
-                s.witness_shown
-            }
-            // Refused outright: any response released at or after it is stale.
-            _ => true,
-        })
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "{revocation:?} at {revoked_at}: {} stale of {}: {:?}",
-        stale.len(),
-        seen.len(),
-        stale.first()
-    );
-    assert!(seen.iter().any(|s| s.witness_shown && s.released_at.is_some_and(|at| at < revoked_at)));
-    (seen.len(), seen.iter().filter(|s| s.released_at.is_some_and(|at| at >= revoked_at)).count())
+fn ids() -> (AppId, MemberId, DeveloperId) {
+    (AppId::parse("app-1").unwrap(), MemberId::parse("bob").unwrap(), DeveloperId::parse("acme").unwrap())
 }
 
 #[test]
-fn a_revocation_through_one_node_is_honored_by_every_response_the_other_releases_after_it() {
-    let Some(url) = test_database("the two-node revocation race") else { return };
-    let mut total = 0;
-    for revocation in [
-        Revocation::TokenRevoked,
-        Revocation::AppSuspended,
-        Revocation::InstallationRemoved,
-        Revocation::ConsentWithdrawn,
-        Revocation::MembershipEnded,
-        Revocation::PolicyNarrowed,
-    ] {
-        for _ in 0..2 {
-            total += race(&url, revocation).0;
-        }
+fn two_nodes_starting_at_once_share_one_key() {
+    let path = temp("race");
+    let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| node(&path, &clock, None));
+        let b = scope.spawn(|| node(&path, &clock, None));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let origins = [a.1, b.1];
+    assert!(origins.contains(&KeyOrigin::Created) && origins.contains(&KeyOrigin::Store), "{origins:?}");
+    let (app, member, developer) = ids();
+    assert_eq!(a.0.scoped_member_id(&app, &member), b.0.scoped_member_id(&app, &member));
+    assert_eq!(a.0.webhook_secret(&developer), b.0.webhook_secret(&developer));
+    let cursor = a.0.server_key().seal_cursor("app-1/hikers/members", "m-42").unwrap();
+    assert_eq!(b.0.server_key().open_cursor("app-1/hikers/members", &cursor).as_deref(), Some("m-42"));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn rotating_cursor_and_webhook_keys_keeps_ids_and_overlaps_the_previous_key() {
+    let path = temp("rotate");
+    let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+    let (a, _) = node(&path, &clock, None);
+    let (b, _) = node(&path, &clock, None);
+    let (app, member, developer) = ids();
+    let id_before = a.scoped_member_id(&app, &member);
+    let scope = "app-1/hikers/members";
+    let old_cursor = a.server_key().seal_cursor(scope, "m-1").unwrap();
+    let old_secret = a.webhook_secret(&developer);
+    // a rotates the cursor key with an hour of overlap; b has not reloaded yet.
+    assert_eq!(a.rotate_server_key(SecretPurpose::Cursor, 3_600), Ok(1));
+    let new_cursor = a.server_key().seal_cursor(scope, "m-2").unwrap();
+    assert_eq!(b.server_key().open_cursor(scope, &new_cursor), None, "b still has the old keys");
+    b.reload_server_key().unwrap();
+    assert_eq!(b.server_key().open_cursor(scope, &new_cursor).as_deref(), Some("m-2"));
+    assert_eq!(b.server_key().open_cursor(scope, &old_cursor).as_deref(), Some("m-1"), "within the overlap");
+    // Webhooks: both secrets sign during the overlap, the new one first, handed out.
+    assert_eq!(b.rotate_server_key(SecretPurpose::Webhook, 3_600), Ok(1));
+    a.reload_server_key().unwrap();
+    let secrets = a.webhook_secrets(&developer);
+    assert_eq!(secrets.len(), 2);
+    assert_eq!(secrets[1], old_secret);
+    assert_eq!(a.webhook_secret(&developer), secrets[0]);
+    assert_ne!(secrets[0], old_secret);
+    assert_eq!(b.webhook_secrets(&developer), secrets);
+    // After the overlap only the new keys; app-scoped ids never changed.
+    clock.advance_secs(3_601);
+    a.reload_server_key().unwrap();
+    assert_eq!(a.server_key().open_cursor(scope, &old_cursor), None);
+    assert_eq!(a.server_key().open_cursor(scope, &new_cursor).as_deref(), Some("m-2"));
+    assert_eq!(a.webhook_secrets(&developer), vec![secrets[0].clone()]);
+    assert_eq!(a.scoped_member_id(&app, &member), id_before);
+    assert_eq!(b.scoped_member_id(&app, &member), id_before);
+    // The identity key never rotates.
+    assert!(a.rotate_server_key(SecretPurpose::Identity, 0).is_err());
+    // A second rotation chains from the first.
+    assert_eq!(a.rotate_server_key(SecretPurpose::Cursor, 0), Ok(2));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_earlier_server_key_file_keeps_its_meaning_and_a_different_one_is_refused() {
+    let path = temp("legacy");
+    let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+    let legacy = ServerKey::generate();
+    let (app, member, developer) = ids();
+    let cursor = legacy.seal_cursor("s", "m-9").unwrap();
+    let (a, origin) = node(&path, &clock, Some(&legacy));
+    assert_eq!(origin, KeyOrigin::Imported);
+    assert_eq!(a.scoped_member_id(&app, &member), legacy.scoped_member_id(&app, &member));
+    assert_eq!(a.webhook_secret(&developer), legacy.webhook_secret(&developer));
+    assert_eq!(a.server_key().open_cursor("s", &cursor).as_deref(), Some("m-9"));
+    // The same file on another node is fine; a different one would give apps other ids.
+    assert_eq!(node(&path, &clock, Some(&legacy)).1, KeyOrigin::Store);
+    let store = SqliteStore::open(&path).unwrap();
+    let refused = load_server_key(&store, Some(&ServerKey::generate()), clock.now_instant());
+    assert!(matches!(&refused, Err(e) if e.to_string().contains("differs")), "{refused:?}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Two nodes run the same periodic jobs on one store, trying at the same time, again and
+/// again over simulated days: each job runs once per period.
+#[test]
+fn two_nodes_run_each_job_once_per_period() {
+    let path = temp("jobs");
+    let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_700_000_000)));
+    let (a, _) = node(&path, &clock, None);
+    let (b, _) = node(&path, &clock, None);
+    let schedule =
+        consentry_service::JobSchedule { every_secs: 86_400, lease_secs: 600, first_after_secs: 0 };
+    let runs = std::sync::Mutex::new(Vec::<(String, i64)>::new());
+    for _day in 0..5 {
+        std::thread::scope(|scope| {
+            for (service, name) in [(&a, "web-a"), (&b, "web-b")] {
+                let runs = &runs;
+                let clock = &clock;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        for job in ["expiry", "certification"] {
+                            let ran = service.run_job(job, name, schedule, || -> Result<(), ()> {
+                                runs.lock()
+                                    .unwrap()
+                                    .push((job.to_string(), clock.now_instant().secs() / 86_400));
+                                Ok(())
+                            });
+                            assert!(ran.is_ok());
+                        }
+                    }
+                });
+            }
+        });
+        clock.advance_secs(86_400);
     }
-    println!("responses served by node B while node A revoked: {total}");
+    let mut runs = runs.into_inner().unwrap();
+    runs.sort();
+    let mut once = runs.clone();
+    once.dedup();
+    assert_eq!(runs, once, "a job ran twice in one day");
+    assert_eq!(runs.len(), 10, "each job ran every day: {runs:?}");
+    let _ = std::fs::remove_file(&path);
 }

@@ -45,6 +45,13 @@ fn copy_text(cell: &Cell, line: &mut Vec<u8>) {
     match cell {
         Cell::Null => line.extend_from_slice(b"\\N"),
         Cell::Integer(n) => line.extend_from_slice(n.to_string().as_bytes()),
+        Cell::Bytes(bytes) => {
+            // bytea's hex form, its backslash escaped for COPY's text format.
+            line.extend_from_slice(b"\\\\x");
+            for byte in bytes {
+                line.extend_from_slice(format!("{byte:02x}").as_bytes());
+            }
+        }
         Cell::Text(text) => {
             for byte in text.bytes() {
                 match byte {

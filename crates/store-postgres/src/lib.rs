@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, ReleaseFence, Store, StoreError,
-    StoreResult, TokenRecord,
+    OperatorKey, OutboxDepth, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, ReleaseFence, ServerSecret,
+    Store, StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -36,6 +36,7 @@ mod copy;
 mod credentials;
 mod facts;
 mod fence;
+mod nodes;
 mod outbox;
 mod pages;
 mod policies;
@@ -170,6 +171,21 @@ impl PgStore {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(u64::from(attempt.min(10))));
                 }
+                Err(failure) => return Err(failure.into_store_error()),
+            }
+        }
+    }
+
+    /// One write transaction, READ COMMITTED, for writes that order themselves with locks
+    /// (`nodes`); tried again after a deadlock.
+    fn write_committed<T>(&self, mut body: impl FnMut(&mut dyn Db) -> DbResult<T>) -> StoreResult<T> {
+        let mut attempt = 0;
+        loop {
+            let mut connection = self.connection()?;
+            let outcome = in_transaction(&mut connection, IsolationLevel::ReadCommitted, false, &mut body);
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(failure) if failure.is_retryable() && attempt + 1 < WRITE_ATTEMPTS => attempt += 1,
                 Err(failure) => return Err(failure.into_store_error()),
             }
         }
@@ -472,6 +488,63 @@ impl Store for PgStore {
 
     fn case_events(&self, id: u64) -> StoreResult<Vec<CaseEvent>> {
         self.read(|db| cases::case_events(db, id))
+    }
+
+    fn server_secrets(&self) -> StoreResult<Vec<ServerSecret>> {
+        self.read(nodes::server_secrets)
+    }
+
+    fn add_server_secret(&self, secret: &ServerSecret) -> StoreResult<bool> {
+        self.write_committed(|db| nodes::add_server_secret(db, secret))
+    }
+
+    fn claim_due_notifications(
+        &self,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        limit: usize,
+        per_developer: usize,
+    ) -> StoreResult<Vec<Notification>> {
+        self.write_committed(|db| {
+            nodes::claim_due_notifications(db, node, now, lease_until, limit, per_developer)
+        })
+    }
+
+    fn record_claimed_delivery(
+        &self,
+        id: u64,
+        node: &str,
+        status: DeliveryStatus,
+        next_attempt_at: Instant,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.write_committed(|db| {
+            nodes::record_claimed_delivery(db, id, node, status, next_attempt_at, error)
+        })
+    }
+
+    fn release_notifications(&self, node: &str, ids: &[u64]) -> StoreResult<()> {
+        self.write_committed(|db| nodes::release_notifications(db, node, ids))
+    }
+
+    fn outbox_depth(&self) -> StoreResult<OutboxDepth> {
+        self.read(nodes::outbox_depth)
+    }
+
+    fn claim_job(
+        &self,
+        job: &str,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        first_due: Instant,
+    ) -> StoreResult<bool> {
+        self.write_committed(|db| nodes::claim_job(db, job, node, now, lease_until, first_due))
+    }
+
+    fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool> {
+        self.write_committed(|db| nodes::finish_job(db, job, node, next_due))
     }
 
     fn facts_as_of(&self, at: Instant) -> StoreResult<Facts> {

@@ -16,6 +16,18 @@ fn postgres_store_conforms() {
     conformance::run_all(|| fresh_store(&url));
 }
 
+/// Two pools on one schema, as two nodes on one database: the several-nodes checks and races.
+#[test]
+fn two_pools_on_one_database_behave_as_several_nodes() {
+    let Some(url) = test_database("the several-nodes conformance checks") else { return };
+    conformance::run_several_nodes(|| {
+        let url = fresh_schema(&url).unwrap_or_else(|e| unreachable!("{e}"));
+        let open =
+            || PgStore::open(&url, &PgOptions { pool_size: 4 }).unwrap_or_else(|e| unreachable!("{e}"));
+        (open(), open())
+    });
+}
+
 #[test]
 fn a_database_with_a_newer_schema_is_refused_in_one_line() {
     let Some(url) = test_database("the newer-schema check") else { return };

@@ -24,6 +24,10 @@ fn a_sqlite_store_copies_to_postgres_with_every_row_and_reads_back_the_same() {
     assert_eq!(counts.len(), TABLES.len());
     assert!(counts.iter().all(|(_, n)| *n > 0), "every table had rows: {counts:?}");
     assert_eq!(conformance::contents(&target), conformance::contents(&source));
+    // The server secrets too (app-scoped ids and cursors keep their meaning), byte for byte.
+    let secrets = consentry_store::Store::server_secrets(&source).unwrap_or_default();
+    assert_eq!(secrets.len(), 2);
+    assert_eq!(consentry_store::Store::server_secrets(&target), Ok(secrets));
     // The copy goes on where the original left off: new ids and sequence numbers follow.
     let developer = consentry_types::DeveloperId::parse("d0").unwrap_or_else(|e| unreachable!("{e}"));
     let next = consentry_store::Store::enqueue_notification(

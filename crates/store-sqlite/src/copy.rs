@@ -40,7 +40,8 @@ impl CopySource for SqliteStore {
                     ValueRef::Null => Cell::Null,
                     ValueRef::Integer(n) => Cell::Integer(n),
                     ValueRef::Text(text) => Cell::Text(String::from_utf8_lossy(text).into_owned()),
-                    ValueRef::Real(_) | ValueRef::Blob(_) => {
+                    ValueRef::Blob(bytes) => Cell::Bytes(bytes.to_vec()),
+                    ValueRef::Real(_) => {
                         return Err(StoreError::Backend(format!(
                             "table {table} holds a value of a kind consentry never writes (column {})",
                             columns.get(index).map_or("?", String::as_str)

@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, Store, StoreError, StoreResult,
-    TokenRecord,
+    OperatorKey, OutboxDepth, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, ServerSecret, Store,
+    StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -32,6 +32,7 @@ mod cases;
 mod copy;
 mod credentials;
 mod facts;
+mod nodes;
 mod outbox;
 mod pages;
 mod policies;
@@ -362,6 +363,59 @@ impl Store for SqliteStore {
 
     fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>> {
         self.read(|c| outbox::notifications(c, developer))
+    }
+
+    fn server_secrets(&self) -> StoreResult<Vec<ServerSecret>> {
+        nodes::server_secrets(self)
+    }
+
+    fn add_server_secret(&self, secret: &ServerSecret) -> StoreResult<bool> {
+        nodes::add_server_secret(self, secret)
+    }
+
+    fn claim_due_notifications(
+        &self,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        limit: usize,
+        per_developer: usize,
+    ) -> StoreResult<Vec<Notification>> {
+        nodes::claim_due_notifications(self, node, now, lease_until, limit, per_developer)
+    }
+
+    fn record_claimed_delivery(
+        &self,
+        id: u64,
+        node: &str,
+        status: DeliveryStatus,
+        next_attempt_at: Instant,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        nodes::record_claimed_delivery(self, id, node, status, next_attempt_at, error)
+    }
+
+    fn release_notifications(&self, node: &str, ids: &[u64]) -> StoreResult<()> {
+        nodes::release_notifications(self, node, ids)
+    }
+
+    fn outbox_depth(&self) -> StoreResult<OutboxDepth> {
+        nodes::outbox_depth(self)
+    }
+
+    fn claim_job(
+        &self,
+        job: &str,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        first_due: Instant,
+    ) -> StoreResult<bool> {
+        nodes::claim_job(self, job, node, now, lease_until, first_due)
+    }
+
+    fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool> {
+        nodes::finish_job(self, job, node, next_due)
     }
 
     fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()> {

@@ -1,5 +1,7 @@
 //! The conformance suite every `Store` backend must pass; backends call [`run_all`] from a test.
 
+#![allow(clippy::indexing_slicing)] // test support: indices are of what the check just made
+
 use std::collections::HashSet;
 
 use consentry_types::{
@@ -9,7 +11,10 @@ use consentry_types::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use crate::{Facts, KeyOrigin, OperatorKey, ProofRecord, ProofWaiver, Store, StoreError, TokenRecord};
+use crate::{
+    DeliveryStatus, Facts, KeyOrigin, OperatorKey, OutboxDepth, ProofRecord, ProofWaiver, SecretPurpose,
+    ServerSecret, Store, StoreError, TokenRecord,
+};
 
 fn member_id(text: &str) -> MemberId {
     MemberId::parse(text).unwrap_or_else(|e| unreachable!("{e}"))
@@ -77,6 +82,30 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     certification_counts_from_registration(&make());
     facts_as_of_reconstructs_every_change(&make);
     a_page_is_read_as_its_facts_are(&make());
+    // The checks of several nodes, with both "nodes" on one handle.
+    let store = make();
+    server_secrets_are_added_once_per_generation(&store, &store);
+    let store = make();
+    each_notification_is_claimed_by_one_node_at_a_time(&store, &store);
+    let store = make();
+    a_job_runs_once_per_period_and_a_lapsed_lease_frees_it(&store, &store);
+}
+
+/// Runs the checks of several nodes with two handles on one store (two connections or pools
+/// on one database, two `SqliteStore`s on one file), each a node: `make_pair` makes a fresh
+/// store and opens it twice. Includes races: every notification delivered exactly once and
+/// every period of a job run once while both claim at the same time.
+pub fn run_several_nodes<S: Store>(make_pair: impl Fn() -> (S, S)) {
+    let (a, b) = make_pair();
+    server_secrets_are_added_once_per_generation(&a, &b);
+    let (a, b) = make_pair();
+    each_notification_is_claimed_by_one_node_at_a_time(&a, &b);
+    let (a, b) = make_pair();
+    a_job_runs_once_per_period_and_a_lapsed_lease_frees_it(&a, &b);
+    let (a, b) = make_pair();
+    two_nodes_delivering_at_once_deliver_every_event_exactly_once(&a, &b);
+    let (a, b) = make_pair();
+    two_nodes_running_jobs_at_once_run_each_period_once(&a, &b);
 }
 
 fn values_round_trip(store: &dyn Store) {
@@ -684,6 +713,10 @@ pub fn fill_every_table(store: &dyn Store) -> Result<(), StoreError> {
     let case = store.open_case(&dev, r#"{"items":[]}"#, at(100), at(7))?;
     store.move_case(case, CaseState::DeletionRequested, CaseState::Attested, "deleted", at(8))?;
     store.certify_app(&a0, "we use names to greet members", at(9))?;
+    store.add_server_secret(&secret(SecretPurpose::Identity, 0, 7))?;
+    store.add_server_secret(&secret(SecretPurpose::Cursor, 1, 8))?;
+    store.claim_job("expiry", "node-1", at(9), at(10), at(9))?;
+    store.finish_job("expiry", "node-1", at(3609))?;
     Ok(())
 }
 
@@ -808,4 +841,204 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
             .collect::<Vec<_>>(),
         [("p0", "Member 1", Some(Role::Member), true)]
     );
+}
+
+fn secret(purpose: SecretPurpose, generation: u32, byte: u8) -> ServerSecret {
+    ServerSecret {
+        purpose,
+        generation,
+        material: [byte; 32],
+        created_at: at(generation.into()),
+        previous_until: at(100),
+    }
+}
+
+fn server_secrets_are_added_once_per_generation(a: &dyn Store, b: &dyn Store) {
+    assert_eq!(a.server_secrets(), Ok(vec![]));
+    // Two nodes start on an empty store at once: the first identity secret wins, for both.
+    assert_eq!(a.add_server_secret(&secret(SecretPurpose::Identity, 0, 1)), Ok(true));
+    assert_eq!(b.add_server_secret(&secret(SecretPurpose::Identity, 0, 2)), Ok(false));
+    assert_eq!(b.add_server_secret(&secret(SecretPurpose::Cursor, 1, 3)), Ok(true));
+    assert_eq!(a.add_server_secret(&secret(SecretPurpose::Cursor, 2, 4)), Ok(true));
+    assert_eq!(a.add_server_secret(&secret(SecretPurpose::Webhook, 1, 5)), Ok(true));
+    let mut kept = b.server_secrets().unwrap_or_default();
+    kept.sort_by_key(|s| (s.purpose, s.generation));
+    assert_eq!(
+        kept,
+        vec![
+            secret(SecretPurpose::Identity, 0, 1),
+            secret(SecretPurpose::Cursor, 1, 3),
+            secret(SecretPurpose::Cursor, 2, 4),
+            secret(SecretPurpose::Webhook, 1, 5),
+        ]
+    );
+    assert_eq!(a.server_secrets().unwrap_or_default().len(), 4);
+}
+
+fn developer(store: &dyn Store, id: &str) -> DeveloperId {
+    let developer = Developer {
+        id: DeveloperId::parse(id).unwrap_or_else(|e| unreachable!("{e}")),
+        name: id.into(),
+        contact_email: format!("p@{id}.example"),
+        webhook_url: format!("https://{id}.example/hook"),
+    };
+    assert_eq!(store.put_developer(&developer, at(0)), Ok(()));
+    developer.id
+}
+
+fn ids(notifications: &[crate::Notification]) -> Vec<u64> {
+    notifications.iter().map(|n| n.id).collect()
+}
+
+fn each_notification_is_claimed_by_one_node_at_a_time(a: &dyn Store, b: &dyn Store) {
+    let (d1, d2) = (developer(a, "d1"), developer(a, "d2"));
+    let mut queued = Vec::new();
+    for i in 0..6 {
+        let developer = if i % 2 == 0 { &d1 } else { &d2 };
+        queued.push(a.enqueue_notification(developer, "e", "{}", at(i)).unwrap_or_default());
+    }
+    let later = a.enqueue_notification(&d1, "e", "{}", at(50)).unwrap_or_default();
+    // Node a takes at most 2 of each developer, in queue order; not what is due later.
+    let now = at(10);
+    let first = a.claim_due_notifications("a", now, at(20), 100, 2).unwrap_or_default();
+    assert_eq!(ids(&first), vec![queued[0], queued[1], queued[2], queued[3]]);
+    // While a holds them, b gets nothing of those developers.
+    assert_eq!(b.claim_due_notifications("b", now, at(20), 100, 2).map(|c| ids(&c)), Ok(vec![]));
+    // b cannot record what a holds; a can, once.
+    assert_eq!(b.record_claimed_delivery(queued[0], "b", DeliveryStatus::Delivered, now, None), Ok(false));
+    for id in [queued[0], queued[2]] {
+        assert_eq!(a.record_claimed_delivery(id, "a", DeliveryStatus::Delivered, now, None), Ok(true));
+    }
+    assert_eq!(a.record_claimed_delivery(queued[0], "a", DeliveryStatus::Delivered, now, None), Ok(false));
+    // d1 is free again (its leased events recorded): b takes d1's next; d2 is still a's.
+    assert_eq!(b.claim_due_notifications("b", now, at(20), 100, 2).map(|c| ids(&c)), Ok(vec![queued[4]]));
+    assert_eq!(b.record_claimed_delivery(queued[4], "b", DeliveryStatus::Delivered, now, None), Ok(true));
+    // a's lease on d2 runs out: b takes d2's events over, and a's late answer is not recorded.
+    let expired = at(21);
+    let taken = b.claim_due_notifications("b", expired, at(40), 100, 10).unwrap_or_default();
+    assert_eq!(ids(&taken), vec![queued[1], queued[3], queued[5]]);
+    assert_eq!(
+        a.record_claimed_delivery(queued[1], "a", DeliveryStatus::Delivered, expired, None),
+        Ok(false)
+    );
+    // A retry recorded by its holder is due again later, and claimable then.
+    assert_eq!(
+        b.record_claimed_delivery(queued[1], "b", DeliveryStatus::Pending, at(30), Some("timeout")),
+        Ok(true)
+    );
+    assert_eq!(
+        b.record_claimed_delivery(queued[3], "b", DeliveryStatus::Dead, expired, Some("http_5xx 503")),
+        Ok(true)
+    );
+    assert_eq!(b.record_claimed_delivery(queued[5], "b", DeliveryStatus::Delivered, expired, None), Ok(true));
+    assert_eq!(a.claim_due_notifications("a", at(25), at(26), 100, 10).map(|c| ids(&c)), Ok(vec![]));
+    let due = a.claim_due_notifications("a", at(60), at(70), 100, 10).unwrap_or_default();
+    assert_eq!(ids(&due), vec![queued[1], later]);
+    // Given back unattempted: b's release of a's claims does nothing, a's frees them at once.
+    assert_eq!(b.release_notifications("b", &ids(&due)), Ok(()));
+    assert_eq!(b.claim_due_notifications("b", at(61), at(70), 100, 10).map(|c| ids(&c)), Ok(vec![]));
+    assert_eq!(a.release_notifications("a", &ids(&due)), Ok(()));
+    let due = b.claim_due_notifications("b", at(61), at(70), 100, 10).unwrap_or_default();
+    assert_eq!(ids(&due), vec![queued[1], later]);
+    assert_eq!(
+        due.first().map(|n| (n.attempts, n.last_error.clone())),
+        Some((1, Some("timeout".to_string())))
+    );
+    assert_eq!(a.outbox_depth(), Ok(OutboxDepth { pending: 2, dead: 1 }));
+    assert_eq!(b.outbox_depth(), Ok(OutboxDepth { pending: 2, dead: 1 }));
+}
+
+fn a_job_runs_once_per_period_and_a_lapsed_lease_frees_it(a: &dyn Store, b: &dyn Store) {
+    // Never seen before: first due at its first instant, not before.
+    assert_eq!(a.claim_job("expiry", "a", at(0), at(5), at(10)), Ok(false));
+    assert_eq!(
+        b.claim_job("expiry", "b", at(9), at(15), at(0)),
+        Ok(false),
+        "the first sight fixed its first instant"
+    );
+    assert_eq!(a.claim_job("expiry", "a", at(10), at(15), at(10)), Ok(true));
+    assert_eq!(b.claim_job("expiry", "b", at(11), at(16), at(10)), Ok(false), "held by a");
+    assert_eq!(b.finish_job("expiry", "b", at(100)), Ok(false), "b never held it");
+    assert_eq!(a.finish_job("expiry", "a", at(100)), Ok(true));
+    assert_eq!(b.claim_job("expiry", "b", at(50), at(55), at(10)), Ok(false), "not due until 100");
+    assert_eq!(b.claim_job("expiry", "b", at(100), at(105), at(10)), Ok(true));
+    // b dies holding it: once its lease ran out, a takes it; b's late finish changes nothing.
+    assert_eq!(a.claim_job("expiry", "a", at(104), at(110), at(10)), Ok(false));
+    assert_eq!(a.claim_job("expiry", "a", at(105), at(110), at(10)), Ok(true));
+    assert_eq!(b.finish_job("expiry", "b", at(1000)), Ok(false));
+    assert_eq!(a.finish_job("expiry", "a", at(200)), Ok(true));
+    assert_eq!(a.claim_job("expiry", "a", at(199), at(205), at(10)), Ok(false), "a's schedule holds");
+    // Jobs are independent.
+    assert_eq!(b.claim_job("deadlines", "b", at(199), at(205), at(0)), Ok(true));
+}
+
+fn two_nodes_delivering_at_once_deliver_every_event_exactly_once(a: &dyn Store, b: &dyn Store) {
+    let developers: Vec<DeveloperId> = (0..5).map(|i| developer(a, &format!("dev{i}"))).collect();
+    let mut queued = Vec::new();
+    for i in 0..200u64 {
+        let developer = &developers[(i % 5) as usize];
+        queued.push(a.enqueue_notification(developer, "e", "{}", at(0)).unwrap_or_default());
+    }
+    let delivered = std::sync::Mutex::new(Vec::new());
+    let deliver = |store: &dyn Store, node: &str| {
+        let mut idle = 0;
+        while idle < 3 {
+            let claimed = store.claim_due_notifications(node, at(1), at(1_000), 7, 3).unwrap_or_default();
+            if claimed.is_empty() {
+                idle += 1;
+                std::thread::yield_now();
+                continue;
+            }
+            idle = 0;
+            for notification in claimed {
+                let recorded = store.record_claimed_delivery(
+                    notification.id,
+                    node,
+                    DeliveryStatus::Delivered,
+                    at(1),
+                    None,
+                );
+                assert_eq!(recorded, Ok(true), "{node} lost a lease it held");
+                if let Ok(mut d) = delivered.lock() {
+                    d.push((notification.id, node.to_string()));
+                }
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| deliver(a, "a"));
+        scope.spawn(|| deliver(b, "b"));
+    });
+    let delivered = delivered.into_inner().unwrap_or_default();
+    let mut got: Vec<u64> = delivered.iter().map(|(id, _)| *id).collect();
+    got.sort_unstable();
+    assert_eq!(got, queued, "every event delivered exactly once");
+    assert_eq!(a.outbox_depth(), Ok(OutboxDepth { pending: 0, dead: 0 }));
+}
+
+fn two_nodes_running_jobs_at_once_run_each_period_once(a: &dyn Store, b: &dyn Store) {
+    // Each period (10 s of store time) both nodes try, many times each; one runs it.
+    let runs = std::sync::Mutex::new(Vec::new());
+    let run = |store: &dyn Store, node: &str| {
+        for period in 0..40i64 {
+            for _ in 0..5 {
+                let now = at(period * 10);
+                if store.claim_job("sweep", node, now, at(period * 10 + 5), at(0)) == Ok(true) {
+                    if let Ok(mut r) = runs.lock() {
+                        r.push(period);
+                    }
+                    assert_eq!(store.finish_job("sweep", node, at(period * 10 + 10)), Ok(true));
+                }
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| run(a, "a"));
+        scope.spawn(|| run(b, "b"));
+    });
+    let mut runs = runs.into_inner().unwrap_or_default();
+    runs.sort_unstable();
+    let mut once = runs.clone();
+    once.dedup();
+    assert_eq!(runs, once, "a period ran twice: {runs:?}");
 }

@@ -202,6 +202,62 @@ impl OperatorKey {
     }
 }
 
+/// What a server secret is for. The identity secret never changes (app-scoped ids are kept by
+/// developers for ever); cursor and webhook secrets rotate, each generation replacing the one
+/// before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretPurpose {
+    /// App-scoped member and post ids (and, in generation 0, everything derived from it).
+    Identity,
+    /// Sealing paging cursors.
+    Cursor,
+    /// Signing webhooks (the developers' webhook secrets).
+    Webhook,
+}
+
+impl SecretPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretPurpose::Identity => "identity",
+            SecretPurpose::Cursor => "cursor",
+            SecretPurpose::Webhook => "webhook",
+        }
+    }
+    pub fn parse(text: &str) -> Option<SecretPurpose> {
+        [SecretPurpose::Identity, SecretPurpose::Cursor, SecretPurpose::Webhook]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+/// One generation of a server secret, shared by every node through the store. Never logged,
+/// never served over any API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerSecret {
+    pub purpose: SecretPurpose,
+    /// 0 for the first; each rotation adds the next.
+    pub generation: u32,
+    /// 32 random bytes.
+    pub material: [u8; 32],
+    pub created_at: Instant,
+    /// Until when the generation before this one is still accepted (cursors it sealed open,
+    /// webhooks are signed with it too); after, only this one.
+    pub previous_until: Instant,
+}
+
+impl std::fmt::Debug for ServerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerSecret({} generation {}, …)", self.purpose.as_str(), self.generation)
+    }
+}
+
+/// How many notifications the outbox holds, by where they stand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    pub pending: u64,
+    pub dead: u64,
+}
+
 /// The platform's facts and their history. Implementations must be safe to share between
 /// request handlers; each method is one atomic transaction.
 pub trait Store: Send + Sync {
@@ -344,6 +400,57 @@ pub trait Store: Send + Sync {
     /// Moves a case from `from` to `to`; a `Conflict` if it is no longer in `from`.
     fn move_case(&self, id: u64, from: CaseState, to: CaseState, note: &str, at: Instant) -> StoreResult<()>;
     fn case_events(&self, id: u64) -> StoreResult<Vec<CaseEvent>>;
+
+    // Several nodes on one store: the shared server secrets, and leases so that each webhook
+    // event and each periodic job is handled by one node at a time. `node` is the node's id.
+    /// Every generation of every server secret, oldest first per purpose.
+    fn server_secrets(&self) -> StoreResult<Vec<ServerSecret>>;
+    /// Adds a generation unless one of that (purpose, generation) exists: returns whether this
+    /// one was added (`false`: another node added its own first; read it back and use that).
+    fn add_server_secret(&self, secret: &ServerSecret) -> StoreResult<bool>;
+    /// Hands pending notifications due by `now` to `node` until `lease_until`, oldest first:
+    /// at most `limit`, at most `per_developer` of one developer, and only of developers none of
+    /// whose notifications is leased (unexpired) by anyone, so that one node at a time delivers
+    /// a developer's events, in queue order. A claimed notification is handed to no one else
+    /// until it is recorded or its lease ends.
+    fn claim_due_notifications(
+        &self,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        limit: usize,
+        per_developer: usize,
+    ) -> StoreResult<Vec<Notification>>;
+    /// Records an attempt of a notification `node` claimed, as [`Store::record_delivery`] does,
+    /// ending the lease; returns `false` and writes nothing when the lease is no longer
+    /// `node`'s (it ran out and another node claimed the notification, or it was recorded).
+    fn record_claimed_delivery(
+        &self,
+        id: u64,
+        node: &str,
+        status: DeliveryStatus,
+        next_attempt_at: Instant,
+        error: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// Gives back notifications `node` claimed and did not attempt (they become claimable at
+    /// once, attempts unchanged); others' leases are left alone.
+    fn release_notifications(&self, node: &str, ids: &[u64]) -> StoreResult<()>;
+    /// How many notifications are pending and dead.
+    fn outbox_depth(&self) -> StoreResult<OutboxDepth>;
+    /// Takes the periodic job `job` for `node` until `lease_until` if it is due at `now` and no
+    /// one holds it (a lease that ran out is free): returns whether `node` holds it. A job
+    /// never seen before is first due at `first_due`.
+    fn claim_job(
+        &self,
+        job: &str,
+        node: &str,
+        now: Instant,
+        lease_until: Instant,
+        first_due: Instant,
+    ) -> StoreResult<bool>;
+    /// Ends `node`'s run of `job`: the job is next due at `next_due`. `false` (nothing written)
+    /// when `node` no longer holds it.
+    fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool>;
 
     // History.
     /// Exactly the access facts that were true at `at`.

@@ -6,11 +6,13 @@ mod disclosure;
 mod field;
 mod ids;
 mod instant;
+mod node;
 
 pub use disclosure::{Disclosure, DisclosureRecord, Subject};
 pub use field::{Field, FieldSet, ResourceKind, UnknownField};
 pub use ids::{AppId, DeveloperId, GroupId, InvalidId, MemberId, PostId};
 pub use instant::{Instant, InvalidInstant};
+pub use node::{InvalidNodeId, NodeId, MAX_NODE_ID};
 
 /// A member's role in a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -237,6 +237,7 @@ async fn race(revocation: Revocation, round: usize) -> (usize, usize) {
         clock: Arc::new(SimulatedClock::starting_at(Instant::from_secs(0))),
         operator,
         officer,
+        _conformance: super::conformance::Guard::new(),
     };
     let (app_id, client_id, secret) = h.world().await;
     let token = h.token(&client_id, &secret).await;

@@ -9,6 +9,11 @@ pub fn consentry() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_consentry"));
     command
         .env("RUST_LOG", "error")
+        .env("CONSENTRY_NODE", "test-node")
+        .env("CONSENTRY_DRAIN_SECS", "0")
+        .env_remove("CONSENTRY_METRICS_LISTEN")
+        .env_remove("CONSENTRY_LOG_FORMAT")
+        .env_remove("CONSENTRY_LEDGER_ROOT")
         .env_remove("CONSENTRY_DATA_DIR")
         .env_remove("CONSENTRY_LISTEN")
         .env_remove("CONSENTRY_ALLOW_LOCAL_WEBHOOKS")
