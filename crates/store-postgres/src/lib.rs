@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, OutboxDepth, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, ReleaseFence, ServerSecret,
-    Store, StoreError, StoreResult, TokenRecord,
+    OperatorKey, OutboxDepth, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, ReleaseFence,
+    SchemaVersions, ServerSecret, Store, StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -545,6 +545,10 @@ impl Store for PgStore {
 
     fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool> {
         self.write_committed(|db| nodes::finish_job(db, job, node, next_due))
+    }
+
+    fn schema_versions(&self) -> StoreResult<SchemaVersions> {
+        self.read(schema::versions)
     }
 
     fn facts_as_of(&self, at: Instant) -> StoreResult<Facts> {

@@ -1,10 +1,10 @@
 //! The schema: versioned migrations (`migrations/V*__*.sql`, applied by refinery on open, one
 //! process at a time), and the refusal to serve a schema newer than this binary knows.
 
-use consentry_store::{StoreError, StoreResult};
+use consentry_store::{SchemaVersions, StoreError, StoreResult};
 use postgres::Client;
 
-use crate::sql::backend;
+use crate::sql::{backend, Db, DbResult};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -52,4 +52,11 @@ fn migrate_locked(client: &mut Client) -> StoreResult<()> {
         .run(client)
         .map_err(|e| StoreError::Backend(format!("cannot migrate the store's schema: {e}")))?;
     Ok(())
+}
+
+/// The database's schema version now, and the newest this binary knows.
+pub(crate) fn versions(db: &mut dyn Db) -> DbResult<SchemaVersions> {
+    let applied: Option<i64> =
+        db.query_one("SELECT MAX(version)::BIGINT FROM refinery_schema_history", &[])?.try_get(0)?;
+    Ok(SchemaVersions { applied: applied.unwrap_or(0), known: latest_version() })
 }

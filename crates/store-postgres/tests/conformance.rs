@@ -32,8 +32,12 @@ fn two_pools_on_one_database_behave_as_several_nodes() {
 fn a_database_with_a_newer_schema_is_refused_in_one_line() {
     let Some(url) = test_database("the newer-schema check") else { return };
     let url = fresh_schema(&url).unwrap_or_else(|e| unreachable!("{e}"));
-    drop(PgStore::open(&url, &PgOptions::default()).unwrap_or_else(|e| unreachable!("{e}")));
-    let newer = consentry_store_postgres::latest_schema_version() + 1;
+    let running = PgStore::open(&url, &PgOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    let known = consentry_store_postgres::latest_schema_version();
+    let versions = consentry_store::Store::schema_versions(&running);
+    assert_eq!(versions, Ok(consentry_store::SchemaVersions { applied: known, known }));
+    assert!(versions.is_ok_and(consentry_store::SchemaVersions::is_current));
+    let newer = known + 1;
     let mut client = url
         .parse::<postgres::Config>()
         .and_then(|c| c.connect(postgres::NoTls))
@@ -45,6 +49,11 @@ fn a_database_with_a_newer_schema_is_refused_in_one_line() {
             &[&i32::try_from(newer).unwrap_or(i32::MAX)],
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
+    // A node still running (opened before) sees it at once: its schema is no longer current.
+    let versions = consentry_store::Store::schema_versions(&running);
+    assert_eq!(versions, Ok(consentry_store::SchemaVersions { applied: newer, known }));
+    assert!(!versions.is_ok_and(consentry_store::SchemaVersions::is_current));
+    drop(running);
     let refused = PgStore::open(&url, &PgOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
         refused.contains(&format!("schema is version {newer}, newer than this consentry knows")),

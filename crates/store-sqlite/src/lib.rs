@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, OutboxDepth, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, ServerSecret, Store,
-    StoreError, StoreResult, TokenRecord,
+    OperatorKey, OutboxDepth, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, SchemaVersions,
+    ServerSecret, Store, StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -416,6 +416,10 @@ impl Store for SqliteStore {
 
     fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool> {
         nodes::finish_job(self, job, node, next_due)
+    }
+
+    fn schema_versions(&self) -> StoreResult<SchemaVersions> {
+        self.read(schema::versions)
     }
 
     fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()> {

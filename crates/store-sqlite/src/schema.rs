@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use consentry_store::{StoreError, StoreResult};
+use consentry_store::{SchemaVersions, StoreError, StoreResult};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -41,6 +41,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     embedded::migrations::runner().set_abort_missing(true).run(conn).map_err(|e| failed(&e))?;
     Ok(())
+}
+
+/// The database's schema version now, and the newest this binary knows.
+pub(crate) fn versions(conn: &Connection) -> rusqlite::Result<SchemaVersions> {
+    Ok(SchemaVersions { applied: applied_version(conn)?.unwrap_or(0), known: latest_version() })
 }
 
 /// The newest version recorded as applied; `None` for a store from before versioned migrations

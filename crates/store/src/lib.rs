@@ -251,6 +251,23 @@ impl std::fmt::Debug for ServerSecret {
     }
 }
 
+/// The schema version a database was last migrated to, beside the newest this binary knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersions {
+    /// The newest version recorded as applied in the database.
+    pub applied: i64,
+    /// The newest version this binary's migrations reach.
+    pub known: i64,
+}
+
+impl SchemaVersions {
+    /// Whether this binary serves the database's schema as it is: not when a newer consentry
+    /// migrated it since this one opened it (nor, were it ever so, when it is behind).
+    pub fn is_current(self) -> bool {
+        self.applied == self.known
+    }
+}
+
 /// How many notifications the outbox holds, by where they stand.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
@@ -451,6 +468,10 @@ pub trait Store: Send + Sync {
     /// Ends `node`'s run of `job`: the job is next due at `next_due`. `false` (nothing written)
     /// when `node` no longer holds it.
     fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool>;
+    /// The database's schema version now, read afresh (another node may have migrated it
+    /// since this one opened it), and the newest this binary knows: `/readyz` says not ready
+    /// unless they are the same.
+    fn schema_versions(&self) -> StoreResult<SchemaVersions>;
 
     // History.
     /// Exactly the access facts that were true at `at`.
