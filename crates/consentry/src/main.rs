@@ -11,6 +11,7 @@ mod node;
 mod policy_tests;
 mod prove;
 mod serve;
+mod server_keys;
 mod store_copy;
 
 use std::path::{Path, PathBuf};
@@ -142,6 +143,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// The server's keys, kept in the store every node shares: rotate the cursor or webhook key.
+    ServerKey {
+        #[command(subcommand)]
+        command: server_keys::ServerKeyCommand,
     },
     /// The store itself: copy an embedded installation's store to PostgreSQL.
     Store {
@@ -321,6 +327,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Case { command } => cases::run(command),
         Command::Installations { command } => installations::run(command),
         Command::Keys { command } => keys::run(command),
+        Command::ServerKey { command } => server_keys::run(command),
         Command::Store { command } => store_copy::run(command),
         Command::Policy { command: PolicyCommand::Submit { file, key_file, data_dir } } => {
             let text = read_policy(&file)?;

@@ -13,7 +13,7 @@ use consentry_store_sqlite::SqliteStore;
 pub enum StoreCommand {
     /// Copy every table of an embedded store (history included) into an empty PostgreSQL
     /// database, then check that every table has as many rows in both. Stop every consentry
-    /// using the source first. The ledger and the server key stay in the data directory.
+    /// using the source first. The server keys go with the store; the ledger stays where it is.
     Copy {
         /// The embedded store: `sqlite:DIR`, DIR being a data directory (holding consentry.db).
         #[arg(long)]

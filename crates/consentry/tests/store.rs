@@ -155,3 +155,105 @@ fn bad_store_addresses_and_copies_are_one_line() {
     assert!(!zero.status.success() && text(&zero.stderr).contains("--pool-size"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two running nodes on the store in `dir` (or the PostgreSQL database `store` names), as
+/// `serve` opens them.
+fn running_nodes(dir: &std::path::Path, store: &[&str]) -> Vec<consentry_service::Service> {
+    use std::sync::Arc;
+    (0..2)
+        .map(|_| {
+            let opened: Arc<dyn consentry_store::Store> = match store {
+                [_, url] => Arc::new(
+                    consentry_store_postgres::PgStore::open(
+                        url,
+                        &consentry_store_postgres::PgOptions { pool_size: 2 },
+                    )
+                    .unwrap_or_else(|e| unreachable!("{e}")),
+                ),
+                _ => Arc::new(
+                    consentry_store_sqlite::SqliteStore::open(&dir.join("consentry.db"))
+                        .unwrap_or_else(|e| unreachable!("{e}")),
+                ),
+            };
+            let (key, _) =
+                consentry_service::load_server_key(opened.as_ref(), None, consentry_types::Instant::now())
+                    .unwrap_or_else(|e| unreachable!("{e}"));
+            consentry_service::Service::new(
+                opened,
+                Arc::new(consentry_service::SystemClock::default()),
+                key,
+                consentry_service::ServiceConfig::default(),
+            )
+        })
+        .collect()
+}
+
+/// `consentry server-key rotate` while two nodes serve: a cursor sealed before the rotation
+/// still opens after it on both (the overlap), one sealed after it by a node that reloaded
+/// opens on the other once that one reloads (as `serve` does every 10 s, and at once when a
+/// cursor does not open); app-scoped ids do not change; bad input is one line.
+fn rotate_while_two_nodes_serve(dir: &std::path::Path, store: &[&str]) {
+    let data = dir.to_str().unwrap_or_default();
+    let listed = run(&[&["keys", "list", "--data-dir", data], store].concat());
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let nodes = running_nodes(dir, store);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let scope = "app-1/hikers/members";
+    let app = consentry_types::AppId::parse("app-1").unwrap_or_else(|e| unreachable!("{e}"));
+    let member = consentry_types::MemberId::parse("ann").unwrap_or_else(|e| unreachable!("{e}"));
+    let id = a.scoped_member_id(&app, &member);
+    let before = a.server_key().seal_cursor(scope, "m-1").unwrap_or_default();
+    let rotated = run(&[
+        &["server-key", "rotate", "--purpose", "cursor", "--overlap-secs", "3600", "--data-dir", data],
+        store,
+    ]
+    .concat());
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    assert!(
+        text(&rotated.stdout)
+            .contains("the cursor key is now generation 1; generation 0 stays accepted until "),
+        "{}",
+        text(&rotated.stdout)
+    );
+    a.reload_server_key().unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(a.server_key().open_cursor(scope, &before).as_deref(), Some("m-1"), "within the overlap");
+    let after = a.server_key().seal_cursor(scope, "m-2").unwrap_or_default();
+    assert_eq!(b.server_key().open_cursor(scope, &before).as_deref(), Some("m-1"));
+    assert_eq!(b.server_key().open_cursor(scope, &after), None, "b has not reloaded yet");
+    b.reload_server_key().unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(b.server_key().open_cursor(scope, &after).as_deref(), Some("m-2"));
+    assert_eq!(b.server_key().open_cursor(scope, &before).as_deref(), Some("m-1"));
+    assert_eq!(b.scoped_member_id(&app, &member), id);
+    // Again: generation 2, chained from the first.
+    let again = run(&[&["server-key", "rotate", "--purpose", "webhook", "--data-dir", data], store].concat());
+    assert!(text(&again.stdout).contains("the webhook key is now generation 1"), "{}", text(&again.stderr));
+    let again = run(&[
+        &["server-key", "rotate", "--purpose", "cursor", "--overlap-secs", "0", "--data-dir", data],
+        store,
+    ]
+    .concat());
+    assert!(text(&again.stdout).contains("the cursor key is now generation 2"), "{}", text(&again.stderr));
+    let identity =
+        run(&[&["server-key", "rotate", "--purpose", "identity", "--data-dir", data], store].concat());
+    assert_one_line_error(&identity, "the identity key never rotates");
+    let overlap = run(&[
+        &["server-key", "rotate", "--purpose", "cursor", "--overlap-secs", "-1", "--data-dir", data],
+        store,
+    ]
+    .concat());
+    assert_one_line_error(&overlap, "the overlap must be 0 to 90 days");
+    a.reload_server_key().unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(a.scoped_member_id(&app, &member), id, "the identity key never changed");
+}
+
+#[test]
+fn server_key_rotate_reaches_every_node_and_old_cursors_still_open() {
+    let dir = temp_dir("rotate");
+    rotate_while_two_nodes_serve(&dir, &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some(url) = test_database("server-key rotate on PostgreSQL") else { return };
+    let url = fresh_schema(&url).unwrap_or_else(|e| unreachable!("{e}"));
+    let dir = temp_dir("rotate-pg");
+    rotate_while_two_nodes_serve(&dir, &["--store", &url]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
