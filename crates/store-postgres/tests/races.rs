@@ -187,3 +187,145 @@ fn a_page_read_during_a_change_waits_for_it_and_sees_it() {
     drop(change);
     assert!(reader.join().unwrap().released_at.is_some());
 }
+
+/// Three deliverers on each of two nodes, one outbox of many developers: every event is
+/// delivered exactly once, each developer's in queue order (one node at a time holds a
+/// developer), no deliverer loses a lease it holds, and claims made while a lease lapses hand
+/// the events over rather than twice.
+#[test]
+fn six_deliverers_on_two_nodes_deliver_each_event_once_and_each_developers_in_order() {
+    use consentry_store::DeliveryStatus;
+    use consentry_types::{Developer, DeveloperId};
+    let Some((a, b)) = two_nodes("the outbox race") else { return };
+    let developers: Vec<DeveloperId> = (0..7)
+        .map(|i| {
+            let id = DeveloperId::parse(&format!("dev{i}")).unwrap();
+            let developer = Developer {
+                id: id.clone(),
+                name: format!("dev{i}"),
+                contact_email: format!("p@dev{i}.example"),
+                webhook_url: format!("https://dev{i}.example/hook"),
+            };
+            a.put_developer(&developer, Instant::from_secs(0)).unwrap();
+            id
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for i in 0..300usize {
+        let developer = &developers[(i * 3 + i / 7) % 7];
+        queued.push((
+            a.enqueue_notification(developer, "e", "{}", Instant::from_secs(0)).unwrap(),
+            developer.clone(),
+        ));
+    }
+    // What each deliverer sent, in the order sent (while holding the lease).
+    let sent = std::sync::Mutex::new(Vec::<(DeveloperId, u64)>::new());
+    let deliver = |store: &PgStore, node: &str| {
+        let mut idle = 0;
+        while idle < 20 {
+            let claimed = store
+                .claim_due_notifications(node, Instant::from_secs(1), Instant::from_secs(1_000), 5, 2)
+                .unwrap();
+            if claimed.is_empty() {
+                idle += 1;
+                thread::sleep(std::time::Duration::from_millis(2));
+                continue;
+            }
+            idle = 0;
+            for notification in claimed {
+                sent.lock().unwrap().push((notification.developer.clone(), notification.id));
+                let recorded = store.record_claimed_delivery(
+                    notification.id,
+                    node,
+                    DeliveryStatus::Delivered,
+                    Instant::from_secs(1),
+                    None,
+                );
+                assert_eq!(recorded, Ok(true), "{node} lost a lease it held");
+            }
+        }
+    };
+    thread::scope(|scope| {
+        for (store, node) in [(&a, "a"), (&b, "b")] {
+            for worker in 0..3 {
+                let deliver = &deliver;
+                scope.spawn(move || deliver(store, &format!("{node}-{worker}")));
+            }
+        }
+    });
+    let sent = sent.into_inner().unwrap();
+    let mut ids: Vec<u64> = sent.iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, queued.iter().map(|(id, _)| *id).collect::<Vec<_>>(), "each event exactly once");
+    for developer in &developers {
+        let order: Vec<u64> = sent.iter().filter(|(d, _)| d == developer).map(|(_, id)| *id).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{developer} out of order: {order:?}");
+    }
+    assert_eq!(a.outbox_depth().map(|d| d.pending), Ok(0));
+}
+
+/// Two nodes, three job runners each, hammering one job over 60 periods: each period runs
+/// exactly once, and a runner whose lease lapsed (it stalls past it) cannot finish the run
+/// another took over.
+#[test]
+fn six_job_runners_on_two_nodes_run_each_period_once() {
+    let Some((a, b)) = two_nodes("the job race") else { return };
+    let runs = std::sync::Mutex::new(Vec::<(i64, String)>::new());
+    let run = |store: &PgStore, node: &str| {
+        for period in 0..60i64 {
+            for _ in 0..4 {
+                let now = Instant::from_secs(period * 10);
+                if store.claim_job(
+                    "sweep",
+                    node,
+                    now,
+                    Instant::from_secs(period * 10 + 5),
+                    Instant::from_secs(0),
+                ) == Ok(true)
+                {
+                    runs.lock().unwrap().push((period, node.to_string()));
+                    assert_eq!(
+                        store.finish_job("sweep", node, Instant::from_secs(period * 10 + 10)),
+                        Ok(true)
+                    );
+                }
+            }
+        }
+    };
+    thread::scope(|scope| {
+        for (store, node) in [(&a, "a"), (&b, "b")] {
+            for worker in 0..3 {
+                let run = &run;
+                scope.spawn(move || run(store, &format!("{node}-{worker}")));
+            }
+        }
+    });
+    let runs = runs.into_inner().unwrap();
+    let mut periods: Vec<i64> = runs.iter().map(|(p, _)| *p).collect();
+    periods.sort_unstable();
+    let mut once = periods.clone();
+    once.dedup();
+    assert_eq!(periods, once, "a period ran twice");
+    // A lapsed lease: x takes the job and stalls; y takes it over once the lease ran out; x's
+    // late finish is refused and does not move the schedule y set.
+    let late = Instant::from_secs(10_000);
+    assert_eq!(a.claim_job("audit", "x", late, Instant::from_secs(10_005), late), Ok(true));
+    assert_eq!(
+        b.claim_job("audit", "y", Instant::from_secs(10_004), Instant::from_secs(10_010), late),
+        Ok(false)
+    );
+    assert_eq!(
+        b.claim_job("audit", "y", Instant::from_secs(10_005), Instant::from_secs(10_010), late),
+        Ok(true)
+    );
+    assert_eq!(a.finish_job("audit", "x", Instant::from_secs(99_999)), Ok(false));
+    assert_eq!(b.finish_job("audit", "y", Instant::from_secs(10_100)), Ok(true));
+    assert_eq!(
+        a.claim_job("audit", "x", Instant::from_secs(10_099), Instant::from_secs(10_200), late),
+        Ok(false)
+    );
+    assert_eq!(
+        a.claim_job("audit", "x", Instant::from_secs(10_100), Instant::from_secs(10_200), late),
+        Ok(true)
+    );
+}
