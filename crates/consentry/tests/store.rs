@@ -158,34 +158,32 @@ fn bad_store_addresses_and_copies_are_one_line() {
 
 /// Two running nodes on the store in `dir` (or the PostgreSQL database `store` names), as
 /// `serve` opens them.
-fn running_nodes(dir: &std::path::Path, store: &[&str]) -> Vec<consentry_service::Service> {
+fn running_nodes(dir: &std::path::Path, store: &[&str]) -> [consentry_service::Service; 2] {
     use std::sync::Arc;
-    (0..2)
-        .map(|_| {
-            let opened: Arc<dyn consentry_store::Store> = match store {
-                [_, url] => Arc::new(
-                    consentry_store_postgres::PgStore::open(
-                        url,
-                        &consentry_store_postgres::PgOptions { pool_size: 2 },
-                    )
+    [(); 2].map(|()| {
+        let opened: Arc<dyn consentry_store::Store> = match store {
+            [_, url] => Arc::new(
+                consentry_store_postgres::PgStore::open(
+                    url,
+                    &consentry_store_postgres::PgOptions { pool_size: 2 },
+                )
+                .unwrap_or_else(|e| unreachable!("{e}")),
+            ),
+            _ => Arc::new(
+                consentry_store_sqlite::SqliteStore::open(&dir.join("consentry.db"))
                     .unwrap_or_else(|e| unreachable!("{e}")),
-                ),
-                _ => Arc::new(
-                    consentry_store_sqlite::SqliteStore::open(&dir.join("consentry.db"))
-                        .unwrap_or_else(|e| unreachable!("{e}")),
-                ),
-            };
-            let (key, _) =
-                consentry_service::load_server_key(opened.as_ref(), None, consentry_types::Instant::now())
-                    .unwrap_or_else(|e| unreachable!("{e}"));
-            consentry_service::Service::new(
-                opened,
-                Arc::new(consentry_service::SystemClock::default()),
-                key,
-                consentry_service::ServiceConfig::default(),
-            )
-        })
-        .collect()
+            ),
+        };
+        let (key, _) =
+            consentry_service::load_server_key(opened.as_ref(), None, consentry_types::Instant::now())
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        consentry_service::Service::new(
+            opened,
+            Arc::new(consentry_service::SystemClock::default()),
+            key,
+            consentry_service::ServiceConfig::default(),
+        )
+    })
 }
 
 /// `consentry server-key rotate` while two nodes serve: a cursor sealed before the rotation
@@ -196,8 +194,8 @@ fn rotate_while_two_nodes_serve(dir: &std::path::Path, store: &[&str]) {
     let data = dir.to_str().unwrap_or_default();
     let listed = run(&[&["keys", "list", "--data-dir", data], store].concat());
     assert!(listed.status.success(), "{}", text(&listed.stderr));
-    let nodes = running_nodes(dir, store);
-    let (a, b) = (&nodes[0], &nodes[1]);
+    let [a, b] = running_nodes(dir, store);
+    let (a, b) = (&a, &b);
     let scope = "app-1/hikers/members";
     let app = consentry_types::AppId::parse("app-1").unwrap_or_else(|e| unreachable!("{e}"));
     let member = consentry_types::MemberId::parse("ann").unwrap_or_else(|e| unreachable!("{e}"));

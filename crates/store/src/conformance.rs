@@ -1017,13 +1017,16 @@ fn two_nodes_delivering_at_once_deliver_every_event_exactly_once(a: &dyn Store, 
 }
 
 fn two_nodes_running_jobs_at_once_run_each_period_once(a: &dyn Store, b: &dyn Store) {
-    // Each period (10 s of store time) both nodes try, many times each; one runs it.
+    // Each period (10 s of store time) both nodes try, many times each; one runs it. Each
+    // thread has its own idea of "now" (its period), so the lease outlasts every period: a
+    // thread a period ahead must not take over a run still going as if its lease had lapsed
+    // (that case has its own check, `a_job_runs_once_per_period_and_a_lapsed_lease_frees_it`).
     let runs = std::sync::Mutex::new(Vec::new());
     let run = |store: &dyn Store, node: &str| {
         for period in 0..40i64 {
             for _ in 0..5 {
                 let now = at(period * 10);
-                if store.claim_job("sweep", node, now, at(period * 10 + 5), at(0)) == Ok(true) {
+                if store.claim_job("sweep", node, now, at(100_000), at(0)) == Ok(true) {
                     if let Ok(mut r) = runs.lock() {
                         r.push(period);
                     }
