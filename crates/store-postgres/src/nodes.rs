@@ -66,13 +66,15 @@ pub(crate) fn claim_due_notifications(
     limit: usize,
     per_developer: usize,
 ) -> DbResult<Vec<Notification>> {
-    // The developers with the oldest due events, each locked for this transaction unless
-    // another node is claiming its events now (then it is skipped, not waited for).
+    // The developers with the oldest due events and no lease running (as this statement saw
+    // them: checked again below), each locked for this transaction unless another node is
+    // claiming its events now (then it is skipped, not waited for).
     let developers: Vec<String> = db
         .query(
             "SELECT developer FROM (
                SELECT developer, MIN(next_attempt_at) AS due, MIN(id) AS first FROM notifications
                WHERE status = 'pending' AND next_attempt_at <= $1
+                 AND developer NOT IN (SELECT developer FROM notification_leases WHERE lease_until > $1)
                GROUP BY developer ORDER BY due, first LIMIT $2
              ) AS due_developers
              WHERE pg_try_advisory_xact_lock($3, hashtext(developer))",

@@ -89,6 +89,8 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     each_notification_is_claimed_by_one_node_at_a_time(&store, &store);
     let store = make();
     a_job_runs_once_per_period_and_a_lapsed_lease_frees_it(&store, &store);
+    let store = make();
+    a_node_claims_free_developers_past_those_another_holds(&store, &store);
 }
 
 /// Runs the checks of several nodes with two handles on one store (two connections or pools
@@ -102,6 +104,8 @@ pub fn run_several_nodes<S: Store>(make_pair: impl Fn() -> (S, S)) {
     each_notification_is_claimed_by_one_node_at_a_time(&a, &b);
     let (a, b) = make_pair();
     a_job_runs_once_per_period_and_a_lapsed_lease_frees_it(&a, &b);
+    let (a, b) = make_pair();
+    a_node_claims_free_developers_past_those_another_holds(&a, &b);
     let (a, b) = make_pair();
     two_nodes_delivering_at_once_deliver_every_event_exactly_once(&a, &b);
     let (a, b) = make_pair();
@@ -946,6 +950,21 @@ fn each_notification_is_claimed_by_one_node_at_a_time(a: &dyn Store, b: &dyn Sto
     );
     assert_eq!(a.outbox_depth(), Ok(OutboxDepth { pending: 2, dead: 1 }));
     assert_eq!(b.outbox_depth(), Ok(OutboxDepth { pending: 2, dead: 1 }));
+}
+
+/// The developers with the oldest events are held by one node: another, claiming at most as
+/// many as those, still gets the free developers' events (it does not stop at the held ones).
+fn a_node_claims_free_developers_past_those_another_holds(a: &dyn Store, b: &dyn Store) {
+    let developers: Vec<DeveloperId> = (0..4).map(|i| developer(a, &format!("free{i}"))).collect();
+    let queued: Vec<u64> = developers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| a.enqueue_notification(d, "e", "{}", at(i as i64)).unwrap_or_default())
+        .collect();
+    let held = a.claim_due_notifications("a", at(10), at(100), 2, 1).unwrap_or_default();
+    assert_eq!(Some(ids(&held).as_slice()), queued.get(..2));
+    let free = b.claim_due_notifications("b", at(10), at(100), 2, 1).unwrap_or_default();
+    assert_eq!(Some(ids(&free).as_slice()), queued.get(2..), "b stopped at the developers a holds");
 }
 
 fn a_job_runs_once_per_period_and_a_lapsed_lease_frees_it(a: &dyn Store, b: &dyn Store) {
