@@ -60,12 +60,32 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Puts the file in WAL mode. Switching needs the file to itself and SQLite does not wait for
+/// it (no busy timeout): when another process opens the same new file at that moment, try
+/// again for a while.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut attempt: u64 = 0;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy && attempt < 100 =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(attempt.min(20)));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in one file.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let mut writer = Connection::open(path).map_err(backend)?;
-        writer.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        // The busy timeout first: nodes opening one file at once wait for each other's
+        // migrations instead of failing.
         configure(&writer).map_err(backend)?;
+        switch_to_wal(&writer).map_err(backend)?;
         migrate(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {

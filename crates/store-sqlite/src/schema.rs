@@ -39,9 +39,29 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if applied.is_none() {
         columns_before_versioning(conn).map_err(|e| failed(&e))?;
     }
-    embedded::migrations::runner().set_abort_missing(true).run(conn).map_err(|e| failed(&e))?;
-    Ok(())
+    // Several nodes may open a store at once: each migration is applied and recorded in one
+    // transaction, so when another opener applied one first, ours fails (its record, or its
+    // statements, conflict) and changes nothing. Read again what is applied, and go on.
+    let mut attempt = 0;
+    loop {
+        match embedded::migrations::runner().set_abort_missing(true).run(conn) {
+            Ok(_) => return Ok(()),
+            Err(error) => {
+                attempt += 1;
+                if applied_version(conn).map_err(|e| failed(&e))? == Some(latest) {
+                    return Ok(());
+                }
+                if attempt >= MIGRATION_ATTEMPTS {
+                    return Err(failed(&error));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)));
+            }
+        }
+    }
 }
+
+/// How many times opening tries the migrations when other openers apply them at the same time.
+const MIGRATION_ATTEMPTS: u32 = 10;
 
 /// The database's schema version now, and the newest this binary knows.
 pub(crate) fn versions(conn: &Connection) -> rusqlite::Result<SchemaVersions> {
@@ -64,7 +84,8 @@ fn applied_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 /// operator keys gain those columns (and `expires_at`), and its keys are marked as made on the
 /// server by an unrecorded command. After this the store is exactly version 1.
 fn columns_before_versioning(conn: &mut Connection) -> rusqlite::Result<()> {
-    let conn = conn.transaction()?;
+    // Immediate: two openers at once take turns (a deferred one could not upgrade to write).
+    let conn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('operator_keys')")?
         .query_map([], |r| r.get(0))?

@@ -225,3 +225,37 @@ fn a_store_written_after_several_nodes_but_before_their_migration_opens_with_eve
     assert_eq!(versions, (1..=consentry_store_sqlite::latest_schema_version()).collect::<Vec<_>>());
     let _ = std::fs::remove_file(&path);
 }
+
+/// Several nodes starting at once on a new store file: each opener migrates it or finds it
+/// migrated by another, none fails, and every migration is recorded once.
+#[test]
+fn stores_opened_at_once_on_a_new_file_all_open_and_migrate_it_once() {
+    let dir = std::env::temp_dir().join(format!("consentry-open-at-once-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    for round in 0..30 {
+        let path = dir.join(format!("store-{round}.db"));
+        let barrier = std::sync::Barrier::new(4);
+        let opened: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        SqliteStore::open(&path).map(drop).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))).collect()
+        });
+        assert!(opened.iter().all(Result::is_ok), "round {round}: {opened:?}");
+        let versions: Vec<i64> = rusqlite::Connection::open(&path)
+            .and_then(|c| {
+                c.prepare("SELECT version FROM refinery_schema_history ORDER BY version")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(versions, (1..=consentry_store_sqlite::latest_schema_version()).collect::<Vec<_>>());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
