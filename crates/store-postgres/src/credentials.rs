@@ -1,11 +1,11 @@
 //! Credentials: access tokens and operator keys, known only by hashes.
 
 use consentry_store::{KeyOrigin, OperatorKey, StoreError, TokenRecord};
-use consentry_types::{AppId, Instant, OperatorRole};
+use consentry_types::{AppId, AppStatus, Instant, OperatorRole};
 use postgres::Row;
 
 use crate::sql::{
-    corrupt, instant, operator_role_of, optional_instant, parsed, require, Db, DbResult, Failure,
+    corrupt, instant, operator_role_of, optional_instant, parsed, require, status_of, Db, DbResult, Failure,
 };
 
 pub(crate) fn token_row(row: &Row) -> DbResult<TokenRecord> {
@@ -59,6 +59,25 @@ pub(crate) fn token(db: &mut dyn Db, hash: &str) -> DbResult<Option<TokenRecord>
     db.query_opt("SELECT hash, app, issued_at, expires_at, revoked_at FROM tokens WHERE hash = $1", &[&hash])?
         .map(|row| token_row(&row))
         .transpose()
+}
+
+pub(crate) fn token_with_app_status(
+    db: &mut dyn Db,
+    hash: &str,
+) -> DbResult<Option<(TokenRecord, Option<AppStatus>)>> {
+    let Some(row) = db.query_opt(
+        "SELECT t.hash, t.app, t.issued_at, t.expires_at, t.revoked_at, a.status
+         FROM tokens t LEFT JOIN apps a ON a.id = t.app WHERE t.hash = $1",
+        &[&hash],
+    )?
+    else {
+        return Ok(None);
+    };
+    let status = match row.try_get::<_, Option<String>>(5)? {
+        Some(text) => Some(status_of(&text).map_err(|()| corrupt("app status", &text))?),
+        None => None,
+    };
+    Ok(Some((token_row(&row)?, status)))
 }
 
 pub(crate) fn revoke_token(db: &mut dyn Db, hash: &str, at: Instant) -> DbResult<bool> {

@@ -400,6 +400,10 @@ impl Store for PgStore {
         self.read(|db| credentials::token(db, hash))
     }
 
+    fn token_with_app_status(&self, hash: &str) -> StoreResult<Option<(TokenRecord, Option<AppStatus>)>> {
+        self.read(|db| credentials::token_with_app_status(db, hash))
+    }
+
     fn revoke_token(&self, hash: &str, at: Instant) -> StoreResult<bool> {
         self.write(|db| credentials::revoke_token(db, hash, at))
     }

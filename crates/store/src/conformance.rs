@@ -831,6 +831,18 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
         ],
         "m3 left the group, m2 withdrew consent"
     );
+    // What authenticating an app reads: a token with its app's status, as read apart.
+    for hash in ["cd".repeat(32), "ef".repeat(32), "00".repeat(32)] {
+        let apart = store.token(&hash).and_then(|token| match token {
+            Some(token) => Ok(Some((token.clone(), store.app(&token.app)?.map(|a| a.status)))),
+            None => Ok(None),
+        });
+        assert_eq!(store.token_with_app_status(&hash), apart, "{hash}");
+    }
+    assert_eq!(
+        store.token_with_app_status(&"ef".repeat(32)).map(|t| t.and_then(|(_, status)| status)),
+        Ok(Some(AppStatus::Suspended))
+    );
     assert_eq!(page.active_policy, Some(1));
     assert_eq!(page.token.map(|t| t.app), Some(app_id("a0")));
     assert_eq!(page.installation.map(|i| i.authorized_by), Some(member_id("m0")));
