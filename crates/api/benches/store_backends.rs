@@ -193,6 +193,9 @@ fn main() {
         );
         let service = service_on(store.clone());
         let token = world(store.as_ref(), &service, members);
+        // As after any bulk load: statistics now, so that no connection caches a plan made
+        // on an empty table's (autovacuum would get there on its own, at some point).
+        store.analyze().unwrap_or_else(|e| unreachable!("{e}"));
         (store, app(ApiState::new(service)), token)
     });
 

@@ -119,6 +119,10 @@ impl CopyTarget for PgStore {
             )
             .map_err(|e| backend(&e))?;
         }
+        // Statistics for the planner now, not whenever autovacuum gets to the new rows.
+        for table in TABLES {
+            tx.batch_execute(&format!("ANALYZE {table}")).map_err(|e| backend(&e))?;
+        }
         tx.commit().map_err(|e| backend(&e))
     }
 }

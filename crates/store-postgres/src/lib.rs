@@ -227,6 +227,17 @@ impl PgStore {
         }
     }
 
+    /// Refreshes the planner's statistics of every table (`ANALYZE`), as after loading many
+    /// rows at once (`store copy` does it): until autovacuum gets to a freshly filled table,
+    /// plans made on its empty statistics (and cached by every connection) can be slow.
+    pub fn analyze(&self) -> StoreResult<()> {
+        let mut connection = self.connection()?;
+        for table in consentry_store::copy::TABLES {
+            connection.client.batch_execute(&format!("ANALYZE {table}")).map_err(|e| sql::backend(&e))?;
+        }
+        Ok(())
+    }
+
     /// How many round trips this store's connections have made to the database so far (each
     /// statement, each statement prepared, each BEGIN and COMMIT), for counting them per page.
     pub fn round_trips(&self) -> u64 {
