@@ -246,7 +246,7 @@ fn main() {
             };
             assert_eq!(names(&pg_pages), names(&sqlite_pages), "both backends show the same pages");
             assert_eq!(pg_uris.len(), uris.len());
-            // Round trips: a whole request (bearer check and page), and the page read alone.
+            // Round trips: a whole request (bearer check, page snapshot, profiles shown), and the snapshot alone.
             let before = store.round_trips();
             let _ = get(router, token, &pg_uris[1 % pg_uris.len()]).await;
             let _ = get(router, token, &pg_uris[1 % pg_uris.len()]).await;
@@ -287,7 +287,7 @@ fn main() {
         );
         println!("  ratio (PostgreSQL / SQLite): {:.2} (target >= 0.5)", p.per_second / s.per_second);
         println!(
-            "  PostgreSQL round trips: {} per request (bearer check and page), {} per page read (target <= 3)",
+            "  PostgreSQL round trips: {} per request (bearer check, page snapshot, profiles shown; target <= 3), {} per page snapshot",
             trips_per_request.unwrap_or_default(),
             trips_per_page_read.unwrap_or_default()
         );

@@ -255,38 +255,58 @@ pub async fn run_audit(
         let window =
             window(input.from.as_deref(), input.to.as_deref(), input.since.as_deref(), service.now())
                 .map_err(ApiError::bad_request)?;
-        let store = service.store();
-        let (policy, label) = match (input.policy_version, input.policy_text) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request("give policy_version or policy_text, not both"))
-            }
-            (None, Some(text)) => {
-                let compiled = compile(0, &text)
-                    .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
-                (compiled, "draft".to_string())
-            }
-            (version, None) => {
-                let stored = match version {
-                    Some(v) => store.policy_version(v),
-                    None => store.active_policy(),
-                }
-                .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
-                .ok_or_else(|| {
-                    ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", "no such policy version")
-                })?;
-                let compiled = compile(stored.version, &stored.text)
-                    .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
-                (compiled, format!("version {}", stored.version))
-            }
-        };
-        let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
-            service.scoped_member_id(app, member)
-        };
-        consentry_audit::run(store.as_ref(), &ledger_dir, &policy, &label, window, &scoped, &mut |_| {})
-            .map_err(|e| ApiError::internal(&e.to_string()))
+        let policy = audited_policy(service, input.policy_version, input.policy_text)?;
+        audit_report(service, &ledger_dir, &policy, window, &mut |_| {})
     })
     .await?;
     Ok(Json(report_json(&report)))
+}
+
+/// The policy an audit is run against, with its label: a stored version, draft text, or
+/// (neither given) the active policy.
+pub(crate) fn audited_policy(
+    service: &consentry_service::Service,
+    version: Option<u32>,
+    text: Option<String>,
+) -> Result<(consentry_policy::CompiledPolicy, String), ApiError> {
+    let store = service.store();
+    match (version, text) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give policy_version or policy_text, not both")),
+        (None, Some(text)) => {
+            let compiled =
+                compile(0, &text).map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+            Ok((compiled, "draft".to_string()))
+        }
+        (version, None) => {
+            let stored = match version {
+                Some(v) => store.policy_version(v),
+                None => store.active_policy(),
+            }
+            .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?
+            .ok_or_else(|| {
+                ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", "no such policy version")
+            })?;
+            let compiled = compile(stored.version, &stored.text)
+                .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
+            Ok((compiled, format!("version {}", stored.version)))
+        }
+    }
+}
+
+/// Runs an audit exactly as `POST /platform/v1/audits` does, telling `progress` how many
+/// records it has read.
+pub(crate) fn audit_report(
+    service: &consentry_service::Service,
+    ledger_dir: &std::path::Path,
+    (policy, label): &(consentry_policy::CompiledPolicy, String),
+    window: (Instant, Instant),
+    progress: &mut dyn FnMut(u64),
+) -> Result<AuditReport, ApiError> {
+    let scoped = |app: &consentry_types::AppId, member: &consentry_types::MemberId| {
+        service.scoped_member_id(app, member)
+    };
+    consentry_audit::run(service.store().as_ref(), ledger_dir, policy, label, window, &scoped, progress)
+        .map_err(|e| ApiError::internal(&e.to_string()))
 }
 
 /// A draft to preview, over a window.
@@ -342,7 +362,7 @@ pub async fn preview_policy(
 }
 
 /// The preview of `draft` against the active policy, as JSON.
-fn preview_json(
+pub(crate) fn preview_json(
     service: &consentry_service::Service,
     ledger_dir: &std::path::Path,
     draft: &consentry_policy::CompiledPolicy,
@@ -406,6 +426,22 @@ pub async fn preview_version(
         let window =
             window(input.from.as_deref(), input.to.as_deref(), input.since.as_deref(), service.now())
                 .map_err(ApiError::bad_request)?;
+        preview_and_keep(service, &ledger_dir, version, window, &by)
+    })
+    .await?;
+    Ok(Json(body))
+}
+
+/// Previews the stored version `version` against the active policy over `window` and keeps
+/// the preview with the version, recorded as by `by`.
+pub(crate) fn preview_and_keep(
+    service: &consentry_service::Service,
+    ledger_dir: &std::path::Path,
+    version: u32,
+    window: (Instant, Instant),
+    by: &str,
+) -> Result<Value, ApiError> {
+    {
         let store = service.store();
         let stored = store
             .policy_version(version)
@@ -419,14 +455,12 @@ pub async fn preview_version(
             })?;
         let draft = compile(version, &stored.text)
             .map_err(|e| ApiError::from(consentry_service::ServiceError::Policy(e)))?;
-        let summary = preview_json(service, &ledger_dir, &draft, window)?;
+        let summary = preview_json(service, ledger_dir, &draft, window)?;
         store
-            .record_preview(version, &by, &summary.to_string(), service.now())
+            .record_preview(version, by, &summary.to_string(), service.now())
             .map_err(|e| ApiError::from(consentry_service::ServiceError::from(e)))?;
         Ok(summary)
-    })
-    .await?;
-    Ok(Json(body))
+    }
 }
 
 #[cfg(test)]

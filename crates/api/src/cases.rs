@@ -144,23 +144,25 @@ pub async fn all_cases(
     OperatorAuth(op): OperatorAuth,
 ) -> Result<Json<Vec<CaseBody>>, ApiError> {
     op.require(&[OperatorRole::Operator, OperatorRole::PrivacyOfficer, OperatorRole::Auditor])?;
-    let cases = blocking(&state.service, |s| {
-        let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
-        let mut out = Vec::new();
-        for case in s.store().cases().map_err(map)? {
-            let events = s
-                .store()
-                .case_events(case.id)
-                .map_err(map)?
-                .into_iter()
-                .map(|e| CaseEventBody { state: e.state.as_str(), at: e.at.to_string(), note: e.note })
-                .collect();
-            out.push(body(case, events));
-        }
-        Ok(out)
-    })
-    .await?;
+    let cases = blocking(&state.service, case_bodies).await?;
     Ok(Json(cases))
+}
+
+/// Every case with its history, as the platform API lists them (the console shows the same).
+pub(crate) fn case_bodies(s: &consentry_service::Service) -> Result<Vec<CaseBody>, ApiError> {
+    let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
+    let mut out = Vec::new();
+    for case in s.store().cases().map_err(map)? {
+        let events = s
+            .store()
+            .case_events(case.id)
+            .map_err(map)?
+            .into_iter()
+            .map(|e| CaseEventBody { state: e.state.as_str(), at: e.at.to_string(), note: e.note })
+            .collect();
+        out.push(body(case, events));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -3,6 +3,7 @@
 
 mod audits;
 mod cases;
+pub mod console;
 mod extract;
 mod groups;
 mod keys;
@@ -14,6 +15,7 @@ mod platform;
 mod problem;
 mod proofs;
 mod recorder;
+mod report;
 mod transparency;
 
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub use operations::{metrics_app, Metrics, Readiness};
 pub use problem::{ApiError, Problem};
 pub use proofs::{prove_version, review_json, standing_json, Proofs};
 pub use recorder::{COMMIT_WAIT, MOST_PER_SYNC};
+pub use report::{manifest_csv, manifest_json, report_csv, report_html};
 pub use transparency::LedgerSink;
 
 /// Largest JSON body the platform API accepts.
@@ -57,8 +60,11 @@ pub struct ApiState {
     pub proofs: Option<Arc<Proofs>>,
     /// Places for refusals pausing before they leave.
     refusals_pausing: Arc<tokio::sync::Semaphore>,
-    /// This node's ledger stream, when it records disclosures (for readiness and metrics).
+    /// This node's ledger stream, when it records disclosures (for readiness, metrics and the
+    /// console's progress bars).
     pub ledger: Option<Arc<consentry_ledger::Ledger>>,
+    /// The privacy team's console: its sessions and jobs.
+    pub console: Arc<console::Console>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     /// The writer thread records go through (group commit), when there is a sink.
@@ -76,6 +82,7 @@ impl ApiState {
             proofs: None,
             refusals_pausing: Arc::new(tokio::sync::Semaphore::new(REFUSALS_PAUSING)),
             ledger: None,
+            console: Arc::default(),
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::new(Readiness::default()),
             recorder: None,
@@ -131,6 +138,12 @@ impl ApiState {
     /// Proves policy versions with `proofs` (and approvals run them when none are kept).
     pub fn with_proofs(mut self, proofs: Proofs) -> ApiState {
         self.proofs = Some(Arc::new(proofs));
+        self
+    }
+
+    /// The console with these session limits (tests: short expiries, few sessions).
+    pub fn with_console(mut self, console: console::Console) -> ApiState {
+        self.console = Arc::new(console);
         self
     }
 
@@ -295,6 +308,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/readyz", get(operations::readyz))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .nest("/platform/v1", platform)
+        .nest("/console", console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), operations::track))

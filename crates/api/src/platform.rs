@@ -441,7 +441,13 @@ pub async fn list_policies(
     OperatorAuth(op): OperatorAuth,
 ) -> Result<Json<Vec<PolicyBody>>, ApiError> {
     op.require(READERS)?;
-    let bodies = blocking(&state.service, |s| {
+    let bodies = blocking(&state.service, policy_bodies).await?;
+    Ok(Json(bodies))
+}
+
+/// Every policy version as the platform API lists it (the console shows the same).
+pub(crate) fn policy_bodies(s: &consentry_service::Service) -> Result<Vec<PolicyBody>, ApiError> {
+    {
         let store = s.store();
         let map = |e| ApiError::from(consentry_service::ServiceError::from(e));
         let names: std::collections::HashMap<String, String> =
@@ -495,9 +501,7 @@ pub async fn list_policies(
             });
         }
         Ok(bodies)
-    })
-    .await?;
-    Ok(Json(bodies))
+    }
 }
 
 #[utoipa::path(post, path = "/platform/v1/policies/{version}/activate", tag = "policies", request_body = ActivationInput,
@@ -739,12 +743,7 @@ pub async fn approve_policy(
     op.require(&[OperatorRole::PrivacyOfficer])?;
     let proofs = state.proofs.clone();
     let body = blocking(&state.service, move |s| {
-        if let (Some(proofs), consentry_service::ProofStanding::Missing) =
-            (&proofs, s.proof_standing(version)?)
-        {
-            crate::proofs::prove_version(s, proofs, version, None, &op)?;
-        }
-        s.approve_policy(version, &op)?;
+        approve_version(s, proofs.as_deref(), version, &op)?;
         let latest_preview = s
             .store()
             .policy_previews(version)
@@ -773,4 +772,20 @@ pub async fn approve_policy(
     })
     .await?;
     Ok(Json(body))
+}
+
+/// A privacy officer's approval as the platform API (and the console) makes it: when the
+/// version has no proofs and this server has a prover, the proofs run first; then the
+/// two-person rule and the proofs decide.
+pub(crate) fn approve_version(
+    s: &consentry_service::Service,
+    proofs: Option<&crate::proofs::Proofs>,
+    version: u32,
+    op: &consentry_service::OperatorSession,
+) -> Result<(), ApiError> {
+    if let (Some(proofs), consentry_service::ProofStanding::Missing) = (proofs, s.proof_standing(version)?) {
+        crate::proofs::prove_version(s, proofs, version, None, op)?;
+    }
+    s.approve_policy(version, op)?;
+    Ok(())
 }

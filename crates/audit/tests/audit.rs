@@ -121,6 +121,7 @@ impl Store for StaleConsents {
         finish_job(&self, j: &str, n: &str, next: Instant) -> StoreResult<bool>;
         schema_versions(&self) -> StoreResult<consentry_store::SchemaVersions>;
         notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
+        retry_notification(&self, id: u64, at: Instant) -> StoreResult<()>;
         open_case(&self, d: &DeveloperId, m: &str, deadline: Instant, at: Instant) -> StoreResult<u64>;
         case(&self, id: u64) -> StoreResult<Option<consentry_store::Case>>;
         cases(&self) -> StoreResult<Vec<consentry_store::Case>>;

@@ -1,8 +1,10 @@
-//! `consentry demo`: a seeded world plays the Groups API story from 2017 to 2019 through the
-//! same service path the HTTP server uses, prints what apps could see before and after the
-//! April 2018 change, then hands the world to the server.
+//! `consentry demo`: the Groups API story from 2017 to 2019, played on a world from
+//! `consentry-world` through the same service path the HTTP server uses. The world (members,
+//! groups and their churn, apps, installations, opt-ins, suspensions, reads) is generated; the
+//! story (its cast's numbers, the 2018-04-04 change with its grandfathering clause, the
+//! 2019-11-05 audit, remediation) is told on top of it. Then the world is handed to the server.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,82 +12,28 @@ use std::time::Instant as WallClock;
 
 use anyhow::{bail, Context, Result};
 use consentry_service::{
-    AppSession, OperatorSession, PageRequest, Service, ServiceConfig, SimulatedClock, Subject, SystemClock,
+    OperatorSession, Service, ServiceConfig, ServiceError, SimulatedClock, Subject, SystemClock,
 };
 use consentry_store::Store;
-use consentry_types::{
-    AppId, DeveloperId, Field, FieldSet, GroupId, Instant, MemberId, OperatorRole, PostId, Role, Scope,
+use consentry_types::{AppId, AppStatus, DeveloperId, Field, FieldSet, Instant, MemberId, OperatorRole};
+use consentry_world::{
+    AppStatusParams, Applied, Applier, Event, GroupParams, InstallationParams, OptInParams, ShippedPolicy,
+    TrafficParams, World, WorldParams, CATEGORIES,
 };
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 
 use crate::data_dir::DataDir;
 use crate::keys::{os_user, BOOTSTRAP_KEY_FILE};
 use crate::serve::announce_bootstrap_key;
 
-const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
-const GROUPS_2018: &str = include_str!("../../../policies/groups-2018.cedar");
-const GROUPS_2018_SHIPPED: &str = include_str!("../../../policies/groups-2018-grandfathered.cedar");
 const MARKER: &str = "demo-world.txt";
 /// What the marker says: a directory holding it with these words is the demo's to replace.
 const MARKER_TEXT: &str = "written by `consentry demo`; replaced on every run\n";
-
-const CATEGORIES: [&str; 5] =
-    ["social_media_management", "video_streaming", "analytics", "event_planning", "community_moderation"];
-const FIRST: [&str; 16] = [
-    "Ada", "Bao", "Chiara", "Dmitri", "Esi", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemi", "Lars",
-    "Mei", "Nia", "Omar", "Priya",
-];
-const LAST: [&str; 12] = [
-    "Okafor",
-    "Lindqvist",
-    "Tanaka",
-    "Moreau",
-    "Silva",
-    "Novak",
-    "Haddad",
-    "Kowalski",
-    "Nguyen",
-    "Ibarra",
-    "Berg",
-    "Costa",
-];
-const TOPICS: [&str; 12] = [
-    "Hikers",
-    "Sourdough",
-    "Chess",
-    "Parents",
-    "Cyclists",
-    "Gardeners",
-    "Photographers",
-    "Runners",
-    "Birdwatchers",
-    "Makers",
-    "Readers",
-    "Climbers",
-];
-const PLACES: [&str; 10] =
-    ["Lisbon", "Osaka", "Lagos", "Oslo", "Austin", "Pune", "Lyon", "Cusco", "Leeds", "Perth"];
 
 /// How big a world to simulate.
 #[derive(Debug, Clone, Copy)]
 pub enum Scale {
     Full,
     Small,
-}
-
-struct Params {
-    members: usize,
-    groups: usize,
-    developers: usize,
-    group_size: (usize, usize),
-    installs_per_app: (usize, usize),
-    consent_rate: f64,
-    /// Developers whose apps keep reading member lists to the end (they *did*).
-    active_developers: usize,
-    withdraw_rate: f64,
-    read_every_days: i64,
 }
 
 impl Scale {
@@ -97,31 +45,67 @@ impl Scale {
         }
     }
 
-    fn params(self) -> Params {
-        match self {
-            Scale::Full => Params {
-                members: 5_000,
-                groups: 300,
-                developers: 100,
-                group_size: (15, 60),
-                installs_per_app: (2, 6),
-                consent_rate: 0.06,
-                active_developers: 11,
-                withdraw_rate: 0.25,
-                read_every_days: 14,
+    /// The story's world: the generator's realistic world with the story's cast. Every
+    /// developer's first app was installed in a group within its first 90 days, in 2017, and
+    /// kept there (so every developer still held pre-2018 access when the audit came); the apps
+    /// of a few developers (11 of 100 at full scale, 3 of 10 at small) keep reading member
+    /// lists to the end, the others stop before the audit's window. Suspensions end by mid
+    /// 2019 and the platform bans nobody before the story's remediation does.
+    fn world(self, seed: u64) -> Result<WorldParams> {
+        let (members, groups, largest, smallest, developers, per_app, readers, every_days) = match self {
+            Scale::Full => (5_000, 300, 400, 8, 100, (2, 6), 11, 14),
+            Scale::Small => (300, 20, 60, 5, 10, (1, 3), 3, 28),
+        };
+        let start = at("2017-01-02T09:00:00Z")?;
+        let profile: FieldSet = [Field::MemberName, Field::MemberPicture].into_iter().collect();
+        let group: FieldSet = [Field::GroupName, Field::GroupMemberCount].into_iter().collect();
+        Ok(WorldParams {
+            seed,
+            start,
+            end: at("2019-12-05T00:00:00Z")?,
+            members,
+            groups: GroupParams {
+                count: groups,
+                largest,
+                smallest,
+                exponent: 0.8,
+                admins: (1, 2),
+                posts: (2, 4),
+                leaving: 0.1,
+                role_changes: 0.02,
             },
-            Scale::Small => Params {
-                members: 300,
-                groups: 20,
-                developers: 10,
-                group_size: (8, 20),
-                installs_per_app: (1, 3),
-                consent_rate: 0.15,
-                active_developers: 3,
-                withdraw_rate: 0.3,
-                read_every_days: 28,
+            developers,
+            second_app_every: 8,
+            apps_launch: (start, at("2017-09-01")?),
+            installations: InstallationParams {
+                per_app,
+                first_within_days: Some(90),
+                first_kept: true,
+                removed: 0.1,
+                reinstalled: 0.2,
             },
-        }
+            opt_in: OptInParams { rate: (0.03, 0.15), withdrawn: 0.25 },
+            app_status: AppStatusParams {
+                suspended: 0.08,
+                suspension_days: (3, 30),
+                banned: 0.0,
+                between: (at("2017-03-01")?, at("2019-06-30")?),
+            },
+            policies: vec![
+                (start, ShippedPolicy::Legacy2017),
+                (at("2018-04-04")?, ShippedPolicy::Groups2018Grandfathered),
+                (at("2019-11-05T12:00:00Z")?, ShippedPolicy::Groups2018),
+            ],
+            traffic: TrafficParams {
+                first_after_days: 7,
+                every_days,
+                member_fields: profile,
+                limit: 500,
+                group_fields: group,
+                keep_reading_developers: readers,
+                stop_reading_between: (at("2018-05-01")?, at("2019-08-31")?),
+            },
+        })
     }
 }
 
@@ -219,30 +203,6 @@ fn at(text: &str) -> Result<Instant> {
     Instant::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn id<T>(parse: fn(&str) -> Result<T, consentry_types::InvalidId>, text: &str) -> Result<T> {
-    parse(text).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// A change the story makes at an instant.
-#[derive(Debug, Clone)]
-enum Event {
-    Install { app: usize, group: usize, by: MemberId },
-    Uninstall { app: usize, group: usize },
-    Consent { member: MemberId, app: usize },
-    Withdraw { member: MemberId, app: usize },
-    ShipGroups2018,
-    Audit,
-    Fix,
-    Remediate,
-}
-
-struct AppInfo {
-    id: AppId,
-    developer: usize,
-    category: &'static str,
-    session: AppSession,
-}
-
 /// Profile disclosures counted in one period.
 #[derive(Default)]
 struct Tally {
@@ -253,13 +213,6 @@ struct Tally {
     apps: HashSet<AppId>,
     unconsented_by_category: BTreeMap<&'static str, u64>,
     after_withdrawal: u64,
-}
-
-fn random_between(rng: &mut StdRng, from: Instant, to: Instant) -> Instant {
-    if to <= from {
-        return from;
-    }
-    Instant::from_millis(rng.gen_range(from.millis()..to.millis()))
 }
 
 /// The demo's data directory: a new one, an empty one, or one the demo wrote itself (its
@@ -323,10 +276,48 @@ fn percent(part: u64, whole: u64) -> String {
     }
 }
 
+/// A moment of the story, told on top of the world's history.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// The privacy team audits the last 60 days against the intended rules.
+    Audit,
+    /// A case per developer that did: apps revoked, deletion of exactly its manifest requested.
+    Remediate,
+    /// Every developer but the last attests its deletion.
+    Attest,
+}
+
+/// Appends the records of the reads served so far: every page of a tick is in the ledger
+/// before the story goes on.
+fn flush(
+    ledger: &consentry_ledger::Ledger,
+    pending: &mut Vec<consentry_types::DisclosureRecord>,
+) -> Result<()> {
+    if !pending.is_empty() {
+        ledger.append_all(pending).context("cannot record the tick's disclosures")?;
+        pending.clear();
+    }
+    Ok(())
+}
+
 /// Plays the story and returns the world ready to serve.
 pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let started = WallClock::now();
-    let params = scale.params();
+    let params = scale.world(seed)?;
+    let world = World::generate(&params).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let when = |wanted: ShippedPolicy| {
+        params
+            .policies
+            .iter()
+            .find(|(_, p)| *p == wanted)
+            .map(|(t, _)| *t)
+            .context("the story needs its policies")
+    };
+    let (start, end) = (params.start, params.end);
+    let change = when(ShippedPolicy::Groups2018Grandfathered)?;
+    let fix_at = when(ShippedPolicy::Groups2018)?;
+    let audit_at = at("2019-11-05T00:00:00Z")?;
+    let remediate_at = at("2019-11-06T09:00:00Z")?;
     // Policy proofs, when an SMT solver is on this machine (CONSENTRY_SOLVER or PATH).
     let proofs = crate::prove::server_proofs(std::env::var("CONSENTRY_SOLVER").ok().as_deref(), None)?;
     let dir = prepare_dir(path)?;
@@ -336,9 +327,6 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let key = server_key;
     // One node plays the story: its stream is `ledger/demo/`.
     let ledger = Arc::new(dir.ledger(&crate::node::node_id(Some("demo"))?)?);
-    let start = at("2017-01-02T09:00:00Z")?;
-    let change = at("2018-04-04T00:00:00Z")?;
-    let end = at("2019-12-05T00:00:00Z")?;
     let clock = Arc::new(SimulatedClock::starting_at(start));
     // Simulated apps keep one token for the whole story; served tokens live an hour.
     let sim_config = ServiceConfig { token_ttl_secs: 5 * 365 * 86_400, ..ServiceConfig::default() };
@@ -349,10 +337,10 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     );
     let secrets = sim.clone();
     let hooks = WebhookReceiver::start(move |developer| secrets.webhook_secret(developer), clock.clone())?;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let fail = |e: consentry_service::ServiceError| anyhow::anyhow!("{e}");
+    let fail = |e: ServiceError| anyhow::anyhow!("{e}");
 
     println!("consentry demo: the Groups API story, 2017 to 2019 (seed {seed})");
+    println!("The world: {params}.");
     println!();
 
     // The policy team's keys, made on the server as `consentry serve` and `consentry keys
@@ -366,256 +354,50 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
         .create_key_on_server("consentry demo", &user, "privacy-team", OperatorRole::PrivacyOfficer, None)
         .map_err(fail)?;
     dir.write_secret("privacy-officer.key", &format!("{}\n", officer.key))?;
+    // An auditor's key too, so every role of the console can be tried.
+    let auditor = sim
+        .create_key_on_server("consentry demo", &user, "audit-team", OperatorRole::Auditor, None)
+        .map_err(fail)?;
+    dir.write_secret("auditor.key", &format!("{}\n", auditor.key))?;
     let author = sim.authenticate_operator(&author.key).map_err(fail)?;
     let officer = sim.authenticate_operator(&officer.key).map_err(fail)?;
     println!(
         "{}  keys made on the server: operator key {} writes policies, privacy-officer key {} ({}) approves them",
-        &start.to_string()[..10],
+        day(start),
         author.key_id,
         officer.key_id,
         officer.name
     );
+    let hooks_addr = hooks.addr;
+    let mut applier = Applier::with_keys(sim.clone(), clock.clone(), author.clone(), officer.clone())
+        .with_webhook_url(move |developer| format!("http://{hooks_addr}/hooks/{developer}"));
+    let categories: HashMap<&AppId, &'static str> = world.apps.iter().map(|a| (&a.id, a.category)).collect();
 
-    // Policies: legacy rules at launch; the 2018 rules are written ahead of the change.
-    let legacy = sim.submit_policy(LEGACY, &author).map_err(fail)?;
-    review_and_approve(
-        &sim,
-        proofs.as_ref(),
-        &["app-in-good-standing"],
-        legacy,
-        &author,
-        &officer,
-        start,
-        "2017: the review had no proofs; approved as it was",
-    )?;
-    sim.activate_policy(legacy, &author, "Groups API rules at launch").map_err(fail)?;
-    println!(
-        "{}  policy v{legacy} legacy-2017 active: installed apps read every member's name and picture",
-        &start.to_string()[..10]
-    );
-
-    // Members, groups, memberships, posts.
-    let mut members = Vec::with_capacity(params.members);
-    for i in 0..params.members {
-        let member = id(MemberId::parse, &format!("m-{i:05}"))?;
-        let name = format!(
-            "{} {}",
-            FIRST.choose(&mut rng).unwrap_or(&"Ada"),
-            LAST.choose(&mut rng).unwrap_or(&"Berg")
-        );
-        sim.put_member(&member, &name, &format!("https://pictures.example/{member}.jpg")).map_err(fail)?;
-        members.push(member);
-    }
-    let mut group_ids = Vec::with_capacity(params.groups);
-    let mut group_members: Vec<Vec<MemberId>> = Vec::with_capacity(params.groups);
-    let mut group_admins: Vec<Vec<MemberId>> = Vec::with_capacity(params.groups);
-    for g in 0..params.groups {
-        let group = id(GroupId::parse, &format!("g-{g:04}"))?;
-        let name = format!(
-            "{} of {}",
-            TOPICS.choose(&mut rng).unwrap_or(&"Hikers"),
-            PLACES.choose(&mut rng).unwrap_or(&"Oslo")
-        );
-        sim.put_group(&group, &name).map_err(fail)?;
-        let size = rng.gen_range(params.group_size.0..=params.group_size.1);
-        let chosen: Vec<MemberId> = members.choose_multiple(&mut rng, size).cloned().collect();
-        let admins = rng.gen_range(1..=2usize);
-        for (i, member) in chosen.iter().enumerate() {
-            let role = if i < admins { Role::Admin } else { Role::Member };
-            sim.set_membership(&group, member, Some(role)).map_err(fail)?;
-        }
-        for p in 0..3 {
-            if let Some(author) = chosen.choose(&mut rng) {
-                let post = id(PostId::parse, &format!("{group}-p{p}"))?;
-                sim.put_post(&group, &post, author, &format!("Meet-up notes #{p} from {name}"))
-                    .map_err(fail)?;
-            }
-        }
-        group_admins.push(chosen.iter().take(admins).cloned().collect());
-        group_members.push(chosen);
-        group_ids.push(group);
-    }
-
-    // Developers and their apps.
-    let mut apps: Vec<AppInfo> = Vec::new();
-    let mut registrations = Vec::new();
-    for d in 0..params.developers {
-        let developer = id(DeveloperId::parse, &format!("dev-{d:03}"))?;
-        let category = CATEGORIES.get(d % CATEGORIES.len()).copied().unwrap_or("analytics");
-        sim.put_developer(
-            &developer,
-            &format!("Developer {d:03}"),
-            &format!("privacy@dev{d:03}.example"),
-            &format!("http://{}/hooks/dev-{d:03}", hooks.addr),
-        )
-        .map_err(fail)?;
-        let count = if d % 8 == 0 { 2 } else { 1 };
-        for n in 0..count {
-            let app_id = id(AppId::parse, &format!("app-{d:03}-{n}"))?;
-            let registered = sim
-                .register_app_with_id(app_id, &developer, &format!("{category} app {d:03}-{n}"), category)
-                .map_err(fail)?;
-            let token =
-                sim.issue_token(&registered.app.client_id, &registered.client_secret).map_err(fail)?;
-            let session = sim.authenticate_app(&token.access_token).map_err(fail)?;
-            registrations.push(registered.clone());
-            apps.push(AppInfo { id: registered.app.id.clone(), developer: d, category, session });
-        }
-    }
-
-    // The story's changes, in time order.
-    let audit_at = at("2019-11-05T00:00:00Z")?;
-    let fix_at = at("2019-11-05T12:00:00Z")?;
-    let remediate_at = at("2019-11-06T09:00:00Z")?;
+    let mut moments = vec![
+        (audit_at, Moment::Audit),
+        (remediate_at, Moment::Remediate),
+        (remediate_at.plus_days(3), Moment::Attest),
+    ]
+    .into_iter()
+    .peekable();
     let mut cases: Vec<(u64, DeveloperId)> = Vec::new();
-    let mut attested = false;
-    let mut events: Vec<(Instant, Event)> = vec![
-        (change, Event::ShipGroups2018),
-        (audit_at, Event::Audit),
-        (fix_at, Event::Fix),
-        (remediate_at, Event::Remediate),
-    ];
-    let legacy_window_end = at("2018-03-31T00:00:00Z")?;
-    let late_start = at("2018-04-10T00:00:00Z")?;
-    let late_end = at("2019-09-30T00:00:00Z")?;
-    let uninstall_from = at("2018-06-01T00:00:00Z")?;
-    let consent_until = at("2019-10-31T00:00:00Z")?;
-    let mut kept_early_install = vec![false; apps.len()];
-    for (a, _) in apps.iter().enumerate() {
-        let installs = rng.gen_range(params.installs_per_app.0..=params.installs_per_app.1);
-        let groups: Vec<usize> =
-            (0..params.groups).collect::<Vec<_>>().choose_multiple(&mut rng, installs).copied().collect();
-        for g in groups {
-            let when = if rng.gen_bool(0.8) {
-                random_between(&mut rng, start.plus_days(1), legacy_window_end)
-            } else {
-                random_between(&mut rng, late_start, late_end)
-            };
-            let by = group_admins.get(g).and_then(|a| a.first()).cloned().context("group without admin")?;
-            events.push((when, Event::Install { app: a, group: g, by }));
-            if rng.gen_bool(0.1) {
-                events.push((
-                    random_between(&mut rng, when.max(uninstall_from), late_end),
-                    Event::Uninstall { app: a, group: g },
-                ));
-            } else if when < change {
-                if let Some(kept) = kept_early_install.get_mut(a) {
-                    *kept = true;
-                }
-            }
-            for member in group_members.get(g).map(Vec::as_slice).unwrap_or_default() {
-                if rng.gen_bool(params.consent_rate) {
-                    let consent_at = random_between(&mut rng, when, consent_until);
-                    events.push((consent_at, Event::Consent { member: member.clone(), app: a }));
-                    if rng.gen_bool(params.withdraw_rate) {
-                        let withdraw_at = random_between(&mut rng, consent_at.plus_secs(1), end);
-                        events.push((withdraw_at, Event::Withdraw { member: member.clone(), app: a }));
-                    }
-                }
-            }
-        }
-    }
-    events.sort_by_key(|(t, _)| *t);
-    // Most apps stop reading member lists by mid-2019 and read only the group; the apps of a
-    // few developers with grandfathered installations keep reading members to the end.
-    let mut candidates: Vec<usize> = (0..params.developers)
-        .filter(|d| {
-            apps.iter()
-                .enumerate()
-                .any(|(a, info)| info.developer == *d && kept_early_install.get(a) == Some(&true))
-        })
-        .collect();
-    candidates.shuffle(&mut rng);
-    let readers: HashSet<usize> = candidates.into_iter().take(params.active_developers).collect();
-    let stop_from = at("2018-05-01T00:00:00Z")?;
-    let stop_until = at("2019-08-31T00:00:00Z")?;
-    let members_until: Vec<Instant> = apps
-        .iter()
-        .map(|info| {
-            if readers.contains(&info.developer) {
-                Instant::MAX
-            } else {
-                random_between(&mut rng, stop_from, stop_until)
-            }
-        })
-        .collect();
-
-    // Walk the clock: apply each change, and every read_every_days let every app read each
-    // group it is installed in: its members while it still wants them, else the group alone.
-    let profile_fields: FieldSet = [Field::MemberName, Field::MemberPicture].into_iter().collect();
-    let group_fields: FieldSet = [Field::GroupName, Field::GroupMemberCount].into_iter().collect();
-    let mut installed: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); apps.len()];
-    let mut consents: HashSet<(MemberId, usize)> = HashSet::new();
-    let mut withdrawn: HashSet<(MemberId, usize)> = HashSet::new();
+    let mut consents: HashSet<(MemberId, AppId)> = HashSet::new();
+    let mut withdrawn: HashSet<(MemberId, AppId)> = HashSet::new();
     let mut tallies = [Tally::default(), Tally::default(), Tally::default()];
     let (mut installs_before, mut installs_after, mut consent_events, mut withdrawals) =
         (0u64, 0u64, 0u64, 0u64);
     let mut first_audit = None;
-    let mut pending = events.into_iter().peekable();
-    let mut tick = start.plus_days(7);
-    while tick <= end {
-        while let Some((when, event)) = pending.next_if(|(t, _)| *t <= tick) {
+    let mut pending = Vec::new();
+    let story =
+        Storyteller { sim: &sim, proofs: proofs.as_ref(), author: &author, officer: &officer, dir: &dir };
+    let last = world.events.last().map_or(end, |t| t.at);
+    for timed in world.events.iter().map(Some).chain([None]) {
+        let now = timed.map_or(Instant::MAX, |t| t.at);
+        while let Some((when, moment)) = moments.next_if(|(t, _)| *t <= now) {
+            flush(&ledger, &mut pending)?;
             clock.set(when);
-            match event {
-                Event::Install { app, group, by } => {
-                    let (Some(info), Some(gid)) = (apps.get(app), group_ids.get(group)) else { continue };
-                    sim.install_app(&info.id, gid, &by).map_err(fail)?;
-                    if let Some(set) = installed.get_mut(app) {
-                        set.insert(group);
-                    }
-                    if when < change {
-                        installs_before += 1
-                    } else {
-                        installs_after += 1
-                    }
-                }
-                Event::Uninstall { app, group } => {
-                    let (Some(info), Some(gid)) = (apps.get(app), group_ids.get(group)) else { continue };
-                    sim.uninstall_app(&info.id, gid).map_err(fail)?;
-                    if let Some(set) = installed.get_mut(app) {
-                        set.remove(&group);
-                    }
-                }
-                Event::Consent { member, app } => {
-                    let Some(info) = apps.get(app) else { continue };
-                    sim.set_consent(&member, &info.id, &[Scope::Profile]).map_err(fail)?;
-                    withdrawn.remove(&(member.clone(), app));
-                    consents.insert((member, app));
-                    consent_events += 1;
-                }
-                Event::Withdraw { member, app } => {
-                    let Some(info) = apps.get(app) else { continue };
-                    sim.set_consent(&member, &info.id, &[]).map_err(fail)?;
-                    consents.remove(&(member.clone(), app));
-                    withdrawn.insert((member, app));
-                    withdrawals += 1;
-                }
-                Event::ShipGroups2018 => {
-                    println!(
-                        "{}  {} installations under legacy-2017 so far",
-                        day(legacy_window_end),
-                        fmt(installs_before)
-                    );
-                    let version = sim.submit_policy(GROUPS_2018_SHIPPED, &author).map_err(fail)?;
-                    println!(
-                        "{}  policy v{version} groups-2018 ships, with a grandfathering clause by mistake:",
-                        day(when)
-                    );
-                    println!("            installations from before today keep reading every member's name and picture");
-                    review_and_approve(
-                        &sim,
-                        proofs.as_ref(),
-                        &["consent-2018", "app-in-good-standing"],
-                        version,
-                        &author,
-                        &officer,
-                        when,
-                        "in 2018 the review had no proofs, so the story goes on as it happened (recorded as a waiver)",
-                    )?;
-                    sim.activate_policy(version, &author, "April 2018: member profiles only with opt-in")
-                        .map_err(fail)?;
-                }
-                Event::Audit => {
+            match moment {
+                Moment::Audit => {
                     println!(
                         "{}  {} more installations since; {} opt-ins, {} withdrawn so far",
                         day(when),
@@ -624,155 +406,112 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
                         fmt(withdrawals)
                     );
                     println!();
-                    println!(
-                        "{}  the privacy team audits the last 60 days against the intended groups-2018:",
-                        day(when)
-                    );
-                    let report = crate::audit::run_audit(
-                        &sim,
-                        &dir.ledger_dir(),
-                        Some((GROUPS_2018, "groups-2018 (intended)".to_string())),
-                        None,
-                        (when.plus_days(-60), when),
-                    )?;
-                    print!("{}", crate::audit::table(&report));
-                    let html = dir.file("audit-2019-11-05.html");
-                    std::fs::write(&html, crate::audit::html(&report))
-                        .with_context(|| format!("cannot write {}", html.display()))?;
-                    let manifests = crate::audit::write_manifests(&report, &dir.file("manifests"))?;
-                    println!(
-                        "  report: {}; {manifests} deletion manifests in {}",
-                        html.display(),
-                        dir.file("manifests").display()
-                    );
-                    println!();
-                    first_audit = Some(report);
+                    first_audit = Some(story.audit(when)?);
                 }
-                Event::Remediate => {
-                    // One case per developer that did: revoke, request deletion of exactly its manifest.
+                Moment::Remediate => {
                     let Some(report) = &first_audit else { continue };
-                    let json = consentry_api::report_json(report);
-                    for developer in report.did.manifests.keys() {
-                        let manifest = json
-                            .get("deletion_manifests")
-                            .and_then(|m| m.get(developer.as_str()))
-                            .map(|m| m.to_string())
-                            .unwrap_or_else(|| "{}".into());
-                        let case = sim.open_case(developer, &manifest, 30).map_err(fail)?;
-                        cases.push((case, developer.clone()));
-                    }
+                    cases = story.remediate(report)?;
                     println!(
                         "{}  {} cases opened: their apps revoked, deletion of exactly what each received requested by 2019-12-06",
                         day(when),
                         cases.len()
                     );
                 }
-                Event::Fix => {
-                    let version = sim.submit_policy(GROUPS_2018, &author).map_err(fail)?;
-                    review_and_approve(
-                        &sim,
-                        proofs.as_ref(),
-                        &["consent-2018", "app-in-good-standing"],
-                        version,
-                        &author,
-                        &officer,
-                        when,
-                        "the fix is approved without proofs on this machine (no SMT solver)",
-                    )?;
-                    sim.activate_policy(
-                        version,
-                        &officer,
-                        "remove the grandfathering clause found by the 2019-11-05 audit",
-                    )
-                    .map_err(fail)?;
-                    println!(
-                        "{}  policy v{version} groups-2018 without the clause is active from {}",
-                        day(when),
-                        when
-                    );
+                Moment::Attest => {
+                    for (case, developer) in cases.iter().take(cases.len().saturating_sub(1)) {
+                        sim.attest_case(
+                            developer,
+                            *case,
+                            "deleted every item of the manifest from our systems and backups",
+                        )
+                        .map_err(fail)?;
+                    }
                 }
             }
         }
-        clock.set(tick);
-        // Three days after the cases open, every developer but the last attests its deletion.
-        if !attested && !cases.is_empty() && tick >= remediate_at.plus_days(3) {
-            for (case, developer) in cases.iter().take(cases.len().saturating_sub(1)) {
-                sim.attest_case(
-                    developer,
-                    *case,
-                    "deleted every item of the manifest from our systems and backups",
-                )
-                .map_err(fail)?;
-            }
-            attested = true;
+        let Some(timed) = timed else { break };
+        if !timed.event.is_read() {
+            flush(&ledger, &mut pending)?;
         }
-        let period = if tick < change {
+        let period = if timed.at < change {
             0
-        } else if tick < fix_at {
+        } else if timed.at < fix_at {
             1
         } else {
             2
         };
-        let Some(tally) = tallies.get_mut(period) else { break };
-        let mut records = Vec::new();
-        for (a, info) in apps.iter().enumerate() {
-            let wants_members = members_until.get(a).is_some_and(|until| tick < *until);
-            for &g in installed.get(a).into_iter().flatten() {
-                let Some(group) = group_ids.get(g) else { continue };
-                if !wants_members {
-                    let served = match sim.read_group(&info.session, group, group_fields) {
-                        Ok(served) => served,
-                        // A revoked app's request is refused: nothing served, nothing recorded.
-                        Err(consentry_service::ServiceError::Unauthenticated(_)) => continue,
-                        Err(e) => return Err(fail(e)),
-                    };
-                    tally.requests += 1;
-                    records.push(served.record(
-                        &consentry_service::request_id(),
-                        "GET /v1/groups/{id}",
-                        &info.session,
-                    ));
+        match &timed.event {
+            Event::Policy { policy } => {
+                clock.set(timed.at);
+                if *policy == ShippedPolicy::Groups2018Grandfathered {
+                    println!(
+                        "{}  {} installations under legacy-2017 so far",
+                        day(change.plus_days(-1)),
+                        fmt(installs_before)
+                    );
+                }
+                story.activate(*policy, timed.at)?;
+                continue;
+            }
+            Event::Install { .. } if period == 0 => installs_before += 1,
+            Event::Install { .. } => installs_after += 1,
+            Event::OptIn { member, app } => {
+                withdrawn.remove(&(member.clone(), app.clone()));
+                consents.insert((member.clone(), app.clone()));
+                consent_events += 1;
+            }
+            Event::Withdraw { member, app } => {
+                consents.remove(&(member.clone(), app.clone()));
+                withdrawn.insert((member.clone(), app.clone()));
+                withdrawals += 1;
+            }
+            _ => {}
+        }
+        let records = match applier.apply(timed) {
+            Ok(Applied::Served(records)) => records,
+            Ok(_) => continue,
+            // An app the story revoked is refused: nothing served, nothing recorded.
+            Err(e)
+                if timed.event.is_read()
+                    && matches!(
+                        e.refusal(),
+                        Some(ServiceError::Unauthenticated(_) | ServiceError::Forbidden(_))
+                    ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        };
+        let Some(tally) = tallies.get_mut(period) else { continue };
+        for record in &records {
+            tally.requests += 1;
+            for disclosure in &record.disclosures {
+                let Subject::Member(member) = &disclosure.subject else { continue };
+                if !disclosure.fields.contains(Field::MemberName) {
                     continue;
                 }
-                let page = PageRequest { after: None, limit: Some(500) };
-                let served = match sim.read_members(&info.session, group, profile_fields, &page) {
-                    Ok(served) => served,
-                    Err(consentry_service::ServiceError::Unauthenticated(_)) => continue,
-                    Err(e) => return Err(fail(e)),
-                };
-                tally.requests += 1;
-                records.push(served.record(
-                    &consentry_service::request_id(),
-                    "GET /v1/groups/{id}/members",
-                    &info.session,
-                ));
-                for disclosure in &served.disclosures {
-                    let Subject::Member(member) = &disclosure.subject else { continue };
-                    if !disclosure.fields.contains(Field::MemberName) {
-                        continue;
-                    }
-                    tally.profiles += 1;
-                    tally.members.insert(member.clone());
-                    tally.apps.insert(info.id.clone());
-                    let key = (member.clone(), a);
-                    if consents.contains(&key) {
-                        tally.consented += 1;
-                    } else {
-                        *tally.unconsented_by_category.entry(info.category).or_default() += 1;
-                    }
-                    if withdrawn.contains(&key) {
-                        tally.after_withdrawal += 1;
-                    }
+                tally.profiles += 1;
+                tally.members.insert(member.clone());
+                tally.apps.insert(record.app.clone());
+                let key = (member.clone(), record.app.clone());
+                if consents.contains(&key) {
+                    tally.consented += 1;
+                } else {
+                    let category = categories.get(&record.app).copied().unwrap_or_default();
+                    *tally.unconsented_by_category.entry(category).or_default() += 1;
+                }
+                if withdrawn.contains(&key) {
+                    tally.after_withdrawal += 1;
                 }
             }
         }
-        // Every page of the tick is in the ledger before the story goes on.
-        ledger.append_all(&records).context("cannot record the tick's disclosures")?;
-        tick = tick.plus_days(params.read_every_days);
+        pending.extend(records);
     }
+    flush(&ledger, &mut pending)?;
+    clock.set(last);
     store.set_bulk_load(false)?;
     println!();
-    report(&params, apps.len(), &tallies);
+    report(&params, world.apps.len(), &tallies);
 
     let [_, _, fixed] = &tallies;
     let unconsented_after = fixed.profiles - fixed.consented;
@@ -786,7 +525,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     let follow_up = crate::audit::run_audit(
         &sim,
         &dir.ledger_dir(),
-        Some((GROUPS_2018, "groups-2018 (intended)".to_string())),
+        Some((ShippedPolicy::Groups2018.text(), "groups-2018 (intended)".to_string())),
         None,
         (fix_at, end.plus_days(1)),
     )?;
@@ -836,12 +575,13 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     println!();
     let facts = store.facts_as_of(change.plus_millis(-1)).context("cannot reconstruct the facts")?;
     println!(
-        "History: on 2018-04-03 {} apps were installed in {} groups, and {} opt-ins existed; `facts_as_of` reconstructs any instant.",
+        "History: on {} {} apps were installed in {} groups, and {} opt-ins existed; `facts_as_of` reconstructs any instant.",
+        day(change.plus_millis(-1)),
         facts.installations.keys().map(|(a, _)| a).collect::<HashSet<_>>().len(),
         facts.installations.keys().map(|(_, g)| g).collect::<HashSet<_>>().len(),
         facts.profile_consents.len()
     );
-    ledger_summary(&dir, &ledger, &apps)?;
+    ledger_summary(&dir, &ledger, &world.apps)?;
     println!("The story took {:.1} s of wall time.", started.elapsed().as_secs_f64());
     println!();
 
@@ -852,30 +592,29 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             .with_webhook_targets(crate::serve::webhook_targets(true)),
     );
     announce_bootstrap_key(&service, &dir, "consentry demo")?;
-    // Show the app and group where the most members opted in, so the example has people in it.
-    let (best_app, best_group) = installed
-        .iter()
-        .enumerate()
-        .flat_map(|(a, groups)| groups.iter().map(move |g| (a, *g)))
-        // Revoked apps cannot get a token any more: show an app still in good standing.
-        .filter(|(a, _)| {
-            apps.get(*a).is_some_and(|info| {
-                service
-                    .store()
-                    .app(&info.id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|app| app.status == consentry_types::AppStatus::Active)
-            })
-        })
-        .max_by_key(|(a, g)| {
-            let in_group = group_members.get(*g).map(Vec::as_slice).unwrap_or_default();
-            (in_group.iter().filter(|m| consents.contains(&((*m).clone(), *a))).count(), usize::MAX - a)
+    // Show the app and group where the most members opted in, so the example has people in it;
+    // an app still in good standing (a revoked app cannot get a token any more).
+    let now = service.store().facts_as_of(service.now()).context("cannot read the facts")?;
+    let mut members_of: HashMap<&consentry_types::GroupId, Vec<&MemberId>> = HashMap::new();
+    for (group, member) in now.memberships.keys() {
+        members_of.entry(group).or_default().push(member);
+    }
+    let (best_app, best_group) = now
+        .installations
+        .keys()
+        .filter(|(app, _)| now.app_statuses.get(app) == Some(&AppStatus::Active))
+        .max_by_key(|(app, group)| {
+            let members = members_of.get(group).map(Vec::as_slice).unwrap_or_default();
+            let opted =
+                members.iter().filter(|m| now.profile_consents.contains(&((**m).clone(), app.clone())));
+            (opted.count(), std::cmp::Reverse(app.clone()))
         })
         .context("no app is installed anywhere at the end of the story")?;
-    let credentials = registrations.get(best_app).cloned().context("the demo registered no app")?;
-    let group = group_ids.get(best_group).cloned().context("the demo has no group")?;
+    let credentials = applier.credentials(best_app).cloned().context("the demo registered no such app")?;
+    let group = best_group.clone();
     let key_file = dir.file(BOOTSTRAP_KEY_FILE);
+    let officer_file = dir.file("privacy-officer.key");
+    let auditor_file = dir.file("auditor.key");
     let after_story: Arc<dyn Fn(SocketAddr) + Send + Sync> = Arc::new(move |addr: SocketAddr| {
         let base = format!("http://{addr}");
         println!();
@@ -889,12 +628,127 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
             key_file.display()
         );
         println!("  curl -s {base}/openapi.json");
+        println!();
+        println!("The privacy team's console: {base}/console");
+        println!(
+            "  sign in with a key: the privacy officer's is in {} (`cat` it); the operator's in {}, the auditor's in {}",
+            officer_file.display(),
+            key_file.display(),
+            auditor_file.display()
+        );
     });
     Ok(Story { dir, service, ledger, after_story, proofs })
 }
 
+/// The story's policy team and privacy team at work: the activations, the audit, the cases.
+struct Storyteller<'a> {
+    sim: &'a Arc<Service>,
+    proofs: Option<&'a consentry_api::Proofs>,
+    author: &'a OperatorSession,
+    officer: &'a OperatorSession,
+    dir: &'a DataDir,
+}
+
+impl Storyteller<'_> {
+    /// A shipped policy becomes the active one when the world's history says, reviewed (with
+    /// proofs when a solver is here) and approved by the independent privacy officer.
+    fn activate(&self, policy: ShippedPolicy, when: Instant) -> Result<()> {
+        let fail = |e: ServiceError| anyhow::anyhow!("{e}");
+        let (sim, author, officer) = (self.sim, self.author, self.officer);
+        let version = sim.submit_policy(policy.text(), author).map_err(fail)?;
+        let review = |invariants: &[&str], history: &str| {
+            review_and_approve(sim, self.proofs, invariants, version, author, officer, when, history)
+        };
+        match policy {
+            ShippedPolicy::Legacy2017 => {
+                review(&["app-in-good-standing"], "2017: the review had no proofs; approved as it was")?;
+                sim.activate_policy(version, author, "Groups API rules at launch").map_err(fail)?;
+                println!(
+                    "{}  policy v{version} legacy-2017 active: installed apps read every member's name and picture",
+                    day(when)
+                );
+            }
+            ShippedPolicy::Groups2018Grandfathered => {
+                println!(
+                    "{}  policy v{version} groups-2018 ships, with a grandfathering clause by mistake:",
+                    day(when)
+                );
+                println!("            installations from before today keep reading every member's name and picture");
+                review(
+                    &["consent-2018", "app-in-good-standing"],
+                    "in 2018 the review had no proofs, so the story goes on as it happened (recorded as a waiver)",
+                )?;
+                sim.activate_policy(version, author, "April 2018: member profiles only with opt-in")
+                    .map_err(fail)?;
+            }
+            ShippedPolicy::Groups2018 => {
+                review(
+                    &["consent-2018", "app-in-good-standing"],
+                    "the fix is approved without proofs on this machine (no SMT solver)",
+                )?;
+                sim.activate_policy(
+                    version,
+                    officer,
+                    "remove the grandfathering clause found by the 2019-11-05 audit",
+                )
+                .map_err(fail)?;
+                println!(
+                    "{}  policy v{version} groups-2018 without the clause is active from {when}",
+                    day(when)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The 2019-11-05 audit of the last 60 days against the intended rules, its HTML report
+    /// and deletion manifests.
+    fn audit(&self, when: Instant) -> Result<consentry_audit::AuditReport> {
+        println!("{}  the privacy team audits the last 60 days against the intended groups-2018:", day(when));
+        let report = crate::audit::run_audit(
+            self.sim,
+            &self.dir.ledger_dir(),
+            Some((ShippedPolicy::Groups2018.text(), "groups-2018 (intended)".to_string())),
+            None,
+            (when.plus_days(-60), when),
+        )?;
+        print!("{}", crate::audit::table(&report));
+        let html = self.dir.file("audit-2019-11-05.html");
+        std::fs::write(&html, consentry_api::report_html(&report))
+            .with_context(|| format!("cannot write {}", html.display()))?;
+        let manifests = crate::audit::write_manifests(&report, &self.dir.file("manifests"))?;
+        println!(
+            "  report: {}; {manifests} deletion manifests in {}",
+            html.display(),
+            self.dir.file("manifests").display()
+        );
+        println!();
+        Ok(report)
+    }
+
+    /// One case per developer that did: its apps revoked, deletion of exactly its manifest requested.
+    fn remediate(&self, report: &consentry_audit::AuditReport) -> Result<Vec<(u64, DeveloperId)>> {
+        let json = consentry_api::report_json(report);
+        let mut cases = Vec::new();
+        for developer in report.did.manifests.keys() {
+            let manifest = json
+                .get("deletion_manifests")
+                .and_then(|m| m.get(developer.as_str()))
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "{}".into());
+            let case = self.sim.open_case(developer, &manifest, 30).map_err(|e| anyhow::anyhow!("{e}"))?;
+            cases.push((case, developer.clone()));
+        }
+        Ok(cases)
+    }
+}
+
 /// Verifies the ledger the story wrote and tells, per app and from the ledger alone, what it received.
-fn ledger_summary(dir: &DataDir, ledger: &consentry_ledger::Ledger, apps: &[AppInfo]) -> Result<()> {
+fn ledger_summary(
+    dir: &DataDir,
+    ledger: &consentry_ledger::Ledger,
+    apps: &[consentry_world::AppPlan],
+) -> Result<()> {
     let checkpoint = ledger.checkpoint().context("cannot sign a ledger checkpoint")?;
     let report = consentry_ledger::verify(ledger.dir(), &[]).context("cannot verify the ledger")?;
     if let Some(problem) = &report.problem {
@@ -936,13 +790,13 @@ fn ledger_summary(dir: &DataDir, ledger: &consentry_ledger::Ledger, apps: &[AppI
     Ok(())
 }
 
-fn report(params: &Params, apps: usize, tallies: &[Tally; 3]) {
+fn report(params: &WorldParams, apps: usize, tallies: &[Tally; 3]) {
     println!(
         "World: {} members in {} groups; {} developers with {apps} apps; every {} days each app read each of its groups.",
         fmt(params.members as u64),
-        fmt(params.groups as u64),
+        fmt(params.groups.count as u64),
         params.developers,
-        params.read_every_days
+        params.traffic.every_days
     );
     println!();
     println!("What apps saw of members (name and picture, GET /v1/groups/{{id}}/members):");

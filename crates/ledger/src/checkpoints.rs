@@ -140,3 +140,16 @@ pub(crate) fn lines_before_last_repair(dir: &Path) -> Result<usize, LedgerError>
         .max()
         .unwrap_or(0))
 }
+
+/// The most recent checkpoint kept in `dir` whose line is well formed and signed by the
+/// ledger's key (`None` if there is none), for a health view. Reads the whole file.
+pub fn last_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LedgerError> {
+    let key = crate::seal::read_verifying_key(dir)?;
+    let kept = read(dir)?;
+    Ok(kept
+        .lines
+        .into_iter()
+        .rev()
+        .filter_map(|line| line.checkpoint.ok())
+        .find(|checkpoint| checkpoint.check_signature(&key).is_ok()))
+}

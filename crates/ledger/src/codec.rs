@@ -150,6 +150,11 @@ impl Dictionary {
         number
     }
 
+    /// The number of a member known so far, without learning it.
+    pub(crate) fn member_number(&self, member: &str) -> Option<u64> {
+        self.members.get(member).copied()
+    }
+
     /// The name a number stands for, with its kind.
     pub(crate) fn entry(&self, number: u64) -> Option<(NameKind, &str)> {
         usize::try_from(number)

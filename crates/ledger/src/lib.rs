@@ -31,6 +31,7 @@ use codec::{encode_record, frame, merkle_root, Dictionary};
 use recovery::Scanner;
 use segment::{seal_path, segment_path};
 
+pub use checkpoints::last_checkpoint;
 pub use codec::RawRecord;
 #[cfg(feature = "fault-injection")]
 pub use files::LossyDisk;

@@ -84,6 +84,7 @@ impl Iterator for Entries {
 }
 
 struct RawHead {
+    node: Option<NodeId>,
     entries: StreamRawEntries,
     next: RawRecord,
     has_next: bool,
@@ -99,6 +100,8 @@ struct RawHead {
 /// ledgers.
 pub struct RawEntries {
     streams: Vec<RawHead>,
+    /// The stream the last record read came from.
+    last: usize,
     names: Vec<String>,
     numbered: HashMap<(NameKind, String), u64>,
 }
@@ -108,6 +111,7 @@ impl RawEntries {
         let mut heads = Vec::new();
         for stream in streams(root)? {
             heads.push(RawHead {
+                node: stream.node,
                 entries: StreamRawEntries::open(&stream.dir)?,
                 next: RawRecord::default(),
                 has_next: false,
@@ -115,7 +119,7 @@ impl RawEntries {
                 numbers: Vec::new(),
             });
         }
-        Ok(RawEntries { streams: heads, names: Vec::new(), numbered: HashMap::new() })
+        Ok(RawEntries { streams: heads, last: 0, names: Vec::new(), numbered: HashMap::new() })
     }
 
     /// The identity a number stands for.
@@ -124,6 +128,22 @@ impl RawEntries {
             [single] => single.entries.name(number).map(|(_, name)| name),
             _ => usize::try_from(number).ok().and_then(|n| self.names.get(n)).map(String::as_str),
         }
+    }
+
+    /// The number `member` goes by in the records read so far (`None` until a record or a
+    /// names entry read so far has numbered it): a scan for one member compares numbers, not
+    /// names. Once read, a record naming the member has numbered them.
+    pub fn member_number(&self, member: &str) -> Option<u64> {
+        match self.streams.as_slice() {
+            [single] => single.entries.member_number(member),
+            _ => self.numbered.get(&(NameKind::Member, member.to_string())).copied(),
+        }
+    }
+
+    /// The node whose stream holds the record read last (`None`: a single-node ledger not
+    /// adopted yet). Meaningful only after [`RawEntries::next_into`] has returned a record.
+    pub fn node(&self) -> Option<&NodeId> {
+        self.streams.get(self.last).and_then(|h| h.node.as_ref())
     }
 
     /// Reads the next record into `out`; `Ok(false)` at the end.
@@ -148,6 +168,7 @@ impl RawEntries {
             return Ok(false);
         };
         let Some(head) = self.streams.get_mut(index) else { return Ok(false) };
+        self.last = index;
         head.has_next = false;
         std::mem::swap(out, &mut head.next);
         let (names, numbered) = (&mut self.names, &mut self.numbered);

@@ -87,6 +87,12 @@ impl StreamRawEntries {
         self.dictionary.entry(number)
     }
 
+    /// The number `member` goes by in the records read so far (`None` until a names entry
+    /// has numbered it): a scan for one member compares numbers, not names.
+    pub(crate) fn member_number(&self, member: &str) -> Option<u64> {
+        self.dictionary.member_number(member)
+    }
+
     /// Reads the next record into `out`; `Ok(false)` at the end.
     pub(crate) fn next_into(&mut self, out: &mut RawRecord) -> Result<bool, LedgerError> {
         loop {

@@ -356,3 +356,29 @@ fn concurrent_appends_share_syncs_and_lose_nothing() {
     let ids: std::collections::HashSet<String> = read_all(&dir).into_iter().map(|r| r.request_id).collect();
     assert_eq!(ids.len(), 400);
 }
+
+/// The console's ledger health shows the last checkpoint: the newest line signed by the
+/// ledger's key, never a forged line after it.
+#[test]
+fn the_last_checkpoint_is_the_newest_line_the_ledger_signed() {
+    let dir = temp("last-checkpoint");
+    let ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(consentry_ledger::last_checkpoint(&dir).map(|c| c.map(|c| c.seq)).ok(), Some(None));
+    ledger.append(&record(1, &[1, 2], &[3])).unwrap_or_else(|e| unreachable!("{e}"));
+    let first = ledger.checkpoint().unwrap_or_else(|e| unreachable!("{e}"));
+    ledger.append(&record(2, &[1], &[1])).unwrap_or_else(|e| unreachable!("{e}"));
+    let second = ledger.checkpoint().unwrap_or_else(|e| unreachable!("{e}"));
+    assert!(second.seq > first.seq);
+    let last = consentry_ledger::last_checkpoint(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(last.map(|c| c.to_line()), Some(second.to_line()));
+    // A line claiming more records, signed by no one the ledger knows, is passed over.
+    let forged = second.to_line().replace(&format!("seq={}", second.seq), &format!("seq={}", second.seq + 9));
+    let path = dir.join("checkpoints");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str(&forged);
+    text.push('\n');
+    std::fs::write(&path, text).unwrap_or_else(|e| unreachable!("{e}"));
+    let last = consentry_ledger::last_checkpoint(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(last.map(|c| c.seq), Some(second.seq));
+    let _ = std::fs::remove_dir_all(&dir);
+}

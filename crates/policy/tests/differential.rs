@@ -39,8 +39,10 @@ const OTHER_CATEGORIES: [&str; 6] = ["social", "games", "videoing", "a_b", "~", 
 const PATTERNS: [&str; 8] = ["*", "soc*", "*_*", "video*ing", "", "*a*a*", "~*~", "soc\\*"];
 const ROLES: [&str; 3] = ["admin", "member", "none"];
 const STATUSES: [&str; 3] = ["active", "suspended", "banned"];
-/// The Long constants policies compare `installed_since` with.
-const CONSTANTS: [i64; 11] = [
+/// The Long constants policies compare `installed_since` with: adjacent ones (no value
+/// between), and two a value apart (exactly one between: a representative off by one lands
+/// on a constant).
+const CONSTANTS: [i64; 12] = [
     i64::MIN,
     i64::MIN + 1,
     -1_522_800_000,
@@ -49,6 +51,7 @@ const CONSTANTS: [i64; 11] = [
     1,
     1_522_799_999,
     1_522_800_000,
+    1_522_800_002,
     1_600_000_000,
     i64::MAX - 1,
     i64::MAX,
@@ -613,7 +616,10 @@ fn shipped_policies_agree_exhaustively() {
 /// Conditions that each exercise one corner of what the engine shows: facts reached through
 /// the whole context, arithmetic and overflow, set operations, extreme constants, escaped
 /// names, patterns that match everything or nothing, ids equal to the engine's placeholders.
-const TRICKY_CONDITIONS: [&str; 32] = [
+const TRICKY_CONDITIONS: [&str; 34] = [
+    // Long comparisons spelled every way round, negated, in a conditional, beside other facts.
+    "!(context.installed_since <= 1522799999) && 1522800002 > context.installed_since",
+    "if principal.status == \"active\" then 1522800000 <= context[\"installed_since\"] else !(context.installed_since != -1) || context.subject_role == \"member\"",
     "context == {installed: context.installed, installed_since: 1522800000, subject_is_member: context.subject_is_member, subject_role: context.subject_role, subject_consented_profile: context.subject_consented_profile}",
     "context != {installed: true, installed_since: 0, subject_is_member: true, subject_role: \"member\", subject_consented_profile: false}",
     "{a: context}.a.installed_since < 1522800000",

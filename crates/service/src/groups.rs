@@ -453,34 +453,45 @@ impl Service {
         let mut disclosures = Vec::with_capacity(limit);
         let mut scanned = 0;
         let mut exhausted = false;
-        while items.len() < limit && scanned < limit * SCAN_FACTOR {
-            let want = limit - items.len();
+        // Decide on the snapshot's ids, roles and consents first; only then read, in one call,
+        // the profiles of the members shown: a hidden member's name and picture are never read,
+        // and every member shown is a row of the snapshot.
+        let mut shown: Vec<(MemberId, FieldSet)> = Vec::with_capacity(limit);
+        while shown.len() < limit && scanned < limit * SCAN_FACTOR {
+            let want = limit - shown.len();
             let batch = batch(&snapshot.members, &mut next_row, want);
             scanned += batch.len();
             if batch.len() < want {
                 exhausted = true;
             }
             let subjects: Vec<(MemberId, Option<Role>, bool)> =
-                batch.iter().map(|m| (m.member.id.clone(), Some(m.role), m.consented_profile)).collect();
+                batch.iter().map(|m| (m.id.clone(), Some(m.role), m.consented_profile)).collect();
             let facts = self.subject_facts(&subjects);
             let requests: Vec<(FieldSet, SubjectFacts)> = facts.iter().map(|f| (fields, *f)).collect();
             let allowed = self.decide(&context, &requests)?;
-            for (listed, allowed) in batch.iter().zip(allowed) {
-                let member = &listed.member;
-                if allowed.is_empty() {
-                    continue;
-                }
-                disclosures.push(Disclosure { subject: Subject::Member(member.id.clone()), fields: allowed });
-                items.push(MemberView {
-                    id: self.server_key().scoped_member_id(&session.app, &member.id),
-                    name: allowed.contains(Field::MemberName).then(|| member.name.clone()),
-                    picture: allowed.contains(Field::MemberPicture).then(|| member.picture_url.clone()),
-                });
-            }
-            after = batch.last().map(|m| m.member.id.clone()).or(after);
+            shown.extend(
+                batch
+                    .iter()
+                    .zip(allowed)
+                    .filter(|(_, allowed)| !allowed.is_empty())
+                    .map(|(m, a)| (m.id.clone(), a)),
+            );
+            after = batch.last().map(|m| m.id.clone()).or(after);
             if exhausted {
                 break;
             }
+        }
+        let ids: Vec<MemberId> = shown.iter().map(|(id, _)| id.clone()).collect();
+        let profiles = if ids.is_empty() { Default::default() } else { self.store.members_by_id(&ids)? };
+        for (id, allowed) in shown {
+            // A membership without a member (never made by the service) is no one to show.
+            let Some(member) = profiles.get(&id) else { continue };
+            items.push(MemberView {
+                id: self.server_key().scoped_member_id(&session.app, &id),
+                name: allowed.contains(Field::MemberName).then(|| member.name.clone()),
+                picture: allowed.contains(Field::MemberPicture).then(|| member.picture_url.clone()),
+            });
+            disclosures.push(Disclosure { subject: Subject::Member(id), fields: allowed });
         }
         let next = match after {
             Some(last) if !exhausted => Some(self.seal(&scope, last.as_str())?),

@@ -16,6 +16,8 @@ mod proofs;
 mod secret_checks;
 mod secrets;
 mod server_keys;
+mod sign_in;
+mod standing;
 mod throttle;
 mod webhook_target;
 
@@ -35,6 +37,8 @@ pub use platform::RegisteredApp;
 pub use proofs::{ProofStanding, PROVERS};
 pub use secrets::ServerKey;
 pub use server_keys::{load_server_key, KeyOrigin};
+pub use sign_in::{ResumedSession, SessionLimits, SignInSessions, SignedIn};
+pub use standing::{RETRY_ROLES, STANDING_ROLES};
 pub use throttle::{AddressBlock, AuthLimits, Credential, FailedAuthentication, TooManyAttempts};
 pub use webhook_target::{refused_address, CheckedTarget, HostResolver, TargetError, WebhookTargets};
 

@@ -174,6 +174,17 @@ impl Service {
     /// Sets an app's status. A banned app stays banned; an app becomes active again only if
     /// no remediation case about it (its developer's case naming it) is still open.
     pub fn set_app_status(&self, app: &AppId, status: AppStatus) -> ServiceResult<()> {
+        self.set_app_status_because(app, status, None)
+    }
+
+    /// [`Service::set_app_status`], telling the developer `reason` (a JSON string) with the
+    /// event it queues.
+    pub(crate) fn set_app_status_because(
+        &self,
+        app: &AppId,
+        status: AppStatus,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
         let found =
             self.store.app(app)?.ok_or_else(|| ServiceError::NotFound(format!("app {:?}", app.as_str())))?;
         if found.status == AppStatus::Banned && status != AppStatus::Banned {
@@ -200,8 +211,12 @@ impl Service {
         let change = self.change(FenceScope::App(app.clone()))?;
         self.store.set_app_status(app, status, change.at)?;
         drop(change);
+        let because = reason.map(|r| format!(r#","reason":{r}"#)).unwrap_or_default();
         if status == AppStatus::Suspended && found.status != AppStatus::Suspended {
-            self.notify_app_developer(app, "app.suspended", "")?;
+            self.notify_app_developer(app, "app.suspended", &because)?;
+        }
+        if status == AppStatus::Active && found.status == AppStatus::Suspended {
+            self.notify_app_developer(app, "app.reinstated", &because)?;
         }
         Ok(())
     }
@@ -229,6 +244,11 @@ impl Service {
     /// Revokes an app: it is banned and every token it holds stops working, from the very
     /// next request. Returns how many tokens were revoked.
     pub fn revoke_app(&self, app: &AppId) -> ServiceResult<u64> {
+        self.revoke_app_because(app, r#""revoked by the platform""#)
+    }
+
+    /// [`Service::revoke_app`], telling the developer `reason` (a JSON string).
+    pub(crate) fn revoke_app_because(&self, app: &AppId, reason: &str) -> ServiceResult<u64> {
         if self.store.app(app)?.is_none() {
             return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
         }
@@ -236,7 +256,7 @@ impl Service {
         self.store.set_app_status(app, AppStatus::Banned, change.at)?;
         let tokens = self.store.revoke_app_tokens(app, change.at)?;
         drop(change);
-        self.notify_app_developer(app, "access.revoked", r#","reason":"revoked by the platform""#)?;
+        self.notify_app_developer(app, "access.revoked", &format!(r#","reason":{reason}"#))?;
         Ok(tokens)
     }
 

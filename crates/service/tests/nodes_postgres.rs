@@ -40,6 +40,7 @@ fn hikers() -> GroupId {
 struct Nodes {
     a: Arc<Service>,
     b: Arc<Service>,
+    store_b: Arc<PgStore>,
     app: AppId,
     token: String,
     session_b: AppSession,
@@ -55,14 +56,15 @@ fn nodes(url: &str, legacy: bool) -> Nodes {
     let key = ServerKey::generate().to_bytes();
     let node = || {
         let store = Arc::new(PgStore::open(&url, &PgOptions { pool_size: 8 }).unwrap());
-        Arc::new(Service::new(
-            store,
+        let service = Arc::new(Service::new(
+            store.clone(),
             Arc::new(SystemClock::default()),
             ServerKey::from_bytes(key),
             ServiceConfig::default(),
-        ))
+        ));
+        (store, service)
     };
-    let (a, b) = (node(), node());
+    let ((_, a), (store_b, b)) = (node(), node());
     a.put_group(&hikers(), "Hikers").unwrap();
     for (id, role) in [("ann", Role::Admin), ("bob", Role::Member), ("cat", Role::Member)] {
         a.put_member(&member(id), &format!("{id} name"), "https://pics.example/x.jpg").unwrap();
@@ -89,7 +91,7 @@ fn nodes(url: &str, legacy: bool) -> Nodes {
     a.activate_policy(if legacy { versions[0] } else { versions[1] }, &officer, "first").unwrap();
     let token = a.issue_token(&app.app.client_id, &app.client_secret).unwrap().access_token;
     let session_b = b.authenticate_app(&token).unwrap();
-    Nodes { a, b, app: app.app.id, token, session_b, officer, groups_2018: versions[1] }
+    Nodes { a, b, store_b, app: app.app.id, token, session_b, officer, groups_2018: versions[1] }
 }
 
 /// What one response node B served showed of the witness, and when it was released.
@@ -213,4 +215,44 @@ fn a_revocation_through_one_node_is_honored_by_every_response_the_other_releases
         }
     }
     println!("responses served by node B while node A revoked: {total}");
+}
+
+/// A members page on PostgreSQL takes at most three round trips whoever it shows: the bearer
+/// check (token with its app's status), the page's snapshot (ids, roles, consents), and the
+/// profiles of the members shown in one query, none when it shows no one. Reading profiles one
+/// by one (the store's default `members_by_id`) would take one more per member shown.
+#[test]
+fn a_members_page_on_postgres_takes_at_most_three_round_trips() {
+    let Some(url) = test_database("round trips per members page") else { return };
+    let fields = parse_fields(ResourceKind::Member, None).unwrap();
+    // legacy-2017 shows all three members; groups-2018 only bob, who consented.
+    for (legacy, names) in [(true, vec!["ann name", "bob name", "cat name"]), (false, vec!["bob name"])] {
+        let n = nodes(&url, legacy);
+        let page = |request: &PageRequest| {
+            let session = n.b.authenticate_app(&n.token).unwrap();
+            n.b.read_members(&session, &hikers(), fields, request).unwrap()
+        };
+        page(&PageRequest::default()); // warm: prepared statements, pooled connections
+        let before = n.store_b.round_trips();
+        let served = page(&PageRequest::default());
+        let trips = n.store_b.round_trips() - before;
+        let shown: Vec<_> = served.body.items.iter().filter_map(|m| m.name.as_deref()).collect();
+        assert_eq!(shown, names);
+        assert!(trips <= 3, "{trips} round trips for a page showing {}", names.len());
+        // A page that shows no one reads no profile: past the last member.
+        let mut after = None;
+        let mut trips_per_page = Vec::new();
+        loop {
+            let before = n.store_b.round_trips();
+            let served = page(&PageRequest { limit: Some(1), after: after.clone() });
+            trips_per_page.push((served.body.items.len(), n.store_b.round_trips() - before));
+            match served.body.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        for (shown, trips) in &trips_per_page {
+            assert!(*trips <= if *shown == 0 { 2 } else { 3 }, "{trips_per_page:?}");
+        }
+    }
 }

@@ -6,10 +6,11 @@ use consentry_service::{
     parse_fields, AppSession, OperatorSession, PageRequest, ProofStanding, ServerKey, Service, ServiceConfig,
     ServiceError, SimulatedClock, Subject,
 };
+use consentry_store::{AppCredentials, FactHistory, Facts, OperatorKey, Store, StoreResult, TokenRecord};
 use consentry_store_sqlite::SqliteStore;
 use consentry_types::{
-    AppStatus, DeveloperId, Field, GroupId, Instant, MemberId, OperatorRole, PostId, ResourceKind, Role,
-    Scope,
+    App, AppId, AppStatus, Developer, DeveloperId, Field, Group, GroupId, Installation, Instant, Member,
+    MemberId, OperatorRole, PolicyActivation, PolicyVersion, Post, PostId, ResourceKind, Role, Scope,
 };
 
 const LEGACY: &str = include_str!("../../../policies/legacy-2017.cedar");
@@ -58,9 +59,12 @@ fn made_with(service: &Service, maker: &OperatorSession, name: &str, role: Opera
 /// A group "hikers" with admin ann and members bob, cat; one app installed by ann;
 /// groups-2018 active; bob consented to the app.
 fn world() -> World {
+    world_on(Arc::new(SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}"))))
+}
+
+fn world_on(store: Arc<dyn Store>) -> World {
     let clock =
         Arc::new(SimulatedClock::starting_at(Instant::parse("2019-01-01T00:00:00Z").unwrap_or(Instant::MIN)));
-    let store = Arc::new(SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}")));
     let service = Service::new(store, clock.clone(), ServerKey::generate(), ServiceConfig::default());
     let ok = |r: Result<(), ServiceError>| r.unwrap_or_else(|e| unreachable!("{e}"));
     ok(service.put_group(&group(), "Hikers"));
@@ -629,4 +633,154 @@ fn a_version_is_approved_only_with_passing_or_waived_proofs() {
     assert!(matches!(w.service.proof_standing(fixed), Ok(ProofStanding::Passed { .. })));
     assert_eq!(w.service.approve_policy(fixed, &w.officer), Ok(()));
     assert_eq!(w.service.store().policy_proofs(fixed).map(|p| p.len()), Ok(2), "both kept");
+}
+
+/// A store that notes every member whose profile (name, picture) is read from it.
+struct WatchedProfiles {
+    inner: SqliteStore,
+    read: std::sync::Mutex<Vec<MemberId>>,
+}
+
+impl WatchedProfiles {
+    fn note(&self, ids: impl IntoIterator<Item = MemberId>) {
+        self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(ids);
+    }
+}
+
+macro_rules! delegate {
+    ($($name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        $(fn $name(&self $(, $arg: $ty)*) -> $ret { self.inner.$name($($arg),*) })*
+    };
+}
+
+impl Store for WatchedProfiles {
+    delegate! {
+        put_member(&self, m: &Member, at: Instant) -> StoreResult<()>;
+        put_group(&self, g: &Group, at: Instant) -> StoreResult<()>;
+        group(&self, id: &GroupId) -> StoreResult<Option<Group>>;
+        put_post(&self, p: &Post) -> StoreResult<()>;
+        put_developer(&self, d: &Developer, at: Instant) -> StoreResult<()>;
+        developer(&self, id: &DeveloperId) -> StoreResult<Option<Developer>>;
+        set_membership(&self, g: &GroupId, m: &MemberId, r: Option<Role>, at: Instant) -> StoreResult<()>;
+        membership(&self, g: &GroupId, m: &MemberId) -> StoreResult<Option<Role>>;
+        register_app(&self, a: &App, h: &str, at: Instant) -> StoreResult<()>;
+        set_app_status(&self, a: &AppId, s: AppStatus, at: Instant) -> StoreResult<()>;
+        app(&self, id: &AppId) -> StoreResult<Option<App>>;
+        app_by_client_id(&self, c: &str) -> StoreResult<Option<AppCredentials>>;
+        apps(&self) -> StoreResult<Vec<App>>;
+        set_installation(&self, a: &AppId, g: &GroupId, by: Option<&MemberId>, at: Instant) -> StoreResult<()>;
+        installation(&self, a: &AppId, g: &GroupId) -> StoreResult<Option<Installation>>;
+        set_consent(&self, m: &MemberId, a: &AppId, p: bool, at: Instant) -> StoreResult<()>;
+        member_count(&self, g: &GroupId) -> StoreResult<u64>;
+        posts_page(&self, g: &GroupId, after: Option<&PostId>, limit: usize) -> StoreResult<Vec<Post>>;
+        add_policy_version(&self, t: &str, a: &str, at: Instant) -> StoreResult<u32>;
+        policy_version(&self, v: u32) -> StoreResult<Option<PolicyVersion>>;
+        policy_versions(&self) -> StoreResult<Vec<PolicyVersion>>;
+        activate_policy(&self, a: &PolicyActivation) -> StoreResult<()>;
+        approve_policy(&self, v: u32, who: &str, at: Instant) -> StoreResult<()>;
+        policy_approvals(&self, v: u32) -> StoreResult<Vec<(String, Instant)>>;
+        record_preview(&self, v: u32, by: &str, s: &str, at: Instant) -> StoreResult<()>;
+        policy_previews(&self, v: u32) -> StoreResult<Vec<(String, Instant, String)>>;
+        record_proof(&self, v: u32, p: &consentry_store::ProofRecord) -> StoreResult<()>;
+        policy_proofs(&self, v: u32) -> StoreResult<Vec<consentry_store::ProofRecord>>;
+        record_waiver(&self, v: u32, w: &consentry_store::ProofWaiver) -> StoreResult<()>;
+        policy_waivers(&self, v: u32) -> StoreResult<Vec<consentry_store::ProofWaiver>>;
+        policy_activations(&self) -> StoreResult<Vec<PolicyActivation>>;
+        active_policy(&self) -> StoreResult<Option<PolicyVersion>>;
+        put_token(&self, t: &TokenRecord) -> StoreResult<()>;
+        token(&self, h: &str) -> StoreResult<Option<TokenRecord>>;
+        revoke_token(&self, h: &str, at: Instant) -> StoreResult<bool>;
+        revoke_app_tokens(&self, a: &AppId, at: Instant) -> StoreResult<u64>;
+        put_operator_key(&self, k: &OperatorKey) -> StoreResult<()>;
+        operator_key(&self, id: &str) -> StoreResult<Option<OperatorKey>>;
+        operator_key_count(&self) -> StoreResult<u64>;
+        operator_keys(&self) -> StoreResult<Vec<OperatorKey>>;
+        revoke_operator_key(&self, id: &str, at: Instant, keep: bool) -> StoreResult<bool>;
+        facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
+        fact_history(&self) -> StoreResult<FactHistory>;
+        enqueue_notification(&self, d: &DeveloperId, e: &str, p: &str, at: Instant) -> StoreResult<u64>;
+        due_notifications(&self, now: Instant, limit: usize) -> StoreResult<Vec<consentry_store::Notification>>;
+        record_delivery(&self, id: u64, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<()>;
+        server_secrets(&self) -> StoreResult<Vec<consentry_store::ServerSecret>>;
+        add_server_secret(&self, s: &consentry_store::ServerSecret) -> StoreResult<bool>;
+        claim_due_notifications(&self, n: &str, now: Instant, until: Instant, limit: usize, per: usize) -> StoreResult<Vec<consentry_store::Notification>>;
+        record_claimed_delivery(&self, id: u64, n: &str, s: consentry_store::DeliveryStatus, next: Instant, e: Option<&str>) -> StoreResult<bool>;
+        release_notifications(&self, n: &str, ids: &[u64]) -> StoreResult<()>;
+        outbox_depth(&self) -> StoreResult<consentry_store::OutboxDepth>;
+        claim_job(&self, j: &str, n: &str, now: Instant, until: Instant, first: Instant) -> StoreResult<bool>;
+        finish_job(&self, j: &str, n: &str, next: Instant) -> StoreResult<bool>;
+        notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
+        retry_notification(&self, id: u64, at: Instant) -> StoreResult<()>;
+        open_case(&self, d: &DeveloperId, m: &str, deadline: Instant, at: Instant) -> StoreResult<u64>;
+        case(&self, id: u64) -> StoreResult<Option<consentry_store::Case>>;
+        cases(&self) -> StoreResult<Vec<consentry_store::Case>>;
+        move_case(&self, id: u64, f: consentry_store::CaseState, t: consentry_store::CaseState, n: &str, at: Instant) -> StoreResult<()>;
+        case_events(&self, id: u64) -> StoreResult<Vec<consentry_store::CaseEvent>>;
+        certify_app(&self, a: &AppId, s: &str, at: Instant) -> StoreResult<()>;
+        last_certified(&self, a: &AppId) -> StoreResult<Option<Instant>>;
+        profile_consents(&self, a: &AppId, m: &[MemberId]) -> StoreResult<std::collections::HashSet<MemberId>>;
+        member_roles_page(&self, g: &GroupId, after: Option<&MemberId>, limit: usize) -> StoreResult<Vec<(MemberId, Role)>>;
+        schema_versions(&self) -> StoreResult<consentry_store::SchemaVersions>;
+    }
+
+    fn member(&self, id: &MemberId) -> StoreResult<Option<Member>> {
+        self.note([id.clone()]);
+        self.inner.member(id)
+    }
+
+    fn members_page(
+        &self,
+        g: &GroupId,
+        after: Option<&MemberId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Member, Role)>> {
+        let page = self.inner.members_page(g, after, limit)?;
+        self.note(page.iter().map(|(m, _)| m.id.clone()));
+        Ok(page)
+    }
+
+    fn members_by_id(&self, ids: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, Member>> {
+        self.note(ids.iter().cloned());
+        self.inner.members_by_id(ids)
+    }
+}
+
+/// Hidden members leave no trace in the response, and their names and pictures are not even
+/// read from the store: a members page reads the profiles of exactly the members it shows.
+#[test]
+fn a_members_page_reads_the_profiles_of_only_the_members_it_shows() {
+    let store = Arc::new(WatchedProfiles {
+        inner: SqliteStore::in_memory().unwrap_or_else(|e| unreachable!("{e}")),
+        read: Default::default(),
+    });
+    let w = world_on(store.clone());
+    let read = |store: &WatchedProfiles| {
+        std::mem::take(&mut *store.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    };
+    read(&store);
+    assert_eq!(visible_names(&w), ["bob name"]);
+    assert_eq!(read(&store), [member("bob")]);
+    // Pages of one: the hidden ones before and after bob are scanned, never read.
+    let mut after = None;
+    let mut shown = Vec::new();
+    loop {
+        let page = PageRequest { limit: Some(1), after: after.clone() };
+        let served = w
+            .service
+            .read_members(&w.session, &group(), member_fields(), &page)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        shown.extend(served.body.items.into_iter().filter_map(|m| m.name));
+        match served.body.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(shown, ["bob name"]);
+    assert_eq!(read(&store), [member("bob")]);
+    // Once cat consents too, cat's profile is read as well, and still never ann's.
+    w.service
+        .set_consent(&member("cat"), &w.app.app.id, &[Scope::Profile])
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(visible_names(&w), ["bob name", "cat name"]);
+    assert_eq!(read(&store), [member("bob"), member("cat")]);
 }

@@ -1,5 +1,7 @@
 //! Facts: members, groups, posts, developers and apps, and the pages served from them.
 
+use std::collections::HashMap;
+
 use consentry_store::AppCredentials;
 use consentry_types::{
     App, AppId, Developer, DeveloperId, Group, GroupId, Instant, Member, MemberId, Post, PostId, Role,
@@ -181,6 +183,38 @@ pub(crate) fn members_page(
     .iter()
     .map(|row| Ok((member_row(row)?, parsed(row, 3, role_of, "role")?)))
     .collect()
+}
+
+/// Ids and roles of a page of the group's members, without their profiles.
+pub(crate) fn member_roles_page(
+    db: &mut dyn Db,
+    group: &GroupId,
+    after: Option<&MemberId>,
+    limit: usize,
+) -> DbResult<Vec<(MemberId, Role)>> {
+    db.query(
+        "SELECT member_id, role FROM memberships
+         WHERE group_id = $1 AND member_id > $2 ORDER BY member_id LIMIT $3",
+        &[&group.as_str(), &after.map_or("", MemberId::as_str), &limit_of(limit)],
+    )?
+    .iter()
+    .map(|row| Ok((parsed(row, 0, MemberId::parse, "member id")?, parsed(row, 1, role_of, "role")?)))
+    .collect()
+}
+
+/// The profiles of those of `ids` that exist, in one query (one round trip).
+pub(crate) fn members_by_id(db: &mut dyn Db, ids: &[MemberId]) -> DbResult<HashMap<MemberId, Member>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = ids.iter().map(MemberId::as_str).collect();
+    db.query("SELECT id, name, picture_url FROM members WHERE id = ANY($1)", &[&ids])?
+        .iter()
+        .map(|row| {
+            let member = member_row(row)?;
+            Ok((member.id.clone(), member))
+        })
+        .collect()
 }
 
 pub(crate) fn posts_page(

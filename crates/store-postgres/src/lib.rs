@@ -343,6 +343,19 @@ impl Store for PgStore {
         self.read(|db| facts::members_page(db, group, after, limit))
     }
 
+    fn member_roles_page(
+        &self,
+        group: &GroupId,
+        after: Option<&MemberId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(MemberId, Role)>> {
+        self.read(|db| facts::member_roles_page(db, group, after, limit))
+    }
+
+    fn members_by_id(&self, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, Member>> {
+        self.read(|db| facts::members_by_id(db, ids))
+    }
+
     fn posts_page(&self, group: &GroupId, after: Option<&PostId>, limit: usize) -> StoreResult<Vec<Post>> {
         self.read(|db| facts::posts_page(db, group, after, limit))
     }
@@ -469,6 +482,10 @@ impl Store for PgStore {
 
     fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>> {
         self.read(|db| outbox::notifications(db, developer))
+    }
+
+    fn retry_notification(&self, id: u64, at: Instant) -> StoreResult<()> {
+        self.write(|db| outbox::retry_notification(db, id, at))
     }
 
     fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()> {

@@ -79,6 +79,20 @@ pub(crate) fn record_delivery(
     Ok(())
 }
 
+/// A dead notification pending again, due at `at`, its attempts and last error kept.
+pub(crate) fn retry_notification(db: &mut dyn Db, id: u64, at: Instant) -> DbResult<()> {
+    let not_found = || Failure::Store(StoreError::NotFound(format!("dead notification {id}")));
+    let key = i64::try_from(id).map_err(|_| not_found())?;
+    let changed = db.execute(
+        "UPDATE notifications SET status = 'pending', next_attempt_at = $2 WHERE id = $1 AND status = 'dead'",
+        &[&key, &at.millis()],
+    )?;
+    if changed == 0 {
+        return Err(not_found());
+    }
+    Ok(())
+}
+
 pub(crate) fn notifications(db: &mut dyn Db, developer: &DeveloperId) -> DbResult<Vec<Notification>> {
     db.query(
         "SELECT id, developer, event, payload, created_at, attempts, next_attempt_at, status, last_error

@@ -1,7 +1,9 @@
 //! Pages: everything one request decides on (its token, app, installation, group, the active
 //! policy and a page of members or posts with each subject's role and consent), read in ONE
-//! round trip by `consentry_read_page` (migrations/V1__initial.sql) under the shared side of
-//! the release fence, with the release instant from the database's clock.
+//! round trip by `consentry_read_page` (migrations/V3__pages_without_profiles.sql, replacing
+//! V1's) under the shared side of the release fence, with the release instant from the
+//! database's clock. Members come as ids, without their profiles: the profiles of the members a
+//! page shows are read afterwards in one more round trip (`facts::members_by_id`).
 
 use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, TokenRecord};
 use consentry_types::{App, Group, Installation, Instant, Member, MemberId, Post, PostId, Role};
@@ -44,7 +46,7 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
             "busy" => return Ok(None),
             "context" => context(row, query, &mut snapshot)?,
             "member" => snapshot.members.push(ListedMember {
-                member: subject(row)?,
+                id: parsed(row, 16, MemberId::parse, "member id")?,
                 role: parsed(row, 19, role_of, "role")?,
                 consented_profile: row.try_get(20)?,
             }),
@@ -74,7 +76,7 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
     }
     // The function orders each list; its union is put in that order here (byte order of ids,
     // as the columns' "C" collation compares them).
-    snapshot.members.sort_by(|a, b| a.member.id.as_str().cmp(b.member.id.as_str()));
+    snapshot.members.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     snapshot.posts.sort_by(|a, b| a.post.id.as_str().cmp(b.post.id.as_str()));
     Ok(Some(snapshot))
 }

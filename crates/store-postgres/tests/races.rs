@@ -141,9 +141,8 @@ fn a_page_read_during_a_change_waits_for_it_and_sees_it() {
         list: PageList::Members { after: None, limit: 100 },
     };
     let m1 = MemberId::parse("m1").unwrap();
-    let consenting = |page: &consentry_store::PageSnapshot| {
-        page.members.iter().any(|m| m.member.id == m1 && m.consented_profile)
-    };
+    let consenting =
+        |page: &consentry_store::PageSnapshot| page.members.iter().any(|m| m.id == m1 && m.consented_profile);
     for _ in 0..10 {
         let before = b.read_page(&query).unwrap();
         assert!(consenting(&before));

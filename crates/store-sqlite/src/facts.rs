@@ -1,5 +1,7 @@
 //! Facts: members, groups, posts, developers and apps, and the pages served from them.
 
+use std::collections::HashMap;
+
 use consentry_store::{AppCredentials, StoreResult};
 use consentry_types::{
     App, AppId, Developer, DeveloperId, Group, GroupId, Instant, Member, MemberId, Post, PostId, Role,
@@ -194,6 +196,36 @@ pub(crate) fn members_page(
         Ok((member_row(row)?, parse_column!(row, 3, role_of, "role")))
     })?
     .collect()
+}
+
+/// A members page from the memberships alone: the primary key holds the page in order, the
+/// members table is not read.
+pub(crate) fn member_roles_page(
+    c: &Connection,
+    group: &GroupId,
+    after: Option<&MemberId>,
+    limit: usize,
+) -> rusqlite::Result<Vec<(MemberId, Role)>> {
+    c.prepare_cached(
+        "SELECT member_id, role FROM memberships WHERE group_id = ?1 AND member_id > ?2
+         ORDER BY member_id LIMIT ?3",
+    )?
+    .query_map(params![group.as_str(), after.map_or("", MemberId::as_str), limit as i64], |row| {
+        Ok((parse_column!(row, 0, MemberId::parse, "member id"), parse_column!(row, 1, role_of, "role")))
+    })?
+    .collect()
+}
+
+/// The profiles of those of `ids` that exist, one primary-key lookup each.
+pub(crate) fn members_by_id(c: &Connection, ids: &[MemberId]) -> rusqlite::Result<HashMap<MemberId, Member>> {
+    let mut statement = c.prepare_cached("SELECT id, name, picture_url FROM members WHERE id = ?1")?;
+    let mut found = HashMap::with_capacity(ids.len());
+    for id in ids {
+        if let Some(member) = statement.query_row([id.as_str()], member_row).optional()? {
+            found.insert(id.clone(), member);
+        }
+    }
+    Ok(found)
 }
 
 pub(crate) fn posts_page(

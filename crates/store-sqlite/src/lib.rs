@@ -4,7 +4,7 @@
 //! `cases`) holds its SQL as functions over a connection or transaction; this file holds the
 //! connections and the `Store` impl that runs each function in a read or a write transaction.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -261,6 +261,19 @@ impl Store for SqliteStore {
         self.read(|c| facts::members_page(c, group, after, limit))
     }
 
+    fn member_roles_page(
+        &self,
+        group: &GroupId,
+        after: Option<&MemberId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(MemberId, Role)>> {
+        self.read(|c| facts::member_roles_page(c, group, after, limit))
+    }
+
+    fn members_by_id(&self, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, Member>> {
+        self.read(|c| facts::members_by_id(c, ids))
+    }
+
     fn posts_page(&self, group: &GroupId, after: Option<&PostId>, limit: usize) -> StoreResult<Vec<Post>> {
         self.read(|c| facts::posts_page(c, group, after, limit))
     }
@@ -383,6 +396,10 @@ impl Store for SqliteStore {
 
     fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>> {
         self.read(|c| outbox::notifications(c, developer))
+    }
+
+    fn retry_notification(&self, id: u64, at: Instant) -> StoreResult<()> {
+        self.write(|tx| outbox::retry_notification(tx, id, at))
     }
 
     fn server_secrets(&self) -> StoreResult<Vec<ServerSecret>> {

@@ -59,6 +59,20 @@ pub(crate) fn due_notifications(
     .collect()
 }
 
+/// A dead notification pending again, due at `at`, its attempts and last error kept.
+pub(crate) fn retry_notification(tx: &Transaction<'_>, id: u64, at: Instant) -> StoreResult<()> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE notifications SET status = 'pending', next_attempt_at = ?2 WHERE id = ?1 AND status = 'dead'",
+        )
+        .and_then(|mut s| s.execute(params![id as i64, at.millis()]))
+        .map_err(backend)?;
+    if changed == 0 {
+        return Err(StoreError::NotFound(format!("dead notification {id}")));
+    }
+    Ok(())
+}
+
 pub(crate) fn record_delivery(
     tx: &Transaction<'_>,
     id: u64,

@@ -1,12 +1,13 @@
 //! Pages: everything one request decides on (its token, app, installation, group, the active
 //! policy and a page of members or posts with each subject's role and consent), read in one
-//! read transaction, so that all of it is as it was at one instant.
+//! read transaction, so that all of it is as it was at one instant. Members come as ids: their
+//! profiles are read afterwards for the members shown (`facts::members_by_id`).
 
 use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot};
 use consentry_types::{MemberId, PostId};
 use rusqlite::{params, Connection};
 
-use crate::facts::{member_row, post_row};
+use crate::facts::post_row;
 use crate::sql::{corrupt, role_of};
 use crate::{access, credentials, facts, policies};
 
@@ -29,8 +30,8 @@ pub(crate) fn read_page(c: &Connection, query: &PageQuery) -> rusqlite::Result<P
         PageList::Members { after, limit } => {
             snapshot.members = c
                 .prepare_cached(
-                    "SELECT m.id, m.name, m.picture_url, ms.role, c.member_id IS NOT NULL
-                     FROM memberships ms JOIN members m ON m.id = ms.member_id
+                    "SELECT ms.member_id, ms.role, c.member_id IS NOT NULL
+                     FROM memberships ms
                      LEFT JOIN consents c ON c.app = ?2 AND c.member_id = ms.member_id
                      WHERE ms.group_id = ?1 AND ms.member_id > ?3 ORDER BY ms.member_id LIMIT ?4",
                 )?
@@ -43,9 +44,9 @@ pub(crate) fn read_page(c: &Connection, query: &PageQuery) -> rusqlite::Result<P
                     ],
                     |row| {
                         Ok(ListedMember {
-                            member: member_row(row)?,
-                            role: parse_column!(row, 3, role_of, "role"),
-                            consented_profile: row.get(4)?,
+                            id: parse_column!(row, 0, MemberId::parse, "member id"),
+                            role: parse_column!(row, 1, role_of, "role"),
+                            consented_profile: row.get(2)?,
                         })
                     },
                 )?

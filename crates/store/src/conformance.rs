@@ -177,6 +177,24 @@ fn pages_are_ordered_and_resume_after_the_cursor(store: &dyn Store) {
     let rest = store.members_page(&g, Some(&member_id("m1")), 10).unwrap_or_default();
     let rest: Vec<(String, Role)> = rest.into_iter().map(|(m, r)| (m.id.to_string(), r)).collect();
     assert_eq!(rest, [("m3".to_string(), Role::Member), ("m4".to_string(), Role::Admin)]);
+    // The same pages without profiles: the same ids and roles in the same order.
+    for (after, limit) in [(None, 2), (None, 10), (Some(member_id("m1")), 10), (Some(member_id("m0")), 1)] {
+        let full: Vec<(MemberId, Role)> = store
+            .members_page(&g, after.as_ref(), limit)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(m, r)| (m.id, r))
+            .collect();
+        assert_eq!(store.member_roles_page(&g, after.as_ref(), limit), Ok(full), "{after:?} {limit}");
+    }
+    assert_eq!(store.member_roles_page(&g, Some(&member_id("m4")), 10), Ok(vec![]));
+    // Profiles by id: those that exist, whatever else is asked.
+    let asked = [member_id("m3"), member_id("nobody"), member_id("m0"), member_id("m3")];
+    let profiles = store.members_by_id(&asked).unwrap_or_default();
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    assert_eq!(profiles.get(&member_id("m3")), store.member(&member_id("m3")).ok().flatten().as_ref());
+    assert_eq!(profiles.get(&member_id("m0")).map(|m| m.name.as_str()), Some("Member 0"));
+    assert_eq!(store.members_by_id(&[]), Ok(Default::default()));
     assert_eq!(store.set_membership(&g, &member_id("m3"), None, at(9)), Ok(()));
     assert_eq!(store.member_count(&g), Ok(3));
     assert_eq!(store.membership(&g, &member_id("m3")), Ok(None));
@@ -427,6 +445,37 @@ fn the_outbox_keeps_notifications_until_delivered_or_dead(store: &dyn Store) {
     assert_eq!(
         all.iter().map(|n| n.status).collect::<Vec<_>>(),
         [DeliveryStatus::Dead, DeliveryStatus::Delivered]
+    );
+    a_dead_letter_is_retried_only_when_asked(store, &dev, first, second);
+}
+
+/// A dead notification comes back only by `retry_notification`: pending and due at once, its
+/// attempts and last error kept; a delivered or pending one, or an unknown id, is `NotFound`.
+fn a_dead_letter_is_retried_only_when_asked(store: &dyn Store, dev: &DeveloperId, dead: u64, delivered: u64) {
+    use crate::DeliveryStatus;
+    assert_eq!(store.due_notifications(at(1_000), 10).map(|d| d.len()), Ok(0), "dead is never due");
+    for refused in [delivered, dead + delivered + 100] {
+        assert!(
+            matches!(store.retry_notification(refused, at(70)), Err(StoreError::NotFound(_))),
+            "only a dead notification can be retried ({refused})"
+        );
+    }
+    assert_eq!(store.retry_notification(dead, at(70)), Ok(()));
+    let due = store.due_notifications(at(70), 10).unwrap_or_default();
+    assert_eq!(
+        due.iter().map(|n| (n.id, n.status, n.attempts, n.last_error.clone())).collect::<Vec<_>>(),
+        [(dead, DeliveryStatus::Pending, 2, Some("500".to_string()))],
+        "due at once, attempts and last error kept"
+    );
+    assert!(
+        matches!(store.retry_notification(dead, at(71)), Err(StoreError::NotFound(_))),
+        "a pending notification is not retried twice"
+    );
+    assert_eq!(store.record_delivery(dead, DeliveryStatus::Delivered, at(72), None), Ok(()));
+    let all = store.notifications(dev).unwrap_or_default();
+    assert_eq!(
+        all.iter().map(|n| (n.status, n.attempts)).collect::<Vec<_>>(),
+        [(DeliveryStatus::Delivered, 3), (DeliveryStatus::Delivered, 1)]
     );
 }
 
@@ -820,7 +869,7 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
     };
     let page = store.read_page(&query).unwrap_or_default();
     let listed: Vec<(&str, Role, bool)> =
-        page.members.iter().map(|m| (m.member.id.as_str(), m.role, m.consented_profile)).collect();
+        page.members.iter().map(|m| (m.id.as_str(), m.role, m.consented_profile)).collect();
     assert_eq!(
         listed,
         [

@@ -11,7 +11,7 @@ mod facts;
 mod fence;
 mod page;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -326,6 +326,28 @@ pub trait Store: Send + Sync {
         after: Option<&MemberId>,
         limit: usize,
     ) -> StoreResult<Vec<(Member, Role)>>;
+    /// The same page as [`Store::members_page`] without the members' profiles: their ids and
+    /// roles only, which is all a page needs to decide whom it may show (so that the names
+    /// and pictures of hidden members are never read). Backends should answer it from the
+    /// memberships alone; this default reads the profiles and drops them.
+    fn member_roles_page(
+        &self,
+        group: &GroupId,
+        after: Option<&MemberId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(MemberId, Role)>> {
+        Ok(self.members_page(group, after, limit)?.into_iter().map(|(m, role)| (m.id, role)).collect())
+    }
+    /// The profiles of those of `ids` that exist, by id (unknown ids are left out).
+    fn members_by_id(&self, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, Member>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(member) = self.member(id)? {
+                found.insert(id.clone(), member);
+            }
+        }
+        Ok(found)
+    }
     /// Posts of the group ordered by post id, after `after`.
     fn posts_page(&self, group: &GroupId, after: Option<&PostId>, limit: usize) -> StoreResult<Vec<Post>>;
 
@@ -404,6 +426,10 @@ pub trait Store: Send + Sync {
         error: Option<&str>,
     ) -> StoreResult<()>;
     fn notifications(&self, developer: &DeveloperId) -> StoreResult<Vec<Notification>>;
+    /// Gives a dead notification another attempt: pending again, due at `at`, its attempts
+    /// and last error kept (so one more failure makes it dead again). `NotFound` unless it is
+    /// dead now.
+    fn retry_notification(&self, id: u64, at: Instant) -> StoreResult<()>;
 
     // Annual data-use checkups.
     /// Records that the developer re-certified the app's use of member data.

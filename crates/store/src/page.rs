@@ -2,10 +2,11 @@
 //!
 //! A request re-checks its token, its app's status and its installation, reads the group, the
 //! active policy and a page of members or posts with the facts each subject is decided on
-//! (role, profile consent). Read in separate transactions, a change could fall between two of
+//! (role, profile consent), members by id only. Read in separate transactions, a change could fall between two of
 //! those reads, and the request would decide on facts that were never in force together.
 //! [`crate::Store::read_page`] reads all of it at once: one read transaction on SQLite, one
-//! statement under the release fence on PostgreSQL (at most three round trips).
+//! statement under the release fence on PostgreSQL (at most three round trips). Members come
+//! as ids: the profiles of those a page shows are read afterwards ([`crate::Store::members_by_id`]).
 
 use consentry_types::{
     App, AppId, Group, GroupId, Installation, Instant, Member, MemberId, Post, PostId, Role,
@@ -33,10 +34,12 @@ pub struct PageQuery {
     pub list: PageList,
 }
 
-/// A member on a page, with the facts it is decided on as a subject of the request's app.
+/// A member on a page, with the facts it is decided on as a subject of the request's app: its
+/// id, not its profile (name, picture), which is read afterwards, by id, for the members a page
+/// shows ([`crate::Store::members_by_id`]), so a hidden member's profile is never read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedMember {
-    pub member: Member,
+    pub id: MemberId,
     pub role: Role,
     /// The member consents now to the app seeing their profile.
     pub consented_profile: bool,
@@ -92,16 +95,12 @@ pub fn read_page_call_by_call(store: &(impl Store + ?Sized), query: &PageQuery) 
             }
         }
         PageList::Members { after, limit } => {
-            let page = store.members_page(&query.group, after.as_ref(), *limit)?;
-            let ids: Vec<MemberId> = page.iter().map(|(m, _)| m.id.clone()).collect();
+            let page = store.member_roles_page(&query.group, after.as_ref(), *limit)?;
+            let ids: Vec<MemberId> = page.iter().map(|(id, _)| id.clone()).collect();
             let consents = store.profile_consents(&query.app, &ids)?;
             snapshot.members = page
                 .into_iter()
-                .map(|(member, role)| ListedMember {
-                    consented_profile: consents.contains(&member.id),
-                    member,
-                    role,
-                })
+                .map(|(id, role)| ListedMember { consented_profile: consents.contains(&id), id, role })
                 .collect();
         }
         PageList::Posts { after, limit } => {
