@@ -126,7 +126,7 @@ pub fn run(args: AuditArgs) -> Result<()> {
         None => consentry_audit::default_threads(),
     };
     let dir = DataDir::open(&args.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    let store: Arc<dyn Store> = dir.store()?;
     let server_key = dir.server_key(store.as_ref())?;
     let service = Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default());
     let window = consentry_api::window(
@@ -265,7 +265,7 @@ pub fn table(report: &AuditReport) -> String {
 /// `consentry policy preview`: what a draft would change, replayed over recent history.
 pub fn preview(draft: &Path, since: &str, to: Option<&str>, data_dir: &Path) -> Result<()> {
     let dir = DataDir::open(data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    let store: Arc<dyn Store> = dir.store()?;
     let server_key = dir.server_key(store.as_ref())?;
     let service =
         Service::new(store.clone(), Arc::new(SystemClock::default()), server_key, ServiceConfig::default());

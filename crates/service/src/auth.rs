@@ -169,14 +169,15 @@ impl Service {
             return Err(refused("the access token is malformed"));
         }
         let hash = fast_hash(token);
-        let record = self.store.token(&hash)?.ok_or_else(|| refused("the access token is unknown"))?;
+        let (record, status) =
+            self.store.token_with_app_status(&hash)?.ok_or_else(|| refused("the access token is unknown"))?;
         if record.revoked_at.is_some() {
             return Err(refused("the access token was revoked"));
         }
         if record.expires_at <= self.clock.now() {
             return Err(refused("the access token expired"));
         }
-        match self.store.app(&record.app)?.map(|a| a.status) {
+        match status {
             Some(AppStatus::Active) => Ok(AppSession { app: record.app, token_hash: hash }),
             Some(status) => Err(refused(&format!("the app is {}", status.as_str()))),
             None => Err(refused("the app no longer exists")),
@@ -189,7 +190,7 @@ impl Service {
         let hash = fast_hash(token);
         if let Some(record) = self.store.token(&hash)? {
             if &record.app == client {
-                let change = self.gate.change(self.clock.as_ref());
+                let change = self.change(consentry_store::FenceScope::App(client.clone()))?;
                 self.store.revoke_token(&hash, change.at)?;
             }
         }

@@ -720,6 +720,7 @@ impl Store for WatchedProfiles {
         last_certified(&self, a: &AppId) -> StoreResult<Option<Instant>>;
         profile_consents(&self, a: &AppId, m: &[MemberId]) -> StoreResult<std::collections::HashSet<MemberId>>;
         member_roles_page(&self, g: &GroupId, after: Option<&MemberId>, limit: usize) -> StoreResult<Vec<(MemberId, Role)>>;
+        schema_versions(&self) -> StoreResult<consentry_store::SchemaVersions>;
     }
 
     fn member(&self, id: &MemberId) -> StoreResult<Option<Member>> {
