@@ -160,8 +160,6 @@ impl Metrics {
 pub struct Readiness {
     /// Set when the node is told to stop: it answers not ready while it finishes.
     pub draining: AtomicBool,
-    /// Whether the store's schema is the one this binary knows (the store backend's check).
-    pub schema_check: Option<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
 }
 
 impl Readiness {
@@ -169,9 +167,15 @@ impl Readiness {
         if self.draining.load(Ordering::SeqCst) {
             return Err("draining: the node is stopping".into());
         }
-        state.service.store().server_secrets().map_err(|e| format!("store unreachable: {e}"))?;
-        if let Some(check) = &self.schema_check {
-            check().map_err(|e| format!("schema: {e}"))?;
+        // Read afresh each time: a newer consentry on another node may have migrated the
+        // database since this one opened it, and this one would misread what it now holds.
+        let schema =
+            state.service.store().schema_versions().map_err(|e| format!("store unreachable: {e}"))?;
+        if !schema.is_current() {
+            return Err(format!(
+                "schema: the database is at version {}, this consentry knows version {}",
+                schema.applied, schema.known
+            ));
         }
         if let Some(ledger) = &state.ledger {
             ledger.health().map_err(|e| format!("ledger: {e}"))?;

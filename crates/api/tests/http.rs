@@ -2007,3 +2007,45 @@ async fn openapi_declares_the_throttled_answers() {
     // The app API's bearer-token routes are not throttled per address.
     assert!(declared("get", "/v1/groups/{id}", "429").is_null());
 }
+
+/// `/readyz` reads the database's schema version afresh: when a newer consentry migrates the
+/// database under this running node, the node says not ready (and why) instead of serving a
+/// schema it does not know.
+#[tokio::test]
+async fn readyz_says_not_ready_once_a_newer_consentry_migrated_the_database() {
+    let path = std::env::temp_dir().join(format!("consentry-readyz-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = Arc::new(SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}")));
+    let clock = Arc::new(SimulatedClock::starting_at(Instant::from_secs(1_600_000_000)));
+    let service = Arc::new(Service::new(store, clock, ServerKey::generate(), ServiceConfig::default()));
+    let router = consentry_api::app(ApiState::new(service));
+    let readyz = || async {
+        let request = Request::builder().uri("/readyz").body(Body::empty()).unwrap_or_default();
+        let response = router.clone().oneshot(request).await.unwrap_or_else(|e| match e {});
+        let status = response.status();
+        let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    assert_eq!(readyz().await, (StatusCode::OK, "ready".to_string()));
+    let known = consentry_store_sqlite::latest_schema_version();
+    rusqlite::Connection::open(&path)
+        .and_then(|c| {
+            c.execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+                 VALUES (?1, 'from_a_newer_consentry', '2030-01-01T00:00:00Z', '1')",
+                [known + 1],
+            )
+        })
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(
+        readyz().await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: schema: the database is at version {}, this consentry knows version {known}",
+                known + 1
+            )
+        )
+    );
+    let _ = std::fs::remove_file(&path);
+}

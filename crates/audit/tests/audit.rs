@@ -119,6 +119,7 @@ impl Store for StaleConsents {
         outbox_depth(&self) -> StoreResult<consentry_store::OutboxDepth>;
         claim_job(&self, j: &str, n: &str, now: Instant, until: Instant, first: Instant) -> StoreResult<bool>;
         finish_job(&self, j: &str, n: &str, next: Instant) -> StoreResult<bool>;
+        schema_versions(&self) -> StoreResult<consentry_store::SchemaVersions>;
         notifications(&self, d: &DeveloperId) -> StoreResult<Vec<consentry_store::Notification>>;
         open_case(&self, d: &DeveloperId, m: &str, deadline: Instant, at: Instant) -> StoreResult<u64>;
         case(&self, id: u64) -> StoreResult<Option<consentry_store::Case>>;

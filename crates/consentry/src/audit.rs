@@ -92,7 +92,7 @@ pub fn run_audit(
 
 pub fn run(args: AuditArgs) -> Result<()> {
     let dir = DataDir::open(&args.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    let store: Arc<dyn Store> = dir.store()?;
     let server_key = dir.server_key(store.as_ref())?;
     let service = Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default());
     let window = consentry_api::window(
@@ -397,7 +397,7 @@ body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} table{{border-colla
 /// `consentry policy preview`: what a draft would change, replayed over recent history.
 pub fn preview(draft: &Path, since: &str, to: Option<&str>, data_dir: &Path) -> Result<()> {
     let dir = DataDir::open(data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    let store: Arc<dyn Store> = dir.store()?;
     let server_key = dir.server_key(store.as_ref())?;
     let service =
         Service::new(store.clone(), Arc::new(SystemClock::default()), server_key, ServiceConfig::default());

@@ -51,7 +51,7 @@ pub enum CaseCommand {
 }
 
 fn service(dir: &DataDir) -> Result<Service> {
-    let store: Arc<dyn Store> = Arc::new(dir.store()?);
+    let store: Arc<dyn Store> = dir.store()?;
     let server_key = dir.server_key(store.as_ref())?;
     Ok(Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default()))
 }

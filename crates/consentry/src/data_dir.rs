@@ -1,5 +1,6 @@
 //! The data directory: the SQLite file, the ledger root (unless `--ledger-root` puts it
-//! elsewhere), the server key of earlier versions and the bootstrap operator key.
+//! elsewhere), the server key of earlier versions and the bootstrap operator key; and where
+//! the store is (`--store`: SQLite in the data directory, or PostgreSQL).
 //!
 //! The directory is created mode 0700. Key files are created mode 0600 and only ever as new
 //! files (`create_new`, never through a symbolic link: `O_NOFOLLOW`); a key file is read only
@@ -9,8 +10,12 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, OnceLock};
+
 use anyhow::{bail, Context, Result};
 use consentry_service::ServerKey;
+use consentry_store::Store;
+use consentry_store_postgres::{redacted, PgOptions, PgStore};
 use consentry_store_sqlite::SqliteStore;
 
 /// The ledger root given on the command line (`--ledger-root`), set once at start.
@@ -18,6 +23,60 @@ pub static LEDGER_ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLo
 
 /// The largest key file read; a key is a line of text.
 const MAX_SECRET_FILE: u64 = 4096;
+
+/// Where the store is, for every command that opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `consentry.db` in the data directory (the embedded default).
+    DataDir,
+    /// A PostgreSQL database that several nodes share.
+    Postgres { url: String, pool_size: u32 },
+}
+
+impl StoreLocation {
+    /// From `--store` (or `CONSENTRY_STORE`): a `postgres://` address, or nothing for SQLite.
+    pub fn parse(store: Option<&str>, pool_size: u32) -> Result<StoreLocation> {
+        match store.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(StoreLocation::DataDir),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres { url: url.to_string(), pool_size })
+            }
+            Some(other) => bail!(
+                "--store takes a postgres://… address, not {:?}; without --store the store is SQLite in --data-dir",
+                redacted(other)
+            ),
+        }
+    }
+}
+
+static STORE_LOCATION: OnceLock<StoreLocation> = OnceLock::new();
+
+/// Sets where every command's store is (once, from the command line).
+pub fn use_store(location: StoreLocation) {
+    let _ = STORE_LOCATION.set(location);
+}
+
+/// Where the store is, in words for the operator (no password).
+pub fn describe_store(data_dir: &DataDir) -> String {
+    match STORE_LOCATION.get().unwrap_or(&StoreLocation::DataDir) {
+        StoreLocation::DataDir => format!("SQLite in {}", data_dir.file("consentry.db").display()),
+        StoreLocation::Postgres { url, pool_size } => {
+            format!("PostgreSQL at {} (up to {pool_size} connections)", redacted(url))
+        }
+    }
+}
+
+/// Opens the store at `location`, with `data_dir` for SQLite.
+pub fn open_store(location: &StoreLocation, data_dir: &DataDir) -> Result<Arc<dyn Store>> {
+    match location {
+        StoreLocation::DataDir => Ok(Arc::new(data_dir.sqlite_store()?)),
+        StoreLocation::Postgres { url, pool_size } => {
+            let store = PgStore::open(url, &PgOptions { pool_size: *pool_size })
+                .with_context(|| format!("cannot open the store {}", redacted(url)))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
 
 /// A directory consentry owns.
 pub struct DataDir {
@@ -42,9 +101,15 @@ impl DataDir {
         self.path.join(name)
     }
 
-    /// The SQLite store, its file created mode 0600 (it holds the server keys; SQLite gives
-    /// its `-wal` and `-shm` files the same mode).
-    pub fn store(&self) -> Result<SqliteStore> {
+    /// The store: where `--store` says, SQLite in this directory without it.
+    pub fn store(&self) -> Result<Arc<dyn Store>> {
+        open_store(STORE_LOCATION.get().unwrap_or(&StoreLocation::DataDir), self)
+    }
+
+    /// The SQLite store in this directory, whatever `--store` says (the demo's world, a copy's
+    /// source), its file created mode 0600 (it holds the server keys; SQLite gives its `-wal`
+    /// and `-shm` files the same mode).
+    pub fn sqlite_store(&self) -> Result<SqliteStore> {
         let file = self.file("consentry.db");
         #[cfg(unix)]
         {

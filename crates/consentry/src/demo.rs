@@ -330,7 +330,7 @@ pub fn play(path: &Path, seed: u64, scale: Scale) -> Result<Story> {
     // Policy proofs, when an SMT solver is on this machine (CONSENTRY_SOLVER or PATH).
     let proofs = crate::prove::server_proofs(std::env::var("CONSENTRY_SOLVER").ok().as_deref(), None)?;
     let dir = prepare_dir(path)?;
-    let store = Arc::new(dir.store()?);
+    let store = Arc::new(dir.sqlite_store()?);
     let server_key = dir.server_key(store.as_ref())?;
     store.set_bulk_load(true)?;
     let key = server_key;

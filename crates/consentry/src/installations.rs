@@ -45,7 +45,7 @@ pub fn run(command: InstallationCommand) -> Result<()> {
     match command {
         InstallationCommand::Expire { inactive_days, data_dir } => {
             let dir = DataDir::open(&data_dir)?;
-            let store: Arc<dyn Store> = Arc::new(dir.store()?);
+            let store: Arc<dyn Store> = dir.store()?;
             let server_key = dir.server_key(store.as_ref())?;
             let service =
                 Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default());

@@ -76,7 +76,7 @@ fn uid() -> Option<u32> {
 
 /// A service over the data directory, on the wall clock.
 pub fn service(dir: &DataDir) -> Result<Service> {
-    let store = Arc::new(dir.store()?);
+    let store = dir.store()?;
     let server_key = dir.server_key(store.as_ref())?;
     Ok(Service::new(store, Arc::new(SystemClock::default()), server_key, ServiceConfig::default()))
 }

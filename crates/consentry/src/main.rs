@@ -11,6 +11,8 @@ mod node;
 mod policy_tests;
 mod prove;
 mod serve;
+mod server_keys;
+mod store_copy;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +33,14 @@ use data_dir::DataDir;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The store: a PostgreSQL database (`postgres://user:password@host:port/database`) shared
+    /// by several nodes; without it, SQLite in --data-dir.
+    #[arg(long, global = true, env = "CONSENTRY_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// Connections to PostgreSQL this process keeps at most (with --store).
+    #[arg(long, global = true, env = "CONSENTRY_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pool_size: u32,
     /// The ledger root, where every node writes its own stream (`<root>/<node>/`) and every
     /// reader reads all of them; may be storage the nodes share. Default: `ledger/` in the
     /// data directory.
@@ -133,6 +143,16 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// The server's keys, kept in the store every node shares: rotate the cursor or webhook key.
+    ServerKey {
+        #[command(subcommand)]
+        command: server_keys::ServerKeyCommand,
+    },
+    /// The store itself: copy an embedded installation's store to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: store_copy::StoreCommand,
     },
 }
 
@@ -244,6 +264,7 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    data_dir::use_store(data_dir::StoreLocation::parse(cli.store.as_deref(), cli.pool_size)?);
     match cli.command {
         Command::Serve {
             data_dir,
@@ -259,7 +280,8 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let node = node::node_id(node.as_deref())?;
             let dir = DataDir::open(&data_dir)?;
-            let store = Arc::new(dir.store()?);
+            let store = dir.store()?;
+            println!("store: {}", data_dir::describe_store(&dir));
             let server_key = dir.server_key(store.as_ref())?;
             let config =
                 ServiceConfig { token_ttl_secs: token_ttl.clamp(60, 86_400), ..ServiceConfig::default() };
@@ -275,6 +297,9 @@ fn run(cli: Cli) -> Result<()> {
             serve::run(service, ledger, dir, &listen, proofs, None, operation)
         }
         Command::Demo { data_dir, listen, seed, scale, no_serve } => {
+            if cli.store.is_some() {
+                anyhow::bail!("the demo plays on its own SQLite store in --data-dir; run it without --store")
+            }
             let scale = demo::Scale::parse(&scale)?;
             let story = demo::play(&data_dir, seed, scale)?;
             if no_serve {
@@ -302,6 +327,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Case { command } => cases::run(command),
         Command::Installations { command } => installations::run(command),
         Command::Keys { command } => keys::run(command),
+        Command::ServerKey { command } => server_keys::run(command),
+        Command::Store { command } => store_copy::run(command),
         Command::Policy { command: PolicyCommand::Submit { file, key_file, data_dir } } => {
             let text = read_policy(&file)?;
             let dir = DataDir::open(&data_dir)?;

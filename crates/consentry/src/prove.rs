@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use consentry_prove::{FieldOutcome, Invariant, Outcome, PolicyText, Prover, Review, SolverCommand};
-use consentry_store::Store;
 
 use crate::data_dir::DataDir;
 

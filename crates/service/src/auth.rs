@@ -189,7 +189,7 @@ impl Service {
         let hash = fast_hash(token);
         if let Some(record) = self.store.token(&hash)? {
             if &record.app == client {
-                let change = self.gate.change(self.clock.as_ref());
+                let change = self.change(consentry_store::FenceScope::App(client.clone()))?;
                 self.store.revoke_token(&hash, change.at)?;
             }
         }

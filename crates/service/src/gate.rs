@@ -33,16 +33,23 @@
 //! instant.
 //!
 //! The lock orders the changes and requests of one process. A change made by another process
-//! on the same database (the CLI's `policy activate`, `case open` or `installations expire`
-//! while `serve` runs) is outside it, as a change made by another node would be.
-//! Several nodes (issue 9) cannot share this lock: there the database must serialize it, for
-//! example a change and a request's read of facts in transactions ordered on one row (the
-//! change's instant assigned by the database after every release instant it has seen), or a
-//! revocation epoch that the request re-reads in the transaction that records its release.
+//! on the same SQLite file (the CLI's `policy activate`, `case open` or `installations expire`
+//! while `serve` runs) is outside it.
+//!
+//! # Several processes on one database
+//!
+//! A store that several processes (nodes, the CLI) change at once has a release fence
+//! (`consentry_store::ReleaseFence`, PostgreSQL's advisory locks): then a change holds the
+//! fence's exclusive side for its scope instead of this lock, and a request's read section is
+//! inside `Store::read_page`, which reads its facts and takes its release instant under the
+//! fence's shared side, both instants from the database's clock. The argument above holds
+//! unchanged, with the database's locks in place of the `RwLock` and its clock in place of
+//! `last_release`/`last_change` (see `store-postgres`'s `fence` module).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use consentry_store::FencedChange;
 use consentry_types::Instant;
 
 use crate::clock::Clock;
@@ -59,14 +66,29 @@ pub(crate) struct Gate {
 
 /// A change of an access fact in progress: commit it with `at` before dropping this.
 pub(crate) struct Change<'a> {
-    _exclusive: RwLockWriteGuard<'a, ()>,
+    _exclusive: Exclusive<'a>,
     pub at: Instant,
+}
+
+/// What keeps requests out while a change is made.
+enum Exclusive<'a> {
+    InProcess(#[allow(dead_code, reason = "held for its drop")] RwLockWriteGuard<'a, ()>),
+    /// The store's release fence (several processes on one database).
+    Fenced(#[allow(dead_code, reason = "held for its drop")] FencedChange),
+}
+
+impl Change<'_> {
+    /// A change ordered by the store's release fence instead of this process's lock.
+    pub(crate) fn fenced(change: FencedChange) -> Change<'static> {
+        Change { at: change.at, _exclusive: Exclusive::Fenced(change) }
+    }
 }
 
 /// A request's read section: facts read and decisions made while this lives cannot be
 /// overtaken by a change.
 pub(crate) struct Serving<'a> {
-    _shared: RwLockReadGuard<'a, ()>,
+    /// `None` when the store's fence orders the request (inside `Store::read_page`).
+    _shared: Option<RwLockReadGuard<'a, ()>>,
     gate: &'a Gate,
 }
 
@@ -90,12 +112,18 @@ impl Gate {
             .max(after_releases)
             .max(Instant::from_millis(self.last_change.load(Ordering::SeqCst)));
         self.last_change.store(at.millis(), Ordering::SeqCst);
-        Change { _exclusive: exclusive, at }
+        Change { _exclusive: Exclusive::InProcess(exclusive), at }
     }
 
     /// Starts a request's read section.
     pub(crate) fn serve(&self) -> Serving<'_> {
-        Serving { _shared: self.lock.read().unwrap_or_else(PoisonError::into_inner), gate: self }
+        Serving { _shared: Some(self.lock.read().unwrap_or_else(PoisonError::into_inner)), gate: self }
+    }
+
+    /// A request's read section when the store's release fence orders it: this lock is not
+    /// taken, and the release instant is the one `Store::read_page` gives.
+    pub(crate) fn serve_fenced_by_store(&self) -> Serving<'_> {
+        Serving { _shared: None, gate: self }
     }
 }
 

@@ -3,14 +3,16 @@
 //!
 //! Each request runs in the revocation gate's read section (`crate::gate`): its token, its
 //! app's status and its installation are checked, its facts read and its fields decided, and
-//! its release instant taken, with no change of an access fact in between.
+//! its release instant taken, with no change of an access fact in between. Everything a page
+//! decides on is read in one call, `Store::read_page`: one snapshot of the store, enough rows
+//! for the whole scan of a page (see `rows_to_read`).
 
 use std::sync::Arc;
 
 use consentry_policy::{CompiledPolicy, PageFacts, SubjectFacts};
+use consentry_store::{PageList, PageQuery, PageSnapshot};
 use consentry_types::{
-    Disclosure, Field, FieldSet, GroupId, Installation, Instant, Member, MemberId, PostId, ResourceKind,
-    Role, Subject,
+    Disclosure, Field, FieldSet, GroupId, Instant, MemberId, PostId, ResourceKind, Role, Subject,
 };
 
 use crate::auth::AppSession;
@@ -114,34 +116,62 @@ struct PageContext {
     facts: PageFacts,
     /// When the request's token expires; checked against the release instant.
     token_expires_at: Instant,
+    /// The release instant the store's fence gave with the facts (several processes on one
+    /// database); `None`: this process's gate gives it.
+    released_at: Option<Instant>,
 }
 
 /// How many members (or posts) a single request may scan to fill one page of visible ones.
 const SCAN_FACTOR: usize = 8;
 
+/// How many rows a page of `limit` reads at once: the most the scan below can consume
+/// (it starts a batch of at most `limit` while fewer than `limit * SCAN_FACTOR` were scanned),
+/// so that the whole scan is one read of the store, hence one snapshot.
+fn rows_to_read(limit: usize) -> usize {
+    limit.saturating_mul(SCAN_FACTOR + 1)
+}
+
+/// The next batch of a scan over rows read at once: `want` rows from `next` on.
+fn batch<'a, T>(rows: &'a [T], next: &mut usize, want: usize) -> &'a [T] {
+    let start = (*next).min(rows.len());
+    let end = start.saturating_add(want).min(rows.len());
+    *next = end;
+    rows.get(start..end).unwrap_or(&[])
+}
+
 impl Service {
-    /// Loads what every decision of a request about `group` needs, in the gate's read
-    /// section: the token is re-checked (it may have been revoked since the request was
-    /// authenticated), the app must still be active, the installation must still exist. A
-    /// group the app is not installed in answers exactly like a group that does not exist.
-    fn page_context(&self, session: &AppSession, group: &GroupId) -> ServiceResult<PageContext> {
+    /// Reads what every decision of a request about `group` needs, as one snapshot of the
+    /// store (`Store::read_page`), in the gate's read section: the token is re-checked (it may
+    /// have been revoked since the request was authenticated), the app must still be active,
+    /// the installation must still exist. A group the app is not installed in answers exactly
+    /// like a group that does not exist.
+    fn read_page(
+        &self,
+        session: &AppSession,
+        group: &GroupId,
+        list: PageList,
+    ) -> ServiceResult<(PageContext, PageSnapshot)> {
         let refused = |why: &str| ServiceError::Unauthenticated(why.to_string());
         let not_found = || ServiceError::NotFound(format!("group {:?}", group.as_str()));
-        let token =
-            self.store.token(&session.token_hash)?.ok_or_else(|| refused("the access token is unknown"))?;
+        let mut snapshot = self.store.read_page(&PageQuery {
+            token_hash: session.token_hash.clone(),
+            app: session.app.clone(),
+            group: group.clone(),
+            list,
+        })?;
+        let token = snapshot.token.take().ok_or_else(|| refused("the access token is unknown"))?;
         if token.revoked_at.is_some() {
             return Err(refused("the access token was revoked"));
         }
         if token.app != session.app {
             return Err(refused("the access token is unknown"));
         }
-        let app = self.store.app(&session.app)?.ok_or_else(|| refused("the app no longer exists"))?;
+        let app = snapshot.app.take().ok_or_else(|| refused("the app no longer exists"))?;
         if app.status != consentry_types::AppStatus::Active {
             return Err(refused(&format!("the app is {}", app.status.as_str())));
         }
-        let installation: Option<Installation> = self.store.installation(&app.id, group)?;
-        let Some(installation) = installation else { return Err(not_found()) };
-        if self.store.group(group)?.is_none() {
+        let Some(installation) = snapshot.installation.take() else { return Err(not_found()) };
+        if snapshot.group.is_none() {
             return Err(not_found());
         }
         let developer = app.developer.clone();
@@ -153,12 +183,18 @@ impl Service {
             installed: true,
             installed_since: installation.installed_at.secs(),
         };
-        Ok(PageContext {
+        let policy = match snapshot.active_policy {
+            Some(version) => Some(self.compiled_policy(version)?),
+            None => None,
+        };
+        let context = PageContext {
             developer,
-            policy: self.active_policy()?,
+            policy,
             facts,
             token_expires_at: token.expires_at,
-        })
+            released_at: snapshot.released_at,
+        };
+        Ok((context, snapshot))
     }
 
     fn page_limit(&self, page: &PageRequest) -> ServiceResult<usize> {
@@ -217,25 +253,20 @@ impl Service {
             .collect()
     }
 
-    /// The facts of members as subjects of this app's request about this group.
-    fn subject_facts(
-        &self,
-        context: &PageContext,
-        members: &[(MemberId, Option<Role>)],
-    ) -> ServiceResult<Vec<SubjectFacts>> {
+    /// The facts of members as subjects of this app's request about this group: (member,
+    /// role in the group, profile consent to the app), as the snapshot read them.
+    fn subject_facts(&self, members: &[(MemberId, Option<Role>, bool)]) -> Vec<SubjectFacts> {
         if self.enforcement_bypassed() {
-            return Ok(vec![SubjectFacts::NONE; members.len()]);
+            return vec![SubjectFacts::NONE; members.len()];
         }
-        let ids: Vec<MemberId> = members.iter().map(|(m, _)| m.clone()).collect();
-        let consents = self.store.profile_consents(&context.facts.app, &ids)?;
-        Ok(members
+        members
             .iter()
-            .map(|(member, role)| SubjectFacts {
+            .map(|(_, role, consented)| SubjectFacts {
                 is_member: role.is_some(),
                 role: *role,
-                consented_profile: consents.contains(member),
+                consented_profile: *consented,
             })
-            .collect())
+            .collect()
     }
 
     /// Takes the release instant, still in the read section, and refuses a token that expired
@@ -247,7 +278,10 @@ impl Service {
         body: T,
         disclosures: Vec<Disclosure>,
     ) -> ServiceResult<Served<T>> {
-        let released_at = serving.release_instant(self.clock.as_ref());
+        let released_at = match context.released_at {
+            Some(at) => at,
+            None => serving.release_instant(self.clock.as_ref()),
+        };
         if context.token_expires_at <= released_at {
             return Err(ServiceError::Unauthenticated("the access token expired".into()));
         }
@@ -274,17 +308,14 @@ impl Service {
         group: &GroupId,
         fields: FieldSet,
     ) -> ServiceResult<Served<GroupView>> {
-        let serving = self.gate.serve();
-        let context = self.page_context(session, group)?;
+        let serving = self.serve();
+        let list = PageList::Group { member_count: fields.contains(Field::GroupMemberCount) };
+        let (context, snapshot) = self.read_page(session, group, list)?;
         let allowed =
             self.decide(&context, &[(fields, SubjectFacts::NONE)])?.first().copied().unwrap_or_default();
-        let name =
-            if allowed.contains(Field::GroupName) { self.store.group(group)?.map(|g| g.name) } else { None };
-        let member_count = if allowed.contains(Field::GroupMemberCount) {
-            Some(self.store.member_count(group)?)
-        } else {
-            None
-        };
+        let name = if allowed.contains(Field::GroupName) { snapshot.group.map(|g| g.name) } else { None };
+        let member_count =
+            if allowed.contains(Field::GroupMemberCount) { snapshot.member_count } else { None };
         let disclosures = if allowed.is_empty() {
             Vec::new()
         } else {
@@ -303,8 +334,7 @@ impl Service {
         fields: FieldSet,
         page: &PageRequest,
     ) -> ServiceResult<Served<Page<PostView>>> {
-        let serving = self.gate.serve();
-        let context = self.page_context(session, group)?;
+        let serving = self.serve();
         let limit = self.page_limit(page)?;
         let scope = format!("{}/{}/posts", session.app, group);
         let mut after = self
@@ -312,6 +342,9 @@ impl Service {
             .map(|a| PostId::parse(&a))
             .transpose()
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let list = PageList::Posts { after: after.clone(), limit: rows_to_read(limit) };
+        let (context, snapshot) = self.read_page(session, group, list)?;
+        let mut next_row = 0;
         let group_fields: FieldSet = fields.iter().filter(|f| !f.has_member_subject()).collect();
         let author_fields: FieldSet = fields.iter().filter(|f| f.has_member_subject()).collect();
         let group_allowed = self
@@ -330,27 +363,32 @@ impl Service {
         let mut exhausted = false;
         while items.len() < limit && scanned < limit * SCAN_FACTOR {
             let want = limit - items.len();
-            let posts = self.store.posts_page(group, after.as_ref(), want)?;
+            let posts = batch(&snapshot.posts, &mut next_row, want);
             scanned += posts.len();
             if posts.len() < want {
                 exhausted = true;
             }
-            let mut authors: Vec<(MemberId, Option<Role>)> = Vec::new();
+            let mut authors: Vec<(MemberId, Option<Role>, bool)> = Vec::new();
             if !author_fields.is_empty() {
-                for post in &posts {
-                    if !authors.iter().any(|(m, _)| m == &post.author) {
-                        authors.push((post.author.clone(), self.store.membership(group, &post.author)?));
+                for listed in posts {
+                    if !authors.iter().any(|(m, _, _)| m == &listed.post.author) {
+                        authors.push((
+                            listed.post.author.clone(),
+                            listed.author_role,
+                            listed.author_consented_profile,
+                        ));
                     }
                 }
             }
-            let author_facts = self.subject_facts(&context, &authors)?;
+            let author_facts = self.subject_facts(&authors);
             let requests: Vec<(FieldSet, SubjectFacts)> =
                 author_facts.iter().map(|f| (author_fields, *f)).collect();
             let author_allowed = self.decide(&context, &requests)?;
-            for post in &posts {
+            for listed in posts {
+                let post = &listed.post;
                 let author_ok = authors
                     .iter()
-                    .position(|(m, _)| m == &post.author)
+                    .position(|(m, _, _)| m == &post.author)
                     .and_then(|i| author_allowed.get(i))
                     .is_some_and(|a| a.contains(Field::PostAuthor));
                 if shown.is_empty() && !author_ok {
@@ -358,7 +396,7 @@ impl Service {
                     continue;
                 }
                 let author = if author_ok {
-                    let name = self.store.member(&post.author)?.map(|m| m.name).unwrap_or_default();
+                    let name = listed.author.name.clone();
                     Some(AuthorView {
                         id: self.server_key().scoped_member_id(&session.app, &post.author),
                         name,
@@ -379,7 +417,7 @@ impl Service {
                     author,
                 });
             }
-            after = posts.last().map(|p| p.id.clone()).or(after);
+            after = posts.last().map(|p| p.post.id.clone()).or(after);
             if exhausted {
                 break;
             }
@@ -400,8 +438,7 @@ impl Service {
         fields: FieldSet,
         page: &PageRequest,
     ) -> ServiceResult<Served<Page<MemberView>>> {
-        let serving = self.gate.serve();
-        let context = self.page_context(session, group)?;
+        let serving = self.serve();
         let limit = self.page_limit(page)?;
         let scope = format!("{}/{}/members", session.app, group);
         let mut after = self
@@ -409,23 +446,27 @@ impl Service {
             .map(|a| MemberId::parse(&a))
             .transpose()
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let list = PageList::Members { after: after.clone(), limit: rows_to_read(limit) };
+        let (context, snapshot) = self.read_page(session, group, list)?;
+        let mut next_row = 0;
         let mut items = Vec::with_capacity(limit);
         let mut disclosures = Vec::with_capacity(limit);
         let mut scanned = 0;
         let mut exhausted = false;
         while items.len() < limit && scanned < limit * SCAN_FACTOR {
             let want = limit - items.len();
-            let batch: Vec<(Member, Role)> = self.store.members_page(group, after.as_ref(), want)?;
+            let batch = batch(&snapshot.members, &mut next_row, want);
             scanned += batch.len();
             if batch.len() < want {
                 exhausted = true;
             }
-            let subjects: Vec<(MemberId, Option<Role>)> =
-                batch.iter().map(|(m, r)| (m.id.clone(), Some(*r))).collect();
-            let facts = self.subject_facts(&context, &subjects)?;
+            let subjects: Vec<(MemberId, Option<Role>, bool)> =
+                batch.iter().map(|m| (m.member.id.clone(), Some(m.role), m.consented_profile)).collect();
+            let facts = self.subject_facts(&subjects);
             let requests: Vec<(FieldSet, SubjectFacts)> = facts.iter().map(|f| (fields, *f)).collect();
             let allowed = self.decide(&context, &requests)?;
-            for ((member, _), allowed) in batch.iter().zip(allowed) {
+            for (listed, allowed) in batch.iter().zip(allowed) {
+                let member = &listed.member;
                 if allowed.is_empty() {
                     continue;
                 }
@@ -436,7 +477,7 @@ impl Service {
                     picture: allowed.contains(Field::MemberPicture).then(|| member.picture_url.clone()),
                 });
             }
-            after = batch.last().map(|(m, _)| m.id.clone()).or(after);
+            after = batch.last().map(|m| m.member.id.clone()).or(after);
             if exhausted {
                 break;
             }

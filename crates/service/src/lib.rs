@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use consentry_policy::{compile, CompiledPolicy, Engine, PolicyError};
-use consentry_store::{Store, StoreError};
+use consentry_store::{FenceScope, Store, StoreError};
 
 pub use auth::{AppSession, IssuedToken, OperatorSession, TokenIntrospection};
 pub use clock::{Clock, SimulatedClock, SystemClock};
@@ -269,6 +269,26 @@ impl Service {
         }
     }
 
+    /// Starts a change of an access fact in `scope`: ordered against every request by the
+    /// store's release fence where the store has one (several processes on one database),
+    /// otherwise by this process's gate. Commit the write with the change's instant before
+    /// dropping it.
+    fn change(&self, scope: FenceScope) -> ServiceResult<gate::Change<'_>> {
+        match self.store.release_fence() {
+            Some(fence) => Ok(gate::Change::fenced(fence.change(&scope)?)),
+            None => Ok(self.gate.change(self.clock.as_ref())),
+        }
+    }
+
+    /// Starts a request's read section (see `gate`).
+    fn serve(&self) -> gate::Serving<'_> {
+        if self.store.release_fence().is_some() {
+            self.gate.serve_fenced_by_store()
+        } else {
+            self.gate.serve()
+        }
+    }
+
     /// The compiled form of a stored policy version.
     fn compiled_policy(&self, version: u32) -> ServiceResult<Arc<CompiledPolicy>> {
         if let Some(policy) = self.compiled.lock().ok().and_then(|c| c.get(&version).cloned()) {
@@ -283,13 +303,5 @@ impl Service {
             compiled.insert(version, policy.clone());
         }
         Ok(policy)
-    }
-
-    /// The policy in force for this request, read now (never remembered across requests).
-    fn active_policy(&self) -> ServiceResult<Option<Arc<CompiledPolicy>>> {
-        match self.store.active_policy()? {
-            Some(version) => self.compiled_policy(version.version).map(Some),
-            None => Ok(None),
-        }
     }
 }

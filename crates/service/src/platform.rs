@@ -2,7 +2,7 @@
 //! consents, and policy versions. Each write takes effect for the very next request.
 
 use consentry_policy::compile;
-use consentry_store::CaseState;
+use consentry_store::{CaseState, FenceScope};
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Member, MemberId, OperatorRole,
     PolicyActivation, Post, PostId, Role, Scope,
@@ -75,7 +75,7 @@ impl Service {
         member: &MemberId,
         role: Option<Role>,
     ) -> ServiceResult<()> {
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::Group(group.clone()))?;
         Ok(self.store.set_membership(group, member, role, change.at)?)
     }
 
@@ -197,7 +197,7 @@ impl Service {
                 )));
             }
         }
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::App(app.clone()))?;
         self.store.set_app_status(app, status, change.at)?;
         drop(change);
         if status == AppStatus::Suspended && found.status != AppStatus::Suspended {
@@ -232,7 +232,7 @@ impl Service {
         if self.store.app(app)?.is_none() {
             return Err(ServiceError::NotFound(format!("app {:?}", app.as_str())));
         }
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::App(app.clone()))?;
         self.store.set_app_status(app, AppStatus::Banned, change.at)?;
         let tokens = self.store.revoke_app_tokens(app, change.at)?;
         drop(change);
@@ -270,7 +270,7 @@ impl Service {
             )));
         }
         let existed = self.store.installation(app, group)?.is_some();
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::App(app.clone()))?;
         self.store.set_installation(app, group, Some(authorized_by), change.at)?;
         drop(change);
         if !existed {
@@ -291,7 +291,7 @@ impl Service {
         if inactive_days < 1 {
             return Err(ServiceError::InvalidInput("the inactivity cutoff must be at least one day".into()));
         }
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::Everything)?;
         let now = change.at;
         let cutoff = now.plus_days(-inactive_days);
         let mut expired = Vec::new();
@@ -315,7 +315,7 @@ impl Service {
 
     pub fn uninstall_app(&self, app: &AppId, group: &GroupId) -> ServiceResult<()> {
         let existed = self.store.installation(app, group)?.is_some();
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::App(app.clone()))?;
         self.store.set_installation(app, group, None, change.at)?;
         drop(change);
         if existed {
@@ -331,7 +331,7 @@ impl Service {
         }
         let profile = scopes.contains(&Scope::Profile);
         let had = self.store.profile_consents(app, std::slice::from_ref(member))?.contains(member);
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::App(app.clone()))?;
         self.store.set_consent(member, app, profile, change.at)?;
         drop(change);
         if had && !profile {
@@ -415,7 +415,7 @@ impl Service {
         }
         // Refuse to activate anything that does not compile today.
         self.compiled_policy(version)?;
-        let change = self.gate.change(self.clock.as_ref());
+        let change = self.change(FenceScope::Everything)?;
         let activation = PolicyActivation {
             version,
             author: by.key_id.clone(),

@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use consentry_store::{
     AppCredentials, Case, CaseEvent, CaseState, DeliveryStatus, FactHistory, Facts, Notification,
-    OperatorKey, OutboxDepth, ProofRecord, ProofWaiver, ServerSecret, Store, StoreError, StoreResult,
-    TokenRecord,
+    OperatorKey, OutboxDepth, PageQuery, PageSnapshot, ProofRecord, ProofWaiver, SchemaVersions,
+    ServerSecret, Store, StoreError, StoreResult, TokenRecord,
 };
 use consentry_types::{
     App, AppId, AppStatus, Developer, DeveloperId, Group, GroupId, Installation, Instant, Member, MemberId,
@@ -29,18 +29,20 @@ macro_rules! parse_column {
 
 mod access;
 mod cases;
+mod copy;
 mod credentials;
 mod facts;
+mod nodes;
 mod outbox;
+mod pages;
 mod policies;
 mod schema;
 mod sql;
 
+pub use schema::latest_version as latest_schema_version;
+use schema::migrate;
 pub use schema::UNRECORDED_ORIGIN;
-use schema::{migrate, SCHEMA};
 use sql::backend;
-
-mod nodes;
 
 const READERS: usize = 4;
 
@@ -61,12 +63,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the store in one file.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let writer = Connection::open(path).map_err(backend)?;
+        let mut writer = Connection::open(path).map_err(backend)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         configure(&writer).map_err(backend)?;
-        writer.execute_batch(SCHEMA).map_err(backend)?;
-        writer.execute_batch(nodes::SCHEMA).map_err(backend)?;
-        migrate(&writer).map_err(backend)?;
+        migrate(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
@@ -84,11 +84,9 @@ impl SqliteStore {
 
     /// A private in-memory store, for tests and benchmarks.
     pub fn in_memory() -> StoreResult<SqliteStore> {
-        let writer = Connection::open_in_memory().map_err(backend)?;
+        let mut writer = Connection::open_in_memory().map_err(backend)?;
         configure(&writer).map_err(backend)?;
-        writer.execute_batch(SCHEMA).map_err(backend)?;
-        writer.execute_batch(nodes::SCHEMA).map_err(backend)?;
-        migrate(&writer).map_err(backend)?;
+        migrate(&mut writer)?;
         Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
     }
 
@@ -133,6 +131,15 @@ impl SqliteStore {
     fn read<T>(&self, body: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
         let conn = self.reader()?;
         body(&conn).map_err(backend)
+    }
+
+    /// Several reads in one read transaction: all of them see the store as it was at one instant.
+    fn read_snapshot<T>(&self, body: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let mut conn = self.reader()?;
+        let tx = conn.transaction().map_err(backend)?;
+        let value = body(&tx).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(value)
     }
 }
 
@@ -411,6 +418,10 @@ impl Store for SqliteStore {
         nodes::finish_job(self, job, node, next_due)
     }
 
+    fn schema_versions(&self) -> StoreResult<SchemaVersions> {
+        self.read(schema::versions)
+    }
+
     fn certify_app(&self, app: &AppId, statement: &str, at: Instant) -> StoreResult<()> {
         self.write(|tx| cases::certify_app(tx, app, statement, at))
     }
@@ -451,5 +462,9 @@ impl Store for SqliteStore {
 
     fn fact_history(&self) -> StoreResult<FactHistory> {
         self.read(access::fact_history)
+    }
+
+    fn read_page(&self, query: &PageQuery) -> StoreResult<PageSnapshot> {
+        self.read_snapshot(|c| pages::read_page(c, query))
     }
 }

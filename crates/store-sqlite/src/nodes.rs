@@ -13,31 +13,6 @@ use crate::outbox::{notification_row, NOTIFICATION_COLUMNS};
 use crate::sql::{backend, corrupt};
 use crate::SqliteStore;
 
-/// The tables this module keeps (created on open, like `schema.sql`'s).
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS server_secrets (
-  purpose TEXT NOT NULL,
-  generation INTEGER NOT NULL,
-  material BLOB NOT NULL,
-  created_at INTEGER NOT NULL,
-  previous_until INTEGER NOT NULL,
-  PRIMARY KEY (purpose, generation)
-);
-CREATE TABLE IF NOT EXISTS notification_leases (
-  notification INTEGER PRIMARY KEY REFERENCES notifications(id),
-  developer TEXT NOT NULL,
-  node TEXT NOT NULL,
-  lease_until INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notification_leases_by_developer ON notification_leases(developer);
-CREATE TABLE IF NOT EXISTS job_leases (
-  job TEXT PRIMARY KEY,
-  node TEXT,
-  lease_until INTEGER NOT NULL DEFAULT 0,
-  next_due INTEGER NOT NULL
-);
-";
-
 impl SqliteStore {
     /// A write transaction that takes the write lock at once.
     fn write_now<T>(&self, body: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {

@@ -178,3 +178,10 @@ pub(crate) fn active_policy(c: &Connection) -> rusqlite::Result<Option<PolicyVer
     .query_row([], policy_row)
     .optional()
 }
+
+/// The active policy's version only (what a request needs; the text never changes).
+pub(crate) fn active_policy_version(c: &Connection) -> rusqlite::Result<Option<u32>> {
+    c.prepare_cached("SELECT version FROM policy_activations ORDER BY at DESC, seq DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()
+}

@@ -1,4 +1,5 @@
-//! Runs the `Store` conformance suite against SQLite, in memory and in a file.
+//! Runs the `Store` conformance suite against SQLite, in memory and in a file, and opens stores
+//! written by earlier versions.
 
 use consentry_store::conformance;
 use consentry_store_sqlite::SqliteStore;
@@ -76,6 +77,89 @@ fn a_store_from_before_key_makers_were_recorded_opens_and_says_so() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// A copy of a fixture in a fresh temporary file of its own (`test` names it).
+fn copy_of_fixture(name: &str, test: &str) -> std::path::PathBuf {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let to = std::env::temp_dir().join(format!("consentry-{}-{test}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&to);
+    std::fs::copy(&from, &to).unwrap_or_else(|e| unreachable!("{e}"));
+    to
+}
+
+/// `tests/fixtures/store-before-migrations.db` was written by consentry before schema
+/// migrations were versioned (commit 1a7f45d: schema.sql applied on every open), filled by
+/// `conformance::fill_every_table`; `….contents.txt` is what `conformance::contents` read from
+/// it then. Opening it now adopts it as version 1 and brings it up to date, losing nothing.
+#[test]
+fn a_store_written_before_versioned_migrations_opens_with_everything_in_it() {
+    let path = copy_of_fixture("store-before-migrations.db", "adopted");
+    let expected = include_str!("fixtures/store-before-migrations.contents.txt");
+    let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(conformance::contents(&store).as_deref(), Ok(expected));
+    // It keeps working, and opens again (the migrations are recorded, not re-run).
+    assert_eq!(
+        conformance::fill_every_table(&store)
+            .map_err(|e| e.to_string())
+            .err()
+            .map(|e| e.contains("conflict")),
+        Some(true),
+        "the same rows again conflict"
+    );
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(conformance::contents(&store).as_deref(), Ok(expected));
+    let versions: Vec<i64> = rusqlite::Connection::open(&path)
+        .and_then(|c| {
+            c.prepare("SELECT version FROM refinery_schema_history ORDER BY version")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(versions, (1..=consentry_store_sqlite::latest_schema_version()).collect::<Vec<_>>());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_store_with_a_newer_schema_is_refused_in_one_line_and_left_unchanged() {
+    let path = std::env::temp_dir().join(format!("consentry-newer-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let running = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    let known = consentry_store_sqlite::latest_schema_version();
+    let versions = consentry_store::Store::schema_versions(&running);
+    assert_eq!(versions, Ok(consentry_store::SchemaVersions { applied: known, known }));
+    assert!(versions.is_ok_and(consentry_store::SchemaVersions::is_current));
+    let newer = known + 1;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (?1, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+            [newer],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute_batch("CREATE TABLE from_the_future (x INTEGER)")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+    }
+    // A node still running (opened before) sees it at once: its schema is no longer current.
+    let versions = consentry_store::Store::schema_versions(&running);
+    assert_eq!(versions, Ok(consentry_store::SchemaVersions { applied: newer, known }));
+    assert!(!versions.is_ok_and(consentry_store::SchemaVersions::is_current));
+    drop(running);
+    // Everything written so far into the file itself (not left in the WAL), to compare below.
+    rusqlite::Connection::open(&path)
+        .and_then(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let before = std::fs::read(&path).unwrap_or_default();
+    let refused = SqliteStore::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        refused.contains(&format!("schema is version {newer}, newer than this consentry knows")),
+        "{refused}"
+    );
+    assert!(!refused.contains('\n'), "one line: {refused}");
+    assert!(std::fs::read(&path).unwrap_or_default() == before, "nothing changed");
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn two_stores_on_one_file_behave_as_several_nodes() {
     let dir = std::env::temp_dir().join(format!("consentry-nodes-{}", std::process::id()));
@@ -89,4 +173,55 @@ fn two_stores_on_one_file_behave_as_several_nodes() {
         (open(), open())
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store written by consentry after several nodes (server secrets, leases) but before those
+/// tables were a versioned migration: each open ran `schema.sql` (now `V1__initial.sql`, the
+/// same statements) and then the nodes tables' statements (now `V2__nodes.sql`, the same),
+/// with no record of versions. The test makes one as that code did, from the fixture of
+/// before migrations plus a secret and a job lease, and opens it: adopted, nothing lost.
+#[test]
+fn a_store_written_after_several_nodes_but_before_their_migration_opens_with_everything_in_it() {
+    let path = copy_of_fixture("store-before-migrations.db", "nodes");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute_batch(include_str!("../migrations/V1__initial.sql"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute_batch(include_str!("../migrations/V2__nodes.sql"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute(
+            "INSERT INTO server_secrets (purpose, generation, material, created_at, previous_until)
+             VALUES ('identity', 0, ?1, 5, 5)",
+            [vec![9u8; 32]],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        conn.execute(
+            "INSERT INTO job_leases (job, node, lease_until, next_due) VALUES ('expiry', NULL, 0, 7000)",
+            [],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    }
+    let expected = include_str!("fixtures/store-before-migrations.contents.txt");
+    let store = SqliteStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(conformance::contents(&store).as_deref(), Ok(expected));
+    let secrets = consentry_store::Store::server_secrets(&store).unwrap_or_default();
+    assert_eq!(secrets.iter().map(|s| (s.generation, s.material)).collect::<Vec<_>>(), vec![(0, [9u8; 32])]);
+    let early = consentry_types::Instant::from_millis(6999);
+    let due = consentry_types::Instant::from_millis(7000);
+    let until = consentry_types::Instant::from_millis(8000);
+    assert_eq!(
+        consentry_store::Store::claim_job(&store, "expiry", "n", early, until, early),
+        Ok(false),
+        "kept its schedule"
+    );
+    assert_eq!(consentry_store::Store::claim_job(&store, "expiry", "n", due, until, early), Ok(true));
+    let versions: Vec<i64> = rusqlite::Connection::open(&path)
+        .and_then(|c| {
+            c.prepare("SELECT version FROM refinery_schema_history ORDER BY version")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(versions, (1..=consentry_store_sqlite::latest_schema_version()).collect::<Vec<_>>());
+    let _ = std::fs::remove_file(&path);
 }

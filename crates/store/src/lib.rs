@@ -6,7 +6,10 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod copy;
 mod facts;
+mod fence;
+mod page;
 
 use std::collections::HashSet;
 
@@ -16,6 +19,8 @@ use consentry_types::{
 };
 
 pub use facts::{Change, FactHistory, Facts, Installed};
+pub use fence::{FenceScope, FencedChange, ReleaseFence};
+pub use page::{read_page_call_by_call, ListedMember, ListedPost, PageList, PageQuery, PageSnapshot};
 
 /// What a store could not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -246,6 +251,23 @@ impl std::fmt::Debug for ServerSecret {
     }
 }
 
+/// The schema version a database was last migrated to, beside the newest this binary knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersions {
+    /// The newest version recorded as applied in the database.
+    pub applied: i64,
+    /// The newest version this binary's migrations reach.
+    pub known: i64,
+}
+
+impl SchemaVersions {
+    /// Whether this binary serves the database's schema as it is: not when a newer consentry
+    /// migrated it since this one opened it (nor, were it ever so, when it is behind).
+    pub fn is_current(self) -> bool {
+        self.applied == self.known
+    }
+}
+
 /// How many notifications the outbox holds, by where they stand.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
@@ -446,10 +468,27 @@ pub trait Store: Send + Sync {
     /// Ends `node`'s run of `job`: the job is next due at `next_due`. `false` (nothing written)
     /// when `node` no longer holds it.
     fn finish_job(&self, job: &str, node: &str, next_due: Instant) -> StoreResult<bool>;
+    /// The database's schema version now, read afresh (another node may have migrated it
+    /// since this one opened it), and the newest this binary knows: `/readyz` says not ready
+    /// unless they are the same.
+    fn schema_versions(&self) -> StoreResult<SchemaVersions>;
 
     // History.
     /// Exactly the access facts that were true at `at`.
     fn facts_as_of(&self, at: Instant) -> StoreResult<Facts>;
     /// Every change of every access fact, for audits that replay history.
     fn fact_history(&self) -> StoreResult<FactHistory>;
+
+    // Serving: one snapshot per request, ordered against changes.
+    /// Everything one request decides on, read as one consistent snapshot (see [`page`]). The
+    /// default reads fact by fact ([`read_page_call_by_call`]), which is a snapshot only if
+    /// nothing changes meanwhile: every backend reads it in one transaction instead.
+    fn read_page(&self, query: &PageQuery) -> StoreResult<PageSnapshot> {
+        read_page_call_by_call(self, query)
+    }
+    /// The fence that orders changes against requests across processes (see [`fence`]);
+    /// `None` where one process makes every change and orders them itself (SQLite).
+    fn release_fence(&self) -> Option<&dyn ReleaseFence> {
+        None
+    }
 }

@@ -17,7 +17,9 @@ pub fn consentry() -> Command {
         .env_remove("CONSENTRY_DATA_DIR")
         .env_remove("CONSENTRY_LISTEN")
         .env_remove("CONSENTRY_ALLOW_LOCAL_WEBHOOKS")
-        .env_remove("CONSENTRY_KEY");
+        .env_remove("CONSENTRY_KEY")
+        .env_remove("CONSENTRY_STORE")
+        .env_remove("CONSENTRY_POOL_SIZE");
     command
 }
 

@@ -1,6 +1,8 @@
--- consentry's SQLite schema. Access facts have a current table (for serving) and a
--- history table (append-only, for reconstructing any past instant); both are written
--- in the same transaction. Instants are milliseconds since 1970 UTC.
+-- consentry's SQLite schema as it was before versioned migrations. Access facts have a
+-- current table (for serving) and a history table (append-only, for reconstructing any past
+-- instant); both are written in the same transaction. Instants are milliseconds since 1970 UTC.
+-- Every statement says IF NOT EXISTS so that a store written before migrations were versioned
+-- is adopted as version 1 unchanged. Never edit this file: add V2__….sql.
 
 CREATE TABLE IF NOT EXISTS members (
   id TEXT PRIMARY KEY,
@@ -114,7 +116,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE INDEX IF NOT EXISTS tokens_by_app ON tokens(app);
 -- Who made a key: another key (created_by_key), or a command run on the server
 -- (created_by_command, by the OS user created_by_user). Stores from before keys recorded
--- their maker get these columns added when opened (see `migrate`).
+-- their maker get these columns added when opened, before any migration runs
+-- (`schema::columns_before_versioning`).
 CREATE TABLE IF NOT EXISTS operator_keys (
   id TEXT PRIMARY KEY,
   hash TEXT NOT NULL,
