@@ -56,8 +56,8 @@ impl Backend {
 }
 
 /// A fresh schema of the test database, as an address whose connections use it.
-fn fresh_postgres(_url: &str) -> String {
-    unreachable!("the PostgreSQL store is not on this branch yet")
+fn fresh_postgres(url: &str) -> String {
+    consentry_store_postgres::testing::fresh_schema(url).unwrap_or_else(|e| unreachable!("{e}"))
 }
 
 /// How the cluster runs.
