@@ -71,8 +71,11 @@ struct Measured {
 
 fn measure(url: &str, nodes: usize, size: &WorldSize, load: &LoadOptions, statements: bool) -> Measured {
     let names: Vec<String> = ["node-a", "node-b"].iter().take(nodes).map(|n| n.to_string()).collect();
-    let cluster = Cluster::start(&format!("bench-{nodes}"), Options { nodes: names, drain_secs: 0, ..Options::default() })
-        .unwrap_or_else(|| unreachable!("haproxy was found a moment ago"));
+    let cluster = Cluster::start(
+        &format!("bench-{nodes}"),
+        Options { nodes: names, drain_secs: 0, ..Options::default() },
+    )
+    .unwrap_or_else(|| unreachable!("haproxy was found a moment ago"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let lb = cluster.balancer();
     let world = runtime
@@ -86,7 +89,8 @@ fn measure(url: &str, nodes: usize, size: &WorldSize, load: &LoadOptions, statem
     let calls_before = if statements { statement_calls(&mut client) } else { Default::default() };
     let before = database_counters(&mut client, statements);
     let cold = LoadOptions { warm_up_seconds: 0.0, ..load.clone() };
-    let phase = runtime.block_on(consentry_loadgen::load::measure(&target, &world, Route::Members, &cold)).unwrap();
+    let phase =
+        runtime.block_on(consentry_loadgen::load::measure(&target, &world, Route::Members, &cold)).unwrap();
     let after = database_counters(&mut client, statements);
     let calls_after = if statements { statement_calls(&mut client) } else { Default::default() };
     assert_eq!(phase.errors, 0, "{nodes} node(s): {:?}", phase.first_error);
@@ -112,8 +116,12 @@ fn measure(url: &str, nodes: usize, size: &WorldSize, load: &LoadOptions, statem
         Some(&reader.token),
         None,
     );
-    let mut first_page: Vec<String> =
-        page["data"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str().map(str::to_string)).collect();
+    let mut first_page: Vec<String> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str().map(str::to_string))
+        .collect();
     first_page.sort();
     first_page.insert(0, reader.group.clone());
     Measured {
@@ -144,7 +152,13 @@ fn main() {
     }
     let size = if full { WorldSize::full() } else { WorldSize::small() };
     let load = if full {
-        LoadOptions { connections: 32, seconds: 10.0, max_requests: 1_000_000, warm_up_seconds: 2.0, page: 100 }
+        LoadOptions {
+            connections: 32,
+            seconds: 10.0,
+            max_requests: 1_000_000,
+            warm_up_seconds: 2.0,
+            page: 100,
+        }
     } else {
         LoadOptions { connections: 8, seconds: 30.0, max_requests: 200, warm_up_seconds: 0.0, page: 50 }
     };

@@ -38,7 +38,9 @@ fn the_readme_shows_the_haproxy_configuration_the_tests_use() {
         "README.md must show deploy/haproxy.cfg as it is, in a ```haproxy block"
     );
     // The settings the tests (and the drain) rely on are in it.
-    for needed in ["balance roundrobin", "option httpchk GET /readyz", "http-check expect status 200", "retry-on"] {
+    for needed in
+        ["balance roundrobin", "option httpchk GET /readyz", "http-check expect status 200", "retry-on"]
+    {
         assert!(config.contains(needed), "deploy/haproxy.cfg lacks {needed:?}");
     }
 }
@@ -77,7 +79,11 @@ fn token(http: &mut Http, at: SocketAddr, client_id: &str, secret: &str) -> Stri
         Method::POST,
         "/oauth/token",
         None,
-        Some(Body::form(&[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)])),
+        Some(Body::form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ])),
     );
     token["access_token"].as_str().unwrap().to_string()
 }
@@ -130,7 +136,13 @@ fn story(http: &mut Http, cluster: &Cluster, at: SocketAddr) -> Story {
     );
     let (app, client_id, secret) = new_app(http, cluster, at, "Scheduler");
     install(http, cluster, at, &app);
-    put(http, cluster, at, &format!("/platform/v1/members/bob/consents/{app}"), json!({"scopes": ["profile"]}));
+    put(
+        http,
+        cluster,
+        at,
+        &format!("/platform/v1/members/bob/consents/{app}"),
+        json!({"scopes": ["profile"]}),
+    );
     let v1 = submit_approved(http, cluster, at, GROUPS_2018);
     let v2 = submit_approved(http, cluster, at, LEGACY_2017);
     assert_eq!((v1, v2), (1, 2));
@@ -140,7 +152,13 @@ fn story(http: &mut Http, cluster: &Cluster, at: SocketAddr) -> Story {
 }
 
 fn install(http: &mut Http, cluster: &Cluster, at: SocketAddr, app: &str) {
-    put(http, cluster, at, &format!("/platform/v1/groups/hikers/installations/{app}"), json!({"authorized_by": "ann"}));
+    put(
+        http,
+        cluster,
+        at,
+        &format!("/platform/v1/groups/hikers/installations/{app}"),
+        json!({"authorized_by": "ann"}),
+    );
 }
 
 /// The names the app sees on the hikers' members page.
@@ -227,7 +245,10 @@ fn a_consent_withdrawn_through_one_node_is_honored_by_the_others_next_request() 
                 if names == expected {
                     Ok(())
                 } else {
-                    Err(format!("saw {names:?}, consent is {}", if i % 2 == 0 { "withdrawn" } else { "given" }))
+                    Err(format!(
+                        "saw {names:?}, consent is {}",
+                        if i % 2 == 0 { "withdrawn" } else { "given" }
+                    ))
                 }
             },
         );
@@ -274,7 +295,13 @@ fn an_app_suspended_or_revoked_through_one_node_is_honored_by_the_others_next_re
             tries,
             |http, at, i| {
                 let action = if i % 2 == 0 { "suspend" } else { "reinstate" };
-                http.ok(at, Method::POST, &format!("/platform/v1/apps/{}/{action}", story.app), op(&cluster), None);
+                http.ok(
+                    at,
+                    Method::POST,
+                    &format!("/platform/v1/apps/{}/{action}", story.app),
+                    op(&cluster),
+                    None,
+                );
             },
             |http, at, i| match (i % 2 == 0, group_status(http, at, &story.token)) {
                 (true, 200) => Err("a suspended app was served".into()),
@@ -303,7 +330,11 @@ fn an_app_suspended_or_revoked_through_one_node_is_honored_by_the_others_next_re
             Method::POST,
             "/oauth/token",
             None,
-            Some(Body::form(&[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &secret)])),
+            Some(Body::form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+            ])),
         );
         if again.status.is_success() {
             stale.push(format!("revocation {i}: a new token was issued on {reader}"));
@@ -459,7 +490,10 @@ fn assert_verified(cluster: &Cluster, streams: &[&str]) {
     let said = String::from_utf8_lossy(&verified.stdout).into_owned();
     assert!(verified.status.success(), "ledger verify: {said}{}", String::from_utf8_lossy(&verified.stderr));
     for stream in streams {
-        assert!(said.contains(&format!("stream {stream}")), "ledger verify does not name stream {stream}: {said}");
+        assert!(
+            said.contains(&format!("stream {stream}")),
+            "ledger verify does not name stream {stream}: {said}"
+        );
     }
 }
 
@@ -498,9 +532,17 @@ fn draining_a_node_under_load_loses_no_request() {
     let ledger = assert_all_recorded(&cluster, &received);
     // Both nodes served this load: the drain was exercised, not avoided.
     let by_node = |node: &str| {
-        received.iter().filter(|r| r.request_id.as_ref().and_then(|id| ledger.get(id)).is_some_and(|n| n == node)).count()
+        received
+            .iter()
+            .filter(|r| r.request_id.as_ref().and_then(|id| ledger.get(id)).is_some_and(|n| n == node))
+            .count()
     };
-    assert!(by_node("node-a") > 0 && by_node("node-b") > 0, "a: {}, b: {}", by_node("node-a"), by_node("node-b"));
+    assert!(
+        by_node("node-a") > 0 && by_node("node-b") > 0,
+        "a: {}, b: {}",
+        by_node("node-a"),
+        by_node("node-b")
+    );
     assert_verified(&cluster, &["node-a", "node-b"]);
 }
 
@@ -523,7 +565,12 @@ fn a_node_killed_under_load_loses_no_response_a_client_received() {
     let late: Vec<&Received> = received.iter().filter(|r| r.at > settled).collect();
     assert!(late.len() > 10, "only {} requests after the kill", late.len());
     let late_failures: Vec<&&Received> = late.iter().filter(|r| r.status != 200).collect();
-    assert!(late_failures.is_empty(), "after the kill: {} failed, e.g. {:?}", late_failures.len(), late_failures.first());
+    assert!(
+        late_failures.is_empty(),
+        "after the kill: {} failed, e.g. {:?}",
+        late_failures.len(),
+        late_failures.first()
+    );
     let early_failures: Vec<&Received> = received.iter().filter(|r| r.status != 200).collect();
     eprintln!(
         "kill: {} requests, {} not answered 200 while HAProxy noticed (first: {:?}), {} after it settled",
@@ -539,7 +586,11 @@ fn a_node_killed_under_load_loses_no_response_a_client_received() {
     assert_verified(&cluster, &["node-a", "node-b"]);
     let ledger = assert_all_recorded(&cluster, &received);
     assert!(
-        received.iter().any(|r| r.request_id.as_ref().and_then(|id| ledger.get(id)).is_some_and(|n| n == "node-b")),
+        received.iter().any(|r| r
+            .request_id
+            .as_ref()
+            .and_then(|id| ledger.get(id))
+            .is_some_and(|n| n == "node-b")),
         "node-b answered nothing before it was killed"
     );
     // It serves again.
@@ -564,7 +615,13 @@ fn the_readme_walk_through_passes_through_the_balancer() {
         );
     }
     for (m, role) in [("ann", "admin"), ("bob", "member"), ("cat", "member")] {
-        put(&mut http, &cluster, api, &format!("/platform/v1/groups/hikers/members/{m}"), json!({"role": role}));
+        put(
+            &mut http,
+            &cluster,
+            api,
+            &format!("/platform/v1/groups/hikers/members/{m}"),
+            json!({"role": role}),
+        );
     }
     put(
         &mut http,
@@ -575,7 +632,13 @@ fn the_readme_walk_through_passes_through_the_balancer() {
     );
     let (app, client_id, secret) = new_app(&mut http, &cluster, api, "Scheduler");
     install(&mut http, &cluster, api, &app);
-    put(&mut http, &cluster, api, &format!("/platform/v1/members/bob/consents/{app}"), json!({"scopes": ["profile"]}));
+    put(
+        &mut http,
+        &cluster,
+        api,
+        &format!("/platform/v1/members/bob/consents/{app}"),
+        json!({"scopes": ["profile"]}),
+    );
     let submitted =
         http.ok(api, Method::POST, "/platform/v1/policies", op(&cluster), Some(Body::text(GROUPS_2018)));
     assert_eq!(submitted["version"], 1);
@@ -617,8 +680,12 @@ fn the_readme_walk_through_passes_through_the_balancer() {
     // Be the app, through the balancer: each request goes to the other node.
     let token = token(&mut http, api, &client_id, &secret);
     for _ in 0..2 {
-        let group = http.ok(api, Method::GET, "/v1/groups/hikers?fields=name,member_count", Some(&token), None);
-        assert_eq!((group["name"].as_str(), group["member_count"].as_u64()), (Some("Hikers of Oslo"), Some(3)));
+        let group =
+            http.ok(api, Method::GET, "/v1/groups/hikers?fields=name,member_count", Some(&token), None);
+        assert_eq!(
+            (group["name"].as_str(), group["member_count"].as_u64()),
+            (Some("Hikers of Oslo"), Some(3))
+        );
     }
     for _ in 0..2 {
         assert_eq!(member_names(&mut http, api, &token), vec!["bob".to_string()]);

@@ -242,7 +242,8 @@ impl Cluster {
 
     fn make_key(&self, role: &str, name: &str) -> String {
         let out = self.dir.join(format!("{name}.key"));
-        let made = self.cli(&["keys", "create", "--role", role, "--name", name, "--out", &out.to_string_lossy()]);
+        let made =
+            self.cli(&["keys", "create", "--role", role, "--name", name, "--out", &out.to_string_lossy()]);
         assert!(made.status.success(), "keys create: {}", String::from_utf8_lossy(&made.stderr));
         std::fs::read_to_string(&out).unwrap_or_else(|e| unreachable!("{e}")).trim().to_string()
     }
@@ -308,7 +309,8 @@ impl Cluster {
     }
 
     fn start_balancer(&mut self) {
-        let config = std::fs::canonicalize(HAPROXY_CFG).unwrap_or_else(|e| unreachable!("{HAPROXY_CFG}: {e}"));
+        let config =
+            std::fs::canonicalize(HAPROXY_CFG).unwrap_or_else(|e| unreachable!("{HAPROXY_CFG}: {e}"));
         let (first, second) = match (self.nodes.first(), self.nodes.get(1)) {
             (Some(a), Some(b)) => (a.addr.to_string(), b.addr.to_string()),
             (Some(a), None) => (a.addr.to_string(), a.addr.to_string()),
@@ -347,7 +349,10 @@ impl Cluster {
             }
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("haproxy did not start on {listen}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            eprintln!(
+                "haproxy did not start on {listen}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         unreachable!("haproxy did not start");
     }
@@ -379,8 +384,11 @@ impl Cluster {
     /// Waits for node `i` to exit (at most `within`) and gives its exit status.
     pub fn wait_exit(&mut self, i: usize, within: Duration) -> ExitStatus {
         let name = self.node(i).name.clone();
-        let child =
-            self.nodes.get_mut(i).and_then(|n| n.child.as_mut()).unwrap_or_else(|| unreachable!("no node {i}"));
+        let child = self
+            .nodes
+            .get_mut(i)
+            .and_then(|n| n.child.as_mut())
+            .unwrap_or_else(|| unreachable!("no node {i}"));
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
