@@ -551,7 +551,7 @@ fn a_node_killed_under_load_loses_no_response_a_client_received() {
     let Some(mut cluster) = Cluster::start("kill", Options::default()) else { return };
     let readers = load_world(&cluster);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(cluster.balancer(), readers, 6, stop.clone());
+    let load = start_load(cluster.balancer(), readers.clone(), 6, stop.clone());
     std::thread::sleep(Duration::from_millis(1500));
     cluster.kill(1);
     let killed = Instant::now();
@@ -593,10 +593,23 @@ fn a_node_killed_under_load_loses_no_response_a_client_received() {
             .is_some_and(|n| n == "node-b")),
         "node-b answered nothing before it was killed"
     );
-    // It serves again.
+    // HAProxy takes it back: requests through the balancer are recorded in its stream again.
     let mut http = Http::new();
-    let page = http.send(cluster.node(1).addr, Method::GET, "/readyz", None, None);
-    assert_eq!(page.status, 200);
+    let reader = &readers[0];
+    let path = format!("/v1/groups/{}/members?fields=name", reader.group);
+    let started = Instant::now();
+    let mut served_again = false;
+    while !served_again && started.elapsed() < Duration::from_secs(20) {
+        let ids: Vec<String> = (0..4)
+            .filter_map(|_| {
+                http.send(cluster.balancer(), Method::GET, &path, Some(&reader.token), None).request_id
+            })
+            .collect();
+        let ledger = cluster.ledger_requests();
+        served_again = ids.iter().any(|id| ledger.get(id).is_some_and(|n| n == "node-b"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(served_again, "HAProxy never sent the restarted node a request");
 }
 
 #[test]

@@ -196,7 +196,7 @@ impl Cluster {
         cluster.operator_key = cluster.make_key("operator", "cluster-operator");
         cluster.officer_key = cluster.make_key("privacy_officer", "cluster-officer");
         for name in &options.nodes {
-            let node = cluster.spawn_node(name);
+            let node = cluster.spawn_node(name, "127.0.0.1:0");
             cluster.nodes.push(node);
         }
         if options.balancer {
@@ -256,7 +256,7 @@ impl Cluster {
         }
     }
 
-    fn spawn_node(&self, name: &str) -> Node {
+    fn spawn_node(&self, name: &str, listen: &str) -> Node {
         let data_dir = self.node_data_dir(name);
         let stderr = self.dir.join(format!("{name}.stderr"));
         let log = std::fs::OpenOptions::new()
@@ -269,7 +269,7 @@ impl Cluster {
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--node", name, "--listen", "127.0.0.1:0", "--allow-local-webhooks"])
+            .args(["--node", name, "--listen", listen, "--allow-local-webhooks"])
             .args(["--drain-secs", &self.options.drain_secs.to_string()])
             .args(&self.options.serve_args)
             .stdin(Stdio::null())
@@ -399,13 +399,12 @@ impl Cluster {
         }
     }
 
-    /// Starts node `i` again (same id, data directory and address family; a new port), and
-    /// points nothing new at it: HAProxy keeps the old address, so restart before relying on
-    /// the balancer reaching it, or read it directly.
+    /// Starts node `i` again: same id, data directory and address (so HAProxy takes it back
+    /// after two good checks).
     pub fn restart(&mut self, i: usize) {
-        let name = self.node(i).name.clone();
+        let (name, addr) = (self.node(i).name.clone(), self.node(i).addr.to_string());
         self.kill(i);
-        let node = self.spawn_node(&name);
+        let node = self.spawn_node(&name, &addr);
         if let Some(slot) = self.nodes.get_mut(i) {
             *slot = node;
         }
