@@ -179,7 +179,11 @@ fn group_status(http: &mut Http, at: SocketAddr, token: &str) -> u16 {
 }
 
 /// Runs `tries` changes, each made through one address and checked by the very next request
-/// through the other (`pairs` in turn); returns the stale answers, described.
+/// through the other; returns the stale answers, described. The change alternates (withdraw,
+/// give, withdraw…) while the pair is drawn at random (seeded): were the pairs to alternate in
+/// step with it, a node could answer from what it saw two tries before and look fresh. Through
+/// the balancer (writer = reader), a `/healthz` sent first at random shifts which node takes
+/// the change.
 fn interleave(
     http: &mut Http,
     pairs: &[(SocketAddr, SocketAddr)],
@@ -187,9 +191,14 @@ fn interleave(
     mut change: impl FnMut(&mut Http, SocketAddr, usize),
     mut fresh: impl FnMut(&mut Http, SocketAddr, usize) -> Result<(), String>,
 ) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut stale = Vec::new();
     for i in 0..tries {
-        let (writer, reader) = pairs[i % pairs.len()];
+        let (writer, reader) = pairs[rng.gen_range(0..pairs.len())];
+        if writer == reader && rng.gen_bool(0.5) {
+            http.send(writer, Method::GET, "/healthz", None, None);
+        }
         change(http, writer, i);
         if let Err(what) = fresh(http, reader, i) {
             stale.push(format!("try {i} (changed on {writer}, read on {reader}): {what}"));
@@ -198,8 +207,8 @@ fn interleave(
     stale
 }
 
-/// Direct A→B and B→A in turn, then through the balancer (round robin: each request goes to
-/// the other node than the one before).
+/// Direct A→B or B→A, then through the balancer (round robin: each request goes to the
+/// other node than the one before).
 fn both_ways(cluster: &Cluster) -> [Vec<(SocketAddr, SocketAddr)>; 2] {
     let (a, b) = (cluster.node(0).addr, cluster.node(1).addr);
     let lb = cluster.balancer();
