@@ -511,7 +511,10 @@ fn draining_a_node_under_load_loses_no_request() {
     let Some(mut cluster) = Cluster::start("drain", Options::default()) else { return };
     let readers = load_world(&cluster);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(cluster.balancer(), readers, 6, stop.clone());
+    let load = start_load(cluster.balancer(), readers.clone(), 6, stop.clone());
+    // And one client straight to the node that will drain: it must keep being served while
+    // the node says it is not ready (HAProxy's retries would hide a node that stopped early).
+    let direct = start_load(cluster.node(0).addr, readers, 1, stop.clone());
     std::thread::sleep(Duration::from_millis(1500));
     let terminated = Instant::now();
     cluster.terminate(0);
@@ -520,6 +523,19 @@ fn draining_a_node_under_load_loses_no_request() {
     std::thread::sleep(Duration::from_millis(1000));
     stop.store(true, Ordering::Relaxed);
     let received = load.join().unwrap();
+    let direct = direct.join().unwrap();
+    let drain = Duration::from_secs(Options::default().drain_secs);
+    let while_draining: Vec<&Received> = direct
+        .iter()
+        .filter(|r| r.at > terminated && r.at < terminated + drain - Duration::from_millis(500))
+        .collect();
+    assert!(
+        while_draining.len() > 5 && while_draining.iter().all(|r| r.status == 200),
+        "the draining node stopped serving before --drain-secs: {} answers, first not 200: {:?}",
+        while_draining.len(),
+        while_draining.iter().find(|r| r.status != 200)
+    );
+    assert!(exited >= terminated + drain, "the node exited before --drain-secs");
 
     assert!(status.success(), "the drained node exited with {status}");
     let said = cluster.node(0).said();
@@ -538,7 +554,7 @@ fn draining_a_node_under_load_loses_no_request() {
     let during = received.iter().filter(|r| r.at > terminated && r.at < exited).count();
     let after = received.iter().filter(|r| r.at > exited).count();
     assert!(during > 0 && after > 0, "no load while draining ({during}) or after ({after})");
-    let ledger = assert_all_recorded(&cluster, &received);
+    let ledger = assert_all_recorded(&cluster, &[received.clone(), direct].concat());
     // Both nodes served this load: the drain was exercised, not avoided.
     let by_node = |node: &str| {
         received
