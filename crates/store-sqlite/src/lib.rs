@@ -64,8 +64,23 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in one file.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let mut writer = Connection::open(path).map_err(backend)?;
-        writer.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         configure(&writer).map_err(backend)?;
+        // Switching a new file to WAL takes an exclusive lock and does not wait for it (no busy
+        // handler): another process opening the file at the same moment (two nodes starting
+        // together) makes it fail with "database is locked". Try again for a while.
+        let mut attempts = 0;
+        loop {
+            match writer.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 50 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
         migrate(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {

@@ -39,8 +39,20 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if applied.is_none() {
         columns_before_versioning(conn).map_err(|e| failed(&e))?;
     }
-    embedded::migrations::runner().set_abort_missing(true).run(conn).map_err(|e| failed(&e))?;
-    Ok(())
+    // Two processes opening a new file at once (two nodes starting together) both try the
+    // same migration; the one that loses fails on the history's unique version, its
+    // transaction rolled back. It tries again, finding the winner's work applied.
+    let mut attempts = 0;
+    loop {
+        match embedded::migrations::runner().set_abort_missing(true).run(conn) {
+            Ok(_) => return Ok(()),
+            Err(_) if attempts < 5 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 * attempts));
+            }
+            Err(e) => return Err(failed(&e)),
+        }
+    }
 }
 
 /// The database's schema version now, and the newest this binary knows.
