@@ -41,6 +41,15 @@ impl Body {
     }
 }
 
+/// A whole answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// `x-request-id`: the id the response's ledger record carries.
+    pub request_id: Option<String>,
+    pub body: Bytes,
+}
+
 /// A keep-alive connection; requests on it go one at a time.
 pub struct Connection {
     address: SocketAddr,
@@ -74,6 +83,19 @@ impl Connection {
         bearer: Option<&str>,
         body: Option<Body>,
     ) -> Result<(StatusCode, Bytes), LoadError> {
+        let answer = self.exchange(method, path_and_query, bearer, body).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// [`Connection::send`], keeping the answer's headers (`x-request-id`: the id its ledger
+    /// record carries).
+    pub async fn exchange(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        bearer: Option<&str>,
+        body: Option<Body>,
+    ) -> Result<Answer, LoadError> {
         let mut request =
             Request::builder().method(method).uri(path_and_query).header(hyper::header::HOST, "127.0.0.1");
         if let Some(bearer) = bearer {
@@ -90,8 +112,10 @@ impl Connection {
         self.sender.ready().await.map_err(LoadError::Http)?;
         let response = self.sender.send_request(request).await.map_err(LoadError::Http)?;
         let status = response.status();
+        let request_id =
+            response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = response.into_body().collect().await.map_err(LoadError::Http)?.to_bytes();
-        Ok((status, body))
+        Ok(Answer { status, request_id, body })
     }
 
     /// Sends a request that must succeed (2xx) and returns its JSON answer.

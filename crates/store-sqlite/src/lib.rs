@@ -142,7 +142,11 @@ impl SqliteStore {
 
     fn write<T>(&self, body: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.writer()?;
-        let tx = conn.transaction().map_err(backend)?;
+        // IMMEDIATE: the write lock is taken at BEGIN, waiting (busy timeout) for another
+        // process's write. A deferred transaction that read first would fail at once with
+        // "database is locked" when another process wrote meanwhile (its snapshot is stale),
+        // which two `serve` nodes on one data directory did under load.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
         let value = body(&tx)?;
         tx.commit().map_err(backend)?;
         Ok(value)
