@@ -334,7 +334,6 @@ impl Service {
         fields: FieldSet,
         page: &PageRequest,
     ) -> ServiceResult<Served<Page<PostView>>> {
-        let serving = self.serve();
         let limit = self.page_limit(page)?;
         let scope = format!("{}/{}/posts", session.app, group);
         let mut after = self
@@ -343,6 +342,7 @@ impl Service {
             .transpose()
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let list = PageList::Posts { after: after.clone(), limit: rows_to_read(limit) };
+        let serving = self.serve();
         let (context, snapshot) = self.read_page(session, group, list)?;
         let mut next_row = 0;
         let group_fields: FieldSet = fields.iter().filter(|f| !f.has_member_subject()).collect();
@@ -438,7 +438,6 @@ impl Service {
         fields: FieldSet,
         page: &PageRequest,
     ) -> ServiceResult<Served<Page<MemberView>>> {
-        let serving = self.serve();
         let limit = self.page_limit(page)?;
         let scope = format!("{}/{}/members", session.app, group);
         let mut after = self
@@ -447,6 +446,7 @@ impl Service {
             .transpose()
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let list = PageList::Members { after: after.clone(), limit: rows_to_read(limit) };
+        let serving = self.serve();
         let (context, snapshot) = self.read_page(session, group, list)?;
         let mut next_row = 0;
         let mut items = Vec::with_capacity(limit);
