@@ -457,20 +457,8 @@ pub fn audit_did_threads(
         |record: &consentry_ledger::RawRecord| record.at >= context.from && record.at < context.to;
     let mut record = consentry_ledger::RawRecord::default();
     let mut read = 0u64;
-    if threads <= 1 {
-        let mut worker = DidWorker::new(context);
-        while entries.next_into(&mut record)? {
-            read += 1;
-            if read.is_multiple_of(65_536) {
-                progress(read);
-            }
-            if in_window(&record) {
-                worker.record(&record, entries)?;
-            }
-        }
-        progress(read);
-        return worker.finish().complete(context, entries);
-    }
+    // One thread is the same path with no lanes: every record is the calling thread's.
+    let threads = threads.max(1);
     struct Lane<'s> {
         sender: std::sync::mpsc::SyncSender<Batch>,
         /// Batches the thread is done with, to be filled again.
