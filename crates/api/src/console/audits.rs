@@ -390,14 +390,7 @@ pub(crate) async fn report_html(
     signed: Signed,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ConsoleError> {
-    signed.require(AUDITORS)?;
-    let job = job_of(&state, path)?;
-    let report = report_of(&job)?;
-    Ok(download(
-        "text/html; charset=utf-8",
-        &format!("audit-{}.html", job.id),
-        crate::report::report_html(&report),
-    ))
+    report_file(&state, &signed, path, ("text/html; charset=utf-8", "html"), crate::report::report_html)
 }
 
 /// `GET /console/audits/{id}/report.csv`.
@@ -406,14 +399,21 @@ pub(crate) async fn report_csv(
     signed: Signed,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ConsoleError> {
+    report_file(&state, &signed, path, ("text/csv; charset=utf-8", "csv"), crate::report::report_csv)
+}
+
+/// An audit job's report as a download of one kind: `(content type, extension)`.
+fn report_file(
+    state: &ApiState,
+    signed: &Signed,
+    path: Result<Path<String>, PathRejection>,
+    (content_type, extension): (&'static str, &str),
+    render: fn(&AuditReport) -> String,
+) -> Result<Response, ConsoleError> {
     signed.require(AUDITORS)?;
-    let job = job_of(&state, path)?;
+    let job = job_of(state, path)?;
     let report = report_of(&job)?;
-    Ok(download(
-        "text/csv; charset=utf-8",
-        &format!("audit-{}.csv", job.id),
-        crate::report::report_csv(&report),
-    ))
+    Ok(download(content_type, &format!("audit-{}.{extension}", job.id), render(&report)))
 }
 
 /// `GET /console/audits/{id}/manifests/{developer}.json|csv`: one developer's deletion manifest.

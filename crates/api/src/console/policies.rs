@@ -53,6 +53,11 @@ fn version_of(path: Result<Path<String>, PathRejection>) -> Result<u32, ConsoleE
         .ok_or_else(|| ConsoleError::bad_request("a policy version is a whole number"))
 }
 
+/// Back to the version's page, saying what was done to it.
+fn version_done(version: u32, what: &str) -> Response {
+    done(&format!("/console/policies/{version}"), what, Some(u64::from(version)))
+}
+
 pub(crate) struct VersionLine {
     pub version: u32,
     pub author: String,
@@ -113,7 +118,7 @@ pub(crate) async fn submit(
     let operator = signed.operator.clone();
     let version =
         blocking(&state.service, move |s| s.submit_policy(&text, &operator).map_err(ApiError::from)).await?;
-    Ok(done(&format!("/console/policies/{version}"), "submitted", Some(u64::from(version))))
+    Ok(version_done(version, "submitted"))
 }
 
 pub(crate) struct Approval {
@@ -447,7 +452,7 @@ pub(crate) async fn approve(
         crate::platform::approve_version(s, proofs.as_deref(), version, &operator)
     })
     .await?;
-    Ok(done(&format!("/console/policies/{version}"), "approved", Some(u64::from(version))))
+    Ok(version_done(version, "approved"))
 }
 
 /// `POST /console/policies/{version}/activate`: with a `reason`.
@@ -465,7 +470,7 @@ pub(crate) async fn activate(
     let operator = signed.operator.clone();
     blocking(&state.service, move |s| s.activate_policy(version, &operator, &reason).map_err(ApiError::from))
         .await?;
-    Ok(done(&format!("/console/policies/{version}"), "activated", Some(u64::from(version))))
+    Ok(version_done(version, "activated"))
 }
 
 /// `POST /console/policies/{version}/preview`: over `since` (e.g. `30d`), kept with the version.
@@ -491,7 +496,7 @@ pub(crate) async fn preview(
         crate::audits::preview_and_keep(s, &dir, version, window, &by)
     })
     .await?;
-    Ok(done(&format!("/console/policies/{version}"), "previewed", Some(u64::from(version))))
+    Ok(version_done(version, "previewed"))
 }
 
 /// `POST /console/policies/{version}/proofs`: proves the version (against the active one) with
@@ -517,7 +522,7 @@ pub(crate) async fn prove(
         crate::proofs::prove_version(s, &proofs, version, None, &operator).map(|_| ())
     })
     .await?;
-    Ok(done(&format!("/console/policies/{version}"), "proved", Some(u64::from(version))))
+    Ok(version_done(version, "proved"))
 }
 
 /// `POST /console/policies/{version}/waivers`: a privacy officer outside the author's lineage
@@ -538,5 +543,5 @@ pub(crate) async fn waive(
         s.waive_proofs(version, &operator, &reason).map(|_| ()).map_err(ApiError::from)
     })
     .await?;
-    Ok(done(&format!("/console/policies/{version}"), "waived", Some(u64::from(version))))
+    Ok(version_done(version, "waived"))
 }
