@@ -225,7 +225,7 @@ pub(crate) fn wanted_checkpoints(
     extra_checkpoints: &[String],
 ) -> Result<Result<Vec<(String, Checkpoint)>, Problem>, LedgerError> {
     let mut wanted: Vec<(String, Checkpoint)> = Vec::new();
-    let checkpoints_file = dir.join("checkpoints");
+    let checkpoints_file = dir.join(crate::checkpoints::CHECKPOINTS_FILE);
     let kept = match std::fs::read(&checkpoints_file) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => text,
@@ -364,11 +364,7 @@ pub fn verify_all_with(
     } else {
         let mut reports = Vec::with_capacity(found.len());
         for (stream, lines) in found.into_iter().zip(given) {
-            let names = match &stream.node {
-                Some(node) => Names::Node(node),
-                None => Names::Unnamed,
-            };
-            let report = verify_stream(&stream.dir, names, &lines)?;
+            let report = verify_stream(&stream.dir, crate::verify_parallel::names_of(&stream), &lines)?;
             reports.push(StreamReport { stream, report });
         }
         reports

@@ -272,7 +272,8 @@ pub(crate) fn verify_streams(
     Ok(reports)
 }
 
-fn names_of(stream: &Stream) -> Names<'_> {
+/// The names a stream's checkpoints carry: its node's, or none for a single-node ledger.
+pub(crate) fn names_of(stream: &Stream) -> Names<'_> {
     match &stream.node {
         Some(node) => Names::Node(node),
         None => Names::Unnamed,
