@@ -128,7 +128,8 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-/// An app authenticated by its bearer token.
+/// An app identified by its bearer token, for the Groups routes, whose page snapshot checks
+/// the token in full again (a route that does not read one must not use this).
 pub struct AppAuth(pub AppSession);
 
 impl FromRequestParts<ApiState> for AppAuth {
@@ -141,6 +142,11 @@ impl FromRequestParts<ApiState> for AppAuth {
             error.challenge = Some("Bearer realm=\"consentry\"".to_string());
             return Err(error);
         };
+        // The Groups routes this extracts for read the token again in their page snapshot
+        // (see `Service::app_of_seen_token`): a token this node has seen costs no store read.
+        if let Some(seen) = state.service.app_of_seen_token(&token) {
+            return seen.map(AppAuth).map_err(ApiError::from);
+        }
         blocking(&state.service, move |s| s.authenticate_app(&token).map_err(ApiError::from))
             .await
             .map(AppAuth)

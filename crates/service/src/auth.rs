@@ -159,6 +159,7 @@ impl Service {
             revoked_at: None,
         };
         self.store.put_token(&record)?;
+        self.token_owners.remember(&record.hash, &app, record.expires_at, now);
         Ok(IssuedToken { access_token: text, expires_in: self.config.token_ttl_secs, app })
     }
 
@@ -178,10 +179,35 @@ impl Service {
             return Err(refused("the access token expired"));
         }
         match status {
-            Some(AppStatus::Active) => Ok(AppSession { app: record.app, token_hash: hash }),
+            Some(AppStatus::Active) => {
+                self.token_owners.remember(&hash, &record.app, record.expires_at, self.clock.now());
+                Ok(AppSession { app: record.app, token_hash: hash })
+            }
             Some(status) => Err(refused(&format!("the app is {}", status.as_str()))),
             None => Err(refused("the app no longer exists")),
         }
+    }
+
+    /// The app a bearer token belongs to, without asking the store, for a request that reads
+    /// a page snapshot (`GET /v1/groups/…`): that snapshot reads the token again with the
+    /// facts it decides on and refuses a revoked token or an app no longer active
+    /// (`read_page`), and the release refuses an expired one (`served`). A token this node
+    /// has seen is therefore not looked up twice: its app and expiry never change
+    /// (`token_owners`). `None`: this node has not seen it; check it in full with
+    /// [`Service::authenticate_app`]. A token revoked (or whose app was suspended) since this
+    /// node saw it gets the same 401 from the snapshot, only after the request's parameters
+    /// were checked rather than before.
+    pub fn app_of_seen_token(&self, token: &str) -> Option<ServiceResult<AppSession>> {
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+            return Some(Err(ServiceError::Unauthenticated("the access token is malformed".into())));
+        }
+        let hash = fast_hash(token);
+        let (app, expires_at) = self.token_owners.get(&hash)?;
+        Some(if expires_at <= self.clock.now() {
+            Err(ServiceError::Unauthenticated("the access token expired".into()))
+        } else {
+            Ok(AppSession { app, token_hash: hash })
+        })
     }
 
     /// RFC 7009: revokes a token of the authenticated client. Unknown tokens, or tokens of

@@ -19,6 +19,7 @@ mod server_keys;
 mod sign_in;
 mod standing;
 mod throttle;
+mod token_owners;
 mod webhook_target;
 
 use std::collections::HashMap;
@@ -157,6 +158,8 @@ pub struct Service {
     config: ServiceConfig,
     /// Where developers' webhooks may point (checked at registration and at each delivery).
     webhook_targets: webhook_target::WebhookTargets,
+    /// The app and expiry of the access tokens this node has seen (fixed at issue).
+    token_owners: token_owners::TokenOwners,
     /// Tallies of failed authentication per client id and per address.
     failed_auth: FailedAuthentication,
     /// argon2 checks of client secrets, on their own threads.
@@ -180,6 +183,7 @@ impl Service {
             gate: gate::Gate::new(),
             key: std::sync::RwLock::new(Arc::new(key)),
             key_loaded_at: Mutex::new(None),
+            token_owners: token_owners::TokenOwners::default(),
             failed_auth: FailedAuthentication::new(config.auth_limits.clone()),
             secret_checks: secret_checks::SecretChecks::new(
                 config.auth_limits.secret_checks_at_once,

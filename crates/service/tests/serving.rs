@@ -208,6 +208,81 @@ fn revoked_and_expired_tokens_stop_working() {
     assert!(w.service.issue_token(&w.app.app.client_id, "css_wrong").is_err());
 }
 
+/// A token this node has seen is not looked up again before the page snapshot
+/// (`app_of_seen_token`); the snapshot and the release must then refuse it exactly as a full
+/// check would, on every Groups route, the moment it is revoked, its app suspended or it
+/// expires.
+#[test]
+fn a_token_seen_before_is_refused_by_the_snapshot_once_revoked_suspended_or_expired() {
+    let w = world();
+    let issue = || {
+        w.service
+            .issue_token(&w.app.app.client_id, &w.app.client_secret)
+            .unwrap_or_else(|e| unreachable!("{e}"))
+            .access_token
+    };
+    let posts = parse_fields(ResourceKind::Post, None).unwrap_or_default();
+    let group_fields = parse_fields(ResourceKind::Group, None).unwrap_or_default();
+    let every_route = |session: &AppSession| -> Vec<Option<String>> {
+        let refused = |e: ServiceError| match e {
+            ServiceError::Unauthenticated(why) => Some(why),
+            other => Some(format!("not a 401: {other}")),
+        };
+        vec![
+            w.service.read_group(session, &group(), group_fields).err().and_then(refused),
+            w.service.read_posts(session, &group(), posts, &PageRequest::default()).err().and_then(refused),
+            w.service
+                .read_members(session, &group(), member_fields(), &PageRequest::default())
+                .err()
+                .and_then(refused),
+        ]
+    };
+    let seen = |token: &str| match w.service.app_of_seen_token(token) {
+        Some(Ok(session)) => session,
+        other => unreachable!("the node issued this token, so it has seen it: {other:?}"),
+    };
+
+    // Revoked after it was seen: still identified, refused by the snapshot.
+    let token = issue();
+    let session = seen(&token);
+    assert_eq!(session.app, w.app.app.id);
+    assert_eq!(every_route(&session), vec![None, None, None], "a good token is served");
+    assert_eq!(w.service.revoke_token(&w.app.app.id, &token), Ok(()));
+    let revoked = Some("the access token was revoked".to_string());
+    assert_eq!(every_route(&seen(&token)), vec![revoked.clone(), revoked.clone(), revoked]);
+
+    // The app suspended after the token was seen.
+    let token = issue();
+    assert_eq!(w.service.set_app_status(&w.app.app.id, AppStatus::Suspended), Ok(()));
+    let suspended = Some("the app is suspended".to_string());
+    assert_eq!(every_route(&seen(&token)), vec![suspended.clone(), suspended.clone(), suspended]);
+    assert_eq!(w.service.set_app_status(&w.app.app.id, AppStatus::Active), Ok(()));
+
+    // Expired: refused before the snapshot, and by the release for a session made just before.
+    let token = issue();
+    let session = seen(&token);
+    w.clock.advance_secs(3600);
+    assert!(
+        matches!(w.service.app_of_seen_token(&token), Some(Err(ServiceError::Unauthenticated(m))) if m.contains("expired"))
+    );
+    let expired = Some("the access token expired".to_string());
+    assert_eq!(every_route(&session), vec![expired.clone(), expired.clone(), expired]);
+
+    // Unseen (e.g. issued by another node) or malformed: the caller checks it in full.
+    assert!(w.service.app_of_seen_token("cst_never_issued_here").is_none());
+    assert!(matches!(w.service.app_of_seen_token("nope"), Some(Err(ServiceError::Unauthenticated(_)))));
+    let other_node = Service::new(
+        w.service.store().clone(),
+        w.clock.clone(),
+        ServerKey::generate(),
+        ServiceConfig::default(),
+    );
+    let token = issue();
+    assert!(other_node.app_of_seen_token(&token).is_none(), "another node has not seen it");
+    assert_eq!(other_node.authenticate_app(&token).map(|s| s.app), Ok(w.app.app.id.clone()));
+    assert!(other_node.app_of_seen_token(&token).is_some_and(|s| s.is_ok()), "and now it has");
+}
+
 #[test]
 fn post_authors_appear_only_when_they_consented() {
     let w = world();
