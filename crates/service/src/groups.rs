@@ -124,11 +124,16 @@ struct PageContext {
 /// How many members (or posts) a single request may scan to fill one page of visible ones.
 const SCAN_FACTOR: usize = 8;
 
-/// How many rows a page of `limit` reads at once: the most the scan below can consume
-/// (it starts a batch of at most `limit` while fewer than `limit * SCAN_FACTOR` were scanned),
-/// so that the whole scan is one read of the store, hence one snapshot.
+/// How many rows a page of `limit` reads at once: the most the scan below consumes (it
+/// scans in batches until `limit` are shown or `limit * SCAN_FACTOR` were scanned, never
+/// past that), so that the whole scan is one read of the store, hence one snapshot.
 fn rows_to_read(limit: usize) -> usize {
-    limit.saturating_mul(SCAN_FACTOR + 1)
+    limit.saturating_mul(SCAN_FACTOR)
+}
+
+/// How many rows the next batch takes: enough to fill the page, within the scan's budget.
+fn batch_size(limit: usize, filled: usize, scanned: usize) -> usize {
+    (limit - filled.min(limit)).min(rows_to_read(limit).saturating_sub(scanned))
 }
 
 /// The next batch of a scan over rows read at once: `want` rows from `next` on.
@@ -361,8 +366,8 @@ impl Service {
         let mut items = Vec::with_capacity(limit);
         let mut scanned = 0;
         let mut exhausted = false;
-        while items.len() < limit && scanned < limit * SCAN_FACTOR {
-            let want = limit - items.len();
+        while items.len() < limit && scanned < rows_to_read(limit) {
+            let want = batch_size(limit, items.len(), scanned);
             let posts = batch(&snapshot.posts, &mut next_row, want);
             scanned += posts.len();
             if posts.len() < want {
@@ -457,8 +462,8 @@ impl Service {
         // the profiles of the members shown: a hidden member's name and picture are never read,
         // and every member shown is a row of the snapshot.
         let mut shown: Vec<(MemberId, FieldSet)> = Vec::with_capacity(limit);
-        while shown.len() < limit && scanned < limit * SCAN_FACTOR {
-            let want = limit - shown.len();
+        while shown.len() < limit && scanned < rows_to_read(limit) {
+            let want = batch_size(limit, shown.len(), scanned);
             let batch = batch(&snapshot.members, &mut next_row, want);
             scanned += batch.len();
             if batch.len() < want {
