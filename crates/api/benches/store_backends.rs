@@ -105,6 +105,25 @@ async fn walk(router: &Router, token: &str) -> (Vec<String>, Vec<serde_json::Val
     (uris, shown)
 }
 
+/// CPU time, in seconds, that the processes named `postgres` on this machine have used so far
+/// (theirs and their reaped children's, from `/proc`), or `None` where there is no `/proc`.
+/// The database's cost per request, when it runs on this machine as in `.ci/run`.
+fn postgres_cpu_secs() -> Option<f64> {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        if std::fs::read_to_string(path.join("comm")).map_or(true, |c| c.trim() != "postgres") {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
+        let Some((_, fields)) = stat.rsplit_once(')') else { continue };
+        // utime, stime, cutime, cstime: fields 14 to 17 of proc(5), 12 to 15 after the name.
+        ticks += fields.split_whitespace().skip(11).take(4).filter_map(|f| f.parse::<u64>().ok()).sum::<u64>();
+    }
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    Some(ticks as f64 / 100.0)
+}
+
 struct Figures {
     per_second: f64,
     p50: Duration,
@@ -255,10 +274,15 @@ fn main() {
             trips_per_request = Some(store.round_trips() - warm);
             let _ = before;
         }
+        let (mut database_cpu, mut database_requests) = (Some(0.0), 0);
         for _ in 0..rounds {
             sqlite_runs.push(measure(&sqlite_router, &sqlite_token, &uris, clients, duration).await);
             if let Some((_, router, token)) = &postgres {
-                postgres_runs.push(measure(router, token, &pg_uris, clients, duration).await);
+                let before = postgres_cpu_secs();
+                let run = measure(router, token, &pg_uris, clients, duration).await;
+                database_cpu = database_cpu.zip(before.zip(postgres_cpu_secs())).map(|(sum, (b, a))| sum + a - b);
+                database_requests += run.requests;
+                postgres_runs.push(run);
             }
         }
         let median = |runs: &mut Vec<Figures>| {
@@ -286,6 +310,13 @@ fn main() {
             p.p99.as_secs_f64() * 1e3
         );
         println!("  ratio (PostgreSQL / SQLite): {:.2} (target >= 0.5)", p.per_second / s.per_second);
+        match database_cpu {
+            Some(cpu) if cpu > 0.0 && database_requests > 0 => println!(
+                "  PostgreSQL server CPU: {:.0} us per request (its processes on this machine, from /proc; the rest of the request is consentry's)",
+                cpu * 1e6 / database_requests as f64
+            ),
+            _ => println!("  PostgreSQL server CPU: not measured (the server is not a process of this machine)"),
+        }
         println!(
             "  PostgreSQL round trips: {} per request (bearer check, page snapshot, profiles shown; target <= 3), {} per page snapshot",
             trips_per_request.unwrap_or_default(),

@@ -1,9 +1,9 @@
 //! Pages: everything one request decides on (its token, app, installation, group, the active
 //! policy and a page of members or posts with each subject's role and consent), read in ONE
-//! round trip by `consentry_read_page` (migrations/V3__pages_without_profiles.sql, replacing
-//! V1's) under the shared side of the release fence, with the release instant from the
-//! database's clock. Members come as ids, without their profiles: the profiles of the members a
-//! page shows are read afterwards in one more round trip (`facts::members_by_id`).
+//! round trip by `consentry_read_page` (migrations/V4__page_in_one_row.sql) under the shared
+//! side of the release fence, with the release instant from the database's clock, as one row
+//! whose lists are arrays. Members come as ids, without their profiles: the profiles of the
+//! members a page shows are read afterwards in one more round trip (`facts::members_by_id`).
 
 use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, TokenRecord};
 use consentry_types::{App, Group, Installation, Instant, Member, MemberId, Post, PostId, Role};
@@ -39,54 +39,80 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
             &keys.as_slice(),
         ],
     )?;
+    let Some(row) = rows.first() else { return Err(corrupt("page", "without its row")) };
+    if row.try_get::<_, bool>(0)? {
+        return Ok(None);
+    }
     let mut snapshot = PageSnapshot::default();
-    for row in &rows {
-        let kind: String = row.try_get(0)?;
-        match kind.as_str() {
-            "busy" => return Ok(None),
-            "context" => context(row, query, &mut snapshot)?,
-            "member" => snapshot.members.push(ListedMember {
-                id: parsed(row, 16, MemberId::parse, "member id")?,
-                role: parsed(row, 19, role_of, "role")?,
-                consented_profile: row.try_get(20)?,
-            }),
-            "post" => {
-                let author = subject(row)?;
-                snapshot.posts.push(ListedPost {
-                    post: Post {
-                        id: parsed(row, 21, PostId::parse, "post id")?,
-                        group: query.group.clone(),
-                        author: author.id.clone(),
-                        content: row.try_get(22)?,
-                        created_at: instant(row, 23)?,
-                    },
-                    author,
-                    author_role: match row.try_get::<_, Option<String>>(19)? {
-                        Some(text) => Some(role_of(&text).map_err(|_| corrupt("role", &text))?),
-                        None => None::<Role>,
-                    },
-                    author_consented_profile: row.try_get(20)?,
-                });
-            }
-            other => return Err(corrupt("kind of page row", other)),
-        }
+    context(row, query, &mut snapshot)?;
+    let ids: Vec<String> = array(row, 16)?;
+    let roles: Vec<String> = array(row, 17)?;
+    let consents: Vec<bool> = array(row, 18)?;
+    same_length("members", ids.len(), &[roles.len(), consents.len()])?;
+    for ((id, role), consented_profile) in ids.iter().zip(&roles).zip(consents) {
+        snapshot.members.push(ListedMember {
+            id: MemberId::parse(id).map_err(|_| corrupt("member id", id))?,
+            role: role_of(role).map_err(|()| corrupt("role", role))?,
+            consented_profile,
+        });
     }
-    if snapshot.released_at.is_none() {
-        return Err(corrupt("page", "without its context row"));
+    let ids: Vec<String> = array(row, 19)?;
+    let contents: Vec<String> = array(row, 20)?;
+    let created: Vec<i64> = array(row, 21)?;
+    let authors: Vec<String> = array(row, 22)?;
+    let names: Vec<String> = array(row, 23)?;
+    let pictures: Vec<String> = array(row, 24)?;
+    let roles: Vec<Option<String>> = array(row, 25)?;
+    let consents: Vec<bool> = array(row, 26)?;
+    let lengths = [contents.len(), created.len(), authors.len(), names.len(), pictures.len(), roles.len()];
+    same_length("posts", ids.len(), &lengths)?;
+    same_length("posts", ids.len(), &[consents.len()])?;
+    for (i, id) in ids.iter().enumerate() {
+        let at = |what: &str| corrupt(what, &format!("post {id} without it"));
+        let author = authors.get(i).ok_or_else(|| at("author"))?;
+        let author = MemberId::parse(author).map_err(|_| corrupt("member id", author))?;
+        snapshot.posts.push(ListedPost {
+            post: Post {
+                id: PostId::parse(id).map_err(|_| corrupt("post id", id))?,
+                group: query.group.clone(),
+                author: author.clone(),
+                content: contents.get(i).ok_or_else(|| at("content"))?.clone(),
+                created_at: Instant::from_millis(*created.get(i).ok_or_else(|| at("time"))?),
+            },
+            author: Member {
+                id: author,
+                name: names.get(i).ok_or_else(|| at("author name"))?.clone(),
+                picture_url: pictures.get(i).ok_or_else(|| at("author picture"))?.clone(),
+            },
+            author_role: match roles.get(i).ok_or_else(|| at("author role"))? {
+                Some(text) => Some(role_of(text).map_err(|()| corrupt("role", text))?),
+                None => None::<Role>,
+            },
+            author_consented_profile: *consents.get(i).ok_or_else(|| at("author consent"))?,
+        });
     }
-    // The function orders each list; its union is put in that order here (byte order of ids,
-    // as the columns' "C" collation compares them).
+    // Each list was read in order of its ids; the arrays keep the order they were built in,
+    // which SQL does not promise, so it is put back here (byte order, as the columns' "C"
+    // collation compares them).
     snapshot.members.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     snapshot.posts.sort_by(|a, b| a.post.id.as_str().cmp(b.post.id.as_str()));
     Ok(Some(snapshot))
 }
 
-fn subject(row: &Row) -> DbResult<Member> {
-    Ok(Member {
-        id: parsed(row, 16, MemberId::parse, "member id")?,
-        name: row.try_get(17)?,
-        picture_url: row.try_get(18)?,
-    })
+/// An array column: empty when the list read no rows (`array_agg` of nothing is NULL).
+fn array<T>(row: &Row, index: usize) -> DbResult<Vec<T>>
+where
+    for<'a> T: postgres::types::FromSql<'a>,
+{
+    Ok(row.try_get::<_, Option<Vec<T>>>(index)?.unwrap_or_default())
+}
+
+/// The arrays of one list were aggregated together, so they have one length.
+fn same_length(list: &str, ids: usize, others: &[usize]) -> DbResult<()> {
+    match others.iter().find(|n| **n != ids) {
+        Some(n) => Err(corrupt(&format!("{list} snapshot"), &format!("{ids} ids but {n} values"))),
+        None => Ok(()),
+    }
 }
 
 fn context(row: &Row, query: &PageQuery, snapshot: &mut PageSnapshot) -> DbResult<()> {
