@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use consentry_policy::{CompiledPolicy, PageFacts, SubjectFacts};
-use consentry_store::{PageList, PageQuery, PageSnapshot};
+use consentry_store::{ListedMember, PageList, PageQuery, PageSnapshot, ProfileKinds};
 use consentry_types::{
     Disclosure, Field, FieldSet, GroupId, Instant, MemberId, PostId, ResourceKind, Role, Subject,
 };
@@ -156,7 +156,11 @@ impl Service {
         group: &GroupId,
         list: PageList,
     ) -> ServiceResult<(PageContext, PageSnapshot)> {
-        let refused = |why: &str| ServiceError::Unauthenticated(why.to_string());
+        // A refused token is forgotten, so its next use is refused before any snapshot.
+        let refused = |why: &str| {
+            self.token_owners.forget(&session.token_hash);
+            ServiceError::Unauthenticated(why.to_string())
+        };
         let not_found = || ServiceError::NotFound(format!("group {:?}", group.as_str()));
         let mut snapshot = self.store.read_page(&PageQuery {
             token_hash: session.token_hash.clone(),
@@ -272,6 +276,26 @@ impl Service {
                 consented_profile: *consented,
             })
             .collect()
+    }
+
+    /// The kinds of member (role, consent) a members page asking for `fields` shows, decided
+    /// with this request's facts (the engine's memo answers these after the first page).
+    fn kinds_shown(&self, context: &PageContext, fields: FieldSet) -> ServiceResult<ProfileKinds> {
+        let kinds: Vec<(Role, bool)> =
+            Role::ALL.into_iter().flat_map(|role| [(role, true), (role, false)]).collect();
+        let requests: Vec<(FieldSet, SubjectFacts)> = kinds
+            .iter()
+            .map(|(role, consented)| {
+                (fields, SubjectFacts { is_member: true, role: Some(*role), consented_profile: *consented })
+            })
+            .collect();
+        let mut shown = ProfileKinds::default();
+        for ((role, consented), allowed) in kinds.into_iter().zip(self.decide(context, &requests)?) {
+            if !allowed.is_empty() {
+                shown.insert(role, consented);
+            }
+        }
+        Ok(shown)
     }
 
     /// Takes the release instant, still in the read section, and refuses a token that expired
@@ -450,7 +474,10 @@ impl Service {
             .map(|a| MemberId::parse(&a))
             .transpose()
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let list = PageList::Members { after: after.clone(), limit: rows_to_read(limit) };
+        // The snapshot brings the profiles of the kinds of member such a page showed last: a
+        // guess, which decides nothing shown (see `shown_kinds`).
+        let profiles_of = self.shown_kinds.expected(&session.app, group, fields);
+        let list = PageList::Members { after: after.clone(), limit: rows_to_read(limit), profiles_of };
         let serving = self.serve();
         let (context, snapshot) = self.read_page(session, group, list)?;
         let mut next_row = 0;
@@ -458,10 +485,11 @@ impl Service {
         let mut disclosures = Vec::with_capacity(limit);
         let mut scanned = 0;
         let mut exhausted = false;
-        // Decide on the snapshot's ids, roles and consents first; only then read, in one call,
-        // the profiles of the members shown: a hidden member's name and picture are never read,
-        // and every member shown is a row of the snapshot.
-        let mut shown: Vec<(MemberId, FieldSet)> = Vec::with_capacity(limit);
+        // Decide on the snapshot's ids, roles and consents; the profiles of the members shown
+        // are those the snapshot brought, and any it did not are read by id in one call: a
+        // hidden member's name and picture are read only when the guess was wrong, and every
+        // member shown is a row of the snapshot.
+        let mut shown: Vec<(&ListedMember, FieldSet)> = Vec::with_capacity(limit);
         while shown.len() < limit && scanned < rows_to_read(limit) {
             let want = batch_size(limit, shown.len(), scanned);
             let batch = batch(&snapshot.members, &mut next_row, want);
@@ -474,30 +502,26 @@ impl Service {
             let facts = self.subject_facts(&subjects);
             let requests: Vec<(FieldSet, SubjectFacts)> = facts.iter().map(|f| (fields, *f)).collect();
             let allowed = self.decide(&context, &requests)?;
-            shown.extend(
-                batch
-                    .iter()
-                    .zip(allowed)
-                    .filter(|(_, allowed)| !allowed.is_empty())
-                    .map(|(m, a)| (m.id.clone(), a)),
-            );
+            shown.extend(batch.iter().zip(allowed).filter(|(_, allowed)| !allowed.is_empty()));
             after = batch.last().map(|m| m.id.clone()).or(after);
             if exhausted {
                 break;
             }
         }
-        let ids: Vec<MemberId> = shown.iter().map(|(id, _)| id.clone()).collect();
-        let profiles = if ids.is_empty() { Default::default() } else { self.store.members_by_id(&ids)? };
-        for (id, allowed) in shown {
+        let unread: Vec<MemberId> =
+            shown.iter().filter(|(m, _)| m.profile.is_none()).map(|(m, _)| m.id.clone()).collect();
+        let read_now = if unread.is_empty() { Default::default() } else { self.store.members_by_id(&unread)? };
+        for (listed, allowed) in shown {
             // A membership without a member (never made by the service) is no one to show.
-            let Some(member) = profiles.get(&id) else { continue };
+            let Some(member) = listed.profile.as_ref().or_else(|| read_now.get(&listed.id)) else { continue };
             items.push(MemberView {
-                id: self.server_key().scoped_member_id(&session.app, &id),
+                id: self.server_key().scoped_member_id(&session.app, &listed.id),
                 name: allowed.contains(Field::MemberName).then(|| member.name.clone()),
                 picture: allowed.contains(Field::MemberPicture).then(|| member.picture_url.clone()),
             });
-            disclosures.push(Disclosure { subject: Subject::Member(id), fields: allowed });
+            disclosures.push(Disclosure { subject: Subject::Member(listed.id.clone()), fields: allowed });
         }
+        self.shown_kinds.remember(&session.app, group, fields, self.kinds_shown(&context, fields)?);
         let next = match after {
             Some(last) if !exhausted => Some(self.seal(&scope, last.as_str())?),
             _ => None,

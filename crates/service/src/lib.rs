@@ -16,6 +16,7 @@ mod proofs;
 mod secret_checks;
 mod secrets;
 mod server_keys;
+mod shown_kinds;
 mod sign_in;
 mod standing;
 mod throttle;
@@ -158,6 +159,9 @@ pub struct Service {
     config: ServiceConfig,
     /// Where developers' webhooks may point (checked at registration and at each delivery).
     webhook_targets: webhook_target::WebhookTargets,
+    /// The kinds of member each app's members pages in each group showed last (a guess that
+    /// lets the next page's snapshot bring their profiles).
+    shown_kinds: shown_kinds::ShownKinds,
     /// The app and expiry of the access tokens this node has seen (fixed at issue).
     token_owners: token_owners::TokenOwners,
     /// Tallies of failed authentication per client id and per address.
@@ -184,6 +188,7 @@ impl Service {
             key: std::sync::RwLock::new(Arc::new(key)),
             key_loaded_at: Mutex::new(None),
             token_owners: token_owners::TokenOwners::default(),
+            shown_kinds: shown_kinds::ShownKinds::default(),
             failed_auth: FailedAuthentication::new(config.auth_limits.clone()),
             secret_checks: secret_checks::SecretChecks::new(
                 config.auth_limits.secret_checks_at_once,

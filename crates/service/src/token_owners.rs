@@ -28,12 +28,20 @@ impl TokenOwners {
         self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(hash).cloned()
     }
 
+    /// Forgets a token the store refused (revoked, or its app no longer active), so that its
+    /// next use is refused by the cheap lookup rather than by a whole page snapshot.
+    pub(crate) fn forget(&self, hash: &str) {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(hash);
+    }
+
     /// Remembers a token's owner and expiry, read from the store or just issued.
     pub(crate) fn remember(&self, hash: &str, app: &AppId, expires_at: Instant, now: Instant) {
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if known.len() >= CAPACITY && !known.contains_key(hash) {
             known.retain(|_, (_, expires)| *expires > now);
-            if known.len() >= CAPACITY {
+            // Sweeping again at the next token for the few that expired since would scan the
+            // whole table each time: unless a tenth went, start afresh.
+            if known.len() >= CAPACITY - CAPACITY / 10 {
                 known.clear();
             }
         }
@@ -61,6 +69,8 @@ mod tests {
         assert_eq!(owners.get("newest"), Some((app("b"), Instant::from_secs(2_000))));
         assert_eq!(owners.get("h0"), None, "an expired token was dropped");
         assert_eq!(owners.get("h1"), Some((app("a"), Instant::from_secs(2_000))), "a live one was kept");
+        owners.forget("h1");
+        assert_eq!(owners.get("h1"), None);
         // Full of live tokens: everything goes, the newest stays.
         for i in 0..CAPACITY {
             owners.remember(&format!("live{i}"), &app("a"), Instant::from_secs(2_000), now);

@@ -250,12 +250,20 @@ fn a_token_seen_before_is_refused_by_the_snapshot_once_revoked_suspended_or_expi
     assert_eq!(w.service.revoke_token(&w.app.app.id, &token), Ok(()));
     let revoked = Some("the access token was revoked".to_string());
     assert_eq!(every_route(&seen(&token)), vec![revoked.clone(), revoked.clone(), revoked]);
+    // Refused once by a snapshot, the token is forgotten: its next use is checked in full, and
+    // refused, before any page is read.
+    assert!(w.service.app_of_seen_token(&token).is_none());
+    assert!(
+        matches!(w.service.authenticate_app(&token), Err(ServiceError::Unauthenticated(m)) if m.contains("revoked"))
+    );
 
     // The app suspended after the token was seen.
     let token = issue();
+    let _ = seen(&token);
     assert_eq!(w.service.set_app_status(&w.app.app.id, AppStatus::Suspended), Ok(()));
     let suspended = Some("the app is suspended".to_string());
     assert_eq!(every_route(&seen(&token)), vec![suspended.clone(), suspended.clone(), suspended]);
+    assert!(w.service.app_of_seen_token(&token).is_none(), "forgotten once refused");
     assert_eq!(w.service.set_app_status(&w.app.app.id, AppStatus::Active), Ok(()));
 
     // Expired: refused before the snapshot, and by the release for a session made just before.

@@ -7,24 +7,32 @@
 -- - Members and posts come as arrays, element by element in the same order, instead of one
 --   24-column row each.
 -- - A members page's consents: the app's consents among the ids the page spans are read in
---   one index range scan, stopped past as many rows as the page has; if the range holds more
+--   one index range scan, stopped one row past the page's limit; if the range holds more
 --   than that (a small group whose members are spread over the platform's ids), each listed
 --   member's consent is read by an index probe instead. A post's author is read by probes.
+-- - A listed member's profile (name, picture) is read, by a probe, only if the caller names its
+--   kind: its role among `p_profiles_consenting` if it consents to the app, among
+--   `p_profiles_not_consenting` if not (the kinds the caller expects to show, so that the
+--   profiles of the members it shows come in the same round trip, and no others are read).
 --   Either way at most a page's worth of rows, however many consents the app holds and
 --   however many members the platform has, whatever the planner's statistics (scalar
 --   subqueries are never turned into joins over whole tables, nor hashed).
+-- Needs PostgreSQL 12 or later (`AS MATERIALIZED`, `plan_cache_mode`). The result's shape
+-- changed: a node of an older build still running once a newer one migrated fails its Groups
+-- requests (closed: 500) until it is replaced; its /readyz already says the schema is newer.
 -- Never edit this file: add V5__….sql.
 DROP FUNCTION consentry_read_page(TEXT, TEXT, TEXT, TEXT, TEXT, BIGINT, BOOLEAN, BIGINT[]);
 CREATE FUNCTION consentry_read_page(
   p_token TEXT, p_app TEXT, p_group TEXT, p_list TEXT, p_after TEXT, p_limit BIGINT,
-  p_count BOOLEAN, p_keys BIGINT[]
+  p_count BOOLEAN, p_keys BIGINT[], p_profiles_consenting TEXT[], p_profiles_not_consenting TEXT[]
 ) RETURNS TABLE (
   busy BOOLEAN,
   token_app TEXT, token_issued_at BIGINT, token_expires_at BIGINT, token_revoked_at BIGINT,
   app_developer TEXT, app_name TEXT, app_category TEXT, app_status TEXT, app_client_id TEXT,
   installed_by TEXT, installed_at BIGINT,
   group_name TEXT, policy_version BIGINT, member_count BIGINT, released_at BIGINT,
-  member_ids TEXT[], member_roles TEXT[], member_consents BOOLEAN[],
+  member_ids TEXT[], member_roles TEXT[], member_consents BOOLEAN[], member_names TEXT[],
+  member_pictures TEXT[],
   post_ids TEXT[], post_contents TEXT[], post_created_at BIGINT[], post_authors TEXT[],
   author_names TEXT[], author_pictures TEXT[], author_roles TEXT[], author_consents BOOLEAN[]
 ) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
@@ -56,15 +64,23 @@ BEGIN
     SELECT c.member_id FROM consents c
     WHERE c.app = p_app AND c.member_id > p_after
       AND c.member_id <= (SELECT max(pg.member_id) FROM page pg)
-    ORDER BY c.member_id LIMIT p_limit + 1
+    ORDER BY c.member_id LIMIT LEAST(p_limit, 9223372036854775806) + 1
   ),
-  listed AS (
-    SELECT array_agg(p.member_id) AS ids, array_agg(p.role) AS roles,
-      array_agg(CASE
+  marked AS MATERIALIZED (
+    SELECT p.member_id, p.role,
+      CASE
         WHEN (SELECT count(*) FROM near) <= p_limit THEN n.member_id IS NOT NULL
         ELSE (SELECT true FROM consents c WHERE c.app = p_app AND c.member_id = p.member_id) IS NOT NULL
-      END) AS consented
+      END AS consented
     FROM page p LEFT JOIN near n ON n.member_id = p.member_id
+  ),
+  listed AS (
+    SELECT array_agg(k.member_id) AS ids, array_agg(k.role) AS roles, array_agg(k.consented) AS consented,
+      array_agg(CASE WHEN k.role = ANY(CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)
+        THEN (SELECT m.name FROM members m WHERE m.id = k.member_id) END) AS names,
+      array_agg(CASE WHEN k.role = ANY(CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)
+        THEN (SELECT m.picture_url FROM members m WHERE m.id = k.member_id) END) AS pictures
+    FROM marked k
   ),
   posted AS (
     SELECT array_agg(s.id) AS ids, array_agg(s.content) AS contents, array_agg(s.created_at) AS created,
@@ -89,7 +105,7 @@ BEGIN
     (SELECT pa.version FROM policy_activations pa ORDER BY pa.at DESC, pa.seq DESC LIMIT 1),
     CASE WHEN p_count THEN (SELECT COUNT(*) FROM memberships ms WHERE ms.group_id = p_group) END,
     floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT,
-    listed.ids, listed.roles, listed.consented,
+    listed.ids, listed.roles, listed.consented, listed.names, listed.pictures,
     posted.ids, posted.contents, posted.created, posted.authors, posted.names, posted.pictures,
     posted.roles, posted.consented
   FROM (SELECT 1) AS one

@@ -2,10 +2,9 @@
 //! policy and a page of members or posts with each subject's role and consent), read in ONE
 //! round trip by `consentry_read_page` (migrations/V4__page_in_one_row.sql) under the shared
 //! side of the release fence, with the release instant from the database's clock, as one row
-//! whose lists are arrays. Members come as ids, without their profiles: the profiles of the
-//! members a page shows are read afterwards in one more round trip (`facts::members_by_id`).
+//! whose lists are arrays. A listed member's profile comes only if the query names its kind.
 
-use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, TokenRecord};
+use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, ProfileKinds, TokenRecord};
 use consentry_types::{App, Group, Installation, Instant, Member, MemberId, Post, PostId, Role};
 use postgres::Row;
 
@@ -16,18 +15,25 @@ use crate::sql::{corrupt, instant, optional_instant, parsed, role_of, status_of,
 /// Reads the page, or `None` if a change in one of its scopes holds the fence right now (the
 /// caller lets go of its connection, waits a little and asks again).
 pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<PageSnapshot>> {
-    let (list, after, limit, count) = match &query.list {
-        PageList::Group { member_count } => ("group", String::new(), 0, *member_count),
-        PageList::Members { after, limit } => {
-            ("members", after.as_ref().map_or("", MemberId::as_str).to_string(), limit_of(*limit), false)
-        }
+    let no_kinds = ProfileKinds::default();
+    let (list, after, limit, count, kinds) = match &query.list {
+        PageList::Group { member_count } => ("group", String::new(), 0, *member_count, &no_kinds),
+        PageList::Members { after, limit, profiles_of } => (
+            "members",
+            after.as_ref().map_or("", MemberId::as_str).to_string(),
+            limit_of(*limit),
+            false,
+            profiles_of,
+        ),
         PageList::Posts { after, limit } => {
-            ("posts", after.as_ref().map_or("", PostId::as_str).to_string(), limit_of(*limit), false)
+            ("posts", after.as_ref().map_or("", PostId::as_str).to_string(), limit_of(*limit), false, &no_kinds)
         }
     };
+    let roles = |roles: &[Role]| roles.iter().map(|r| r.as_str()).collect::<Vec<&str>>();
+    let (consenting, not_consenting) = (roles(&kinds.consenting), roles(&kinds.not_consenting));
     let keys = page_keys(query);
     let rows = db.query(
-        "SELECT * FROM consentry_read_page($1, $2, $3, $4, $5, $6, $7, $8)",
+        "SELECT * FROM consentry_read_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &query.token_hash,
             &query.app.as_str(),
@@ -37,6 +43,8 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
             &limit,
             &count,
             &keys.as_slice(),
+            &consenting,
+            &not_consenting,
         ],
     )?;
     let Some(row) = rows.first() else { return Err(corrupt("page", "without its row")) };
@@ -48,22 +56,32 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
     let ids: Vec<String> = array(row, 16)?;
     let roles: Vec<String> = array(row, 17)?;
     let consents: Vec<bool> = array(row, 18)?;
-    same_length("members", ids.len(), &[roles.len(), consents.len()])?;
-    for ((id, role), consented_profile) in ids.iter().zip(&roles).zip(consents) {
+    let names: Vec<Option<String>> = array(row, 19)?;
+    let pictures: Vec<Option<String>> = array(row, 20)?;
+    same_length("members", ids.len(), &[roles.len(), consents.len(), names.len(), pictures.len()])?;
+    for ((((id, role), consented_profile), name), picture) in
+        ids.iter().zip(&roles).zip(consents).zip(names).zip(pictures)
+    {
+        let id = MemberId::parse(id).map_err(|_| corrupt("member id", id))?;
         snapshot.members.push(ListedMember {
-            id: MemberId::parse(id).map_err(|_| corrupt("member id", id))?,
+            profile: match (name, picture) {
+                (Some(name), Some(picture_url)) => Some(Member { id: id.clone(), name, picture_url }),
+                // Not of the kinds asked for (or a membership without a member).
+                _ => None,
+            },
+            id,
             role: role_of(role).map_err(|()| corrupt("role", role))?,
             consented_profile,
         });
     }
-    let ids: Vec<String> = array(row, 19)?;
-    let contents: Vec<String> = array(row, 20)?;
-    let created: Vec<i64> = array(row, 21)?;
-    let authors: Vec<String> = array(row, 22)?;
-    let names: Vec<String> = array(row, 23)?;
-    let pictures: Vec<String> = array(row, 24)?;
-    let roles: Vec<Option<String>> = array(row, 25)?;
-    let consents: Vec<bool> = array(row, 26)?;
+    let ids: Vec<String> = array(row, 21)?;
+    let contents: Vec<String> = array(row, 22)?;
+    let created: Vec<i64> = array(row, 23)?;
+    let authors: Vec<String> = array(row, 24)?;
+    let names: Vec<String> = array(row, 25)?;
+    let pictures: Vec<String> = array(row, 26)?;
+    let roles: Vec<Option<String>> = array(row, 27)?;
+    let consents: Vec<bool> = array(row, 28)?;
     let lengths = [contents.len(), created.len(), authors.len(), names.len(), pictures.len(), roles.len()];
     same_length("posts", ids.len(), &lengths)?;
     same_length("posts", ids.len(), &[consents.len()])?;

@@ -138,7 +138,7 @@ fn a_page_read_during_a_change_waits_for_it_and_sees_it() {
         token_hash: "cd".repeat(32),
         app: AppId::parse("a0").unwrap(),
         group: GroupId::parse("g0").unwrap(),
-        list: PageList::Members { after: None, limit: 100 },
+        list: PageList::Members { after: None, limit: 100, profiles_of: Default::default() },
     };
     let m1 = MemberId::parse("m1").unwrap();
     let consenting =

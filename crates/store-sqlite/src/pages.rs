@@ -1,7 +1,7 @@
 //! Pages: everything one request decides on (its token, app, installation, group, the active
 //! policy and a page of members or posts with each subject's role and consent), read in one
-//! read transaction, so that all of it is as it was at one instant. Members come as ids: their
-//! profiles are read afterwards for the members shown (`facts::members_by_id`).
+//! read transaction, so that all of it is as it was at one instant. A listed member's profile
+//! is read, in the same transaction, only if the request names its kind (`ProfileKinds`).
 
 use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot};
 use consentry_types::{MemberId, PostId};
@@ -27,8 +27,8 @@ pub(crate) fn read_page(c: &Connection, query: &PageQuery) -> rusqlite::Result<P
                 snapshot.member_count = Some(facts::member_count(c, &query.group)?);
             }
         }
-        PageList::Members { after, limit } => {
-            snapshot.members = c
+        PageList::Members { after, limit, profiles_of } => {
+            let mut members: Vec<ListedMember> = c
                 .prepare_cached(
                     "SELECT ms.member_id, ms.role, c.member_id IS NOT NULL
                      FROM memberships ms
@@ -47,10 +47,23 @@ pub(crate) fn read_page(c: &Connection, query: &PageQuery) -> rusqlite::Result<P
                             id: parse_column!(row, 0, MemberId::parse, "member id"),
                             role: parse_column!(row, 1, role_of, "role"),
                             consented_profile: row.get(2)?,
+                            profile: None,
                         })
                     },
                 )?
                 .collect::<rusqlite::Result<_>>()?;
+            let wanted: Vec<MemberId> = members
+                .iter()
+                .filter(|m| profiles_of.includes(m.role, m.consented_profile))
+                .map(|m| m.id.clone())
+                .collect();
+            if !wanted.is_empty() {
+                let mut profiles = facts::members_by_id(c, &wanted)?;
+                for member in &mut members {
+                    member.profile = profiles.remove(&member.id);
+                }
+            }
+            snapshot.members = members;
         }
         PageList::Posts { after, limit } => {
             snapshot.posts = c

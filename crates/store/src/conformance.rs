@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::{
-    DeliveryStatus, Facts, KeyOrigin, OperatorKey, OutboxDepth, ProofRecord, ProofWaiver, SecretPurpose,
+    DeliveryStatus, Facts, KeyOrigin, OperatorKey, OutboxDepth, ProfileKinds, ProofRecord, ProofWaiver, SecretPurpose,
     ServerSecret, Store, StoreError, TokenRecord,
 };
 
@@ -82,6 +82,7 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
     certification_counts_from_registration(&make());
     facts_as_of_reconstructs_every_change(&make);
     a_page_is_read_as_its_facts_are(&make());
+    a_members_page_reads_the_consents_and_profiles_of_its_own_members(&make());
     // The checks of several nodes, with both "nodes" on one handle.
     let store = make();
     server_secrets_are_added_once_per_generation(&store, &store);
@@ -832,10 +833,12 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
     let lists = [
         PageList::Group { member_count: false },
         PageList::Group { member_count: true },
-        PageList::Members { after: None, limit: 100 },
-        PageList::Members { after: None, limit: 2 },
-        PageList::Members { after: Some(member_id("m1")), limit: 2 },
-        PageList::Members { after: Some(member_id("m9")), limit: 2 },
+        PageList::Members { after: None, limit: 100, profiles_of: ProfileKinds::default() },
+        PageList::Members { after: None, limit: 100, profiles_of: every_kind() },
+        PageList::Members { after: None, limit: usize::MAX, profiles_of: every_kind() },
+        PageList::Members { after: None, limit: 2, profiles_of: consenting_members() },
+        PageList::Members { after: Some(member_id("m1")), limit: 2, profiles_of: every_kind() },
+        PageList::Members { after: Some(member_id("m9")), limit: 2, profiles_of: every_kind() },
         PageList::Posts { after: None, limit: 10 },
         PageList::Posts {
             after: Some(PostId::parse("p0").unwrap_or_else(|e| unreachable!("{e}"))),
@@ -865,20 +868,27 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
         token_hash: "cd".repeat(32),
         app: app_id("a0"),
         group: group_id("g0"),
-        list: PageList::Members { after: None, limit: 100 },
+        list: PageList::Members {
+            after: None,
+            limit: 100,
+            profiles_of: ProfileKinds { consenting: vec![Role::Member], not_consenting: vec![Role::Admin] },
+        },
     };
     let page = store.read_page(&query).unwrap_or_default();
-    let listed: Vec<(&str, Role, bool)> =
-        page.members.iter().map(|m| (m.id.as_str(), m.role, m.consented_profile)).collect();
+    let listed: Vec<(&str, Role, bool, Option<&str>)> = page
+        .members
+        .iter()
+        .map(|m| (m.id.as_str(), m.role, m.consented_profile, m.profile.as_ref().map(|p| p.name.as_str())))
+        .collect();
     assert_eq!(
         listed,
         [
-            ("m0", Role::Admin, false),
-            ("m1", Role::Member, true),
-            ("m2", Role::Member, false),
-            ("m4", Role::Member, false)
+            ("m0", Role::Admin, false, Some("Member 0")),
+            ("m1", Role::Member, true, Some("Member 1")),
+            ("m2", Role::Member, false, None),
+            ("m4", Role::Member, false, None)
         ],
-        "m3 left the group, m2 withdrew consent"
+        "m3 left the group, m2 withdrew consent; profiles only of the kinds asked for"
     );
     // What authenticating an app reads: a token with its app's status, as read apart.
     for hash in ["cd".repeat(32), "ef".repeat(32), "00".repeat(32)] {
@@ -906,6 +916,74 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
             .collect::<Vec<_>>(),
         [("p0", "Member 1", Some(Role::Member), true)]
     );
+}
+
+fn every_kind() -> ProfileKinds {
+    ProfileKinds { consenting: Role::ALL.to_vec(), not_consenting: Role::ALL.to_vec() }
+}
+
+fn consenting_members() -> ProfileKinds {
+    ProfileKinds { consenting: vec![Role::Member], not_consenting: Vec::new() }
+}
+
+/// A members page's consents are those of its own members, however many consents of others
+/// (members of other groups) fall between its ids, and whether there are fewer of those than
+/// the page has rows or more; its profiles are those of the kinds asked for.
+fn a_members_page_reads_the_consents_and_profiles_of_its_own_members(store: &dyn Store) {
+    use crate::{PageList, PageQuery};
+    assert_eq!(seed(store), Ok(()));
+    let sparse = group_id("sparse");
+    assert_eq!(store.put_group(&Group { id: sparse.clone(), name: "Sparse".into() }, at(0)), Ok(()));
+    let id = |i: usize| member_id(&format!("s{i:02}"));
+    for i in 0..=20 {
+        let member = Member { id: id(i), name: format!("S {i}"), picture_url: format!("https://p.example/{i}") };
+        assert_eq!(store.put_member(&member, at(0)), Ok(()));
+        // Everyone but s10 and s15 consents to a0; only every fifth is in the group.
+        assert_eq!(store.set_consent(&id(i), &app_id("a0"), i != 10 && i != 15, at(1)), Ok(()));
+        if i % 5 == 0 {
+            let role = if i == 5 { Role::Admin } else { Role::Member };
+            assert_eq!(store.set_membership(&sparse, &id(i), Some(role), at(1)), Ok(()));
+        }
+    }
+    let kinds = [ProfileKinds::default(), consenting_members(), every_kind()];
+    let mut pages = 0;
+    for limit in [1, 2, 3, 100] {
+        for after in [None, Some(id(0)), Some(id(5)), Some(id(7)), Some(id(20))] {
+            for profiles_of in &kinds {
+                let query = PageQuery {
+                    token_hash: "00".repeat(32),
+                    app: app_id("a0"),
+                    group: sparse.clone(),
+                    list: PageList::Members { after: after.clone(), limit, profiles_of: profiles_of.clone() },
+                };
+                let read = store.read_page(&query).map(|mut s| {
+                    s.released_at = None;
+                    s
+                });
+                assert_eq!(read, crate::read_page_call_by_call(store, &query), "{query:?}");
+                pages += 1;
+            }
+        }
+    }
+    assert_eq!(pages, 60);
+    let query = PageQuery {
+        token_hash: "00".repeat(32),
+        app: app_id("a0"),
+        group: sparse,
+        list: PageList::Members { after: None, limit: 100, profiles_of: consenting_members() },
+    };
+    let listed: Vec<(String, bool, bool)> = store
+        .read_page(&query)
+        .unwrap_or_default()
+        .members
+        .iter()
+        .map(|m| (m.id.as_str().to_string(), m.consented_profile, m.profile.is_some()))
+        .collect();
+    let expected: Vec<(String, bool, bool)> = [(0, true, true), (5, true, false), (10, false, false), (15, false, false), (20, true, true)]
+        .into_iter()
+        .map(|(i, consented, profile)| (format!("s{i:02}"), consented, profile))
+        .collect();
+    assert_eq!(listed, expected, "s05 is an admin: not of the kinds asked for");
 }
 
 fn secret(purpose: SecretPurpose, generation: u32, byte: u8) -> ServerSecret {

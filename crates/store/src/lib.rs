@@ -20,7 +20,9 @@ use consentry_types::{
 
 pub use facts::{Change, FactHistory, Facts, Installed};
 pub use fence::{FenceScope, FencedChange, ReleaseFence};
-pub use page::{read_page_call_by_call, ListedMember, ListedPost, PageList, PageQuery, PageSnapshot};
+pub use page::{
+    read_page_call_by_call, ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, ProfileKinds,
+};
 
 /// What a store could not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,15 +2,19 @@
 //!
 //! A request re-checks its token, its app's status and its installation, reads the group, the
 //! active policy and a page of members or posts with the facts each subject is decided on
-//! (role, profile consent), members by id only. Read in separate transactions, a change could fall between two of
+//! (role, profile consent). Read in separate transactions, a change could fall between two of
 //! those reads, and the request would decide on facts that were never in force together.
 //! [`crate::Store::read_page`] reads all of it at once: one read transaction on SQLite, one
-//! statement under the release fence on PostgreSQL (at most three round trips). Members come
-//! as ids: the profiles of those a page shows are read afterwards ([`crate::Store::members_by_id`]).
+//! statement under the release fence on PostgreSQL. A members page reads a listed member's
+//! profile (name, picture) only if the request names the member's kind (role, consent) among
+//! those it expects to show ([`ProfileKinds`]); the service reads by id, afterwards, the
+//! profiles of members it shows that the snapshot did not bring ([`crate::Store::members_by_id`]).
 
 use consentry_types::{
     App, AppId, Group, GroupId, Installation, Instant, Member, MemberId, Post, PostId, Role,
 };
+
+use std::collections::HashMap;
 
 use crate::{Store, StoreResult, TokenRecord};
 
@@ -19,10 +23,40 @@ use crate::{Store, StoreResult, TokenRecord};
 pub enum PageList {
     /// The group itself; its member count only when asked (counting costs a scan).
     Group { member_count: bool },
-    /// Members of the group ordered by member id, after `after`, at most `limit`.
-    Members { after: Option<MemberId>, limit: usize },
+    /// Members of the group ordered by member id, after `after`, at most `limit`, with the
+    /// profiles of those of the kinds in `profiles_of`.
+    Members { after: Option<MemberId>, limit: usize, profiles_of: ProfileKinds },
     /// Posts of the group ordered by post id, after `after`, at most `limit`.
     Posts { after: Option<PostId>, limit: usize },
+}
+
+/// The kinds of member, as subjects of the request's app (their role in the group, and whether
+/// they consent to the app seeing their profile), whose profiles a members page reads with its
+/// snapshot: the kinds the request expects to show. Decisions depend on nothing else about a
+/// member, so with the right kinds a page reads the profiles of exactly the members it shows,
+/// in the same round trip. A wrong guess costs a profile read that is not shown, or one more
+/// read by id afterwards; it never changes what is shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ProfileKinds {
+    /// Roles whose members' profiles are read when they consent.
+    pub consenting: Vec<Role>,
+    /// Roles whose members' profiles are read when they do not.
+    pub not_consenting: Vec<Role>,
+}
+
+impl ProfileKinds {
+    /// Whether a member of `role` who consents (or not) is of these kinds.
+    pub fn includes(&self, role: Role, consented: bool) -> bool {
+        if consented { &self.consenting } else { &self.not_consenting }.contains(&role)
+    }
+
+    /// Adds a kind.
+    pub fn insert(&mut self, role: Role, consented: bool) {
+        let roles = if consented { &mut self.consenting } else { &mut self.not_consenting };
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
 }
 
 /// A request's page: who asks (by token hash and app), about which group, and which list.
@@ -34,15 +68,17 @@ pub struct PageQuery {
     pub list: PageList,
 }
 
-/// A member on a page, with the facts it is decided on as a subject of the request's app: its
-/// id, not its profile (name, picture), which is read afterwards, by id, for the members a page
-/// shows ([`crate::Store::members_by_id`]), so a hidden member's profile is never read.
+/// A member on a page, with the facts it is decided on as a subject of the request's app, and
+/// its profile (name, picture) only if it is of the kinds the request named
+/// ([`PageList::Members`]): so a hidden member's profile is not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedMember {
     pub id: MemberId,
     pub role: Role,
     /// The member consents now to the app seeing their profile.
     pub consented_profile: bool,
+    /// The profile, read with the snapshot: only for the kinds named, never for others.
+    pub profile: Option<Member>,
 }
 
 /// A post on a page, with its author and the facts the author is decided on.
@@ -94,13 +130,24 @@ pub fn read_page_call_by_call(store: &(impl Store + ?Sized), query: &PageQuery) 
                 snapshot.member_count = Some(store.member_count(&query.group)?);
             }
         }
-        PageList::Members { after, limit } => {
+        PageList::Members { after, limit, profiles_of } => {
             let page = store.member_roles_page(&query.group, after.as_ref(), *limit)?;
             let ids: Vec<MemberId> = page.iter().map(|(id, _)| id.clone()).collect();
             let consents = store.profile_consents(&query.app, &ids)?;
+            let wanted: Vec<MemberId> = page
+                .iter()
+                .filter(|(id, role)| profiles_of.includes(*role, consents.contains(id)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut profiles = if wanted.is_empty() { HashMap::new() } else { store.members_by_id(&wanted)? };
             snapshot.members = page
                 .into_iter()
-                .map(|(id, role)| ListedMember { consented_profile: consents.contains(&id), id, role })
+                .map(|(id, role)| ListedMember {
+                    consented_profile: consents.contains(&id),
+                    profile: profiles.remove(&id),
+                    id,
+                    role,
+                })
                 .collect();
         }
         PageList::Posts { after, limit } => {

@@ -22,6 +22,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 2] = [Role::Member, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Member => "member",
