@@ -31,8 +31,8 @@ CREATE FUNCTION consentry_read_page(
   app_developer TEXT, app_name TEXT, app_category TEXT, app_status TEXT, app_client_id TEXT,
   installed_by TEXT, installed_at BIGINT,
   group_name TEXT, policy_version BIGINT, member_count BIGINT, released_at BIGINT,
-  member_ids TEXT[], member_roles TEXT[], member_consents BOOLEAN[], member_names TEXT[],
-  member_pictures TEXT[],
+  member_ids TEXT[], member_roles TEXT[], member_consents BOOLEAN[],
+  profile_ids TEXT[], profile_names TEXT[], profile_pictures TEXT[],
   post_ids TEXT[], post_contents TEXT[], post_created_at BIGINT[], post_authors TEXT[],
   author_names TEXT[], author_pictures TEXT[], author_roles TEXT[], author_consents BOOLEAN[]
 ) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
@@ -74,12 +74,15 @@ BEGIN
       END AS consented
     FROM page p LEFT JOIN near n ON n.member_id = p.member_id
   ),
+  -- The profiles of the listed members of the kinds asked for, in arrays of their own.
   listed AS (
     SELECT array_agg(k.member_id) AS ids, array_agg(k.role) AS roles, array_agg(k.consented) AS consented,
-      array_agg(CASE WHEN k.role = ANY(CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)
-        THEN (SELECT m.name FROM members m WHERE m.id = k.member_id) END) AS names,
-      array_agg(CASE WHEN k.role = ANY(CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)
-        THEN (SELECT m.picture_url FROM members m WHERE m.id = k.member_id) END) AS pictures
+      array_agg(k.member_id) FILTER (WHERE k.role = ANY(
+        CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)) AS profile_ids,
+      array_agg((SELECT m.name FROM members m WHERE m.id = k.member_id)) FILTER (WHERE k.role = ANY(
+        CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)) AS names,
+      array_agg((SELECT m.picture_url FROM members m WHERE m.id = k.member_id)) FILTER (WHERE k.role = ANY(
+        CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)) AS pictures
     FROM marked k
   ),
   posted AS (
@@ -105,7 +108,7 @@ BEGIN
     (SELECT pa.version FROM policy_activations pa ORDER BY pa.at DESC, pa.seq DESC LIMIT 1),
     CASE WHEN p_count THEN (SELECT COUNT(*) FROM memberships ms WHERE ms.group_id = p_group) END,
     floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT,
-    listed.ids, listed.roles, listed.consented, listed.names, listed.pictures,
+    listed.ids, listed.roles, listed.consented, listed.profile_ids, listed.names, listed.pictures,
     posted.ids, posted.contents, posted.created, posted.authors, posted.names, posted.pictures,
     posted.roles, posted.consented
   FROM (SELECT 1) AS one

@@ -4,6 +4,8 @@
 //! side of the release fence, with the release instant from the database's clock, as one row
 //! whose lists are arrays. A listed member's profile comes only if the query names its kind.
 
+use std::collections::HashMap;
+
 use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, ProfileKinds, TokenRecord};
 use consentry_types::{App, Group, Installation, Instant, Member, MemberId, Post, PostId, Role};
 use postgres::Row;
@@ -53,35 +55,43 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
     }
     let mut snapshot = PageSnapshot::default();
     context(row, query, &mut snapshot)?;
-    let ids: Vec<String> = array(row, 16)?;
-    let roles: Vec<String> = array(row, 17)?;
+    let ids: Vec<&str> = array(row, 16)?;
+    let roles: Vec<&str> = array(row, 17)?;
     let consents: Vec<bool> = array(row, 18)?;
-    let names: Vec<Option<String>> = array(row, 19)?;
-    let pictures: Vec<Option<String>> = array(row, 20)?;
-    same_length("members", ids.len(), &[roles.len(), consents.len(), names.len(), pictures.len()])?;
-    for ((((id, role), consented_profile), name), picture) in
-        ids.iter().zip(&roles).zip(consents).zip(names).zip(pictures)
-    {
-        let id = MemberId::parse(id).map_err(|_| corrupt("member id", id))?;
+    same_length("members", ids.len(), &[roles.len(), consents.len()])?;
+    let profile_ids: Vec<&str> = array(row, 19)?;
+    let names: Vec<Option<&str>> = array(row, 20)?;
+    let pictures: Vec<Option<&str>> = array(row, 21)?;
+    same_length("profiles", profile_ids.len(), &[names.len(), pictures.len()])?;
+    let mut profiles: HashMap<&str, (&str, &str)> = HashMap::with_capacity(profile_ids.len());
+    for ((id, name), picture) in profile_ids.into_iter().zip(names).zip(pictures) {
+        // A membership without a member has no profile to bring.
+        if let (Some(name), Some(picture)) = (name, picture) {
+            profiles.insert(id, (name, picture));
+        }
+    }
+    snapshot.members.reserve(ids.len());
+    for ((id, role), consented_profile) in ids.into_iter().zip(roles).zip(consents) {
+        let member_id = MemberId::parse(id).map_err(|_| corrupt("member id", id))?;
         snapshot.members.push(ListedMember {
-            profile: match (name, picture) {
-                (Some(name), Some(picture_url)) => Some(Member { id: id.clone(), name, picture_url }),
-                // Not of the kinds asked for (or a membership without a member).
-                _ => None,
-            },
-            id,
+            profile: profiles.get(id).map(|(name, picture)| Member {
+                id: member_id.clone(),
+                name: (*name).to_string(),
+                picture_url: (*picture).to_string(),
+            }),
+            id: member_id,
             role: role_of(role).map_err(|()| corrupt("role", role))?,
             consented_profile,
         });
     }
-    let ids: Vec<String> = array(row, 21)?;
-    let contents: Vec<String> = array(row, 22)?;
-    let created: Vec<i64> = array(row, 23)?;
-    let authors: Vec<String> = array(row, 24)?;
-    let names: Vec<String> = array(row, 25)?;
-    let pictures: Vec<String> = array(row, 26)?;
-    let roles: Vec<Option<String>> = array(row, 27)?;
-    let consents: Vec<bool> = array(row, 28)?;
+    let ids: Vec<String> = array(row, 22)?;
+    let contents: Vec<String> = array(row, 23)?;
+    let created: Vec<i64> = array(row, 24)?;
+    let authors: Vec<String> = array(row, 25)?;
+    let names: Vec<String> = array(row, 26)?;
+    let pictures: Vec<String> = array(row, 27)?;
+    let roles: Vec<Option<String>> = array(row, 28)?;
+    let consents: Vec<bool> = array(row, 29)?;
     let lengths = [contents.len(), created.len(), authors.len(), names.len(), pictures.len(), roles.len()];
     same_length("posts", ids.len(), &lengths)?;
     same_length("posts", ids.len(), &[consents.len()])?;
@@ -117,11 +127,9 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
     Ok(Some(snapshot))
 }
 
-/// An array column: empty when the list read no rows (`array_agg` of nothing is NULL).
-fn array<T>(row: &Row, index: usize) -> DbResult<Vec<T>>
-where
-    for<'a> T: postgres::types::FromSql<'a>,
-{
+/// An array column, its text borrowed from the row: empty when the list read no rows
+/// (`array_agg` of nothing is NULL).
+fn array<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, index: usize) -> DbResult<Vec<T>> {
     Ok(row.try_get::<_, Option<Vec<T>>>(index)?.unwrap_or_default())
 }
 
