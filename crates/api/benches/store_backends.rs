@@ -270,13 +270,11 @@ fn main() {
             assert_eq!(pg_uris.len(), uris.len());
             // Round trips: a whole warm request (a token the node has seen, the kinds of member
             // the last page showed), and the snapshot alone.
-            let before = store.round_trips();
             let _ = get(router, token, &pg_uris[1 % pg_uris.len()]).await;
             let _ = get(router, token, &pg_uris[1 % pg_uris.len()]).await;
             let warm = store.round_trips();
             let _ = get(router, token, &pg_uris[1 % pg_uris.len()]).await;
             trips_per_request = Some(store.round_trips() - warm);
-            let _ = before;
         }
         let (mut database_cpu, mut database_requests) = (Some(0.0), 0);
         for _ in 0..rounds {
@@ -332,7 +330,7 @@ fn main() {
             _ => println!("  PostgreSQL server CPU: not measured (the server is not a process of this machine)"),
         }
         println!(
-            "  PostgreSQL round trips: {} per request (once warm: the snapshot brings the profiles shown; target <= 3), {} per page snapshot",
+            "  PostgreSQL round trips: {} per request once warm (the snapshot brings the profiles shown; target: at most 3), {} per page snapshot",
             trips_per_request.unwrap_or_default(),
             trips_per_page_read.unwrap_or_default()
         );

@@ -476,7 +476,8 @@ impl Service {
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         // The snapshot brings the profiles of the kinds of member such a page showed last: a
         // guess, which decides nothing shown (see `shown_kinds`).
-        let profiles_of = self.shown_kinds.expected(&session.app, group, fields);
+        let mut profiles_of = self.shown_kinds.expected(&session.app, group, fields);
+        profiles_of.at_most = limit;
         let list = PageList::Members { after: after.clone(), limit: rows_to_read(limit), profiles_of };
         let serving = self.serve();
         let (context, snapshot) = self.read_page(session, group, list)?;
@@ -521,7 +522,10 @@ impl Service {
             });
             disclosures.push(Disclosure { subject: Subject::Member(listed.id.clone()), fields: allowed });
         }
-        self.shown_kinds.remember(&session.app, group, fields, self.kinds_shown(&context, fields)?);
+        // Best effort: a guess that cannot be made costs the next page a read, never this one.
+        if let Ok(kinds) = self.kinds_shown(&context, fields) {
+            self.shown_kinds.remember(&session.app, group, fields, kinds);
+        }
         let next = match after {
             Some(last) if !exhausted => Some(self.seal(&scope, last.as_str())?),
             _ => None,

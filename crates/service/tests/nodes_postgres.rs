@@ -246,7 +246,7 @@ fn a_warm_members_page_on_postgres_takes_one_round_trip() {
         assert_eq!(shown, names);
         assert_eq!(cold.body.items, served.body.items);
         assert_eq!(trips, 1, "round trips for a warm page showing {}", names.len());
-        // A page that shows no one reads no profile: past the last member.
+        // Pages of one, all along the group, shown or not: one round trip each.
         let mut after = None;
         let mut trips_per_page = Vec::new();
         loop {

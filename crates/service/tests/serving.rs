@@ -136,9 +136,12 @@ fn revoked_consent_hides_name_on_next_request() {
     assert!(visible_names(&w).is_empty());
 }
 
+/// Also what a stale guess of the kinds of member shown must not change: each page below is
+/// read with the kinds the page before it showed, under the other policy.
 #[test]
 fn activating_legacy_policy_shows_everyone_on_next_request_and_back() {
     let w = world();
+    assert_eq!(visible_names(&w), ["bob name"]);
     let legacy = proven_version(&w.service, LEGACY, &w.ops);
     assert!(w.service.approve_policy(legacy, &w.officer).is_ok());
     assert!(w.service.activate_policy(legacy, &w.ops, "rollback").is_ok());
@@ -146,6 +149,12 @@ fn activating_legacy_policy_shows_everyone_on_next_request_and_back() {
     w.clock.advance_secs(1);
     assert!(w.service.activate_policy(1, &w.ops, "forward again").is_ok());
     assert_eq!(visible_names(&w), ["bob name"]);
+    let served = w
+        .service
+        .read_members(&w.session, &group(), member_fields(), &PageRequest::default())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let disclosed: Vec<Subject> = served.disclosures.iter().map(|d| d.subject.clone()).collect();
+    assert_eq!(disclosed, [Subject::Member(member("bob"))], "only bob is recorded as disclosed");
 }
 
 #[test]
@@ -866,4 +875,18 @@ fn a_members_page_reads_the_profiles_of_only_the_members_it_shows() {
         .unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!(visible_names(&w), ["bob name", "cat name"]);
     assert_eq!(read(&store), [member("bob"), member("cat")]);
+    // A policy that shows everyone: a page of one, once the guess knows every kind is shown,
+    // reads the one profile it shows, not those of every member it lists.
+    let legacy = proven_version(&w.service, LEGACY, &w.ops);
+    assert!(w.service.approve_policy(legacy, &w.officer).is_ok());
+    assert!(w.service.activate_policy(legacy, &w.ops, "all visible").is_ok());
+    let one = PageRequest { limit: Some(1), after: None };
+    let page = |request: &PageRequest| {
+        w.service.read_members(&w.session, &group(), member_fields(), request).unwrap_or_else(|e| unreachable!("{e}"))
+    };
+    let _ = page(&one); // the guess learns that every kind is shown
+    read(&store);
+    let served = page(&one);
+    assert_eq!(served.body.items.iter().filter_map(|m| m.name.as_deref()).collect::<Vec<_>>(), ["ann name"]);
+    assert_eq!(read(&store), [member("ann")]);
 }

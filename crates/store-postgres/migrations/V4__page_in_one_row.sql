@@ -10,13 +10,14 @@
 --   one index range scan, stopped one row past the page's limit; if the range holds more
 --   than that (a small group whose members are spread over the platform's ids), each listed
 --   member's consent is read by an index probe instead. A post's author is read by probes.
--- - A listed member's profile (name, picture) is read, by a probe, only if the caller names its
---   kind: its role among `p_profiles_consenting` if it consents to the app, among
---   `p_profiles_not_consenting` if not (the kinds the caller expects to show, so that the
---   profiles of the members it shows come in the same round trip, and no others are read).
 --   Either way at most a page's worth of rows, however many consents the app holds and
 --   however many members the platform has, whatever the planner's statistics (scalar
 --   subqueries are never turned into joins over whole tables, nor hashed).
+-- - A listed member's profile (name, picture) is read, by a probe, only if the caller names its
+--   kind (its role among `p_profiles_consenting` if it consents to the app, among
+--   `p_profiles_not_consenting` if not) and it is among the first `p_profiles_at_most` of those
+--   kinds by id: the members the caller expects to show, so that their profiles come in the
+--   same round trip and no others are read.
 -- Needs PostgreSQL 12 or later (`AS MATERIALIZED`, `plan_cache_mode`). The result's shape
 -- changed: a node of an older build still running once a newer one migrated fails its Groups
 -- requests (closed: 500) until it is replaced; its /readyz already says the schema is newer.
@@ -24,7 +25,8 @@
 DROP FUNCTION consentry_read_page(TEXT, TEXT, TEXT, TEXT, TEXT, BIGINT, BOOLEAN, BIGINT[]);
 CREATE FUNCTION consentry_read_page(
   p_token TEXT, p_app TEXT, p_group TEXT, p_list TEXT, p_after TEXT, p_limit BIGINT,
-  p_count BOOLEAN, p_keys BIGINT[], p_profiles_consenting TEXT[], p_profiles_not_consenting TEXT[]
+  p_count BOOLEAN, p_keys BIGINT[], p_profiles_consenting TEXT[], p_profiles_not_consenting TEXT[],
+  p_profiles_at_most BIGINT
 ) RETURNS TABLE (
   busy BOOLEAN,
   token_app TEXT, token_issued_at BIGINT, token_expires_at BIGINT, token_revoked_at BIGINT,
@@ -66,24 +68,24 @@ BEGIN
       AND c.member_id <= (SELECT max(pg.member_id) FROM page pg)
     ORDER BY c.member_id LIMIT LEAST(p_limit, 9223372036854775806) + 1
   ),
-  marked AS MATERIALIZED (
-    SELECT p.member_id, p.role,
-      CASE
-        WHEN (SELECT count(*) FROM near) <= p_limit THEN n.member_id IS NOT NULL
-        ELSE (SELECT true FROM consents c WHERE c.app = p_app AND c.member_id = p.member_id) IS NOT NULL
-      END AS consented
-    FROM page p LEFT JOIN near n ON n.member_id = p.member_id
-  ),
-  -- The profiles of the listed members of the kinds asked for, in arrays of their own.
+  -- Each listed member with its consent (`OFFSET 0`: computed once per member, the planner
+  -- does not copy the expression into each use), and the ids of the first
+  -- `p_profiles_at_most` of the kinds whose profiles are asked for: their profiles are read
+  -- below, by id, and no others.
   listed AS (
-    SELECT array_agg(k.member_id) AS ids, array_agg(k.role) AS roles, array_agg(k.consented) AS consented,
-      array_agg(k.member_id) FILTER (WHERE k.role = ANY(
-        CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)) AS profile_ids,
-      array_agg((SELECT m.name FROM members m WHERE m.id = k.member_id)) FILTER (WHERE k.role = ANY(
-        CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)) AS names,
-      array_agg((SELECT m.picture_url FROM members m WHERE m.id = k.member_id)) FILTER (WHERE k.role = ANY(
-        CASE WHEN k.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END)) AS pictures
-    FROM marked k
+    SELECT array_agg(x.member_id) AS ids, array_agg(x.role) AS roles, array_agg(x.consented) AS consented,
+      (array_agg(x.member_id ORDER BY x.member_id) FILTER (WHERE x.role = ANY(
+        CASE WHEN x.consented THEN p_profiles_consenting ELSE p_profiles_not_consenting END))
+      )[1:LEAST(p_profiles_at_most, 2147483647)::INT] AS profile_ids
+    FROM (
+      SELECT p.member_id, p.role,
+        CASE
+          WHEN (SELECT count(*) FROM near) <= p_limit THEN n.member_id IS NOT NULL
+          ELSE (SELECT true FROM consents c WHERE c.app = p_app AND c.member_id = p.member_id) IS NOT NULL
+        END AS consented
+      FROM page p LEFT JOIN near n ON n.member_id = p.member_id
+      OFFSET 0
+    ) x
   ),
   posted AS (
     SELECT array_agg(s.id) AS ids, array_agg(s.content) AS contents, array_agg(s.created_at) AS created,
@@ -108,7 +110,11 @@ BEGIN
     (SELECT pa.version FROM policy_activations pa ORDER BY pa.at DESC, pa.seq DESC LIMIT 1),
     CASE WHEN p_count THEN (SELECT COUNT(*) FROM memberships ms WHERE ms.group_id = p_group) END,
     floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT,
-    listed.ids, listed.roles, listed.consented, listed.profile_ids, listed.names, listed.pictures,
+    listed.ids, listed.roles, listed.consented, listed.profile_ids,
+    ARRAY(SELECT (SELECT m.name FROM members m WHERE m.id = u.id)
+      FROM unnest(listed.profile_ids) WITH ORDINALITY AS u(id, i) ORDER BY u.i),
+    ARRAY(SELECT (SELECT m.picture_url FROM members m WHERE m.id = u.id)
+      FROM unnest(listed.profile_ids) WITH ORDINALITY AS u(id, i) ORDER BY u.i),
     posted.ids, posted.contents, posted.created, posted.authors, posted.names, posted.pictures,
     posted.roles, posted.consented
   FROM (SELECT 1) AS one

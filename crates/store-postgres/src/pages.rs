@@ -33,9 +33,10 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
     };
     let roles = |roles: &[Role]| roles.iter().map(|r| r.as_str()).collect::<Vec<&str>>();
     let (consenting, not_consenting) = (roles(&kinds.consenting), roles(&kinds.not_consenting));
+    let at_most = limit_of(kinds.at_most);
     let keys = page_keys(query);
     let rows = db.query(
-        "SELECT * FROM consentry_read_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "SELECT * FROM consentry_read_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         &[
             &query.token_hash,
             &query.app.as_str(),
@@ -47,6 +48,7 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
             &keys.as_slice(),
             &consenting,
             &not_consenting,
+            &at_most,
         ],
     )?;
     let Some(row) = rows.first() else { return Err(corrupt("page", "without its row")) };

@@ -55,6 +55,7 @@ pub(crate) fn read_page(c: &Connection, query: &PageQuery) -> rusqlite::Result<P
             let wanted: Vec<MemberId> = members
                 .iter()
                 .filter(|m| profiles_of.includes(m.role, m.consented_profile))
+                .take(profiles_of.at_most)
                 .map(|m| m.id.clone())
                 .collect();
             if !wanted.is_empty() {

@@ -871,7 +871,11 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
         list: PageList::Members {
             after: None,
             limit: 100,
-            profiles_of: ProfileKinds { consenting: vec![Role::Member], not_consenting: vec![Role::Admin] },
+            profiles_of: ProfileKinds {
+                consenting: vec![Role::Member],
+                not_consenting: vec![Role::Admin],
+                at_most: 100,
+            },
         },
     };
     let page = store.read_page(&query).unwrap_or_default();
@@ -919,11 +923,11 @@ fn a_page_is_read_as_its_facts_are(store: &dyn Store) {
 }
 
 fn every_kind() -> ProfileKinds {
-    ProfileKinds { consenting: Role::ALL.to_vec(), not_consenting: Role::ALL.to_vec() }
+    ProfileKinds { consenting: Role::ALL.to_vec(), not_consenting: Role::ALL.to_vec(), at_most: usize::MAX }
 }
 
 fn consenting_members() -> ProfileKinds {
-    ProfileKinds { consenting: vec![Role::Member], not_consenting: Vec::new() }
+    ProfileKinds { consenting: vec![Role::Member], not_consenting: Vec::new(), at_most: usize::MAX }
 }
 
 /// A members page's consents are those of its own members, however many consents of others
@@ -945,7 +949,13 @@ fn a_members_page_reads_the_consents_and_profiles_of_its_own_members(store: &dyn
             assert_eq!(store.set_membership(&sparse, &id(i), Some(role), at(1)), Ok(()));
         }
     }
-    let kinds = [ProfileKinds::default(), consenting_members(), every_kind()];
+    let kinds = [
+        ProfileKinds::default(),
+        consenting_members(),
+        every_kind(),
+        ProfileKinds { at_most: 1, ..every_kind() },
+        ProfileKinds { at_most: 2, ..consenting_members() },
+    ];
     let mut pages = 0;
     for limit in [1, 2, 3, 100] {
         for after in [None, Some(id(0)), Some(id(5)), Some(id(7)), Some(id(20))] {
@@ -965,7 +975,7 @@ fn a_members_page_reads_the_consents_and_profiles_of_its_own_members(store: &dyn
             }
         }
     }
-    assert_eq!(pages, 60);
+    assert_eq!(pages, 100);
     let query = PageQuery {
         token_hash: "00".repeat(32),
         app: app_id("a0"),
@@ -984,6 +994,20 @@ fn a_members_page_reads_the_consents_and_profiles_of_its_own_members(store: &dyn
         .map(|(i, consented, profile)| (format!("s{i:02}"), consented, profile))
         .collect();
     assert_eq!(listed, expected, "s05 is an admin: not of the kinds asked for");
+    // At most one profile: the first member of the kinds asked for, by id.
+    let query = PageQuery {
+        list: PageList::Members { after: None, limit: 100, profiles_of: ProfileKinds { at_most: 1, ..every_kind() } },
+        ..query
+    };
+    let profiled: Vec<String> = store
+        .read_page(&query)
+        .unwrap_or_default()
+        .members
+        .iter()
+        .filter(|m| m.profile.is_some())
+        .map(|m| m.id.as_str().to_string())
+        .collect();
+    assert_eq!(profiled, ["s00"]);
 }
 
 fn secret(purpose: SecretPurpose, generation: u32, byte: u8) -> ServerSecret {

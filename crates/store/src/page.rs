@@ -32,16 +32,19 @@ pub enum PageList {
 
 /// The kinds of member, as subjects of the request's app (their role in the group, and whether
 /// they consent to the app seeing their profile), whose profiles a members page reads with its
-/// snapshot: the kinds the request expects to show. Decisions depend on nothing else about a
-/// member, so with the right kinds a page reads the profiles of exactly the members it shows,
-/// in the same round trip. A wrong guess costs a profile read that is not shown, or one more
-/// read by id afterwards; it never changes what is shown.
+/// snapshot, and how many at most: the kinds the request expects to show, and its page size.
+/// Decisions depend on nothing else about a member, and a page shows the first members it
+/// scans whose decisions are not empty, so with the right kinds a page reads the profiles of
+/// exactly the members it shows, in the same round trip. A wrong guess costs a profile read
+/// that is not shown, or one more read by id afterwards; it never changes what is shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ProfileKinds {
     /// Roles whose members' profiles are read when they consent.
     pub consenting: Vec<Role>,
     /// Roles whose members' profiles are read when they do not.
     pub not_consenting: Vec<Role>,
+    /// Profiles read at most: those of the first listed members (by id) of these kinds.
+    pub at_most: usize,
 }
 
 impl ProfileKinds {
@@ -69,15 +72,16 @@ pub struct PageQuery {
 }
 
 /// A member on a page, with the facts it is decided on as a subject of the request's app, and
-/// its profile (name, picture) only if it is of the kinds the request named
-/// ([`PageList::Members`]): so a hidden member's profile is not read.
+/// its profile (name, picture) only if it is among the first of the kinds the request named
+/// ([`PageList::Members`]): so, with a right guess, only the profiles shown are read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedMember {
     pub id: MemberId,
     pub role: Role,
     /// The member consents now to the app seeing their profile.
     pub consented_profile: bool,
-    /// The profile, read with the snapshot: only for the kinds named, never for others.
+    /// The profile, read with the snapshot: only for the first members of the kinds named
+    /// (`ProfileKinds`), never for others.
     pub profile: Option<Member>,
 }
 
@@ -137,6 +141,7 @@ pub fn read_page_call_by_call(store: &(impl Store + ?Sized), query: &PageQuery) 
             let wanted: Vec<MemberId> = page
                 .iter()
                 .filter(|(id, role)| profiles_of.includes(*role, consents.contains(id)))
+                .take(profiles_of.at_most)
                 .map(|(id, _)| id.clone())
                 .collect();
             let mut profiles = if wanted.is_empty() { HashMap::new() } else { store.members_by_id(&wanted)? };
