@@ -53,22 +53,26 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
 }
 
+/// How long a connection waits for another's lock before it fails.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(())
 }
 
 /// Puts the file in WAL mode. Switching needs the file to itself and SQLite does not wait for
-/// it (no busy timeout): when another process opens the same new file at that moment, try
-/// again for a while.
+/// it (no busy timeout): when another process opens the same new file at that moment (and may
+/// be migrating it, slowly on a busy machine), try again for as long as the busy timeout.
 fn switch_to_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
     let mut attempt: u64 = 0;
     loop {
         match conn.pragma_update(None, "journal_mode", "WAL") {
             Err(rusqlite::Error::SqliteFailure(failure, _))
-                if failure.code == rusqlite::ErrorCode::DatabaseBusy && attempt < 100 =>
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
             {
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(attempt.min(20)));
@@ -96,7 +100,7 @@ impl SqliteStore {
                     | OpenFlags::SQLITE_OPEN_URI,
             )
             .map_err(backend)?;
-            reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+            reader.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
             readers.push(Mutex::new(reader));
         }
         Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
