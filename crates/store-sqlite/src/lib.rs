@@ -53,6 +53,12 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
 }
 
+/// Why one attempt at opening the store failed: an I/O error (tried again), or anything else.
+enum Opening {
+    Io(StoreError),
+    Failed(StoreError),
+}
+
 /// How long a connection waits for another's lock before it fails.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -84,13 +90,41 @@ fn switch_to_wal(conn: &Connection) -> rusqlite::Result<()> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in one file.
+    ///
+    /// Two processes creating one new store at the same instant (nodes started together on a
+    /// shared data directory) were seen, about once in a few hundred tries on a loaded
+    /// machine, to get SQLite's "disk I/O error" while one switched the new file to WAL as the
+    /// other read it. Nothing is written before the schema's migrations, which are
+    /// transactions, so an open that fails with an I/O error is tried again from the start,
+    /// for as long as the busy timeout; a lasting disk error is reported then, naming the
+    /// step.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let mut writer = Connection::open(path).map_err(backend)?;
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open_once(path) {
+                Ok(store) => return Ok(store),
+                Err(Opening::Io(_)) if started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(Opening::Io(error) | Opening::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<SqliteStore, Opening> {
+        let at = |step: &'static str| {
+            move |e: rusqlite::Error| {
+                let io = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure);
+                let error = StoreError::Backend(format!("{step} {}: {e}", path.display()));
+                if io { Opening::Io(error) } else { Opening::Failed(error) }
+            }
+        };
+        let mut writer = Connection::open(path).map_err(at("cannot open"))?;
         // The busy timeout first: nodes opening one file at once wait for each other's
         // migrations instead of failing.
-        configure(&writer).map_err(backend)?;
-        switch_to_wal(&writer).map_err(backend)?;
-        migrate(&mut writer)?;
+        configure(&writer).map_err(at("cannot configure"))?;
+        switch_to_wal(&writer).map_err(at("cannot switch to WAL"))?;
+        migrate(&mut writer).map_err(Opening::Failed)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
@@ -99,8 +133,8 @@ impl SqliteStore {
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX
                     | OpenFlags::SQLITE_OPEN_URI,
             )
-            .map_err(backend)?;
-            reader.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+            .map_err(at("cannot open for reading"))?;
+            reader.busy_timeout(BUSY_TIMEOUT).map_err(at("cannot open for reading"))?;
             readers.push(Mutex::new(reader));
         }
         Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
