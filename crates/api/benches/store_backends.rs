@@ -119,7 +119,8 @@ fn postgres_cpu_secs() -> Option<f64> {
         let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
         let Some((_, fields)) = stat.rsplit_once(')') else { continue };
         // utime, stime, cutime, cstime: fields 14 to 17 of proc(5), 12 to 15 after the name.
-        ticks += fields.split_whitespace().skip(11).take(4).filter_map(|f| f.parse::<u64>().ok()).sum::<u64>();
+        ticks +=
+            fields.split_whitespace().skip(11).take(4).filter_map(|f| f.parse::<u64>().ok()).sum::<u64>();
     }
     // Clock ticks are 1/100 s on Linux (USER_HZ).
     Some(ticks as f64 / 100.0)
@@ -227,7 +228,11 @@ fn main() {
             token_hash: String::new(),
             app: consentry_types::AppId::parse("x").unwrap_or_else(|e| unreachable!("{e}")),
             group: GroupId::parse("g-bench").unwrap_or_else(|e| unreachable!("{e}")),
-            list: consentry_store::PageList::Members { after: None, limit: 200, profiles_of: Default::default() },
+            list: consentry_store::PageList::Members {
+                after: None,
+                limit: 200,
+                profiles_of: Default::default(),
+            },
         };
         let _ = store.read_page(&query);
         let warm = store.round_trips();

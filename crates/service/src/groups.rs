@@ -511,7 +511,8 @@ impl Service {
         }
         let unread: Vec<MemberId> =
             shown.iter().filter(|(m, _)| m.profile.is_none()).map(|(m, _)| m.id.clone()).collect();
-        let read_now = if unread.is_empty() { Default::default() } else { self.store.members_by_id(&unread)? };
+        let read_now =
+            if unread.is_empty() { Default::default() } else { self.store.members_by_id(&unread)? };
         for (listed, allowed) in shown {
             // A membership without a member (never made by the service) is no one to show.
             let Some(member) = listed.profile.as_ref().or_else(|| read_now.get(&listed.id)) else { continue };

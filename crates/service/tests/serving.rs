@@ -882,7 +882,9 @@ fn a_members_page_reads_the_profiles_of_only_the_members_it_shows() {
     assert!(w.service.activate_policy(legacy, &w.ops, "all visible").is_ok());
     let one = PageRequest { limit: Some(1), after: None };
     let page = |request: &PageRequest| {
-        w.service.read_members(&w.session, &group(), member_fields(), request).unwrap_or_else(|e| unreachable!("{e}"))
+        w.service
+            .read_members(&w.session, &group(), member_fields(), request)
+            .unwrap_or_else(|e| unreachable!("{e}"))
     };
     let _ = page(&one); // the guess learns that every kind is shown
     read(&store);

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use consentry_store::{ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, ProfileKinds, TokenRecord};
+use consentry_store::{
+    ListedMember, ListedPost, PageList, PageQuery, PageSnapshot, ProfileKinds, TokenRecord,
+};
 use consentry_types::{App, Group, Installation, Instant, Member, MemberId, Post, PostId, Role};
 use postgres::Row;
 
@@ -27,9 +29,13 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
             false,
             profiles_of,
         ),
-        PageList::Posts { after, limit } => {
-            ("posts", after.as_ref().map_or("", PostId::as_str).to_string(), limit_of(*limit), false, &no_kinds)
-        }
+        PageList::Posts { after, limit } => (
+            "posts",
+            after.as_ref().map_or("", PostId::as_str).to_string(),
+            limit_of(*limit),
+            false,
+            &no_kinds,
+        ),
     };
     let roles = |roles: &[Role]| roles.iter().map(|r| r.as_str()).collect::<Vec<&str>>();
     let (consenting, not_consenting) = (roles(&kinds.consenting), roles(&kinds.not_consenting));

@@ -116,7 +116,11 @@ impl SqliteStore {
             move |e: rusqlite::Error| {
                 let io = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure);
                 let error = StoreError::Backend(format!("{step} {}: {e}", path.display()));
-                if io { Opening::Io(error) } else { Opening::Failed(error) }
+                if io {
+                    Opening::Io(error)
+                } else {
+                    Opening::Failed(error)
+                }
             }
         };
         let mut writer = Connection::open(path).map_err(at("cannot open"))?;

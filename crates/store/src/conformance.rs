@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::{
-    DeliveryStatus, Facts, KeyOrigin, OperatorKey, OutboxDepth, ProfileKinds, ProofRecord, ProofWaiver, SecretPurpose,
-    ServerSecret, Store, StoreError, TokenRecord,
+    DeliveryStatus, Facts, KeyOrigin, OperatorKey, OutboxDepth, ProfileKinds, ProofRecord, ProofWaiver,
+    SecretPurpose, ServerSecret, Store, StoreError, TokenRecord,
 };
 
 fn member_id(text: &str) -> MemberId {
@@ -940,7 +940,8 @@ fn a_members_page_reads_the_consents_and_profiles_of_its_own_members(store: &dyn
     assert_eq!(store.put_group(&Group { id: sparse.clone(), name: "Sparse".into() }, at(0)), Ok(()));
     let id = |i: usize| member_id(&format!("s{i:02}"));
     for i in 0..=20 {
-        let member = Member { id: id(i), name: format!("S {i}"), picture_url: format!("https://p.example/{i}") };
+        let member =
+            Member { id: id(i), name: format!("S {i}"), picture_url: format!("https://p.example/{i}") };
         assert_eq!(store.put_member(&member, at(0)), Ok(()));
         // Everyone but s10 and s15 consents to a0; only every fifth is in the group.
         assert_eq!(store.set_consent(&id(i), &app_id("a0"), i != 10 && i != 15, at(1)), Ok(()));
@@ -989,14 +990,19 @@ fn a_members_page_reads_the_consents_and_profiles_of_its_own_members(store: &dyn
         .iter()
         .map(|m| (m.id.as_str().to_string(), m.consented_profile, m.profile.is_some()))
         .collect();
-    let expected: Vec<(String, bool, bool)> = [(0, true, true), (5, true, false), (10, false, false), (15, false, false), (20, true, true)]
-        .into_iter()
-        .map(|(i, consented, profile)| (format!("s{i:02}"), consented, profile))
-        .collect();
+    let expected: Vec<(String, bool, bool)> =
+        [(0, true, true), (5, true, false), (10, false, false), (15, false, false), (20, true, true)]
+            .into_iter()
+            .map(|(i, consented, profile)| (format!("s{i:02}"), consented, profile))
+            .collect();
     assert_eq!(listed, expected, "s05 is an admin: not of the kinds asked for");
     // At most one profile: the first member of the kinds asked for, by id.
     let query = PageQuery {
-        list: PageList::Members { after: None, limit: 100, profiles_of: ProfileKinds { at_most: 1, ..every_kind() } },
+        list: PageList::Members {
+            after: None,
+            limit: 100,
+            profiles_of: ProfileKinds { at_most: 1, ..every_kind() },
+        },
         ..query
     };
     let profiled: Vec<String> = store

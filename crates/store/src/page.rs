@@ -144,7 +144,8 @@ pub fn read_page_call_by_call(store: &(impl Store + ?Sized), query: &PageQuery) 
                 .take(profiles_of.at_most)
                 .map(|(id, _)| id.clone())
                 .collect();
-            let mut profiles = if wanted.is_empty() { HashMap::new() } else { store.members_by_id(&wanted)? };
+            let mut profiles =
+                if wanted.is_empty() { HashMap::new() } else { store.members_by_id(&wanted)? };
             snapshot.members = page
                 .into_iter()
                 .map(|(id, role)| ListedMember {
