@@ -67,6 +67,14 @@ impl OperatorSession {
     }
 }
 
+/// The stored form of a bearer token, or the refusal of one that cannot be ours.
+fn bearer_hash(token: &str) -> ServiceResult<String> {
+    if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+        return Err(ServiceError::Unauthenticated("the access token is malformed".into()));
+    }
+    Ok(fast_hash(token))
+}
+
 fn invalid_client() -> ServiceError {
     ServiceError::Unauthenticated("client authentication failed".into())
 }
@@ -166,10 +174,7 @@ impl Service {
     /// Checks a bearer token for this request: known, unexpired, unrevoked, app active.
     pub fn authenticate_app(&self, token: &str) -> ServiceResult<AppSession> {
         let refused = |why: &str| ServiceError::Unauthenticated(why.to_string());
-        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
-            return Err(refused("the access token is malformed"));
-        }
-        let hash = fast_hash(token);
+        let hash = bearer_hash(token)?;
         let (record, status) =
             self.store.token_with_app_status(&hash)?.ok_or_else(|| refused("the access token is unknown"))?;
         if record.revoked_at.is_some() {
@@ -198,10 +203,10 @@ impl Service {
     /// node saw it gets the same 401 from the snapshot, only after the request's parameters
     /// were checked rather than before.
     pub fn app_of_seen_token(&self, token: &str) -> Option<ServiceResult<AppSession>> {
-        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
-            return Some(Err(ServiceError::Unauthenticated("the access token is malformed".into())));
-        }
-        let hash = fast_hash(token);
+        let hash = match bearer_hash(token) {
+            Ok(hash) => hash,
+            Err(malformed) => return Some(Err(malformed)),
+        };
         let (app, expires_at) = self.token_owners.get(&hash)?;
         Some(if expires_at <= self.clock.now() {
             Err(ServiceError::Unauthenticated("the access token expired".into()))
