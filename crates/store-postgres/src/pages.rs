@@ -100,9 +100,16 @@ pub(crate) fn read_page(db: &mut dyn Db, query: &PageQuery) -> DbResult<Option<P
     let pictures: Vec<String> = array(row, 27)?;
     let roles: Vec<Option<String>> = array(row, 28)?;
     let consents: Vec<bool> = array(row, 29)?;
-    let lengths = [contents.len(), created.len(), authors.len(), names.len(), pictures.len(), roles.len()];
+    let lengths = [
+        contents.len(),
+        created.len(),
+        authors.len(),
+        names.len(),
+        pictures.len(),
+        roles.len(),
+        consents.len(),
+    ];
     same_length("posts", ids.len(), &lengths)?;
-    same_length("posts", ids.len(), &[consents.len()])?;
     for (i, id) in ids.iter().enumerate() {
         let at = |what: &str| corrupt(what, &format!("post {id} without it"));
         let author = authors.get(i).ok_or_else(|| at("author"))?;
